@@ -1,0 +1,466 @@
+"""The call bridge: one Twilio Media Streams socket joined to one ``RealtimeSession``.
+
+Data flow for one call::
+
+    Twilio ─ media (μ-law 8 kHz) ─▶ CallerToModel ─ pcm16 24 kHz ─▶ session.send_audio
+    Twilio ◀─ media/mark/clear ─── Framer ◀─ ModelToCaller ◀─ pcm16 24 kHz ─ session audio events
+            mark echoes ─▶ Playback ─▶ RealtimePlaybackTracker.on_play_ms (barge-in truncation)
+
+The bridge owns the call's lifetime: it waits for ``start``, opens the session, runs the two pumps
+(caller -> model, model -> caller) until either side ends, closes everything it opened with a
+bounded timeout, and writes exactly one ``call.end`` record however the call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from agents.realtime import RealtimePlaybackTracker, RealtimeSession
+
+from .audio import CallerToModel, Framer, ModelToCaller
+from .call_log import CallLog
+from .media_stream import (
+    Connected,
+    Dtmf,
+    Mark,
+    Media,
+    ProtocolError,
+    Start,
+    Stop,
+    clear_message,
+    mark_message,
+    media_message,
+    parse_message,
+)
+from .playback import Playback
+
+__all__ = ["CallLimits", "MediaStreamCall", "OpenSession", "TwilioSocket"]
+
+logger = logging.getLogger("telephony.call")
+
+ULAW_BYTES_PER_MS = 8
+PCM16_24K_BYTES_PER_MS = 48
+COUNTER_EVERY_FRAMES = 250  # one audio.in record per 5 s of caller audio
+
+
+class TwilioSocket(Protocol):
+    """The media socket as the bridge sees it (the app adapts Starlette's WebSocket to this)."""
+
+    async def receive(self) -> str | bytes | None:
+        """Next frame: text, bytes (a binary frame), or None once the socket is closed."""
+        ...
+
+    async def send(self, text: str) -> None:
+        """Send one text frame; raises if the socket is gone."""
+        ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket if still open; never raises."""
+        ...
+
+
+OpenSession = Callable[[RealtimePlaybackTracker, str], Awaitable[RealtimeSession]]
+"""Builds a session (not yet connected) for a call: ``(tracker, call_sid) -> RealtimeSession``."""
+
+
+class CallLimits:
+    """Timeouts of one call, in seconds."""
+
+    def __init__(
+        self,
+        start_timeout: float = 10.0,
+        connect_timeout: float = 15.0,
+        close_timeout: float = 5.0,
+    ) -> None:
+        self.start_timeout = start_timeout
+        self.connect_timeout = connect_timeout
+        self.close_timeout = close_timeout
+
+
+class _CallEnded(Exception):
+    """Raised inside a pump to end the call with a reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MediaStreamCall:
+    """Bridge one Twilio media socket to one realtime session. Call :meth:`run` once."""
+
+    def __init__(
+        self,
+        socket: TwilioSocket,
+        open_session: OpenSession,
+        log_dir: Path,
+        limits: CallLimits | None = None,
+    ) -> None:
+        self._socket = socket
+        self._open_session = open_session
+        self._log_dir = log_dir
+        self._limits = limits or CallLimits()
+        self._log: CallLog | None = None
+        self.call_sid: str | None = None
+        self.stream_sid: str | None = None
+        self.end_reason: str | None = None
+        self._started_at = time.monotonic()
+
+        self._up = CallerToModel()
+        self._down = ModelToCaller()
+        self._framer = Framer()
+        self._tracker = RealtimePlaybackTracker()
+        self._playback = Playback()
+        self._interrupted_items: set[str] = set()
+        self._out_item: tuple[str, int] | None = None  # item whose audio the framer holds
+        self._agent_transcripts: dict[str, list[str]] = {}
+
+        self.frames_in = 0
+        self.bytes_in = 0
+        self.frames_out = 0
+        self.model_audio_bytes = 0
+        self.clears = 0
+        self.interruptions = 0
+        self.protocol_errors = 0
+        self.model_errors = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Run the call to its end. Never raises (except cancellation)."""
+        try:
+            start = await self._await_start()
+            if start is None:
+                return
+            await self._bridge()
+        except asyncio.CancelledError:
+            self._set_reason("server_shutdown")
+            raise
+        except Exception as exc:  # a bug of ours must still end the call cleanly
+            logger.exception("call %s: unexpected error", self.call_sid)
+            self._record("error", where="bridge", error=_describe(exc))
+            self._set_reason("internal_error")
+        finally:
+            await self._socket.close()
+            self._finish()
+
+    async def _await_start(self) -> Start | None:
+        """Read ``connected`` then ``start``; anything else before ``start`` is logged and ignored."""
+        deadline = time.monotonic() + self._limits.start_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._set_reason("no_start")
+                logger.warning("call ?: no start message within %.1fs", self._limits.start_timeout)
+                return None
+            try:
+                frame = await asyncio.wait_for(self._socket.receive(), remaining)
+            except TimeoutError:
+                continue
+            if frame is None:
+                self._set_reason("twilio_closed_before_start")
+                logger.info("call ?: socket closed before start")
+                return None
+            try:
+                message = parse_message(frame)
+            except ProtocolError as exc:
+                self.protocol_errors += 1
+                logger.warning("call ?: bad frame before start: %s", exc)
+                continue
+            if isinstance(message, Start):
+                self._on_start(message)
+                return message
+            if isinstance(message, Connected):
+                continue
+            self.protocol_errors += 1
+            logger.warning("call ?: %r before start, ignored", message.event)
+
+    def _on_start(self, start: Start) -> None:
+        self.call_sid = start.call_sid
+        self.stream_sid = start.stream_sid
+        try:
+            self._log = CallLog(self._log_dir, start.call_sid)
+        except ValueError as exc:
+            logger.warning("call %r: no call log: %s", start.call_sid[:80], exc)
+        fmt = start.start.media_format
+        self._record(
+            "stream.start",
+            stream_sid=start.stream_sid,
+            tracks=start.start.tracks,
+            media_format={
+                "encoding": fmt.encoding,
+                "sample_rate": fmt.sample_rate,
+                "channels": fmt.channels,
+            },
+            custom_parameters=start.custom_parameters,
+        )
+        if fmt.encoding != "audio/x-mulaw" or fmt.sample_rate != 8000 or fmt.channels != 1:
+            self._record("protocol.error", error=f"unexpected media format {fmt!r}")
+
+    async def _bridge(self) -> None:
+        assert self.call_sid is not None
+        self._record("model.connecting")
+        t0 = time.monotonic()
+        try:
+            session = await self._open_session(self._tracker, self.call_sid)
+            await asyncio.wait_for(session.enter(), self._limits.connect_timeout)
+        except Exception as exc:
+            self._record("model.connect_failed", error=_describe(exc))
+            logger.warning("call %s: model connect failed: %s", self.call_sid, _describe(exc))
+            self._set_reason("model_connect_failed")
+            return
+        self._record("model.connected", connect_ms=round((time.monotonic() - t0) * 1000, 1))
+        try:
+            caller = asyncio.create_task(self._caller_pump(session), name=f"caller:{self.call_sid}")
+            model = asyncio.create_task(self._model_pump(session), name=f"model:{self.call_sid}")
+            try:
+                done, _ = await asyncio.wait({caller, model}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (caller, model):
+                    task.cancel()
+                await asyncio.gather(caller, model, return_exceptions=True)
+            for task in done:
+                exc = task.exception()
+                if isinstance(exc, _CallEnded):
+                    self._set_reason(exc.reason)
+                elif exc is not None:
+                    raise exc
+        finally:
+            await self._close_session(session)
+
+    async def _close_session(self, session: RealtimeSession) -> None:
+        try:
+            await asyncio.wait_for(session.close(), self._limits.close_timeout)
+        except TimeoutError:
+            self._record("model.close_timeout", timeout_s=self._limits.close_timeout)
+        except Exception as exc:
+            self._record("model.close_error", error=_describe(exc))
+
+    # ------------------------------------------------------------------ caller -> model
+
+    async def _caller_pump(self, session: RealtimeSession) -> None:
+        while True:
+            frame = await self._socket.receive()
+            if frame is None:
+                raise _CallEnded("twilio_disconnected")
+            try:
+                message = parse_message(frame)
+            except ProtocolError as exc:
+                self.protocol_errors += 1
+                self._record("protocol.error", error=str(exc)[:300])
+                continue
+            if isinstance(message, Media):
+                if message.stream_sid != self.stream_sid:
+                    self.protocol_errors += 1
+                    self._record("protocol.error", error="media for unknown streamSid")
+                    continue
+                await self._on_caller_audio(session, message.payload)
+            elif isinstance(message, Mark):
+                self._on_mark_echo(message.name)
+            elif isinstance(message, Dtmf):
+                self._record("dtmf", digit=message.digit)
+            elif isinstance(message, Stop):
+                self._record("stream.stop")
+                raise _CallEnded("caller_hangup")
+            elif isinstance(message, Start):
+                self.protocol_errors += 1
+                self._record("protocol.error", error="duplicate start")
+            # Connected after start: harmless, ignored.
+
+    async def _on_caller_audio(self, session: RealtimeSession, ulaw: bytes) -> None:
+        self.frames_in += 1
+        self.bytes_in += len(ulaw)
+        if self.frames_in % COUNTER_EVERY_FRAMES == 0:
+            self._record(
+                "audio.in",
+                frames=self.frames_in,
+                bytes=self.bytes_in,
+                seconds=round(self.bytes_in / 8000, 3),
+            )
+        pcm = self._up.feed(ulaw)
+        try:
+            await session.send_audio(pcm)
+        except Exception as exc:
+            self._record("model.error", where="send_audio", error=_describe(exc))
+            raise _CallEnded("model_send_failed") from exc
+
+    def _on_mark_echo(self, name: str) -> None:
+        played, known = self._playback.echoed(name)
+        if not known:
+            self._record("protocol.error", error=f"echo of unknown mark {name[:40]!r}")
+            return
+        if not played:
+            self._record("mark.cleared", name=name)
+            return
+        for mark in played:
+            self._tracker.on_play_ms(mark.item_id, mark.content_index, mark.ms)
+            self._record("mark.played", name=mark.name, item_id=mark.item_id, ms=mark.ms)
+
+    # ------------------------------------------------------------------ model -> caller
+
+    async def _model_pump(self, session: RealtimeSession) -> None:
+        try:
+            async for event in session:
+                await self._on_session_event(event)
+        except _CallEnded:
+            raise
+        except Exception as exc:
+            self.model_errors += 1
+            self._record("model.error", where="session", error=_describe(exc))
+            raise _CallEnded("model_error") from exc
+        raise _CallEnded("model_ended")
+
+    async def _on_session_event(self, event: Any) -> None:
+        kind = event.type
+        if kind == "audio":
+            await self._on_model_audio(event.audio)
+        elif kind == "audio_end":
+            self._record("model.audio_done", item_id=event.item_id)
+            await self._flush_audio()
+            self._log_agent_transcript(event.item_id)
+        elif kind == "audio_interrupted":
+            await self._on_interrupted(event.item_id)
+        elif kind == "tool_start":
+            self._record("tool.start", tool=event.tool.name, arguments=event.arguments)
+        elif kind == "tool_end":
+            self._record("tool.end", tool=event.tool.name, output=str(event.output)[:500])
+        elif kind == "handoff":
+            self._record("handoff", from_agent=event.from_agent.name, to_agent=event.to_agent.name)
+        elif kind == "error":
+            self.model_errors += 1
+            self._record("model.error", where="event", error=str(event.error)[:500])
+        elif kind == "raw_model_event":
+            self._on_raw_model_event(event.data)
+
+    def _on_raw_model_event(self, data: Any) -> None:
+        kind = data.type
+        if kind == "input_audio_transcription_completed":
+            self._record("transcript.caller", item_id=data.item_id, text=data.transcript)
+        elif kind == "transcript_delta":
+            self._agent_transcripts.setdefault(data.item_id, []).append(data.delta)
+        elif kind == "turn_started":
+            self._record("response.started", response_id=data.response_id)
+        elif kind == "turn_ended":
+            self._record("response.done", response_id=data.response_id)
+            for item_id in list(self._agent_transcripts):
+                self._log_agent_transcript(item_id)
+        elif kind == "raw_server_event":
+            server_type = data.data.get("type") if isinstance(data.data, dict) else None
+            if server_type == "input_audio_buffer.speech_started":
+                self._record("speech.started", audio_start_ms=data.data.get("audio_start_ms"))
+            elif server_type == "input_audio_buffer.speech_stopped":
+                self._record("speech.stopped", audio_end_ms=data.data.get("audio_end_ms"))
+
+    def _log_agent_transcript(self, item_id: str) -> None:
+        parts = self._agent_transcripts.pop(item_id, None)
+        if parts:
+            self._record("transcript.agent", item_id=item_id, text="".join(parts))
+
+    async def _on_model_audio(self, audio: Any) -> None:
+        item_id, content_index = audio.item_id, audio.content_index
+        data: bytes = audio.data
+        self.model_audio_bytes += len(data)
+        self._record(
+            "model.audio",
+            bytes=len(data),
+            item_id=item_id,
+            response_id=audio.response_id,
+            content_index=content_index,
+        )
+        if item_id in self._interrupted_items:
+            self._record("model.audio_dropped", item_id=item_id, bytes=len(data))
+            return
+        if self._out_item is not None and self._out_item != (item_id, content_index):
+            await self._flush_audio()  # a new item starts: finish the previous one first
+        self._out_item = (item_id, content_index)
+        await self._send_frames(self._framer.push(self._down.feed(data)))
+
+    async def _flush_audio(self) -> None:
+        """End of an item's audio: send the transcoder's tail and the padded last frame."""
+        if self._out_item is None:
+            return
+        await self._send_frames(self._framer.push(self._down.flush()) + self._framer.flush())
+        self._out_item = None
+
+    async def _send_frames(self, frames: list[bytes]) -> None:
+        if not frames or self._out_item is None or self.stream_sid is None:
+            return
+        for frame in frames:
+            await self._send(media_message(self.stream_sid, frame))
+        self.frames_out += len(frames)
+        item_id, content_index = self._out_item
+        ms = sum(len(f) for f in frames) / ULAW_BYTES_PER_MS
+        mark = self._playback.sent(item_id, content_index, ms)
+        await self._send(mark_message(self.stream_sid, mark.name))
+        self._record("mark.sent", name=mark.name, item_id=item_id, ms=ms, frames=len(frames))
+
+    async def _on_interrupted(self, item_id: str) -> None:
+        """Barge-in: Twilio drops its buffer; we drop what we hold for the item."""
+        self.interruptions += 1
+        self._interrupted_items.add(item_id)
+        self._down.reset()
+        self._framer.reset()
+        self._out_item = None
+        playing = self._playback.unplayed_ms > 0
+        dropped_ms = self._playback.cleared()
+        if self.stream_sid is not None:
+            await self._send(clear_message(self.stream_sid))
+        self.clears += 1
+        self._record(
+            "clear.sent", item_id=item_id, playing=playing, dropped_ms=round(dropped_ms, 1)
+        )
+
+    async def _send(self, text: str) -> None:
+        try:
+            await self._socket.send(text)
+        except Exception as exc:
+            raise _CallEnded("twilio_disconnected") from exc
+
+    # ------------------------------------------------------------------ records
+
+    def _set_reason(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+
+    def _record(self, event: str, **fields: Any) -> None:
+        if self._log is not None:
+            self._log.write(event, **fields)
+        elif event.endswith("error"):
+            logger.warning("call %s: %s %s", self.call_sid, event, fields)
+
+    def _finish(self) -> None:
+        reason = self.end_reason or "unknown"
+        totals = {
+            "reason": reason,
+            "duration_s": round(time.monotonic() - self._started_at, 3),
+            "stream_sid": self.stream_sid,
+            "frames_in": self.frames_in,
+            "audio_in_s": round(self.bytes_in / 8000, 3),
+            "frames_out": self.frames_out,
+            "audio_out_s": round(self.frames_out * 0.02, 3),
+            "model_audio_s": round(self.model_audio_bytes / PCM16_24K_BYTES_PER_MS / 1000, 3),
+            "marks_sent": self._playback.marks_sent,
+            "marks_played": self._playback.marks_played,
+            "marks_cleared": self._playback.marks_cleared,
+            "played_ms": round(self._playback.played_ms, 1),
+            "dropped_ms": round(self._playback.dropped_ms, 1),
+            "clears": self.clears,
+            "interruptions": self.interruptions,
+            "protocol_errors": self.protocol_errors,
+            "model_errors": self.model_errors,
+        }
+        self._record("call.end", **totals)
+        logger.info("call %s ended: %s", self.call_sid, reason)
+        with contextlib.suppress(Exception):
+            if self._log is not None:
+                self._log.close()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

@@ -1,0 +1,113 @@
+"""Service configuration: one settings object, read once at start-up from the environment
+and an optional ``.env`` file (pydantic-settings).
+
+Every variable is documented in the README's configuration table. Malformed values, and unknown
+keys in ``.env``, fail at start-up with :class:`ConfigError`, whose message names the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """Raised when the configuration cannot be loaded; the message names each bad variable."""
+
+
+class Settings(BaseSettings):
+    """All settings of the service. Field names are the environment variable names, lower-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="OpenAI API key used to open Realtime sessions."
+    )
+    openai_realtime_model: str = Field(
+        default="gpt-realtime", min_length=1, description="Realtime model name."
+    )
+    openai_realtime_url: str | None = Field(
+        default=None,
+        description="Realtime WebSocket URL, passed verbatim as the SDK's model_config['url'].",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Public https base URL Twilio reaches (e.g. the ngrok URL).",
+    )
+    twilio_account_sid: str | None = Field(default=None, description="Twilio Account SID (AC…).")
+    twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio auth token.")
+    call_log_dir: Path = Field(default=Path("./calls"), description="Per-call JSONL logs.")
+    host: str = Field(default="127.0.0.1", min_length=1, description="Bind address.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Bind port.")
+    agent: str | None = Field(
+        default=None,
+        description="Your own RealtimeAgent as 'module:attribute' (an agent or a factory).",
+    )
+    voice: str = Field(default="marin", min_length=1, description="Realtime voice name.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Server log level."
+    )
+
+    @field_validator("openai_realtime_url")
+    @classmethod
+    def _check_realtime_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in ("ws", "wss"):
+            raise ValueError("must be a ws:// or wss:// URL")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s):// base URL such as https://abc.ngrok.app")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query string or fragment")
+        return value.rstrip("/")
+
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _check_account_sid(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not (value.startswith("AC") and len(value) == 34):
+            raise ValueError("must look like AC followed by 32 hex digits")
+        return value
+
+    @field_validator("openai_api_key", "twilio_auth_token", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build :class:`Settings` from the environment, ``.env`` and keyword overrides.
+
+    Raises:
+        ConfigError: one line per bad variable, e.g. ``PORT: Input should be a valid integer``.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]).upper() or "(settings)"
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = "unknown setting (not one of the variables in the README)"
+            lines.append(f"{name}: {message}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,90 @@
+"""Choosing and configuring the realtime model behind each call's ``RealtimeSession``.
+
+One :class:`SessionFactory` per app; it builds a fresh model and session per call (a model object
+holds one connection). Formats are pinned to pcm16 24 kHz both ways in the run config as well as
+the initial settings, so an agent handoff's ``session.update`` keeps them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from agents.realtime import (
+    RealtimeAgent,
+    RealtimeModel,
+    RealtimePlaybackTracker,
+    RealtimeRunner,
+    RealtimeSession,
+)
+from agents.realtime.config import RealtimeRunConfig, RealtimeSessionModelSettings
+from agents.realtime.model import RealtimeModelConfig
+
+from .config import Settings
+
+__all__ = ["SessionFactory", "phone_model_settings"]
+
+logger = logging.getLogger("telephony.models")
+
+ModelFactory = Callable[[], RealtimeModel]
+
+
+def phone_model_settings(settings: Settings) -> RealtimeSessionModelSettings:
+    """Session settings for a phone call: pcm16 both ways, server VAD with barge-in, transcripts."""
+    return {
+        "model_name": settings.openai_realtime_model,
+        "voice": settings.voice,
+        "modalities": ["audio"],
+        "input_audio_format": "pcm16",
+        "output_audio_format": "pcm16",
+        "input_audio_transcription": {"model": "gpt-4o-mini-transcribe"},
+        "turn_detection": {
+            "type": "server_vad",
+            "interrupt_response": True,
+            "create_response": True,
+            "silence_duration_ms": 500,
+        },
+    }
+
+
+class SessionFactory:
+    """Builds one not-yet-connected ``RealtimeSession`` per call.
+
+    Args:
+        settings: service settings (model name, URL, key, voice).
+        agent: the agent every call starts with.
+        model_factory: makes a fresh ``RealtimeModel`` per call; defaults to the SDK's
+            ``OpenAIRealtimeWebSocketModel``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        agent: RealtimeAgent,
+        model_factory: ModelFactory | None = None,
+    ) -> None:
+        self._settings = settings
+        self._agent = agent
+        self._model_factory = model_factory
+        self.model_settings = phone_model_settings(settings)
+
+    def model_config(self, tracker: RealtimePlaybackTracker) -> RealtimeModelConfig:
+        """The SDK ``model_config`` for one call (contains the API key: never log it)."""
+        config: RealtimeModelConfig = {
+            "initial_model_settings": dict(self.model_settings),  # type: ignore[typeddict-item]
+            "playback_tracker": tracker,
+        }
+        if self._settings.openai_api_key is not None:
+            config["api_key"] = self._settings.openai_api_key.get_secret_value()
+        if self._settings.openai_realtime_url:
+            config["url"] = self._settings.openai_realtime_url
+        return config
+
+    async def open(self, tracker: RealtimePlaybackTracker, call_sid: str) -> RealtimeSession:
+        """A session for call ``call_sid``; connect it with ``async with`` or ``enter()``."""
+        model = self._model_factory() if self._model_factory is not None else None
+        run_config: RealtimeRunConfig = {"model_settings": dict(self.model_settings)}  # type: ignore[typeddict-item]
+        runner = RealtimeRunner(self._agent, model=model, config=run_config)
+        return await runner.run(
+            context={"call_sid": call_sid}, model_config=self.model_config(tracker)
+        )

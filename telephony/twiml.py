@@ -1,0 +1,49 @@
+"""TwiML answers for Twilio's Voice webhook, built with the twilio package's ``VoiceResponse``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+__all__ = ["connect_stream", "media_stream_url"]
+
+MEDIA_STREAM_PATH = "/media-stream"
+
+
+def media_stream_url(public_url: str | None, host: str, scheme: str) -> str:
+    """The ``<Stream url>`` for our media socket: ``wss://<public host>/media-stream``.
+
+    Args:
+        public_url: configured public base URL (``https://abc.ngrok.app``), or ``None``.
+        host: the host Twilio reached (``X-Forwarded-Host`` or ``Host``), used without public_url.
+        scheme: ``https``/``http`` as seen by the client (``X-Forwarded-Proto`` or the request's).
+
+    Returns:
+        A ``wss://`` URL (``ws://`` only when the request itself came over plain http, as from the
+        local simulator), with no query string: Twilio rejects one (errors 31920/31922).
+    """
+    if public_url:
+        parts = urlsplit(public_url)
+        scheme, host = parts.scheme, parts.netloc
+        base_path = parts.path.rstrip("/")
+    else:
+        base_path = ""
+    ws_scheme = "ws" if scheme == "http" else "wss"
+    return f"{ws_scheme}://{host}{base_path}{MEDIA_STREAM_PATH}"
+
+
+def connect_stream(stream_url: str, parameters: Mapping[str, str]) -> str:
+    """TwiML ``<Connect><Stream url=…>`` with each parameter as a nested ``<Parameter>``.
+
+    The parameters arrive back in the Media Streams ``start`` message as ``customParameters``.
+    Returns the XML document as text.
+    """
+    response = VoiceResponse()
+    connect = Connect()
+    stream = connect.stream(url=stream_url)
+    for name, value in parameters.items():
+        stream.parameter(name=name, value=value)
+    response.append(connect)
+    return str(response)
