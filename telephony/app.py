@@ -118,7 +118,7 @@ def create_app(
         with CallLog(settings.call_log_dir, call_sid) as log:
             log.write(
                 "webhook",
-                from_=params.get("From"),
+                **{"from": params.get("From")},
                 to=params.get("To"),
                 direction=params.get("Direction"),
                 call_status=params.get("CallStatus"),

@@ -1,0 +1,75 @@
+"""Shared fixtures: a live server (real HTTP + WebSocket on 127.0.0.1) and the loopback model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from telephony.app import create_app
+from telephony.call import CallLimits
+from telephony.config import Settings
+from telephony.testing import LoopbackRealtimeServer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_audio(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    app: Any
+    settings: Settings
+    model: LoopbackRealtimeServer
+
+
+@contextlib.asynccontextmanager
+async def run_server(app: Any) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port; yields the base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.chdir(tmp_path)  # no stray .env is read
+    for name in ("OPENAI_API_KEY", "PUBLIC_URL", "TWILIO_AUTH_TOKEN", "OPENAI_REALTIME_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return Settings(openai_api_key="sk-test-not-a-real-key", call_log_dir=tmp_path / "calls")
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Callable[..., Any]:
+    """Factory: ``async with live_server(**loopback_kwargs) as srv`` runs model + app."""
+
+    @contextlib.asynccontextmanager
+    async def start(
+        limits: CallLimits | None = None, **loopback: Any
+    ) -> AsyncIterator[LiveServer]:
+        async with LoopbackRealtimeServer(**loopback) as model:
+            app_settings = settings.model_copy(update={"openai_realtime_url": model.url})
+            app = create_app(app_settings, limits=limits)
+            async with run_server(app) as base_url:
+                yield LiveServer(base_url, app, app_settings, model)
+
+    return start
