@@ -20,7 +20,8 @@ def peak_hz(x: np.ndarray, rate: int) -> float:
 
 
 def band_energy(x: np.ndarray, rate: int, lo: float, hi: float) -> float:
-    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    """Energy of ``x`` between ``lo`` and ``hi`` Hz (Hann-windowed, so leakage stays low)."""
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
     freqs = np.fft.rfftfreq(len(x), 1 / rate)
     return float(spectrum[(freqs >= lo) & (freqs < hi)].sum())
 

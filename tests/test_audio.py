@@ -116,7 +116,7 @@ def test_flush_returns_the_tail_and_resets() -> None:
     down = ModelToCaller()
     body = down.feed(np.rint(sine(500, 24000, 0.1)).astype("<i2").tobytes())
     tail = down.flush()
-    assert len(body) == 800 and len(tail) == 16  # 2 ms filter tail
+    assert len(body) == 800 and len(tail) == 17  # 2 ms filter tail + the phase sample
     assert down.feed(b"\x00\x00" * 3) == ulaw_encode(b"\x00\x00")  # fresh state: silence out
 
 

@@ -34,6 +34,10 @@ def design_lowpass(
 
 _LOWPASS = design_lowpass()
 
+# Two leading zeros put each 8 kHz output instant on an input sample (3n), so the decimator's
+# delay is exactly 16 output samples (2.0 ms), not a fraction of one.
+_PHASE = np.zeros(2)
+
 
 def _to_pcm16(y: np.ndarray) -> bytes:
     return np.clip(np.rint(y), -32768, 32767).astype("<i2").tobytes()
@@ -101,7 +105,7 @@ class Downsampler3:
         self._taps = FILTER_TAPS
         self._kernel = _LOWPASS[::-1].copy()
         self._history = np.zeros(self._taps - 1)
-        self._pending = np.zeros(0)  # samples not yet making a full group of three
+        self._pending = _PHASE.copy()  # samples not yet making a full group of three
         self._odd = b""
 
     def feed(self, pcm16: bytes) -> bytes:
@@ -139,5 +143,5 @@ class Downsampler3:
     def reset(self) -> None:
         """Forget all history, as if newly made."""
         self._history[:] = 0.0
-        self._pending = np.zeros(0)
+        self._pending = _PHASE.copy()
         self._odd = b""
