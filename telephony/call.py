@@ -150,7 +150,7 @@ class MediaStreamCall:
             self._finish()
 
     async def _await_start(self) -> Start | None:
-        """Read ``connected`` then ``start``; anything else before ``start`` is logged and ignored."""
+        """Read ``connected`` then ``start``; anything else before ``start`` is logged, ignored."""
         deadline = time.monotonic() + self._limits.start_timeout
         while True:
             remaining = deadline - time.monotonic()

@@ -117,7 +117,7 @@ class MarkInfo(_Msg):
 
 
 class Mark(_Msg):
-    """Twilio ``mark``: our mark echoed once the audio before it played (or a ``clear`` dropped it)."""
+    """Twilio ``mark``: our mark, echoed once the audio before it played or was cleared."""
 
     event: Literal["mark"]
     sequence_number: int = Field(0, alias="sequenceNumber")
@@ -161,7 +161,9 @@ class Stop(_Msg):
     stop: StopInfo = Field(default_factory=StopInfo)
 
 
-TwilioMessage = Annotated[Connected | Start | Media | Mark | Dtmf | Stop, Field(discriminator="event")]
+TwilioMessage = Annotated[
+    Connected | Start | Media | Mark | Dtmf | Stop, Field(discriminator="event")
+]
 _ADAPTER: TypeAdapter[Connected | Start | Media | Mark | Dtmf | Stop] = TypeAdapter(TwilioMessage)
 _EVENTS = ("connected", "start", "media", "mark", "dtmf", "stop")
 

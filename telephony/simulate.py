@@ -62,9 +62,9 @@ def load_caller_audio(path: Path) -> bytes:
         return ulaw_encode(w.readframes(w.getnframes()))
 
 
-def speech_segments(ulaw: bytes, threshold: float = 300.0, hangover_frames: int = 15) -> list[
-    tuple[float, float]
-]:
+def speech_segments(
+    ulaw: bytes, threshold: float = 300.0, hangover_frames: int = 15
+) -> list[tuple[float, float]]:
     """Speech in μ-law 8 kHz audio as ``[(start_s, end_s)]`` by 20 ms frame energy.
 
     A frame is speech when its RMS (int16 units) exceeds ``threshold``; a segment ends after
@@ -72,7 +72,9 @@ def speech_segments(ulaw: bytes, threshold: float = 300.0, hangover_frames: int 
     """
     pcm = np.frombuffer(ulaw_decode(ulaw), dtype="<i2").astype(np.float64)
     n = len(pcm) // 160
-    loud = [math.sqrt(float(np.mean(pcm[i * 160 : (i + 1) * 160] ** 2))) > threshold for i in range(n)]
+    loud = [
+        math.sqrt(float(np.mean(pcm[i * 160 : (i + 1) * 160] ** 2))) > threshold for i in range(n)
+    ]
     segments: list[tuple[float, float]] = []
     start = None
     quiet = 0
@@ -214,7 +216,9 @@ class _Twilio:
         marks, self.pending_marks = self.pending_marks, []
         for name, _ in marks:  # Twilio echoes the marks a clear dropped, at once
             self.r.echoes.append((name, now, True))
-            await self.send({"event": "mark", "streamSid": self.r.stream_sid, "mark": {"name": name}})
+            await self.send(
+                {"event": "mark", "streamSid": self.r.stream_sid, "mark": {"name": name}}
+            )
 
     async def mark_loop(self) -> None:
         while True:
@@ -230,7 +234,9 @@ class _Twilio:
             self.r.echoes.append((name, self.now(), False))
             if self.turn is not None:
                 self.turn.marks_echoed += 1
-            await self.send({"event": "mark", "streamSid": self.r.stream_sid, "mark": {"name": name}})
+            await self.send(
+                {"event": "mark", "streamSid": self.r.stream_sid, "mark": {"name": name}}
+            )
 
     # --- outbound caller audio
     async def stream(self, audio: bytes, tail_s: float, max_tail_s: float) -> None:
@@ -243,7 +249,9 @@ class _Twilio:
             if chunk < len(frames):
                 frame = frames[chunk].ljust(FRAME_BYTES, bytes([ULAW_SILENCE]))
             else:
-                idle_since = max(end_of_file, self.play_until, self.r.frames[-1][0] if self.r.frames else 0)
+                idle_since = max(
+                    end_of_file, self.play_until, self.r.frames[-1][0] if self.r.frames else 0
+                )
                 if at >= idle_since + tail_s or at >= end_of_file + max_tail_s:
                     return
                 frame = silence
@@ -280,7 +288,7 @@ def _post_webhook(url: str, params: dict[str, str], auth_token: str | None) -> s
     if auth_token:
         signature = RequestValidator(auth_token).compute_signature(url, params)
         request.add_header("X-Twilio-Signature", signature)
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own server)
+    with urllib.request.urlopen(request, timeout=10) as response:
         return response.read().decode()
 
 
@@ -338,7 +346,9 @@ async def simulate_call(
     result.caller_speech = speech_segments(audio)
     headers = {}
     if auth_token:
-        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(stream_url, {})
+        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(
+            stream_url, {}
+        )
     async with connect(stream_url, additional_headers=headers, max_size=2**20) as ws:
         twilio = _Twilio(ws, result, speed)
         await twilio.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
@@ -386,10 +396,10 @@ async def simulate_call(
 
 def save_wav(path: Path, result: SimulationResult, caller: bytes) -> None:
     """Write what the caller heard as a stereo 8 kHz WAV: left the caller, right the agent."""
-    agent = np.zeros(len(caller) + int(8000 * 30), dtype=np.int16)
+    agent = np.zeros(len(caller) + (8000 * 30), dtype=np.int16)
     end = 0
     for at, frame in result.played:
-        i = int(round(at * 8000))
+        i = round(at * 8000)
         pcm = np.frombuffer(ulaw_decode(frame), dtype="<i2")
         if i + len(pcm) > len(agent):
             agent = np.concatenate((agent, np.zeros(i + len(pcm) - len(agent), np.int16)))
@@ -429,9 +439,14 @@ def summary(result: SimulationResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m telephony.simulate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("file", type=Path, help="caller audio: .ulaw/.raw μ-law 8 kHz, or 8 kHz WAV")
+    parser = argparse.ArgumentParser(
+        prog="python -m telephony.simulate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "file", type=Path, help="caller audio: .ulaw/.raw μ-law 8 kHz, or 8 kHz WAV"
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
     parser.add_argument("--speed", type=float, default=1.0, help="clock rate (1 = real time)")
     parser.add_argument("--tail", type=float, default=3.0, help="seconds of agent silence to wait")
@@ -448,8 +463,14 @@ def main(argv: list[str] | None = None) -> int:
     token = os.environ.get("TWILIO_AUTH_TOKEN") or None
     result = asyncio.run(
         simulate_call(
-            args.url, audio, speed=args.speed, tail_s=args.tail, max_tail_s=args.max_tail,
-            from_number=args.from_number, to_number=args.to_number, auth_token=token,
+            args.url,
+            audio,
+            speed=args.speed,
+            tail_s=args.tail,
+            max_tail_s=args.max_tail,
+            from_number=args.from_number,
+            to_number=args.to_number,
+            auth_token=token,
         )
     )
     print(summary(result))

@@ -63,9 +63,7 @@ def live_server(settings: Settings) -> Callable[..., Any]:
     """Factory: ``async with live_server(**loopback_kwargs) as srv`` runs model + app."""
 
     @contextlib.asynccontextmanager
-    async def start(
-        limits: CallLimits | None = None, **loopback: Any
-    ) -> AsyncIterator[LiveServer]:
+    async def start(limits: CallLimits | None = None, **loopback: Any) -> AsyncIterator[LiveServer]:
         async with LoopbackRealtimeServer(**loopback) as model:
             app_settings = settings.model_copy(update={"openai_realtime_url": model.url})
             app = create_app(app_settings, limits=limits)

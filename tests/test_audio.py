@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 import pytest
-from audio_checks import band_energy, peak_hz, pcm, sine, tone_snr_db
+from audio_checks import band_energy, pcm, peak_hz, sine, tone_snr_db
 
 from telephony.audio import (
     FRAME_BYTES,

@@ -62,8 +62,13 @@ def test_secrets_do_not_print(tmp_path: Path) -> None:
 def _post(client: TestClient, headers: dict[str, str] | None = None) -> ET.Element:
     response = client.post(
         "/incoming-call",
-        data={"CallSid": CALL_SID, "From": "+15550001111", "To": "+15550002222",
-              "Direction": "inbound", "CallStatus": "ringing"},
+        data={
+            "CallSid": CALL_SID,
+            "From": "+15550001111",
+            "To": "+15550002222",
+            "Direction": "inbound",
+            "CallStatus": "ringing",
+        },
         headers=headers or {},
     )
     assert response.status_code == 200
@@ -79,8 +84,12 @@ def test_webhook_answers_connect_stream_with_parameters(settings: Settings) -> N
     assert stream is not None
     assert stream.attrib["url"] == "wss://abc.ngrok.app/media-stream"  # no query string
     params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
-    assert params == {"CallSid": CALL_SID, "From": "+15550001111", "To": "+15550002222",
-                      "Direction": "inbound"}
+    assert params == {
+        "CallSid": CALL_SID,
+        "From": "+15550001111",
+        "To": "+15550002222",
+        "Direction": "inbound",
+    }
     log = read_call_log(settings.call_log_dir / f"{CALL_SID}.jsonl")
     assert log[0]["event"] == "webhook" and log[0]["from"] == "+15550001111"
     assert log[0]["call_sid"] == CALL_SID

@@ -2,9 +2,9 @@
 
 One Kaiser-windowed-sinc low-pass (97 taps at 24 kHz, cut-off 3.95 kHz, β = 8) serves both
 directions: flat within 0.03 dB to 3.4 kHz, at least 80 dB down from 4.6 kHz. Each resampler
-carries its filter history across calls to ``feed``, so the output does not depend on how the input was split, there are no
-clicks at frame edges, and nothing is held back beyond the filter's own group delay of
-48 samples at 24 kHz (2.0 ms).
+carries its filter history across calls to ``feed``, so the output does not depend on how the
+input was split, there are no clicks at frame edges, and nothing is held back beyond the
+filter's own group delay of 48 samples at 24 kHz (2.0 ms).
 
 Buffers are float64 internally; samples leave as pcm16 rounded to nearest and clipped.
 """

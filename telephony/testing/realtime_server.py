@@ -155,7 +155,9 @@ class LoopbackRealtimeServer:
 
 
 class _Session:
-    def __init__(self, server: LoopbackRealtimeServer, ws: ServerConnection, conn: RealtimeConnection):
+    def __init__(
+        self, server: LoopbackRealtimeServer, ws: ServerConnection, conn: RealtimeConnection
+    ):
         self.s = server
         self.ws = ws
         self.conn = conn
@@ -314,8 +316,12 @@ class _Session:
         await self.send(
             {
                 "type": "response.created",
-                "response": {"id": response_id, "object": "realtime.response",
-                             "status": "in_progress", "output": []},
+                "response": {
+                    "id": response_id,
+                    "object": "realtime.response",
+                    "status": "in_progress",
+                    "output": [],
+                },
             }
         )
         try:
@@ -324,8 +330,13 @@ class _Session:
                     "type": "response.output_item.added",
                     "response_id": response_id,
                     "output_index": 0,
-                    "item": {"id": item_id, "type": "message", "role": "assistant",
-                             "status": "in_progress", "content": []},
+                    "item": {
+                        "id": item_id,
+                        "type": "message",
+                        "role": "assistant",
+                        "status": "in_progress",
+                        "content": [],
+                    },
                 }
             )
             if self.s.first_delta_delay_s:
@@ -335,34 +346,60 @@ class _Session:
             for i in range(0, len(audio), step):
                 chunk = audio[i : i + step]
                 await self.send(
-                    {**base, "type": "response.output_audio.delta", "content_index": 0,
-                     "delta": base64.b64encode(chunk).decode("ascii")}
+                    {
+                        **base,
+                        "type": "response.output_audio.delta",
+                        "content_index": 0,
+                        "delta": base64.b64encode(chunk).decode("ascii"),
+                    }
                 )
                 record["audio_ms"] += len(chunk) / BYTES_PER_MS
                 if i == 0:
                     await self.send(
-                        {**base, "type": "response.output_audio_transcript.delta",
-                         "content_index": 0, "delta": text}
+                        {
+                            **base,
+                            "type": "response.output_audio_transcript.delta",
+                            "content_index": 0,
+                            "delta": text,
+                        }
                     )
                 await asyncio.sleep(self.s.delta_interval_s)
             await self.send({**base, "type": "response.output_audio.done", "content_index": 0})
             await self.send(
-                {**base, "type": "response.output_audio_transcript.done", "content_index": 0,
-                 "transcript": text}
+                {
+                    **base,
+                    "type": "response.output_audio_transcript.done",
+                    "content_index": 0,
+                    "transcript": text,
+                }
             )
         except asyncio.CancelledError:
             status = "cancelled"
         record["status"] = status
-        item = {"id": item_id, "type": "message", "role": "assistant",
-                "status": "completed" if status == "completed" else "incomplete",
-                "content": [{"type": "output_audio", "transcript": text}]}
+        item = {
+            "id": item_id,
+            "type": "message",
+            "role": "assistant",
+            "status": "completed" if status == "completed" else "incomplete",
+            "content": [{"type": "output_audio", "transcript": text}],
+        }
         with contextlib.suppress(Exception):
             await self.send(
-                {"type": "response.output_item.done", "response_id": response_id,
-                 "output_index": 0, "item": item}
+                {
+                    "type": "response.output_item.done",
+                    "response_id": response_id,
+                    "output_index": 0,
+                    "item": item,
+                }
             )
             await self.send(
-                {"type": "response.done",
-                 "response": {"id": response_id, "object": "realtime.response",
-                              "status": status, "output": [item]}}
+                {
+                    "type": "response.done",
+                    "response": {
+                        "id": response_id,
+                        "object": "realtime.response",
+                        "status": status,
+                        "output": [item],
+                    },
+                }
             )
