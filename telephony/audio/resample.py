@@ -62,6 +62,16 @@ class Upsampler3:
         self._history = np.zeros(self._phases_per_tap - 1)
         self._odd = b""
 
+    @property
+    def bank(self) -> np.ndarray:
+        """The polyphase matrix, float64[K, 3]: output 3n+p = sum_j window_n[j] * bank[j, p]."""
+        return self._bank
+
+    @property
+    def history_len(self) -> int:
+        """Input samples of history carried between calls (K - 1)."""
+        return self._phases_per_tap - 1
+
     def feed(self, pcm16: bytes) -> bytes:
         """Resample a chunk of 8 kHz pcm16; returns the 24 kHz pcm16 it completes."""
         return _to_pcm16(self.feed_samples(self._take_samples(pcm16)))
@@ -107,6 +117,11 @@ class Downsampler3:
         self._history = np.zeros(self._taps - 1)
         self._pending = _PHASE.copy()  # samples not yet making a full group of three
         self._odd = b""
+
+    @property
+    def kernel(self) -> np.ndarray:
+        """The reversed low-pass, float64[taps], applied to each input window."""
+        return self._kernel
 
     def feed(self, pcm16: bytes) -> bytes:
         """Resample a chunk of 24 kHz pcm16; returns the 8 kHz pcm16 it completes."""
