@@ -220,11 +220,14 @@ class MediaStreamCall:
             model = asyncio.create_task(self._model_pump(session), name=f"model:{self.call_sid}")
             try:
                 done, _ = await asyncio.wait({caller, model}, return_when=asyncio.FIRST_COMPLETED)
+                if model not in done and _reason_of(caller) == "model_send_failed":
+                    # the model socket is gone: let the model side say how it ended
+                    done |= (await asyncio.wait({model}, timeout=self._limits.close_timeout))[0]
             finally:
                 for task in (caller, model):
                     task.cancel()
                 await asyncio.gather(caller, model, return_exceptions=True)
-            for task in done:
+            for task in sorted(done, key=lambda t: t is not model):  # the model's reason first
                 exc = task.exception()
                 if isinstance(exc, _CallEnded):
                     self._set_reason(exc.reason)
@@ -459,6 +462,11 @@ class MediaStreamCall:
         with contextlib.suppress(Exception):
             if self._log is not None:
                 self._log.close()
+
+
+def _reason_of(task: asyncio.Task[Any]) -> str | None:
+    exc = None if task.cancelled() else task.exception()
+    return exc.reason if isinstance(exc, _CallEnded) else None
 
 
 def _describe(exc: BaseException) -> str:
