@@ -22,13 +22,15 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
-#include <math.h>
 
+/* Round half to even (as numpy.rint) and clip to int16. Adding and removing 1.5 * 2^52 rounds a
+ * double of magnitude below 2^51 to an integer in the default rounding mode, inline (nearbyint is
+ * a library call); the clip comes first so the operand is always in range. */
 static inline int16_t to_i16(double v) {
-    double r = nearbyint(v); /* round half to even, like numpy.rint */
-    if (r > 32767.0) return 32767;
-    if (r < -32768.0) return -32768;
-    return (int16_t)r;
+    if (v > 32767.0) return 32767;
+    if (v < -32768.0) return -32768;
+    volatile double shifted = v + 6755399441055744.0;
+    return (int16_t)(shifted - 6755399441055744.0);
 }
 
 /* acc[i] += c * x[i] for i < n: independent lanes, so the compiler vectorises it exactly. */
