@@ -38,7 +38,7 @@ try:
 except ImportError:
     soxr = None  # type: ignore[assignment]
 
-from telephony.audio import (
+from telephony.audio import (  # noqa: E402 (after the audioop warning filter)
     CallerToModel,
     Downsampler3,
     ModelToCaller,
@@ -46,7 +46,7 @@ from telephony.audio import (
     ulaw_decode,
     ulaw_encode,
 )
-from telephony.audio.transcoder import COMPILED
+from telephony.audio.transcoder import COMPILED  # noqa: E402
 
 FRAME_8K = 160
 FRAME_24K = 480

@@ -254,7 +254,7 @@ async def test_many_sequential_calls_leave_nothing_behind(live_server) -> None:
     def open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
 
-    caller = ulaw_tone(700, 0.3) + SILENCE * 4000
+    caller = ulaw_tone(700, 0.3) + SILENCE * 8000  # 1 s pause: the reply comes inside it
     async with live_server(reply=lambda _: tone(600, 100)) as srv:
         await simulate_call(srv.base_url, caller, speed=10, tail_s=0.1)  # warm-up
         await asyncio.sleep(0.2)
