@@ -239,7 +239,9 @@ class _Twilio:
             )
 
     # --- outbound caller audio
-    async def stream(self, audio: bytes, tail_s: float, max_tail_s: float) -> None:
+    async def stream(
+        self, audio: bytes, tail_s: float, max_tail_s: float, min_turns: int = 0
+    ) -> None:
         chunk = 0
         frames = [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
         silence = bytes([ULAW_SILENCE]) * FRAME_BYTES
@@ -252,7 +254,8 @@ class _Twilio:
                 idle_since = max(
                     end_of_file, self.play_until, self.r.frames[-1][0] if self.r.frames else 0
                 )
-                if at >= idle_since + tail_s or at >= end_of_file + max_tail_s:
+                waiting = len(self.r.turns) < min_turns
+                if (at >= idle_since + tail_s and not waiting) or at >= end_of_file + max_tail_s:
                     return
                 frame = silence
             await self.sleep_until(at)
@@ -313,6 +316,7 @@ async def simulate_call(
     auth_token: str | None = None,
     call_sid: str | None = None,
     hang_up: bool = True,
+    min_turns: int = 0,
 ) -> SimulationResult:
     """Play one Twilio call against the server at ``base_url`` (``http://host:port``).
 
@@ -323,6 +327,8 @@ async def simulate_call(
         max_tail_s: but never longer than this after the file ends.
         auth_token: sign the webhook as Twilio does (X-Twilio-Signature).
         hang_up: send ``stop`` at the end (False: just close the socket, as a dropped line does).
+        min_turns: stay on the line (within ``max_tail_s``) until this many agent replies began,
+            as a caller waits for an answer.
 
     Returns:
         A :class:`SimulationResult`. Raises ``ValueError`` if the TwiML has no stream.
@@ -370,7 +376,7 @@ async def simulate_call(
         twilio.t0 = time.monotonic()
         receiver = asyncio.create_task(twilio.receive_loop())
         marker = asyncio.create_task(twilio.mark_loop())
-        streamer = asyncio.create_task(twilio.stream(audio, tail_s, max_tail_s))
+        streamer = asyncio.create_task(twilio.stream(audio, tail_s, max_tail_s, min_turns))
         try:
             done, _ = await asyncio.wait({receiver, streamer}, return_when=asyncio.FIRST_COMPLETED)
             if receiver in done:
@@ -451,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=1.0, help="clock rate (1 = real time)")
     parser.add_argument("--tail", type=float, default=3.0, help="seconds of agent silence to wait")
     parser.add_argument("--max-tail", type=float, default=30.0, help="longest wait after the file")
+    parser.add_argument(
+        "--wait-turns", type=int, default=1, help="stay on until this many replies began"
+    )
     parser.add_argument("--out", type=Path, default=None, help="save what the caller heard (WAV)")
     parser.add_argument("--from", dest="from_number", default="+15550001111")
     parser.add_argument("--to", dest="to_number", default="+15550002222")
@@ -471,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             from_number=args.from_number,
             to_number=args.to_number,
             auth_token=token,
+            min_turns=args.wait_turns,
         )
     )
     print(summary(result))

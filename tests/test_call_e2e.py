@@ -109,7 +109,7 @@ async def test_model_speech_reaches_caller_as_160_byte_ulaw_frames(live_server) 
     reply_24k = np.rint(upsample_fft(speech_8k, 3)).clip(-32768, 32767).astype("<i2").tobytes()
     async with live_server(reply=lambda _: reply_24k) as srv:
         result = await simulate_call(
-            srv.base_url, fixture_audio("goforward.ulaw"), speed=8, tail_s=0.5
+            srv.base_url, fixture_audio("goforward.ulaw"), speed=8, tail_s=0.5, min_turns=1
         )
         records = await wait_call_end(srv, result.call_sid)
     assert not result.bad_frames
@@ -128,7 +128,7 @@ async def test_marks_report_played_audio_and_barge_in_clears(live_server) -> Non
     # caller speaks, listens for a while, then talks over the 5 s reply
     caller = fixture_audio("goforward.ulaw") + SILENCE * 9600 + fixture_audio("numbers.ulaw")
     async with live_server(reply=lambda turn: tone(600, 5000 if turn == 0 else 300)) as srv:
-        result = await simulate_call(srv.base_url, caller, speed=4, tail_s=0.5)
+        result = await simulate_call(srv.base_url, caller, speed=4, tail_s=0.5, min_turns=2)
         records = await wait_call_end(srv, result.call_sid)
     conn = srv.model.connections[0]
 
@@ -165,7 +165,7 @@ async def test_marks_report_played_audio_and_barge_in_clears(live_server) -> Non
 async def test_call_log_holds_the_whole_call(live_server) -> None:
     async with live_server(reply=lambda _: tone(600, 500)) as srv:
         result = await simulate_call(
-            srv.base_url, fixture_audio("goforward.ulaw"), speed=8, tail_s=0.3
+            srv.base_url, fixture_audio("goforward.ulaw"), speed=8, tail_s=0.3, min_turns=1
         )
         records = await wait_call_end(srv, result.call_sid)
     kinds = [r["event"] for r in records]
@@ -256,12 +256,16 @@ async def test_many_sequential_calls_leave_nothing_behind(live_server) -> None:
 
     caller = ulaw_tone(700, 0.3) + SILENCE * 8000  # 1 s pause: the reply comes inside it
     async with live_server(reply=lambda _: tone(600, 100)) as srv:
-        await simulate_call(srv.base_url, caller, speed=10, tail_s=0.1)  # warm-up
+        await simulate_call(srv.base_url, caller, speed=10, tail_s=0.1, min_turns=1)  # warm-up
         await asyncio.sleep(0.2)
         tasks_before, fds_before = len(asyncio.all_tasks()), open_fds()
         for _ in range(15):
-            result = await simulate_call(srv.base_url, caller, speed=10, tail_s=0.1)
-            assert result.turns, "each call got its reply"
+            result = await simulate_call(
+                srv.base_url, caller, speed=10, tail_s=0.1, max_tail_s=10, min_turns=1
+            )
+            if not result.turns:  # say what happened, from the call's own log
+                log = read_call_log(srv.settings.call_log_dir / f"{result.call_sid}.jsonl")
+                raise AssertionError(f"call got no reply: {[r['event'] for r in log]}")
         await asyncio.sleep(0.3)
         assert all(c.closed.is_set() for c in srv.model.connections)
         assert len(srv.model.connections) == 16
@@ -289,7 +293,9 @@ async def test_bad_input_is_logged_and_harms_no_call(live_server) -> None:
     async with live_server(reply=lambda _: tone(600, 200)) as srv:
         ws_url = srv.base_url.replace("http", "ws") + "/media-stream"
         other_call = asyncio.create_task(
-            simulate_call(srv.base_url, fixture_audio("goforward.ulaw"), speed=4, tail_s=0.3)
+            simulate_call(
+                srv.base_url, fixture_audio("goforward.ulaw"), speed=4, tail_s=0.3, min_turns=1
+            )
         )
         async with connect(ws_url) as ws:
             await ws.send("not json")
