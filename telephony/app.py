@@ -1,35 +1,39 @@
 """The FastAPI app: thin routes that validate, build the object that does the work, and hand over.
 
-- ``POST /incoming-call``: Twilio's Voice webhook -> TwiML ``<Connect><Stream>``.
-- ``WS /media-stream``: Twilio Media Streams -> :class:`telephony.call.MediaStreamCall`.
-- ``GET /healthz``: liveness.
+- ``POST /incoming-call``: Twilio's Voice webhook (signed) -> TwiML ``<Connect><Stream>`` with a
+  per-call stream token, or ``<Reject reason="busy"/>`` at capacity or while draining.
+- ``WS /media-stream``: Twilio Media Streams (signed handshake; token checked at ``start``) ->
+  :class:`telephony.call.MediaStreamCall`.
+- ``GET /healthz``: liveness; ``GET /readyz``: 503 while draining.
 """
-
-from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 from agents.realtime import RealtimeAgent
-from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocket
 from starlette.websockets import WebSocketState
 
 from .agent import build_default_agent, load_agent
-from .call import CallLimits, MediaStreamCall
+from .call import TRY_AGAIN_LATER, CallLimits, MediaStreamCall, Refused
 from .call_log import CallLog, safe_call_id
 from .config import Settings, load_settings
+from .media_stream import Start
 from .models import ModelFactory, SessionFactory
-from .twiml import MEDIA_STREAM_PATH, connect_stream, media_stream_url
+from .security import SignatureChecker, StreamTokens, TokenError, request_url
+from .twiml import MEDIA_STREAM_PATH, connect_stream, media_stream_url, reject
 
-__all__ = ["create_app"]
+__all__ = ["CallRegistry", "create_app"]
 
 logger = logging.getLogger("telephony.app")
 
 # Webhook fields passed to the stream as <Parameter>s (they come back in `start`).
 STREAM_PARAMETERS = ("CallSid", "From", "To", "Direction")
+PENDING_TTL_S = 30.0  # an answered call that has not started streaming holds its slot this long
 
 
 class StarletteTwilioSocket:
@@ -63,6 +67,64 @@ class StarletteTwilioSocket:
                 await self._ws.close(code, reason)
 
 
+class CallRegistry:
+    """Calls in progress and answered calls not yet streaming: capacity, tokens, draining.
+
+    Args:
+        max_calls: calls beyond this are answered ``<Reject reason="busy"/>`` (webhook) or closed
+            with 1013 (stream).
+        tokens: issues and redeems per-call stream tokens.
+    """
+
+    def __init__(self, max_calls: int, tokens: StreamTokens) -> None:
+        self.max_calls = max_calls
+        self.tokens = tokens
+        self.draining = False
+        self.calls: set[str] = set()  # admitted CallSids
+        self.pending: dict[str, float] = {}  # answered CallSid -> deadline to start
+        self.sockets: set[asyncio.Task[Any]] = set()  # every media socket task, admitted or not
+
+    def _live_pending(self) -> int:
+        now = time.monotonic()
+        self.pending = {sid: t for sid, t in self.pending.items() if t > now}
+        return len(self.pending)
+
+    def answer(self, call_sid: str) -> str | None:
+        """A stream token for a new call, or None when busy (at capacity or draining)."""
+        if self.draining or len(self.calls) + self._live_pending() >= self.max_calls:
+            return None
+        self.pending[call_sid] = time.monotonic() + PENDING_TTL_S
+        return self.tokens.issue(call_sid)
+
+    def admit(self, start: Start) -> None:
+        """The bridge's admission check at ``start``. Raises :class:`Refused`."""
+        try:
+            self.tokens.redeem(start.call_sid, start.custom_parameters.get("token"))
+        except TokenError as exc:
+            raise Refused(str(exc)) from None
+        self.pending.pop(start.call_sid, None)
+        if len(self.calls) >= self.max_calls:
+            raise Refused("at capacity", TRY_AGAIN_LATER)
+        self.calls.add(start.call_sid)
+
+    def release(self, call_sid: str | None) -> None:
+        if call_sid is not None:
+            self.calls.discard(call_sid)
+
+    async def drain(self, grace_s: float) -> None:
+        """Take no new calls; wait up to ``grace_s`` seconds for calls to end; then end the rest."""
+        self.draining = True
+        if self.sockets:
+            logger.info(
+                "draining: %d call(s) in progress, waiting up to %.0fs", len(self.sockets), grace_s
+            )
+            await asyncio.wait(set(self.sockets), timeout=grace_s)
+        for task in list(self.sockets):
+            task.cancel()
+        if self.sockets:
+            await asyncio.gather(*self.sockets, return_exceptions=True)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -77,41 +139,91 @@ def create_app(
         agent: the agent for every call; else ``AGENT`` (``module:attribute``), else the default.
         model_factory: a zero-argument callable making a ``RealtimeModel`` per call (tests, or
             other transports); defaults to the SDK's OpenAI WebSocket model.
-        limits: per-call timeouts.
+        limits: per-call limits; by default from the settings (idle timeout, maximum duration).
     """
     settings = settings or load_settings()
     if agent is None:
         agent = load_agent(settings.agent) if settings.agent else build_default_agent()
+    limits = limits or CallLimits(
+        idle_timeout=settings.idle_timeout, max_duration=settings.max_call_duration
+    )
     sessions = SessionFactory(settings, agent, model_factory)
-    active: set[asyncio.Task[Any]] = set()
+    secret = settings.stream_token_secret
+    registry = CallRegistry(
+        settings.max_concurrent_calls,
+        StreamTokens(secret.get_secret_value().encode() if secret else None),
+    )
+    token = settings.twilio_auth_token
+    checker = SignatureChecker(token.get_secret_value()) if token else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if checker is None and settings.allow_unsigned:
+            logger.warning(
+                "DEVELOPMENT MODE (ALLOW_UNSIGNED=true): unsigned Twilio requests are accepted. "
+                "Never expose this server through a tunnel in this mode."
+            )
+        elif checker is None:
+            logger.warning(
+                "TWILIO_AUTH_TOKEN is not set: every Twilio request will be refused (403). "
+                "Set it, or ALLOW_UNSIGNED=true for local development on loopback."
+            )
         if settings.openai_api_key is None and model_factory is None:
             logger.warning(
                 "OPENAI_API_KEY is not set: calls will be answered but the model cannot connect"
             )
         yield
-        for task in list(active):
-            task.cancel()
-        if active:
-            await asyncio.gather(*active, return_exceptions=True)
+        await registry.drain(0)
 
     app = FastAPI(title="realtime-telephony", lifespan=lifespan)
     app.state.settings = settings
     app.state.sessions = sessions
-    app.state.active_calls = active
+    app.state.calls = registry
+    app.state.active_calls = registry.sockets
 
-    @app.post("/incoming-call")
-    async def incoming_call(request: Request) -> Response:
+    def signed(url: str, params: dict[str, str], signature: str | None, what: str) -> bool:
+        if checker is None:
+            if settings.allow_unsigned:
+                return True
+            logger.warning("%s refused: TWILIO_AUTH_TOKEN is not set", what)
+            return False
+        if checker.valid(url, params, signature):
+            return True
+        logger.warning(
+            "%s refused: %s X-Twilio-Signature for %s (CallSid %r)",
+            what,
+            "invalid" if signature else "missing",
+            url,
+            params.get("CallSid", "")[:40],
+        )
+        return False
+
+    async def twilio_form(request: Request) -> dict[str, str]:
+        """FastAPI dependency: the webhook's form params, once its signature checked out."""
         form = await request.form()
         params = {k: v for k, v in form.items() if isinstance(v, str)}
+        url = request_url(
+            settings.public_url,
+            request.url.path,
+            request.url.query,
+            request.headers,
+            request.url.scheme,
+        )
+        if not signed(url, params, request.headers.get("x-twilio-signature"), "webhook"):
+            raise HTTPException(status_code=403, detail="invalid Twilio signature")
+        return params
+
+    @app.post("/incoming-call")
+    async def incoming_call(
+        request: Request, params: Annotated[dict[str, str], Depends(twilio_form)]
+    ) -> Response:
         call_sid = params.get("CallSid", "")
         try:
             safe_call_id(call_sid)
         except ValueError:
             logger.warning("webhook without a valid CallSid refused")
             return Response("missing or malformed CallSid", status_code=400)
+        stream_token = registry.answer(call_sid)
         host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
         scheme = request.headers.get("x-forwarded-proto") or request.url.scheme
         url = media_stream_url(settings.public_url, host, scheme)
@@ -124,25 +236,52 @@ def create_app(
                 call_status=params.get("CallStatus"),
                 stream_url=url,
             )
-        twiml = connect_stream(url, {k: params[k] for k in STREAM_PARAMETERS if k in params})
-        return Response(twiml, media_type="application/xml")
+            if stream_token is None:
+                reason = "draining" if registry.draining else "at capacity"
+                log.write("call.rejected", reason=reason, twiml="busy")
+                return Response(reject("busy"), media_type="application/xml")
+        stream_params = {k: params[k] for k in STREAM_PARAMETERS if k in params}
+        stream_params["token"] = stream_token
+        return Response(connect_stream(url, stream_params), media_type="application/xml")
 
     @app.websocket(MEDIA_STREAM_PATH)
     async def media_stream(websocket: WebSocket) -> None:
+        url = request_url(
+            settings.public_url,
+            websocket.url.path,
+            websocket.url.query,
+            websocket.headers,
+            websocket.url.scheme,
+            websocket=True,
+        )
+        if not signed(url, {}, websocket.headers.get("x-twilio-signature"), "media stream"):
+            await websocket.close(code=1008)  # before accept: the handshake is refused (403)
+            return
         await websocket.accept()
         call = MediaStreamCall(
-            StarletteTwilioSocket(websocket), sessions.open, settings.call_log_dir, limits
+            StarletteTwilioSocket(websocket),
+            sessions.open,
+            settings.call_log_dir,
+            limits,
+            admit=registry.admit,
         )
         task = asyncio.current_task()
         assert task is not None
-        active.add(task)
+        registry.sockets.add(task)
         try:
             await call.run()
         finally:
-            active.discard(task)
+            registry.sockets.discard(task)
+            registry.release(call.call_sid if call.stream_sid else None)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "active_calls": len(active)}
+        return {"status": "ok", "active_calls": len(registry.calls)}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if registry.draining:
+            return Response('{"status":"draining"}', 503, media_type="application/json")
+        return Response('{"status":"ready"}', media_type="application/json")
 
     return app

@@ -40,13 +40,17 @@ from .media_stream import (
 )
 from .playback import Playback
 
-__all__ = ["CallLimits", "MediaStreamCall", "OpenSession", "TwilioSocket"]
+__all__ = ["Admit", "CallLimits", "MediaStreamCall", "OpenSession", "Refused", "TwilioSocket"]
 
 logger = logging.getLogger("telephony.call")
 
 ULAW_BYTES_PER_MS = 8
 PCM16_24K_BYTES_PER_MS = 48
 COUNTER_EVERY_FRAMES = 250  # one audio.in record per 5 s of caller audio
+MAX_PAYLOAD_BYTES = 1600  # 200 ms of μ-law; Twilio sends 160
+MAX_SEQUENCE_JUMP = 10_000  # a jump beyond this is not a lost packet but a forged counter
+POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 
 
 class TwilioSocket(Protocol):
@@ -69,18 +73,43 @@ OpenSession = Callable[[RealtimePlaybackTracker, str], Awaitable[RealtimeSession
 """Builds a session (not yet connected) for a call: ``(tracker, call_sid) -> RealtimeSession``."""
 
 
+class Refused(Exception):
+    """Raised by an :data:`Admit` check: the stream is closed with ``code`` before any session."""
+
+    def __init__(self, reason: str, code: int = POLICY_VIOLATION) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+Admit = Callable[[Start], None]
+"""Decides whether a stream may go on once its ``start`` arrived; raises :class:`Refused`."""
+
+
 class CallLimits:
-    """Timeouts of one call, in seconds."""
+    """Limits of one call, in seconds.
+
+    Args:
+        start_timeout: a socket that sends no ``start`` within this is closed with 1008.
+        connect_timeout: opening the model session.
+        close_timeout: closing the model session (OpenAI may drop without a close frame).
+        idle_timeout: end the call after this long without caller audio.
+        max_duration: end the call this long after ``start``.
+    """
 
     def __init__(
         self,
-        start_timeout: float = 10.0,
+        start_timeout: float = 5.0,
         connect_timeout: float = 15.0,
         close_timeout: float = 5.0,
+        idle_timeout: float = 30.0,
+        max_duration: float = 3600.0,
     ) -> None:
         self.start_timeout = start_timeout
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
+        self.idle_timeout = idle_timeout
+        self.max_duration = max_duration
 
 
 class _CallEnded(Exception):
@@ -100,11 +129,16 @@ class MediaStreamCall:
         open_session: OpenSession,
         log_dir: Path,
         limits: CallLimits | None = None,
+        admit: Admit | None = None,
     ) -> None:
         self._socket = socket
         self._open_session = open_session
         self._log_dir = log_dir
         self._limits = limits or CallLimits()
+        self._admit = admit
+        self._close_code = 1000
+        self._last_sequence = 0
+        self._last_media_at = time.monotonic()
         self._log: CallLog | None = None
         self.call_sid: str | None = None
         self.stream_sid: str | None = None
@@ -146,7 +180,7 @@ class MediaStreamCall:
             self._record("error", where="bridge", error=_describe(exc))
             self._set_reason("internal_error")
         finally:
-            await self._socket.close()
+            await self._socket.close(self._close_code)
             self._finish()
 
     async def _await_start(self) -> Start | None:
@@ -156,6 +190,7 @@ class MediaStreamCall:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._set_reason("no_start")
+                self._close_code = POLICY_VIOLATION
                 logger.warning("call ?: no start message within %.1fs", self._limits.start_timeout)
                 return None
             try:
@@ -173,6 +208,16 @@ class MediaStreamCall:
                 logger.warning("call ?: bad frame before start: %s", exc)
                 continue
             if isinstance(message, Start):
+                if self._admit is not None:
+                    try:
+                        self._admit(message)
+                    except Refused as refused:
+                        logger.warning(
+                            "call %r: stream refused: %s", message.call_sid[:40], refused.reason
+                        )
+                        self._set_reason(f"refused: {refused.reason}")
+                        self._close_code = refused.code
+                        return None
                 self._on_start(message)
                 return message
             if isinstance(message, Connected):
@@ -183,6 +228,8 @@ class MediaStreamCall:
     def _on_start(self, start: Start) -> None:
         self.call_sid = start.call_sid
         self.stream_sid = start.stream_sid
+        self._last_sequence = start.sequence_number
+        self._last_media_at = time.monotonic()
         try:
             self._log = CallLog(self._log_dir, start.call_sid)
         except ValueError as exc:
@@ -197,7 +244,7 @@ class MediaStreamCall:
                 "sample_rate": fmt.sample_rate,
                 "channels": fmt.channels,
             },
-            custom_parameters=start.custom_parameters,
+            custom_parameters={k: v for k, v in start.custom_parameters.items() if k != "token"},
         )
         if fmt.encoding != "audio/x-mulaw" or fmt.sample_rate != 8000 or fmt.channels != 1:
             self._record("protocol.error", error=f"unexpected media format {fmt!r}")
@@ -218,15 +265,18 @@ class MediaStreamCall:
         try:
             caller = asyncio.create_task(self._caller_pump(session), name=f"caller:{self.call_sid}")
             model = asyncio.create_task(self._model_pump(session), name=f"model:{self.call_sid}")
+            watchdog = asyncio.create_task(self._watchdog(), name=f"watchdog:{self.call_sid}")
             try:
-                done, _ = await asyncio.wait({caller, model}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {caller, model, watchdog}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if model not in done and _reason_of(caller) == "model_send_failed":
                     # the model socket is gone: let the model side say how it ended
                     done |= (await asyncio.wait({model}, timeout=self._limits.close_timeout))[0]
             finally:
-                for task in (caller, model):
+                for task in (caller, model, watchdog):
                     task.cancel()
-                await asyncio.gather(caller, model, return_exceptions=True)
+                await asyncio.gather(caller, model, watchdog, return_exceptions=True)
             for task in sorted(done, key=lambda t: t is not model):  # the model's reason first
                 exc = task.exception()
                 if isinstance(exc, _CallEnded):
@@ -244,6 +294,21 @@ class MediaStreamCall:
         except Exception as exc:
             self._record("model.close_error", error=_describe(exc))
 
+    async def _watchdog(self) -> None:
+        """End the call when the caller has been silent too long, or it ran too long."""
+        limits = self._limits
+        started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - started >= limits.max_duration:
+                self._record("limit", limit="max_duration", seconds=limits.max_duration)
+                raise _CallEnded("max_duration")
+            if now - self._last_media_at >= limits.idle_timeout:
+                self._record("limit", limit="idle_timeout", seconds=limits.idle_timeout)
+                raise _CallEnded("idle_timeout")
+            wake = min(started + limits.max_duration, self._last_media_at + limits.idle_timeout)
+            await asyncio.sleep(max(wake - now, 0.01))
+
     # ------------------------------------------------------------------ caller -> model
 
     async def _caller_pump(self, session: RealtimeSession) -> None:
@@ -253,15 +318,12 @@ class MediaStreamCall:
                 raise _CallEnded("twilio_disconnected")
             try:
                 message = parse_message(frame)
+                self._check(message)
             except ProtocolError as exc:
                 self.protocol_errors += 1
                 self._record("protocol.error", error=str(exc)[:300])
                 continue
             if isinstance(message, Media):
-                if message.stream_sid != self.stream_sid:
-                    self.protocol_errors += 1
-                    self._record("protocol.error", error="media for unknown streamSid")
-                    continue
                 await self._on_caller_audio(session, message.payload)
             elif isinstance(message, Mark):
                 self._on_mark_echo(message.name)
@@ -275,7 +337,24 @@ class MediaStreamCall:
                 self._record("protocol.error", error="duplicate start")
             # Connected after start: harmless, ignored.
 
+    def _check(self, message: Connected | Start | Media | Mark | Dtmf | Stop) -> None:
+        """Checks beyond the message's own shape. Raises ProtocolError; the frame is dropped."""
+        if isinstance(message, Connected):
+            return
+        if message.stream_sid != self.stream_sid:
+            raise ProtocolError(f"{message.event} for unknown streamSid")
+        sequence = message.sequence_number
+        if sequence:  # Twilio numbers every message after `connected`
+            if sequence <= self._last_sequence:
+                raise ProtocolError(f"sequenceNumber {sequence} after {self._last_sequence}")
+            if sequence > self._last_sequence + MAX_SEQUENCE_JUMP:
+                raise ProtocolError(f"absurd sequenceNumber jump to {sequence}")
+            self._last_sequence = sequence
+        if isinstance(message, Media) and len(message.payload) > MAX_PAYLOAD_BYTES:
+            raise ProtocolError(f"media payload of {len(message.payload)} bytes")
+
     async def _on_caller_audio(self, session: RealtimeSession, ulaw: bytes) -> None:
+        self._last_media_at = time.monotonic()
         self.frames_in += 1
         self.bytes_in += len(ulaw)
         if self.frames_in % COUNTER_EVERY_FRAMES == 0:

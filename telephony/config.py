@@ -7,11 +7,12 @@ keys in ``.env``, fail at start-up with :class:`ConfigError`, whose message name
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,6 +57,32 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Server log level."
     )
+    allow_unsigned: bool = Field(
+        default=False,
+        description="Development mode: accept unsigned Twilio requests (loopback HOST only).",
+    )
+    stream_token_secret: SecretStr | None = Field(
+        default=None, description="Secret for per-call stream tokens; random per process if unset."
+    )
+    max_concurrent_calls: int = Field(default=20, ge=1, description="Calls beyond get busy.")
+    idle_timeout: float = Field(
+        default=30.0, gt=0, description="End a call after this many seconds without caller audio."
+    )
+    max_call_duration: float = Field(
+        default=3600.0, gt=0, description="End a call after this many seconds."
+    )
+    drain_timeout: float = Field(
+        default=30.0, ge=0, description="On SIGTERM, let calls run this long before ending them."
+    )
+
+    @model_validator(mode="after")
+    def _unsigned_only_on_loopback(self) -> Settings:
+        if self.allow_unsigned and not _is_loopback(self.host):
+            raise ValueError(
+                "ALLOW_UNSIGNED=true is a development mode and needs a loopback HOST "
+                f"(127.0.0.1, ::1 or localhost), not {self.host!r}"
+            )
+        return self
 
     @field_validator("openai_realtime_url")
     @classmethod
@@ -88,10 +115,19 @@ class Settings(BaseSettings):
             raise ValueError("must look like AC followed by 32 hex digits")
         return value
 
-    @field_validator("openai_api_key", "twilio_auth_token", mode="before")
+    @field_validator("openai_api_key", "twilio_auth_token", "stream_token_secret", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -105,7 +141,7 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = ".".join(str(part) for part in error["loc"]).upper() or "(settings)"
+            name = ".".join(str(part) for part in error["loc"]).upper() or "ALLOW_UNSIGNED"
             message = error["msg"]
             if error["type"] == "extra_forbidden":
                 message = "unknown setting (not one of the variables in the README)"

@@ -39,7 +39,15 @@ from websockets.asyncio.client import connect
 
 from .audio import FRAME_BYTES, ULAW_SILENCE, ulaw_decode, ulaw_encode
 
-__all__ = ["SimulationResult", "Turn", "load_caller_audio", "simulate_call", "speech_segments"]
+__all__ = [
+    "Answer",
+    "SimulationResult",
+    "Turn",
+    "answer_call",
+    "load_caller_audio",
+    "simulate_call",
+    "speech_segments",
+]
 
 FRAME_S = 0.02
 
@@ -304,6 +312,54 @@ def _parse_twiml(twiml: str) -> tuple[str, dict[str, str]]:
     return stream.attrib["url"], params
 
 
+@dataclass
+class Answer:
+    """What the webhook answered for a new call, and how to open its media stream."""
+
+    call_sid: str
+    account_sid: str
+    twiml: str
+    stream_url: str
+    parameters: dict[str, str]
+    headers: dict[str, str]  # for the WebSocket handshake (X-Twilio-Signature when signing)
+
+
+async def answer_call(
+    base_url: str,
+    *,
+    call_sid: str | None = None,
+    from_number: str = "+15550001111",
+    to_number: str = "+15550002222",
+    auth_token: str | None = None,
+) -> Answer:
+    """Post Twilio's Voice webhook for a new inbound call, as Twilio does (signed with
+    ``auth_token``), and read the ``<Connect><Stream>`` out of the TwiML.
+
+    Raises:
+        ValueError: the TwiML has no ``<Connect><Stream url>`` (e.g. a ``<Reject>``).
+        urllib.error.HTTPError: the webhook answered an HTTP error (403 for a bad signature).
+    """
+    call_sid = call_sid or "CA" + secrets.token_hex(16)
+    account_sid = "AC" + "0" * 32
+    params = {
+        "CallSid": call_sid,
+        "AccountSid": account_sid,
+        "From": from_number,
+        "To": to_number,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+    }
+    webhook = base_url.rstrip("/") + "/incoming-call"
+    twiml = await asyncio.to_thread(_post_webhook, webhook, params, auth_token)
+    stream_url, parameters = _parse_twiml(twiml)
+    headers = {}
+    if auth_token:
+        validator = RequestValidator(auth_token)
+        headers["X-Twilio-Signature"] = validator.compute_signature(stream_url, {})
+    return Answer(call_sid, account_sid, twiml, stream_url, parameters, headers)
+
+
 async def simulate_call(
     base_url: str,
     audio: bytes,
@@ -333,29 +389,18 @@ async def simulate_call(
     Returns:
         A :class:`SimulationResult`. Raises ``ValueError`` if the TwiML has no stream.
     """
-    call_sid = call_sid or "CA" + secrets.token_hex(16)
-    account_sid = "AC" + "0" * 32
-    params = {
-        "CallSid": call_sid,
-        "AccountSid": account_sid,
-        "From": from_number,
-        "To": to_number,
-        "CallStatus": "ringing",
-        "Direction": "inbound",
-        "ApiVersion": "2010-04-01",
-    }
-    webhook = base_url.rstrip("/") + "/incoming-call"
-    twiml = await asyncio.to_thread(_post_webhook, webhook, params, auth_token)
-    stream_url, parameters = _parse_twiml(twiml)
+    answer = await answer_call(
+        base_url,
+        call_sid=call_sid,
+        from_number=from_number,
+        to_number=to_number,
+        auth_token=auth_token,
+    )
+    call_sid, account_sid, parameters = answer.call_sid, answer.account_sid, answer.parameters
     stream_sid = "MZ" + secrets.token_hex(16)
-    result = SimulationResult(call_sid, stream_sid, twiml, stream_url, parameters)
+    result = SimulationResult(call_sid, stream_sid, answer.twiml, answer.stream_url, parameters)
     result.caller_speech = speech_segments(audio)
-    headers = {}
-    if auth_token:
-        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(
-            stream_url, {}
-        )
-    async with connect(stream_url, additional_headers=headers, max_size=2**20) as ws:
+    async with connect(answer.stream_url, additional_headers=answer.headers, max_size=2**20) as ws:
         twilio = _Twilio(ws, result, speed)
         await twilio.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         twilio.seq = 0  # Twilio numbers messages from `start`

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
-__all__ = ["connect_stream", "media_stream_url"]
+__all__ = ["connect_stream", "media_stream_url", "reject"]
 
 MEDIA_STREAM_PATH = "/media-stream"
 
@@ -46,4 +46,14 @@ def connect_stream(stream_url: str, parameters: Mapping[str, str]) -> str:
     for name, value in parameters.items():
         stream.parameter(name=name, value=value)
     response.append(connect)
+    return str(response)
+
+
+def reject(reason: str = "busy") -> str:
+    """TwiML ``<Reject reason=…/>``: Twilio plays a busy signal (or a rejection); no call is set up.
+
+    ``reason`` is ``busy`` or ``rejected``.
+    """
+    response = VoiceResponse()
+    response.reject(reason=reason)
     return str(response)

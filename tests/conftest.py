@@ -15,6 +15,7 @@ import uvicorn
 from telephony.app import create_app
 from telephony.call import CallLimits
 from telephony.config import Settings
+from telephony.simulate import Answer, SimulationResult, answer_call, simulate_call
 from telephony.testing import LoopbackRealtimeServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -24,12 +25,23 @@ def fixture_audio(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
+AUTH_TOKEN = "test-auth-token-0123456789"
+
+
 @dataclass
 class LiveServer:
     base_url: str
     app: Any
     settings: Settings
     model: LoopbackRealtimeServer
+
+    async def call(self, audio: bytes, **kwargs: Any) -> SimulationResult:
+        """One simulated Twilio call, signed as Twilio signs."""
+        return await simulate_call(self.base_url, audio, auth_token=AUTH_TOKEN, **kwargs)
+
+    async def answer(self, **kwargs: Any) -> Answer:
+        """Post a signed webhook; returns the stream URL, parameters and handshake headers."""
+        return await answer_call(self.base_url, auth_token=AUTH_TOKEN, **kwargs)
 
 
 @contextlib.asynccontextmanager
@@ -55,7 +67,11 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.chdir(tmp_path)  # no stray .env is read
     for name in ("OPENAI_API_KEY", "PUBLIC_URL", "TWILIO_AUTH_TOKEN", "OPENAI_REALTIME_URL"):
         monkeypatch.delenv(name, raising=False)
-    return Settings(openai_api_key="sk-test-not-a-real-key", call_log_dir=tmp_path / "calls")
+    return Settings(
+        openai_api_key="sk-test-not-a-real-key",
+        twilio_auth_token=AUTH_TOKEN,
+        call_log_dir=tmp_path / "calls",
+    )
 
 
 @pytest.fixture

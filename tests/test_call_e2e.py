@@ -23,13 +23,13 @@ from audio_checks import (
     tone_snr_db,
     upsample_fft,
 )
-from conftest import LiveServer, fixture_audio
+from conftest import AUTH_TOKEN, LiveServer, fixture_audio
 from websockets.asyncio.client import connect
 
 from telephony.audio import ulaw_decode, ulaw_encode
 from telephony.call import CallLimits
 from telephony.call_log import read_call_log
-from telephony.simulate import SimulationResult, simulate_call
+from telephony.simulate import SimulationResult
 from telephony.testing import tone
 
 SILENCE = b"\xff"
@@ -62,7 +62,7 @@ def events(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 async def test_caller_tone_reaches_model_as_pcm16_24k_of_same_frequency(live_server) -> None:
     audio = ulaw_tone(1013.0, 1.0) + SILENCE * 8000
     async with live_server(reply=lambda _: tone(600, 200)) as srv:
-        result = await simulate_call(srv.base_url, audio, speed=8, tail_s=0.2)
+        result = await srv.call(audio, speed=8, tail_s=0.2)
         await asyncio.wait_for(srv.model.connections[0].closed.wait(), 5)
     conn = srv.model.connections[0]
     # every caller frame arrived, transcoded: 20 ms of μ-law -> 960 bytes of pcm16 24 kHz
@@ -83,7 +83,7 @@ async def test_caller_tone_reaches_model_as_pcm16_24k_of_same_frequency(live_ser
 async def test_speech_fixture_reaches_model_intact(live_server) -> None:
     caller = fixture_audio("goforward.ulaw")
     async with live_server(reply=lambda _: tone(600, 200)) as srv:
-        result = await simulate_call(srv.base_url, caller, speed=8, tail_s=0.2)
+        result = await srv.call(caller, speed=8, tail_s=0.2)
         await asyncio.wait_for(srv.model.connections[0].closed.wait(), 5)
     conn = srv.model.connections[0]
     assert len(conn.audio) == result.frames_sent * 960
@@ -108,9 +108,7 @@ async def test_model_speech_reaches_caller_as_160_byte_ulaw_frames(live_server) 
     speech_8k = pcm(ulaw_decode(fixture_audio("numbers.ulaw")))
     reply_24k = np.rint(upsample_fft(speech_8k, 3)).clip(-32768, 32767).astype("<i2").tobytes()
     async with live_server(reply=lambda _: reply_24k) as srv:
-        result = await simulate_call(
-            srv.base_url, fixture_audio("goforward.ulaw"), speed=8, tail_s=0.5, min_turns=1
-        )
+        result = await srv.call(fixture_audio("goforward.ulaw"), speed=8, tail_s=0.5, min_turns=1)
         records = await wait_call_end(srv, result.call_sid)
     assert not result.bad_frames
     assert len(result.turns) == 1
@@ -128,7 +126,7 @@ async def test_marks_report_played_audio_and_barge_in_clears(live_server) -> Non
     # caller speaks, listens for a while, then talks over the 5 s reply
     caller = fixture_audio("goforward.ulaw") + SILENCE * 9600 + fixture_audio("numbers.ulaw")
     async with live_server(reply=lambda turn: tone(600, 5000 if turn == 0 else 300)) as srv:
-        result = await simulate_call(srv.base_url, caller, speed=4, tail_s=0.5, min_turns=2)
+        result = await srv.call(caller, speed=4, tail_s=0.5, min_turns=2)
         records = await wait_call_end(srv, result.call_sid)
     conn = srv.model.connections[0]
 
@@ -164,9 +162,7 @@ async def test_marks_report_played_audio_and_barge_in_clears(live_server) -> Non
 
 async def test_call_log_holds_the_whole_call(live_server) -> None:
     async with live_server(reply=lambda _: tone(600, 500)) as srv:
-        result = await simulate_call(
-            srv.base_url, fixture_audio("goforward.ulaw"), speed=8, tail_s=0.3, min_turns=1
-        )
+        result = await srv.call(fixture_audio("goforward.ulaw"), speed=8, tail_s=0.3, min_turns=1)
         records = await wait_call_end(srv, result.call_sid)
     kinds = [r["event"] for r in records]
     assert all(r["call_sid"] == result.call_sid and isinstance(r["ts"], float) for r in records)
@@ -210,8 +206,8 @@ async def test_caller_hangup_closes_the_model_session(
     live_server, hang_up: bool, reason: str
 ) -> None:
     async with live_server() as srv:
-        result = await simulate_call(
-            srv.base_url, ulaw_tone(500, 0.3), speed=8, tail_s=0.1, max_tail_s=0.2, hang_up=hang_up
+        result = await srv.call(
+            ulaw_tone(500, 0.3), speed=8, tail_s=0.1, max_tail_s=0.2, hang_up=hang_up
         )
         await asyncio.wait_for(srv.model.connections[0].closed.wait(), 5)
         records = await wait_call_end(srv, result.call_sid)
@@ -221,9 +217,7 @@ async def test_caller_hangup_closes_the_model_session(
 @pytest.mark.parametrize("code,reason", [(1011, "model_error"), (1000, "model_ended")])
 async def test_model_socket_ending_ends_the_call(live_server, code: int, reason: str) -> None:
     async with live_server(reply=lambda _: tone(600, 300)) as srv:
-        call = asyncio.create_task(
-            simulate_call(srv.base_url, fixture_audio("numbers.ulaw") * 3, speed=2, tail_s=5)
-        )
+        call = asyncio.create_task(srv.call(fixture_audio("numbers.ulaw") * 3, speed=2, tail_s=5))
         for _ in range(500):  # until the model has heard 300 ms of the call
             if srv.model.connections and srv.model.connections[0].audio_ms > 300:
                 break
@@ -241,7 +235,7 @@ async def test_model_socket_ending_ends_the_call(live_server, code: int, reason:
 async def test_model_refusing_the_connection_ends_the_call(live_server) -> None:
     async with live_server() as srv:
         srv.model.reject_next = 1
-        result = await simulate_call(srv.base_url, ulaw_tone(500, 2.0), speed=4, tail_s=0.1)
+        result = await srv.call(ulaw_tone(500, 2.0), speed=4, tail_s=0.1)
         records = await wait_call_end(srv, result.call_sid)
     assert result.closed_by_server and not result.frames
     assert events(records, "model.connect_failed")
@@ -256,13 +250,11 @@ async def test_many_sequential_calls_leave_nothing_behind(live_server) -> None:
 
     caller = ulaw_tone(700, 0.3) + SILENCE * 8000  # 1 s pause: the reply comes inside it
     async with live_server(reply=lambda _: tone(600, 100)) as srv:
-        await simulate_call(srv.base_url, caller, speed=10, tail_s=0.1, min_turns=1)  # warm-up
+        await srv.call(caller, speed=10, tail_s=0.1, min_turns=1)  # warm-up
         await asyncio.sleep(0.2)
         tasks_before, fds_before = len(asyncio.all_tasks()), open_fds()
         for _ in range(15):
-            result = await simulate_call(
-                srv.base_url, caller, speed=10, tail_s=0.1, max_tail_s=10, min_turns=1
-            )
+            result = await srv.call(caller, speed=10, tail_s=0.1, max_tail_s=10, min_turns=1)
             if not result.turns:  # say what happened, from the call's own log
                 log = read_call_log(srv.settings.call_log_dir / f"{result.call_sid}.jsonl")
                 raise AssertionError(f"call got no reply: {[r['event'] for r in log]}")
@@ -277,27 +269,30 @@ async def test_many_sequential_calls_leave_nothing_behind(live_server) -> None:
 
 
 async def test_bad_input_is_logged_and_harms_no_call(live_server) -> None:
-    call_sid, stream_sid = "CA" + "ab" * 16, "MZ" + "cd" * 16
+    stream_sid = "MZ" + "cd" * 16
     frame = base64.b64encode(ulaw_tone(800, 0.02)).decode()
 
     def media(sid: str = stream_sid, payload: str = frame) -> str:
         return json.dumps({"event": "media", "streamSid": sid, "media": {"payload": payload}})
 
-    start = json.dumps(
-        {
-            "event": "start",
-            "streamSid": stream_sid,
-            "start": {"streamSid": stream_sid, "callSid": call_sid},
-        }
-    )
     async with live_server(reply=lambda _: tone(600, 200)) as srv:
-        ws_url = srv.base_url.replace("http", "ws") + "/media-stream"
-        other_call = asyncio.create_task(
-            simulate_call(
-                srv.base_url, fixture_audio("goforward.ulaw"), speed=4, tail_s=0.3, min_turns=1
-            )
+        answer = await srv.answer()
+        call_sid = answer.call_sid
+        start = json.dumps(
+            {
+                "event": "start",
+                "streamSid": stream_sid,
+                "start": {
+                    "streamSid": stream_sid,
+                    "callSid": call_sid,
+                    "customParameters": answer.parameters,
+                },
+            }
         )
-        async with connect(ws_url) as ws:
+        other_call = asyncio.create_task(
+            srv.call(fixture_audio("goforward.ulaw"), speed=4, tail_s=0.3, min_turns=1)
+        )
+        async with connect(answer.stream_url, additional_headers=answer.headers) as ws:
             await ws.send("not json")
             await ws.send(media())  # media before start
             await ws.send(b"\x00\x01binary")
@@ -337,20 +332,23 @@ async def test_bad_input_is_logged_and_harms_no_call(live_server) -> None:
 
 async def test_socket_without_start_is_closed(live_server) -> None:
     async with live_server(limits=CallLimits(start_timeout=0.3)) as srv:
-        ws_url = srv.base_url.replace("http", "ws") + "/media-stream"
-        async with connect(ws_url) as ws:
+        answer = await srv.answer()
+        async with connect(answer.stream_url, additional_headers=answer.headers) as ws:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call"}))
             await asyncio.wait_for(ws.wait_closed(), 3)
+        assert ws.close_code == 1008
         assert not srv.model.connections  # no model session, no cost
         assert not srv.app.state.active_calls
 
 
 async def test_simulator_command_prints_turns_and_saves_what_the_caller_heard(
-    live_server, tmp_path, capsys
+    live_server, tmp_path, capsys, monkeypatch
 ) -> None:
     import wave
 
     from telephony.simulate import main
+
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)  # the command signs with it
 
     out = tmp_path / "heard.wav"
     source = tmp_path / "caller.ulaw"

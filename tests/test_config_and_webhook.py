@@ -6,7 +6,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import AUTH_TOKEN
 from fastapi.testclient import TestClient
+from twilio.request_validator import RequestValidator
 
 from telephony.app import create_app
 from telephony.call_log import read_call_log
@@ -59,18 +61,23 @@ def test_secrets_do_not_print(tmp_path: Path) -> None:
     assert "secret-value" not in repr(s) and "secret-value" not in str(s.model_dump())
 
 
-def _post(client: TestClient, headers: dict[str, str] | None = None) -> ET.Element:
-    response = client.post(
-        "/incoming-call",
-        data={
-            "CallSid": CALL_SID,
-            "From": "+15550001111",
-            "To": "+15550002222",
-            "Direction": "inbound",
-            "CallStatus": "ringing",
-        },
-        headers=headers or {},
-    )
+WEBHOOK = {
+    "CallSid": CALL_SID,
+    "From": "+15550001111",
+    "To": "+15550002222",
+    "Direction": "inbound",
+    "CallStatus": "ringing",
+}
+
+
+def sign(url: str, params: dict[str, str]) -> str:
+    return RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+
+
+def _post(client: TestClient, signed_url: str, headers: dict[str, str] | None = None) -> ET.Element:
+    headers = dict(headers or {})
+    headers["X-Twilio-Signature"] = sign(signed_url, WEBHOOK)
+    response = client.post("/incoming-call", data=WEBHOOK, headers=headers)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/xml")
     return ET.fromstring(response.text)
@@ -79,11 +86,13 @@ def _post(client: TestClient, headers: dict[str, str] | None = None) -> ET.Eleme
 def test_webhook_answers_connect_stream_with_parameters(settings: Settings) -> None:
     app = create_app(settings.model_copy(update={"public_url": "https://abc.ngrok.app"}))
     with TestClient(app) as client:
-        root = _post(client)
+        root = _post(client, "https://abc.ngrok.app/incoming-call")
     stream = root.find("./Connect/Stream")
     assert stream is not None
     assert stream.attrib["url"] == "wss://abc.ngrok.app/media-stream"  # no query string
     params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
+    token = params.pop("token")
+    assert len(token) > 40 and token.count(".") == 2  # the per-call stream token
     assert params == {
         "CallSid": CALL_SID,
         "From": "+15550001111",
@@ -97,10 +106,18 @@ def test_webhook_answers_connect_stream_with_parameters(settings: Settings) -> N
 
 def test_webhook_derives_host_from_forwarded_headers(settings: Settings) -> None:
     with TestClient(create_app(settings)) as client:
-        root = _post(client, {"X-Forwarded-Host": "tunnel.example", "X-Forwarded-Proto": "https"})
+        root = _post(
+            client,
+            "https://tunnel.example/incoming-call",
+            {"X-Forwarded-Host": "tunnel.example", "X-Forwarded-Proto": "https"},
+        )
         stream = root.find("./Connect/Stream")
         assert stream is not None and stream.attrib["url"] == "wss://tunnel.example/media-stream"
-        root = _post(client, {"Host": "direct.example:8443", "X-Forwarded-Proto": "https"})
+        root = _post(
+            client,
+            "https://direct.example:8443/incoming-call",
+            {"Host": "direct.example:8443", "X-Forwarded-Proto": "https"},
+        )
         stream = root.find("./Connect/Stream")
         assert stream is not None
         assert stream.attrib["url"] == "wss://direct.example:8443/media-stream"
@@ -108,8 +125,10 @@ def test_webhook_derives_host_from_forwarded_headers(settings: Settings) -> None
 
 @pytest.mark.parametrize("call_sid", ["", "../../etc/passwd", "CA" + "x" * 200])
 def test_webhook_refuses_missing_or_unsafe_callsid(settings: Settings, call_sid: str) -> None:
+    params = {"CallSid": call_sid}
+    headers = {"X-Twilio-Signature": sign("http://testserver/incoming-call", params)}
     with TestClient(create_app(settings)) as client:
-        response = client.post("/incoming-call", data={"CallSid": call_sid})
+        response = client.post("/incoming-call", data=params, headers=headers)
     assert response.status_code == 400
     log_dir = settings.call_log_dir
     assert not log_dir.exists() or not any(log_dir.iterdir())  # nothing written
