@@ -270,7 +270,11 @@ class MediaStreamCall:
                 done, _ = await asyncio.wait(
                     {caller, model, watchdog}, return_when=asyncio.FIRST_COMPLETED
                 )
-                if model not in done and _reason_of(caller) == "model_send_failed":
+                if (
+                    caller in done
+                    and model not in done
+                    and _reason_of(caller) == "model_send_failed"
+                ):
                     # the model socket is gone: let the model side say how it ended
                     done |= (await asyncio.wait({model}, timeout=self._limits.close_timeout))[0]
             finally:
