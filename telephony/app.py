@@ -25,6 +25,7 @@ from .config import Settings, load_settings
 from .media_stream import Start
 from .models import ModelFactory, SessionFactory
 from .security import SignatureChecker, StreamTokens, TokenError, request_url
+from .twilio_rest import TwilioCalls
 from .twiml import MEDIA_STREAM_PATH, connect_stream, media_stream_url, reject
 
 __all__ = ["CallRegistry", "create_app"]
@@ -155,6 +156,20 @@ def create_app(
     )
     token = settings.twilio_auth_token
     checker = SignatureChecker(token.get_secret_value()) if token else None
+    rest = (
+        TwilioCalls(
+            settings.twilio_account_sid, token.get_secret_value(), settings.twilio_api_base_url
+        )
+        if token and settings.twilio_account_sid
+        else None
+    )
+
+    async def apologise(call_sid: str) -> str:
+        """The model failed for good: say so over the REST API (ends the stream too)."""
+        if rest is None:
+            return "none (no Twilio REST credentials; stream closed)"
+        said = await rest.say_and_hang_up(call_sid, settings.apology_message)
+        return "twilio_rest" if said else "twilio_rest (call already ended)"
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -264,6 +279,7 @@ def create_app(
             settings.call_log_dir,
             limits,
             admit=registry.admit,
+            on_model_failure=apologise,
         )
         task = asyncio.current_task()
         assert task is not None

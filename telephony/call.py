@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agents.realtime import RealtimePlaybackTracker, RealtimeSession
+from agents.realtime.model_inputs import RealtimeModelSendRawMessage
 
 from .audio import CallerToModel, Framer, ModelToCaller
 from .call_log import CallLog
@@ -49,6 +50,14 @@ PCM16_24K_BYTES_PER_MS = 48
 COUNTER_EVERY_FRAMES = 250  # one audio.in record per 5 s of caller audio
 MAX_PAYLOAD_BYTES = 1600  # 200 ms of μ-law; Twilio sends 160
 MAX_SEQUENCE_JUMP = 10_000  # a jump beyond this is not a lost packet but a forged counter
+MODEL_FAILURES = frozenset(
+    {"model_error", "model_ended", "model_send_failed", "model_connect_failed"}
+)
+MAX_REPLAY_ITEMS = 40
+RESUME_INSTRUCTIONS = (
+    "The connection to you dropped for a moment and has just been restored. In one short "
+    "sentence, say sorry for the interruption, then continue the conversation where it was."
+)
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 
@@ -130,15 +139,22 @@ class MediaStreamCall:
         log_dir: Path,
         limits: CallLimits | None = None,
         admit: Admit | None = None,
+        on_model_failure: Callable[[str], Awaitable[str]] | None = None,
+        reconnects: int = 1,
     ) -> None:
         self._socket = socket
         self._open_session = open_session
         self._log_dir = log_dir
         self._limits = limits or CallLimits()
         self._admit = admit
+        self._on_model_failure = on_model_failure
+        self._reconnects_left = reconnects
+        self._sessions = 0
+        self._generation = 0
+        self._conversation: list[tuple[str, str]] = []  # (role, text), for a reconnect
         self._close_code = 1000
         self._last_sequence = 0
-        self._last_media_at = time.monotonic()
+        self._last_media_at = self._stream_started_at = time.monotonic()
         self._log: CallLog | None = None
         self.call_sid: str | None = None
         self.stream_sid: str | None = None
@@ -229,7 +245,7 @@ class MediaStreamCall:
         self.call_sid = start.call_sid
         self.stream_sid = start.stream_sid
         self._last_sequence = start.sequence_number
-        self._last_media_at = time.monotonic()
+        self._last_media_at = self._stream_started_at = time.monotonic()
         try:
             self._log = CallLog(self._log_dir, start.call_sid)
         except ValueError as exc:
@@ -250,8 +266,37 @@ class MediaStreamCall:
             self._record("protocol.error", error=f"unexpected media format {fmt!r}")
 
     async def _bridge(self) -> None:
+        """Run sessions until the call ends: one reconnect after a model failure, then apologise."""
+        session = await self._connect()
+        while True:
+            if session is None:
+                reason = "model_connect_failed"
+            else:
+                try:
+                    reason = await self._run_session(session)
+                finally:
+                    await self._close_session(session)
+            if reason not in MODEL_FAILURES:
+                self._set_reason(reason)
+                return
+            if self._reconnects_left > 0:
+                self._reconnects_left -= 1
+                self._record("model.reconnecting", after=reason)
+                session = await self._connect()
+                if session is not None:
+                    await self._replay(session)
+                    continue
+                reason = "model_connect_failed"
+            self._set_reason(reason)
+            await self._apologise(reason)
+            return
+
+    async def _connect(self) -> RealtimeSession | None:
+        """Open and connect a session (a fresh tracker each time); None if it failed."""
         assert self.call_sid is not None
         self._record("model.connecting")
+        self._tracker = RealtimePlaybackTracker()
+        self._generation += 1
         t0 = time.monotonic()
         try:
             session = await self._open_session(self._tracker, self.call_sid)
@@ -259,36 +304,81 @@ class MediaStreamCall:
         except Exception as exc:
             self._record("model.connect_failed", error=_describe(exc))
             logger.warning("call %s: model connect failed: %s", self.call_sid, _describe(exc))
-            self._set_reason("model_connect_failed")
-            return
+            if self._reconnects_left > 0 and self._sessions == 0:
+                self._reconnects_left -= 1  # a failed first connect gets its one retry here
+                self._record("model.reconnecting", after="model_connect_failed")
+                return await self._connect()
+            return None
+        self._sessions += 1
         self._record("model.connected", connect_ms=round((time.monotonic() - t0) * 1000, 1))
+        return session
+
+    async def _run_session(self, session: RealtimeSession) -> str:
+        """Pump one session until something ends it; returns the reason."""
+        caller = asyncio.create_task(self._caller_pump(session), name=f"caller:{self.call_sid}")
+        model = asyncio.create_task(self._model_pump(session), name=f"model:{self.call_sid}")
+        watchdog = asyncio.create_task(self._watchdog(), name=f"watchdog:{self.call_sid}")
         try:
-            caller = asyncio.create_task(self._caller_pump(session), name=f"caller:{self.call_sid}")
-            model = asyncio.create_task(self._model_pump(session), name=f"model:{self.call_sid}")
-            watchdog = asyncio.create_task(self._watchdog(), name=f"watchdog:{self.call_sid}")
-            try:
-                done, _ = await asyncio.wait(
-                    {caller, model, watchdog}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if (
-                    caller in done
-                    and model not in done
-                    and _reason_of(caller) == "model_send_failed"
-                ):
-                    # the model socket is gone: let the model side say how it ended
-                    done |= (await asyncio.wait({model}, timeout=self._limits.close_timeout))[0]
-            finally:
-                for task in (caller, model, watchdog):
-                    task.cancel()
-                await asyncio.gather(caller, model, watchdog, return_exceptions=True)
-            for task in sorted(done, key=lambda t: t is not model):  # the model's reason first
-                exc = task.exception()
-                if isinstance(exc, _CallEnded):
-                    self._set_reason(exc.reason)
-                elif exc is not None:
-                    raise exc
+            done, _ = await asyncio.wait(
+                {caller, model, watchdog}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if caller in done and model not in done and _reason_of(caller) == "model_send_failed":
+                # the model socket is gone: let the model side say how it ended
+                done |= (await asyncio.wait({model}, timeout=self._limits.close_timeout))[0]
         finally:
-            await self._close_session(session)
+            for task in (caller, model, watchdog):
+                task.cancel()
+            await asyncio.gather(caller, model, watchdog, return_exceptions=True)
+        await self._flush_audio_quietly()
+        for task in sorted(done, key=lambda t: t is not model):  # the model's reason first
+            exc = task.exception()
+            if isinstance(exc, _CallEnded):
+                return exc.reason
+            if exc is not None:
+                raise exc
+        return "unknown"
+
+    async def _flush_audio_quietly(self) -> None:
+        with contextlib.suppress(_CallEnded):
+            await self._flush_audio()
+
+    async def _replay(self, session: RealtimeSession) -> None:
+        """Give a new session the conversation so far, and let the agent pick up the thread."""
+        items = self._conversation[-MAX_REPLAY_ITEMS:]
+        for role, text in items:
+            content_type = "input_text" if role == "user" else "output_text"
+            item = {
+                "type": "message",
+                "role": role,
+                "content": [{"type": content_type, "text": text}],
+            }
+            await session.model.send_event(
+                RealtimeModelSendRawMessage(
+                    message={"type": "conversation.item.create", "other_data": {"item": item}}
+                )
+            )
+        await session.model.send_event(
+            RealtimeModelSendRawMessage(
+                message={
+                    "type": "response.create",
+                    "other_data": {"response": {"instructions": RESUME_INSTRUCTIONS}},
+                }
+            )
+        )
+        self._record("model.replayed", items=len(items))
+
+    async def _apologise(self, reason: str) -> None:
+        """The model is gone for good: tell the caller (if we can), then the stream is closed."""
+        if self._on_model_failure is None or self.call_sid is None:
+            self._record("call.apology", via="none (stream closed)", reason=reason)
+            return
+        try:
+            via = await asyncio.wait_for(
+                self._on_model_failure(self.call_sid), self._limits.close_timeout
+            )
+            self._record("call.apology", via=via, reason=reason)
+        except Exception as exc:
+            self._record("call.apology", via="failed", reason=reason, error=_describe(exc))
 
     async def _close_session(self, session: RealtimeSession) -> None:
         try:
@@ -301,7 +391,7 @@ class MediaStreamCall:
     async def _watchdog(self) -> None:
         """End the call when the caller has been silent too long, or it ran too long."""
         limits = self._limits
-        started = time.monotonic()
+        started = self._stream_started_at
         while True:
             now = time.monotonic()
             if now - started >= limits.max_duration:
@@ -384,7 +474,8 @@ class MediaStreamCall:
             self._record("mark.cleared", name=name)
             return
         for mark in played:
-            self._tracker.on_play_ms(mark.item_id, mark.content_index, mark.ms)
+            if mark.generation == self._generation:  # not audio of a session since replaced
+                self._tracker.on_play_ms(mark.item_id, mark.content_index, mark.ms)
             self._record("mark.played", name=mark.name, item_id=mark.item_id, ms=mark.ms)
 
     # ------------------------------------------------------------------ model -> caller
@@ -427,6 +518,8 @@ class MediaStreamCall:
         kind = data.type
         if kind == "input_audio_transcription_completed":
             self._record("transcript.caller", item_id=data.item_id, text=data.transcript)
+            if data.transcript:
+                self._conversation.append(("user", data.transcript))
         elif kind == "transcript_delta":
             self._agent_transcripts.setdefault(data.item_id, []).append(data.delta)
         elif kind == "turn_started":
@@ -445,7 +538,9 @@ class MediaStreamCall:
     def _log_agent_transcript(self, item_id: str) -> None:
         parts = self._agent_transcripts.pop(item_id, None)
         if parts:
-            self._record("transcript.agent", item_id=item_id, text="".join(parts))
+            text = "".join(parts)
+            self._record("transcript.agent", item_id=item_id, text=text)
+            self._conversation.append(("assistant", text))
 
     async def _on_model_audio(self, audio: Any) -> None:
         item_id, content_index = audio.item_id, audio.content_index
@@ -481,7 +576,7 @@ class MediaStreamCall:
         self.frames_out += len(frames)
         item_id, content_index = self._out_item
         ms = sum(len(f) for f in frames) / ULAW_BYTES_PER_MS
-        mark = self._playback.sent(item_id, content_index, ms)
+        mark = self._playback.sent(item_id, content_index, ms, self._generation)
         await self._send(mark_message(self.stream_sid, mark.name))
         self._record("mark.sent", name=mark.name, item_id=item_id, ms=ms, frames=len(frames))
 

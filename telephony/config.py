@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     max_call_duration: float = Field(
         default=3600.0, gt=0, description="End a call after this many seconds."
     )
+    twilio_api_base_url: str | None = Field(
+        default=None, description="Override of https://api.twilio.com (a stand-in, in tests)."
+    )
+    apology_message: str = Field(
+        default="Sorry, we are having technical difficulties. Please call again later. Goodbye.",
+        description="Said (via the REST API) when the model fails for good.",
+    )
     drain_timeout: float = Field(
         default=30.0, ge=0, description="On SIGTERM, let calls run this long before ending them."
     )

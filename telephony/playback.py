@@ -21,6 +21,7 @@ class PendingMark:
     item_id: str
     content_index: int
     ms: float
+    generation: int = 0  # which model session the audio came from
 
 
 class Playback:
@@ -42,10 +43,10 @@ class Playback:
         """Audio sent to Twilio whose mark has not come back yet."""
         return sum(m.ms for m in self._pending)
 
-    def sent(self, item_id: str, content_index: int, ms: float) -> PendingMark:
+    def sent(self, item_id: str, content_index: int, ms: float, generation: int = 0) -> PendingMark:
         """Record ``ms`` of audio just sent for an item; returns the mark to send after it."""
         self._seq += 1
-        mark = PendingMark(f"m{self._seq}", item_id, content_index, ms)
+        mark = PendingMark(f"m{self._seq}", item_id, content_index, ms, generation)
         self._pending.append(mark)
         self.sent_ms += ms
         self.marks_sent += 1

@@ -79,9 +79,12 @@ def live_server(settings: Settings) -> Callable[..., Any]:
     """Factory: ``async with live_server(**loopback_kwargs) as srv`` runs model + app."""
 
     @contextlib.asynccontextmanager
-    async def start(limits: CallLimits | None = None, **loopback: Any) -> AsyncIterator[LiveServer]:
+    async def start(
+        limits: CallLimits | None = None, overrides: dict[str, Any] | None = None, **loopback: Any
+    ) -> AsyncIterator[LiveServer]:
         async with LoopbackRealtimeServer(**loopback) as model:
-            app_settings = settings.model_copy(update={"openai_realtime_url": model.url})
+            update = {"openai_realtime_url": model.url, **(overrides or {})}
+            app_settings = settings.model_copy(update=update)
             app = create_app(app_settings, limits=limits)
             async with run_server(app) as base_url:
                 yield LiveServer(base_url, app, app_settings, model)

@@ -214,34 +214,6 @@ async def test_caller_hangup_closes_the_model_session(
     assert events(records, "call.end")[0]["reason"] == reason
 
 
-@pytest.mark.parametrize("code,reason", [(1011, "model_error"), (1000, "model_ended")])
-async def test_model_socket_ending_ends_the_call(live_server, code: int, reason: str) -> None:
-    async with live_server(reply=lambda _: tone(600, 300)) as srv:
-        call = asyncio.create_task(srv.call(fixture_audio("numbers.ulaw") * 3, speed=2, tail_s=5))
-        for _ in range(500):  # until the model has heard 300 ms of the call
-            if srv.model.connections and srv.model.connections[0].audio_ms > 300:
-                break
-            await asyncio.sleep(0.02)
-        await srv.model.drop_all(code)
-        result = await asyncio.wait_for(call, 10)
-        records = await wait_call_end(srv, result.call_sid)
-    assert result.closed_by_server  # Twilio's socket was closed by us
-    end = events(records, "call.end")[0]
-    assert end["reason"] == reason
-    if code != 1000:
-        assert events(records, "model.error")
-
-
-async def test_model_refusing_the_connection_ends_the_call(live_server) -> None:
-    async with live_server() as srv:
-        srv.model.reject_next = 1
-        result = await srv.call(ulaw_tone(500, 2.0), speed=4, tail_s=0.1)
-        records = await wait_call_end(srv, result.call_sid)
-    assert result.closed_by_server and not result.frames
-    assert events(records, "model.connect_failed")
-    assert events(records, "call.end")[0]["reason"] == "model_connect_failed"
-
-
 async def test_many_sequential_calls_leave_nothing_behind(live_server) -> None:
     import os
 

@@ -1,5 +1,6 @@
-"""Test helpers shipped with the package: a loopback OpenAI Realtime server (no network)."""
+"""Test helpers shipped with the package: loopback stand-ins for OpenAI Realtime and Twilio REST."""
 
 from .realtime_server import LoopbackRealtimeServer, RealtimeConnection, tone
+from .twilio_api import ApiRequest, TwilioApiStandIn
 
-__all__ = ["LoopbackRealtimeServer", "RealtimeConnection", "tone"]
+__all__ = ["ApiRequest", "LoopbackRealtimeServer", "RealtimeConnection", "TwilioApiStandIn", "tone"]

@@ -139,6 +139,11 @@ class LoopbackRealtimeServer:
             with contextlib.suppress(Exception):
                 await ws.close(code, reason)
 
+    def abort_all(self) -> None:
+        """Reset every live connection: the TCP transport is aborted, no close frame is sent."""
+        for ws in list(self._live):
+            ws.transport.abort()
+
     async def _handle(self, ws: ServerConnection) -> None:
         request = ws.request
         conn = RealtimeConnection(

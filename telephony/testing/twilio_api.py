@@ -1,0 +1,55 @@
+"""A loopback stand-in for the part of Twilio's REST API we call, with its real HTTP shape.
+
+Serve :attr:`TwilioApiStandIn.app` on 127.0.0.1 and point the twilio client at it
+(``TWILIO_API_BASE_URL``). It records every request; calls listed in :attr:`gone` answer
+404 with Twilio error 20404 ("not found"), as a call that already ended does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+__all__ = ["ApiRequest", "TwilioApiStandIn"]
+
+
+@dataclass
+class ApiRequest:
+    method: str
+    path: str
+    form: dict[str, str]
+    authorization: str | None
+
+
+@dataclass
+class TwilioApiStandIn:
+    requests: list[ApiRequest] = field(default_factory=list)
+    gone: set[str] = field(default_factory=set)
+
+    @property
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json")
+        async def update_call(account_sid: str, call_sid: str, request: Request) -> Any:
+            form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+            self.requests.append(
+                ApiRequest("POST", request.url.path, form, request.headers.get("authorization"))
+            )
+            if call_sid in self.gone:
+                return JSONResponse(
+                    {
+                        "code": 20404,
+                        "message": f"The requested resource {request.url.path} was not found",
+                        "more_info": "https://www.twilio.com/docs/errors/20404",
+                        "status": 404,
+                    },
+                    status_code=404,
+                )
+            status = form.get("Status", "in-progress")
+            return {"sid": call_sid, "account_sid": account_sid, "status": status}
+
+        return app
