@@ -28,12 +28,13 @@ from .security import SignatureChecker, StreamTokens, TokenError, request_url
 from .twilio_rest import TwilioCalls
 from .twiml import MEDIA_STREAM_PATH, connect_stream, media_stream_url, reject
 
-__all__ = ["CallRegistry", "create_app"]
+__all__ = ["WS_MAX_BYTES", "CallRegistry", "create_app"]
 
 logger = logging.getLogger("telephony.app")
 
 # Webhook fields passed to the stream as <Parameter>s (they come back in `start`).
 STREAM_PARAMETERS = ("CallSid", "From", "To", "Direction")
+WS_MAX_BYTES = 64 * 1024  # uvicorn's ws_max_size: Twilio's media messages are about 300 bytes
 PENDING_TTL_S = 30.0  # an answered call that has not started streaming holds its slot this long
 
 
@@ -83,7 +84,7 @@ class CallRegistry:
         self.draining = False
         self.calls: set[str] = set()  # admitted CallSids
         self.pending: dict[str, float] = {}  # answered CallSid -> deadline to start
-        self.sockets: set[asyncio.Task[Any]] = set()  # every media socket task, admitted or not
+        self.sockets: dict[asyncio.Task[Any], MediaStreamCall] = {}  # every media socket
 
     def _live_pending(self) -> int:
         now = time.monotonic()
@@ -112,14 +113,22 @@ class CallRegistry:
         if call_sid is not None:
             self.calls.discard(call_sid)
 
-    async def drain(self, grace_s: float) -> None:
-        """Take no new calls; wait up to ``grace_s`` seconds for calls to end; then end the rest."""
+    async def drain(self, grace_s: float, goodbye_s: float = 10.0) -> None:
+        """Take no new calls; let calls run up to ``grace_s`` seconds; then end the rest
+        politely (each says goodbye if it can and writes its ``call.end``), cancelling any that
+        have not ended ``goodbye_s`` seconds later."""
         self.draining = True
-        if self.sockets:
+        if self.sockets and grace_s > 0:
             logger.info(
                 "draining: %d call(s) in progress, waiting up to %.0fs", len(self.sockets), grace_s
             )
             await asyncio.wait(set(self.sockets), timeout=grace_s)
+        if not self.sockets:
+            return
+        logger.info("ending %d call(s) for shutdown", len(self.sockets))
+        for call in self.sockets.values():
+            call.end("server_shutdown")
+        await asyncio.wait(set(self.sockets), timeout=goodbye_s)
         for task in list(self.sockets):
             task.cancel()
         if self.sockets:
@@ -164,11 +173,12 @@ def create_app(
         else None
     )
 
-    async def apologise(call_sid: str) -> str:
-        """The model failed for good: say so over the REST API (ends the stream too)."""
+    async def apologise(call_sid: str, reason: str) -> str:
+        """We end the call (model failure, shutdown, time limit): say so over the REST API."""
         if rest is None:
             return "none (no Twilio REST credentials; stream closed)"
-        said = await rest.say_and_hang_up(call_sid, settings.apology_message)
+        text = settings.apology_message if reason.startswith("model") else settings.goodbye_message
+        said = await rest.say_and_hang_up(call_sid, text)
         return "twilio_rest" if said else "twilio_rest (call already ended)"
 
     @contextlib.asynccontextmanager
@@ -188,7 +198,7 @@ def create_app(
                 "OPENAI_API_KEY is not set: calls will be answered but the model cannot connect"
             )
         yield
-        await registry.drain(0)
+        await registry.drain(0, goodbye_s=settings.drain_timeout or 5.0)
 
     app = FastAPI(title="realtime-telephony", lifespan=lifespan)
     app.state.settings = settings
@@ -283,11 +293,11 @@ def create_app(
         )
         task = asyncio.current_task()
         assert task is not None
-        registry.sockets.add(task)
+        registry.sockets[task] = call
         try:
             await call.run()
         finally:
-            registry.sockets.discard(task)
+            registry.sockets.pop(task, None)
             registry.release(call.call_sid if call.stream_sid else None)
 
     @app.get("/healthz")

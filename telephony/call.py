@@ -58,6 +58,7 @@ RESUME_INSTRUCTIONS = (
     "The connection to you dropped for a moment and has just been restored. In one short "
     "sentence, say sorry for the interruption, then continue the conversation where it was."
 )
+POLITE_ENDINGS = frozenset({"server_shutdown", "max_duration"})  # we hang up: say goodbye
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 
@@ -139,7 +140,7 @@ class MediaStreamCall:
         log_dir: Path,
         limits: CallLimits | None = None,
         admit: Admit | None = None,
-        on_model_failure: Callable[[str], Awaitable[str]] | None = None,
+        on_model_failure: Callable[[str, str], Awaitable[str]] | None = None,
         reconnects: int = 1,
     ) -> None:
         self._socket = socket
@@ -152,6 +153,8 @@ class MediaStreamCall:
         self._sessions = 0
         self._generation = 0
         self._conversation: list[tuple[str, str]] = []  # (role, text), for a reconnect
+        self._end_requested = asyncio.Event()
+        self._end_reason = "ended_by_server"
         self._close_code = 1000
         self._last_sequence = 0
         self._last_media_at = self._stream_started_at = time.monotonic()
@@ -278,6 +281,8 @@ class MediaStreamCall:
                     await self._close_session(session)
             if reason not in MODEL_FAILURES:
                 self._set_reason(reason)
+                if reason in POLITE_ENDINGS:
+                    await self._apologise(reason)
                 return
             if self._reconnects_left > 0:
                 self._reconnects_left -= 1
@@ -368,13 +373,14 @@ class MediaStreamCall:
         self._record("model.replayed", items=len(items))
 
     async def _apologise(self, reason: str) -> None:
-        """The model is gone for good: tell the caller (if we can), then the stream is closed."""
+        """We are ending the call (model gone, shutdown, time limit): tell the caller if we can;
+        the stream is closed after."""
         if self._on_model_failure is None or self.call_sid is None:
             self._record("call.apology", via="none (stream closed)", reason=reason)
             return
         try:
             via = await asyncio.wait_for(
-                self._on_model_failure(self.call_sid), self._limits.close_timeout
+                self._on_model_failure(self.call_sid, reason), self._limits.close_timeout
             )
             self._record("call.apology", via=via, reason=reason)
         except Exception as exc:
@@ -388,11 +394,18 @@ class MediaStreamCall:
         except Exception as exc:
             self._record("model.close_error", error=_describe(exc))
 
+    def end(self, reason: str) -> None:
+        """Ask the call to end (e.g. ``server_shutdown``): goodbye if it can, then it closes."""
+        self._end_reason = reason
+        self._end_requested.set()
+
     async def _watchdog(self) -> None:
-        """End the call when the caller has been silent too long, or it ran too long."""
+        """End the call when asked to, when the caller was silent too long, or it ran too long."""
         limits = self._limits
         started = self._stream_started_at
         while True:
+            if self._end_requested.is_set():
+                raise _CallEnded(self._end_reason)
             now = time.monotonic()
             if now - started >= limits.max_duration:
                 self._record("limit", limit="max_duration", seconds=limits.max_duration)
@@ -401,7 +414,8 @@ class MediaStreamCall:
                 self._record("limit", limit="idle_timeout", seconds=limits.idle_timeout)
                 raise _CallEnded("idle_timeout")
             wake = min(started + limits.max_duration, self._last_media_at + limits.idle_timeout)
-            await asyncio.sleep(max(wake - now, 0.01))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._end_requested.wait(), max(wake - now, 0.01))
 
     # ------------------------------------------------------------------ caller -> model
 

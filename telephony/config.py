@@ -78,6 +78,10 @@ class Settings(BaseSettings):
         default="Sorry, we are having technical difficulties. Please call again later. Goodbye.",
         description="Said (via the REST API) when the model fails for good.",
     )
+    goodbye_message: str = Field(
+        default="Sorry, this call has to end now. Please call again later. Goodbye.",
+        description="Said (via the REST API) when we end a call: shutdown or time limit.",
+    )
     drain_timeout: float = Field(
         default=30.0, ge=0, description="On SIGTERM, let calls run this long before ending them."
     )

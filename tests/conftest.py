@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from telephony.app import create_app
+from telephony.app import WS_MAX_BYTES, create_app
 from telephony.call import CallLimits
 from telephony.config import Settings
 from telephony.simulate import Answer, SimulationResult, answer_call, simulate_call
@@ -47,7 +47,14 @@ class LiveServer:
 @contextlib.asynccontextmanager
 async def run_server(app: Any) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on a free loopback port; yields the base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        ws_max_size=WS_MAX_BYTES,  # as server.py runs it
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -263,3 +263,24 @@ async def test_bad_webhook_call_is_http_error_for_the_simulator(live_server) -> 
         with pytest.raises(urllib.error.HTTPError) as refused:
             await answer_call(srv.base_url, auth_token="wrong-token")
         assert refused.value.code == 403
+
+
+async def test_oversized_websocket_message_closes_the_socket(live_server) -> None:
+    async with live_server() as srv:
+        answer = await srv.answer()
+        async with connect(answer.stream_url, additional_headers=answer.headers) as ws:
+            await ws.send(start_message(answer.call_sid, answer.parameters))
+            log_path = srv.settings.call_log_dir / f"{answer.call_sid}.jsonl"
+            for _ in range(100):  # the call is under way
+                if "model.connected" in log_path.read_text():
+                    break
+                await asyncio.sleep(0.02)
+            await ws.send("x" * (70 * 1024))  # over the 64 KiB cap
+            await asyncio.wait_for(ws.wait_closed(), 5)
+        assert ws.close_code == 1009  # message too big
+        for _ in range(100):
+            log = read_call_log(srv.settings.call_log_dir / f"{answer.call_sid}.jsonl")
+            if log[-1]["event"] == "call.end":
+                break
+            await asyncio.sleep(0.02)
+        assert log[-1]["event"] == "call.end" and log[-1]["reason"] == "twilio_disconnected"
