@@ -65,6 +65,7 @@ class RealtimeConnection:
     speech_started_ms: list[int] = field(default_factory=list)
     speech_stopped_ms: list[int] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    drop_code: int | None = None  # close with this code after drop_after_ms of audio
 
     @property
     def audio_ms(self) -> float:
@@ -111,6 +112,10 @@ class LoopbackRealtimeServer:
         self.reply_text = reply_text or (lambda turn: f"loopback reply {turn}")
         self.connections: list[RealtimeConnection] = []
         self.reject_next: int = 0  # refuse this many upcoming handshakes with HTTP 503
+        # drop_rule(n) -> close code (or None): connection n (0-based) closes itself with that
+        # code once it has received drop_after_ms of audio
+        self.drop_rule: Callable[[int], int | None] = lambda _n: None
+        self.drop_after_ms = 600.0
         self._server: Any = None
         self._live: set[ServerConnection] = set()
         self.url = ""
@@ -150,6 +155,7 @@ class LoopbackRealtimeServer:
             path=request.path if request else "",
             headers=dict(request.headers) if request else {},
         )
+        conn.drop_code = self.drop_rule(len(self.connections))
         self.connections.append(conn)
         self._live.add(ws)
         try:
@@ -169,6 +175,7 @@ class _Session:
         self.ids = itertools.count(1)
         self.turn = 0
         self.response_task: asyncio.Task[None] | None = None
+        self.closing: asyncio.Task[None] | None = None
         self.session: dict[str, Any] = {
             "type": "realtime",
             "object": "realtime.session",
@@ -216,6 +223,12 @@ class _Session:
         if kind == "input_audio_buffer.append":
             chunk = base64.b64decode(event.get("audio", ""))
             self.conn.audio += chunk
+            if self.conn.drop_code is not None and self.conn.audio_ms >= self.s.drop_after_ms:
+                code, self.conn.drop_code = self.conn.drop_code, None
+                # close from another task: this loop must keep reading, or the client's close
+                # frame waits behind queued audio until the close timeout
+                self.closing = asyncio.create_task(self.ws.close(code, "loopback drop rule"))
+                return
             await self.vad(chunk)
             return
         self.conn.events.append(event)
