@@ -335,13 +335,15 @@ class MediaStreamCall:
                 task.cancel()
             await asyncio.gather(caller, model, watchdog, return_exceptions=True)
         await self._flush_audio_quietly()
-        for task in sorted(done, key=lambda t: t is not model):  # the model's reason first
+        for task in done:
             exc = task.exception()
-            if isinstance(exc, _CallEnded):
-                return exc.reason
-            if exc is not None:
+            if exc is not None and not isinstance(exc, _CallEnded):
                 raise exc
-        return "unknown"
+        reasons = {task: _reason_of(task) for task in done}
+        caller_reason, model_reason = reasons.get(caller), reasons.get(model)
+        if caller_reason == "model_send_failed" and model_reason:
+            return model_reason  # the model side knows best how it ended
+        return caller_reason or model_reason or reasons.get(watchdog) or "unknown"
 
     async def _flush_audio_quietly(self) -> None:
         with contextlib.suppress(_CallEnded):
