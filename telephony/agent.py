@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+from collections.abc import Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agents import function_tool
 from agents.realtime import RealtimeAgent
+
+from .call_control import call_control_tools
 
 __all__ = ["build_default_agent", "load_agent"]
 
@@ -21,6 +24,11 @@ You are a friendly, concise phone concierge answering a telephone call.
 Speak in short sentences: this is a phone line, not a chat window. Ask one question at a time.
 If you cannot help, say so plainly. Never read out long lists, URLs or code.
 You can tell the caller the current time in any time zone, and what this line can do."""
+
+
+CALL_CONTROL_INSTRUCTIONS = """
+When the caller is done, say goodbye and call end_call. If the caller presses keys, you will get
+a message saying which; act on it as their answer."""
 
 
 @function_tool
@@ -46,12 +54,17 @@ def line_capabilities() -> str:
     )
 
 
-def build_default_agent() -> RealtimeAgent:
-    """The default concierge: a short prompt and two harmless tools."""
+def build_default_agent(transfer_destinations: Iterable[str] = ()) -> RealtimeAgent:
+    """The default concierge: a short prompt, two harmless tools, ``end_call``, and
+    ``transfer_call`` when transfer destinations are configured."""
+    names = list(transfer_destinations)
+    instructions = INSTRUCTIONS + CALL_CONTROL_INSTRUCTIONS
+    if names:
+        instructions += f" You can transfer the caller to: {', '.join(names)}."
     return RealtimeAgent(
         name="Phone concierge",
-        instructions=INSTRUCTIONS,
-        tools=[current_time, line_capabilities],
+        instructions=instructions,
+        tools=[current_time, line_capabilities, *call_control_tools(names)],
     )
 
 

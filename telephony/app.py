@@ -9,6 +9,7 @@
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,12 +17,14 @@ from typing import Annotated, Any
 
 from agents.realtime import RealtimeAgent
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocket
+from pydantic import BaseModel
 from starlette.websockets import WebSocketState
 
 from .agent import build_default_agent, load_agent
-from .call import TRY_AGAIN_LATER, CallLimits, MediaStreamCall, Refused
+from .call import TRY_AGAIN_LATER, CallFeatures, CallLimits, MediaStreamCall, Refused
 from .call_log import CallLog, safe_call_id
 from .config import Settings, load_settings
+from .dial import DialError, place_call
 from .media_stream import Start
 from .models import ModelFactory, SessionFactory
 from .security import SignatureChecker, StreamTokens, TokenError, request_url
@@ -36,6 +39,12 @@ logger = logging.getLogger("telephony.app")
 STREAM_PARAMETERS = ("CallSid", "From", "To", "Direction")
 WS_MAX_BYTES = 64 * 1024  # uvicorn's ws_max_size: Twilio's media messages are about 300 bytes
 PENDING_TTL_S = 30.0  # an answered call that has not started streaming holds its slot this long
+
+
+class DialRequest(BaseModel):
+    """Body of ``POST /calls``."""
+
+    to: str
 
 
 class StarletteTwilioSocket:
@@ -152,8 +161,13 @@ def create_app(
         limits: per-call limits; by default from the settings (idle timeout, maximum duration).
     """
     settings = settings or load_settings()
+    transfer_targets = settings.transfer_destinations
     if agent is None:
-        agent = load_agent(settings.agent) if settings.agent else build_default_agent()
+        agent = (
+            load_agent(settings.agent)
+            if settings.agent
+            else build_default_agent(transfer_targets.keys())
+        )
     limits = limits or CallLimits(
         idle_timeout=settings.idle_timeout, max_duration=settings.max_call_duration
     )
@@ -171,6 +185,14 @@ def create_app(
         )
         if token and settings.twilio_account_sid
         else None
+    )
+
+    features = CallFeatures(
+        greeting=settings.greeting,
+        dtmf_timeout=settings.dtmf_timeout,
+        hangup_grace=settings.hangup_grace,
+        transfer_targets=transfer_targets,
+        twilio=rest,
     )
 
     async def apologise(call_sid: str, reason: str) -> str:
@@ -290,6 +312,7 @@ def create_app(
             limits,
             admit=registry.admit,
             on_model_failure=apologise,
+            features=features,
         )
         task = asyncio.current_task()
         assert task is not None
@@ -299,6 +322,47 @@ def create_app(
         finally:
             registry.sockets.pop(task, None)
             registry.release(call.call_sid if call.stream_sid else None)
+
+    @app.post("/call-status")
+    async def call_status(params: Annotated[dict[str, str], Depends(twilio_form)]) -> Response:
+        """Twilio's status callbacks (initiated, ringing, answered, completed, busy, …)."""
+        call_sid = params.get("CallSid", "")
+        try:
+            safe_call_id(call_sid)
+        except ValueError:
+            return Response("missing or malformed CallSid", status_code=400)
+        with CallLog(settings.call_log_dir, call_sid) as log:
+            log.write(
+                "call.status",
+                status=params.get("CallStatus"),
+                direction=params.get("Direction"),
+                duration_s=params.get("CallDuration"),
+                sequence=params.get("SequenceNumber"),
+            )
+        return Response(status_code=204)
+
+    def dial_authorized(request: Request) -> None:
+        """FastAPI dependency: ``Authorization: Bearer <DIAL_API_TOKEN>``; off when unset."""
+        expected = settings.dial_api_token
+        if expected is None:
+            raise HTTPException(status_code=404, detail="outbound calls are not enabled")
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(
+            given.encode(), f"Bearer {expected.get_secret_value()}".encode()
+        ):
+            logger.warning("POST /calls refused: bad or missing bearer token")
+            raise HTTPException(status_code=401, detail="bad or missing bearer token")
+
+    @app.post("/calls", status_code=201, dependencies=[Depends(dial_authorized)])
+    async def dial(request: Request, body: DialRequest) -> dict[str, str]:
+        if rest is None:
+            raise HTTPException(503, "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are needed")
+        base = settings.public_url or request_url(None, "", "", request.headers, request.url.scheme)
+        try:
+            call_sid = await place_call(settings, rest, body.to, base)
+        except DialError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"call_sid": call_sid}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

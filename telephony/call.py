@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +26,7 @@ from agents.realtime import RealtimePlaybackTracker, RealtimeSession
 from agents.realtime.model_inputs import RealtimeModelSendRawMessage
 
 from .audio import CallerToModel, Framer, ModelToCaller
+from .call_control import CallContext, dial_twiml
 from .call_log import CallLog
 from .media_stream import (
     Connected,
@@ -40,6 +42,7 @@ from .media_stream import (
     parse_message,
 )
 from .playback import Playback
+from .twilio_rest import TwilioCalls
 
 __all__ = ["Admit", "CallLimits", "MediaStreamCall", "OpenSession", "Refused", "TwilioSocket"]
 
@@ -59,6 +62,8 @@ RESUME_INSTRUCTIONS = (
     "sentence, say sorry for the interruption, then continue the conversation where it was."
 )
 POLITE_ENDINGS = frozenset({"server_shutdown", "max_duration"})  # we hang up: say goodbye
+GREETING_INSTRUCTIONS = "The call has just connected. Greet the caller by saying: {}"
+DTMF_TEXT = "The caller pressed these keys on the phone keypad: {}"
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 
@@ -79,8 +84,27 @@ class TwilioSocket(Protocol):
         ...
 
 
-OpenSession = Callable[[RealtimePlaybackTracker, str], Awaitable[RealtimeSession]]
-"""Builds a session (not yet connected) for a call: ``(tracker, call_sid) -> RealtimeSession``."""
+OpenSession = Callable[[RealtimePlaybackTracker, CallContext], Awaitable[RealtimeSession]]
+"""Builds a session (not yet connected) for a call: ``(tracker, context) -> RealtimeSession``."""
+
+
+@dataclass
+class CallFeatures:
+    """What a call does beyond bridging audio.
+
+    Args:
+        greeting: said by the agent as soon as the stream starts ('' for none).
+        dtmf_timeout: seconds after the last key before collected digits go to the agent.
+        hangup_grace: longest wait (seconds) for the goodbye to play before ``end_call`` hangs up.
+        transfer_targets: allowed transfer destinations, ``{name: +E.164 or sip: URI}``.
+        twilio: REST access to the live call (hang up, transfer); None closes the stream instead.
+    """
+
+    greeting: str = ""
+    dtmf_timeout: float = 2.0
+    hangup_grace: float = 10.0
+    transfer_targets: dict[str, str] = field(default_factory=dict)
+    twilio: TwilioCalls | None = None
 
 
 class Refused(Exception):
@@ -142,12 +166,21 @@ class MediaStreamCall:
         admit: Admit | None = None,
         on_model_failure: Callable[[str, str], Awaitable[str]] | None = None,
         reconnects: int = 1,
+        features: CallFeatures | None = None,
     ) -> None:
         self._socket = socket
         self._open_session = open_session
         self._log_dir = log_dir
         self._limits = limits or CallLimits()
         self._admit = admit
+        self._features = features or CallFeatures()
+        self._session: RealtimeSession | None = None
+        self._responses_started = 0
+        self._responses_ended = 0
+        self._first_audio_at: float | None = None
+        self._digits: list[str] = []
+        self._dtmf_task: asyncio.Task[None] | None = None
+        self._hangup_task: asyncio.Task[None] | None = None
         self._on_model_failure = on_model_failure
         self._reconnects_left = reconnects
         self._sessions = 0
@@ -199,6 +232,11 @@ class MediaStreamCall:
             self._record("error", where="bridge", error=_describe(exc))
             self._set_reason("internal_error")
         finally:
+            for task in (self._dtmf_task, self._hangup_task):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
             await self._socket.close(self._close_code)
             self._finish()
 
@@ -304,7 +342,8 @@ class MediaStreamCall:
         self._generation += 1
         t0 = time.monotonic()
         try:
-            session = await self._open_session(self._tracker, self.call_sid)
+            context = CallContext(call_sid=self.call_sid, control=self)
+            session = await self._open_session(self._tracker, context)
             await asyncio.wait_for(session.enter(), self._limits.connect_timeout)
         except Exception as exc:
             self._record("model.connect_failed", error=_describe(exc))
@@ -316,10 +355,22 @@ class MediaStreamCall:
             return None
         self._sessions += 1
         self._record("model.connected", connect_ms=round((time.monotonic() - t0) * 1000, 1))
+        if self._sessions == 1 and self._features.greeting:
+            instructions = GREETING_INSTRUCTIONS.format(self._features.greeting)
+            await session.model.send_event(
+                RealtimeModelSendRawMessage(
+                    message={
+                        "type": "response.create",
+                        "other_data": {"response": {"instructions": instructions}},
+                    }
+                )
+            )
+            self._record("greeting.requested", text=self._features.greeting)
         return session
 
     async def _run_session(self, session: RealtimeSession) -> str:
         """Pump one session until something ends it; returns the reason."""
+        self._session = session
         caller = asyncio.create_task(self._caller_pump(session), name=f"caller:{self.call_sid}")
         model = asyncio.create_task(self._model_pump(session), name=f"model:{self.call_sid}")
         watchdog = asyncio.create_task(self._watchdog(), name=f"watchdog:{self.call_sid}")
@@ -396,6 +447,87 @@ class MediaStreamCall:
         except Exception as exc:
             self._record("model.close_error", error=_describe(exc))
 
+    # ------------------------------------------------------------------ keypad and call control
+
+    def _on_dtmf(self, digit: str) -> None:
+        """Collect keys until ``#`` or ``dtmf_timeout`` of quiet, then tell the agent."""
+        self._record("dtmf", digit=digit)
+        self._digits.append(digit)
+        if self._dtmf_task is not None:
+            self._dtmf_task.cancel()
+        delay = 0.0 if digit == "#" else self._features.dtmf_timeout
+        self._dtmf_task = asyncio.create_task(self._send_digits_after(delay))
+
+    async def _send_digits_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        digits, self._digits = self._digits, []
+        session = self._session
+        if not digits or session is None:
+            return
+        text = DTMF_TEXT.format(" ".join(digits))
+        try:
+            await session.send_message(text)
+            self._record("dtmf.sent", digits="".join(digits), text=text)
+        except Exception as exc:
+            self._record("model.error", where="dtmf", error=_describe(exc))
+
+    async def hang_up(self, reason: str) -> str:
+        """``end_call``: hang up once the goodbye has played (see ``CallControl``)."""
+        if self._hangup_task is not None:
+            return "The call is already ending."
+        self._record("hangup.requested", reason=reason)
+        self._hangup_task = asyncio.create_task(self._hang_up_after_goodbye())
+        return "The call will end as soon as your goodbye has played. Say a short goodbye now."
+
+    async def _hang_up_after_goodbye(self) -> None:
+        started_before = self._responses_started
+        t0 = time.monotonic()
+        deadline = t0 + self._features.hangup_grace
+        while time.monotonic() < deadline:
+            goodbye_done = (
+                self._responses_started > started_before
+                and self._responses_ended >= self._responses_started
+            )
+            if goodbye_done and self._playback.unplayed_ms == 0 and self._out_item is None:
+                break
+            await asyncio.sleep(0.02)
+        waited_ms = round((time.monotonic() - t0) * 1000)
+        via = await self._rest("hang up", lambda twilio, sid: twilio.hang_up(sid))
+        self._record("call.hangup", via=via, waited_ms=waited_ms)
+        self.end("agent_hangup")
+
+    async def transfer(self, destination: str) -> str:
+        """``transfer_call``: update the live call with ``<Dial>`` to an allowed destination."""
+        target = self._features.transfer_targets.get(destination)
+        allowed = ", ".join(sorted(self._features.transfer_targets)) or "none"
+        if target is None:
+            self._record("transfer.refused", destination=str(destination)[:80])
+            return f"Cannot transfer to {destination!r}. Allowed destinations: {allowed}."
+        if self._features.twilio is None:
+            self._record("transfer.refused", destination=destination, why="no REST credentials")
+            return "Transfers are not available on this line."
+        for _ in range(250):  # up to 5 s: let "I am transferring you" finish playing
+            if self._playback.unplayed_ms == 0:
+                break
+            await asyncio.sleep(0.02)
+        twiml = dial_twiml(target)
+        via = await self._rest("transfer", lambda twilio, sid: twilio.update_twiml(sid, twiml))
+        self._record("call.transfer", destination=destination, target=target, via=via)
+        self.end("transferred")
+        return f"Transferring the caller to {destination} now."
+
+    async def _rest(self, what: str, action: Callable[[TwilioCalls, str], Awaitable[bool]]) -> str:
+        """Run one REST update of this call; returns how it went, for the log. Never raises."""
+        twilio = self._features.twilio
+        if twilio is None or self.call_sid is None:
+            return "none (no Twilio REST credentials; stream closed)"
+        try:
+            done = await action(twilio, self.call_sid)
+        except Exception as exc:
+            self._record("twilio.error", action=what, error=_describe(exc))
+            return "twilio_rest failed"
+        return "twilio_rest" if done else "twilio_rest (call already ended)"
+
     def end(self, reason: str) -> None:
         """Ask the call to end (e.g. ``server_shutdown``): goodbye if it can, then it closes."""
         self._end_reason = reason
@@ -438,7 +570,7 @@ class MediaStreamCall:
             elif isinstance(message, Mark):
                 self._on_mark_echo(message.name)
             elif isinstance(message, Dtmf):
-                self._record("dtmf", digit=message.digit)
+                self._on_dtmf(message.digit)
             elif isinstance(message, Stop):
                 self._record("stream.stop")
                 raise _CallEnded("caller_hangup")
@@ -539,8 +671,10 @@ class MediaStreamCall:
         elif kind == "transcript_delta":
             self._agent_transcripts.setdefault(data.item_id, []).append(data.delta)
         elif kind == "turn_started":
+            self._responses_started += 1
             self._record("response.started", response_id=data.response_id)
         elif kind == "turn_ended":
+            self._responses_ended += 1
             self._record("response.done", response_id=data.response_id)
             for item_id in list(self._agent_transcripts):
                 self._log_agent_transcript(item_id)
@@ -587,6 +721,13 @@ class MediaStreamCall:
     async def _send_frames(self, frames: list[bytes]) -> None:
         if not frames or self._out_item is None or self.stream_sid is None:
             return
+        if self._first_audio_at is None:
+            self._first_audio_at = time.monotonic()
+            self._record(
+                "audio.first_out",
+                ms_after_start=round((self._first_audio_at - self._stream_started_at) * 1000, 1),
+                frames_in_before=self.frames_in,
+            )
         for frame in frames:
             await self._send(media_message(self.stream_sid, frame))
         self.frames_out += len(frames)

@@ -82,6 +82,26 @@ class Settings(BaseSettings):
         default="Sorry, this call has to end now. Please call again later. Goodbye.",
         description="Said (via the REST API) when we end a call: shutdown or time limit.",
     )
+    greeting: str = Field(
+        default="Hello! Thanks for calling. How can I help you today?",
+        description="What the agent says first, as soon as the stream starts; empty: off.",
+    )
+    dtmf_timeout: float = Field(
+        default=2.0, gt=0, description="Seconds after the last key before digits go to the agent."
+    )
+    hangup_grace: float = Field(
+        default=10.0, gt=0, description="Longest wait for the goodbye to play before hanging up."
+    )
+    transfer_targets: str = Field(
+        default="",
+        description="Allowed transfer destinations: name=+E164 or name=sip:uri, comma-separated.",
+    )
+    twilio_from_number: str | None = Field(
+        default=None, description="Caller ID (+E.164, a Twilio number) for outbound calls."
+    )
+    dial_api_token: SecretStr | None = Field(
+        default=None, description="Bearer token for POST /calls (outbound); unset: endpoint off."
+    )
     drain_timeout: float = Field(
         default=30.0, ge=0, description="On SIGTERM, let calls run this long before ending them."
     )
@@ -126,10 +146,47 @@ class Settings(BaseSettings):
             raise ValueError("must look like AC followed by 32 hex digits")
         return value
 
-    @field_validator("openai_api_key", "twilio_auth_token", "stream_token_secret", mode="before")
+    @field_validator("transfer_targets")
+    @classmethod
+    def _check_transfer_targets(cls, value: str) -> str:
+        parse_transfer_targets(value)
+        return value
+
+    @property
+    def transfer_destinations(self) -> dict[str, str]:
+        """``TRANSFER_TARGETS`` parsed: ``{name: +E.164 or sip: URI}``."""
+        return parse_transfer_targets(self.transfer_targets)
+
+    @field_validator(
+        "openai_api_key",
+        "twilio_auth_token",
+        "stream_token_secret",
+        "dial_api_token",
+        mode="before",
+    )
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+
+def parse_transfer_targets(text: str) -> dict[str, str]:
+    """``"sales=+15551230000,support=sip:help@example.com"`` -> ``{name: destination}``.
+
+    Raises:
+        ValueError: an entry without ``=``, an empty name, or a destination that is neither an
+            E.164 number (``+`` and 8-15 digits) nor a ``sip:`` URI.
+    """
+    targets: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, destination = (s.strip() for s in entry.partition("="))
+        if not sep or not name:
+            raise ValueError(f"transfer target {entry!r} is not name=destination")
+        digits = destination[1:]
+        is_number = destination.startswith("+") and digits.isdigit() and 8 <= len(digits) <= 15
+        if not (is_number or destination.startswith("sip:")):
+            raise ValueError(f"transfer target {name!r}: {destination!r} is not +E.164 or sip:")
+        targets[name] = destination
+    return targets
 
 
 def _is_loopback(host: str) -> bool:

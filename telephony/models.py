@@ -20,6 +20,7 @@ from agents.realtime import (
 from agents.realtime.config import RealtimeRunConfig, RealtimeSessionModelSettings
 from agents.realtime.model import RealtimeModelConfig
 
+from .call_control import CallContext
 from .config import Settings
 
 __all__ = ["SessionFactory", "phone_model_settings"]
@@ -80,11 +81,9 @@ class SessionFactory:
             config["url"] = self._settings.openai_realtime_url
         return config
 
-    async def open(self, tracker: RealtimePlaybackTracker, call_sid: str) -> RealtimeSession:
-        """A session for call ``call_sid``; connect it with ``async with`` or ``enter()``."""
+    async def open(self, tracker: RealtimePlaybackTracker, context: CallContext) -> RealtimeSession:
+        """A session for one call (its tools see ``context``); connect it with ``enter()``."""
         model = self._model_factory() if self._model_factory is not None else None
         run_config: RealtimeRunConfig = {"model_settings": dict(self.model_settings)}  # type: ignore[typeddict-item]
         runner = RealtimeRunner(self._agent, model=model, config=run_config)
-        return await runner.run(
-            context={"call_sid": call_sid}, model_config=self.model_config(tracker)
-        )
+        return await runner.run(context=context, model_config=self.model_config(tracker))

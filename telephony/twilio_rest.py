@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from twilio.base.exceptions import TwilioRestException
@@ -68,6 +69,9 @@ class TwilioCalls:
         def update() -> None:
             self._client.calls(call_sid).update(twiml=twiml)
 
+        return await self._update(update, call_sid)
+
+    async def _update(self, update: Callable[[], None], call_sid: str) -> bool:
         try:
             await asyncio.to_thread(update)
         except TwilioRestException as exc:
@@ -76,6 +80,36 @@ class TwilioCalls:
                 return False
             raise
         return True
+
+    async def create_call(
+        self, to: str, from_: str, url: str, status_callback: str, status_events: list[str]
+    ) -> str:
+        """Place an outbound call whose TwiML comes from ``url``; returns its CallSid.
+
+        Raises ``TwilioRestException`` when Twilio refuses it.
+        """
+
+        def create() -> str:
+            call = self._client.calls.create(
+                to=to,
+                from_=from_,
+                url=url,
+                method="POST",
+                status_callback=status_callback,
+                status_callback_event=status_events,
+                status_callback_method="POST",
+            )
+            return str(call.sid)
+
+        return await asyncio.to_thread(create)
+
+    async def hang_up(self, call_sid: str) -> bool:
+        """End the live call (``status=completed``). False if it had already ended (20404)."""
+
+        def update() -> None:
+            self._client.calls(call_sid).update(status="completed")
+
+        return await self._update(update, call_sid)
 
     async def say_and_hang_up(self, call_sid: str, text: str) -> bool:
         """Speak ``text`` to the caller, then hang up. False if the call had already ended."""

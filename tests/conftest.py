@@ -78,6 +78,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         openai_api_key="sk-test-not-a-real-key",
         twilio_auth_token=AUTH_TOKEN,
         call_log_dir=tmp_path / "calls",
+        greeting="",  # tests that want the greeting turn it on
     )
 
 

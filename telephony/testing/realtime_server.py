@@ -66,6 +66,8 @@ class RealtimeConnection:
     speech_stopped_ms: list[int] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     drop_code: int | None = None  # close with this code after drop_after_ms of audio
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tool_outputs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def audio_ms(self) -> float:
@@ -86,6 +88,8 @@ class LoopbackRealtimeServer:
         speech_threshold: RMS (int16 units) above which a 20 ms chunk is speech.
         speech_start_ms / silence_ms: VAD hangover for start and end of speech, in audio time.
         transcript: the caller transcript reported for turn ``n``.
+        tool_call: ``(name, arguments)`` of a function call turn ``n`` makes before its audio (the
+            SDK runs the tool, sends its output and asks for the next response), or None.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class LoopbackRealtimeServer:
         silence_ms: int = 500,
         transcript: Callable[[int], str] | None = None,
         reply_text: Callable[[int], str] | None = None,
+        tool_call: Callable[[int], tuple[str, dict[str, Any]] | None] | None = None,
     ) -> None:
         self.reply = reply or (lambda _turn: tone(600.0, 1000.0))
         self.chunk_ms = chunk_ms
@@ -110,6 +115,7 @@ class LoopbackRealtimeServer:
         self.silence_ms = silence_ms
         self.transcript = transcript or (lambda turn: f"caller turn {turn}")
         self.reply_text = reply_text or (lambda turn: f"loopback reply {turn}")
+        self.tool_call = tool_call or (lambda _turn: None)
         self.connections: list[RealtimeConnection] = []
         self.reject_next: int = 0  # refuse this many upcoming handshakes with HTTP 503
         # drop_rule(n) -> close code (or None): connection n (0-based) closes itself with that
@@ -253,6 +259,11 @@ class _Session:
             await self.cancel_response()
         elif kind == "conversation.item.create":
             item = dict(event.get("item") or {})
+            if item.get("type") == "function_call_output":
+                self.conn.tool_outputs.append(item)
+                item.setdefault("id", self.nid("item"))
+                await self.send({"type": "conversation.item.added", "item": item})
+                return
             item.setdefault("id", self.nid("item"))
             item.setdefault("status", "completed")
             await self.send({"type": "conversation.item.added", "item": item})
@@ -323,6 +334,22 @@ class _Session:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def function_call(self, response_id: str, name: str, arguments: dict[str, Any]) -> None:
+        item = {
+            "id": self.nid("item"),
+            "type": "function_call",
+            "call_id": self.nid("call"),
+            "name": name,
+            "arguments": json.dumps(arguments),
+            "status": "in_progress",
+        }
+        self.conn.tool_calls.append(item)
+        base = {"response_id": response_id, "output_index": 1}
+        await self.send({**base, "type": "response.output_item.added", "item": item})
+        await self.send(
+            {**base, "type": "response.output_item.done", "item": {**item, "status": "completed"}}
+        )
+
     async def respond(self, turn: int) -> None:
         response_id = self.nid("resp")
         item_id = self.nid("item")
@@ -357,6 +384,9 @@ class _Session:
                     },
                 }
             )
+            call = self.s.tool_call(turn)
+            if call is not None:
+                await self.function_call(response_id, *call)
             if self.s.first_delta_delay_s:
                 await asyncio.sleep(self.s.first_delta_delay_s)
             audio = self.s.reply(turn)

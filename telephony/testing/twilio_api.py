@@ -7,6 +7,7 @@ Serve :attr:`TwilioApiStandIn.app` on 127.0.0.1 and point the twilio client at i
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +29,35 @@ class ApiRequest:
 class TwilioApiStandIn:
     requests: list[ApiRequest] = field(default_factory=list)
     gone: set[str] = field(default_factory=set)
+    created: list[str] = field(default_factory=list)  # CallSids of calls it "placed"
 
     @property
     def app(self) -> FastAPI:
         app = FastAPI()
+
+        @app.post("/2010-04-01/Accounts/{account_sid}/Calls.json")
+        async def create_call(account_sid: str, request: Request) -> Any:
+            form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+            form["StatusCallbackEvent"] = " ".join(
+                v
+                for v in (await request.form()).getlist("StatusCallbackEvent")
+                if isinstance(v, str)
+            )
+            self.requests.append(
+                ApiRequest("POST", request.url.path, form, request.headers.get("authorization"))
+            )
+            call_sid = "CA" + secrets.token_hex(16)
+            self.created.append(call_sid)
+            return JSONResponse(
+                {
+                    "sid": call_sid,
+                    "account_sid": account_sid,
+                    "status": "queued",
+                    "to": form.get("To"),
+                    "from": form.get("From"),
+                },
+                status_code=201,
+            )
 
         @app.post("/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json")
         async def update_call(account_sid: str, call_sid: str, request: Request) -> Any:
