@@ -29,6 +29,7 @@ import urllib.parse
 import urllib.request
 import wave
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,8 +249,14 @@ class _Twilio:
 
     # --- outbound caller audio
     async def stream(
-        self, audio: bytes, tail_s: float, max_tail_s: float, min_turns: int = 0
+        self,
+        audio: bytes,
+        tail_s: float,
+        max_tail_s: float,
+        min_turns: int = 0,
+        dtmf: Sequence[tuple[float, str]] = (),
     ) -> None:
+        keys = sorted(dtmf)
         chunk = 0
         frames = [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
         silence = bytes([ULAW_SILENCE]) * FRAME_BYTES
@@ -267,6 +274,15 @@ class _Twilio:
                     return
                 frame = silence
             await self.sleep_until(at)
+            while keys and keys[0][0] <= at:
+                _, digit = keys.pop(0)
+                await self.send(
+                    {
+                        "event": "dtmf",
+                        "streamSid": self.r.stream_sid,
+                        "dtmf": {"track": "inbound_track", "digit": digit},
+                    }
+                )
             await self.send(
                 {
                     "event": "media",
@@ -373,6 +389,7 @@ async def simulate_call(
     call_sid: str | None = None,
     hang_up: bool = True,
     min_turns: int = 0,
+    dtmf: Sequence[tuple[float, str]] = (),
 ) -> SimulationResult:
     """Play one Twilio call against the server at ``base_url`` (``http://host:port``).
 
@@ -385,6 +402,7 @@ async def simulate_call(
         hang_up: send ``stop`` at the end (False: just close the socket, as a dropped line does).
         min_turns: stay on the line (within ``max_tail_s``) until this many agent replies began,
             as a caller waits for an answer.
+        dtmf: keys to press, as ``(call time in seconds, digit)``; sent as Twilio ``dtmf``.
 
     Returns:
         A :class:`SimulationResult`. Raises ``ValueError`` if the TwiML has no stream.
@@ -421,7 +439,7 @@ async def simulate_call(
         twilio.t0 = time.monotonic()
         receiver = asyncio.create_task(twilio.receive_loop())
         marker = asyncio.create_task(twilio.mark_loop())
-        streamer = asyncio.create_task(twilio.stream(audio, tail_s, max_tail_s, min_turns))
+        streamer = asyncio.create_task(twilio.stream(audio, tail_s, max_tail_s, min_turns, dtmf))
         try:
             done, _ = await asyncio.wait({receiver, streamer}, return_when=asyncio.FIRST_COMPLETED)
             if receiver in done:

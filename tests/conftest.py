@@ -88,12 +88,16 @@ def live_server(settings: Settings) -> Callable[..., Any]:
 
     @contextlib.asynccontextmanager
     async def start(
-        limits: CallLimits | None = None, overrides: dict[str, Any] | None = None, **loopback: Any
+        limits: CallLimits | None = None,
+        overrides: dict[str, Any] | None = None,
+        agent: Any = None,
+        **loopback: Any,
     ) -> AsyncIterator[LiveServer]:
         async with LoopbackRealtimeServer(**loopback) as model:
             update = {"openai_realtime_url": model.url, **(overrides or {})}
-            app_settings = settings.model_copy(update=update)
-            app = create_app(app_settings, limits=limits)
+            values = {name: getattr(settings, name) for name in Settings.model_fields}
+            app_settings = Settings(**{**values, **update})  # validated, unlike model_copy
+            app = create_app(app_settings, limits=limits, agent=agent)
             async with run_server(app) as base_url:
                 yield LiveServer(base_url, app, app_settings, model)
 

@@ -8,6 +8,7 @@ Serve :attr:`TwilioApiStandIn.app` on 127.0.0.1 and point the twilio client at i
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ class ApiRequest:
     path: str
     form: dict[str, str]
     authorization: str | None
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
