@@ -41,7 +41,9 @@ async def run(calls: int) -> None:
             uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
         )
         task = asyncio.create_task(server.serve())
-        while not server.started:
+        for _ in range(500):  # up to 5 s for uvicorn to listen
+            if server.started:
+                break
             await asyncio.sleep(0.01)
         base_url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
         values = []
