@@ -42,6 +42,7 @@ from .media_stream import (
     parse_message,
 )
 from .playback import Playback
+from .session_log import SessionRecorder
 from .twilio_rest import TwilioCalls
 
 __all__ = ["Admit", "CallLimits", "MediaStreamCall", "OpenSession", "Refused", "TwilioSocket"]
@@ -175,8 +176,6 @@ class MediaStreamCall:
         self._admit = admit
         self._features = features or CallFeatures()
         self._session: RealtimeSession | None = None
-        self._responses_started = 0
-        self._responses_ended = 0
         self._first_audio_at: float | None = None
         self._digits: list[str] = []
         self._dtmf_task: asyncio.Task[None] | None = None
@@ -185,7 +184,7 @@ class MediaStreamCall:
         self._reconnects_left = reconnects
         self._sessions = 0
         self._generation = 0
-        self._conversation: list[tuple[str, str]] = []  # (role, text), for a reconnect
+        self._events = SessionRecorder(self._record)  # transcripts, responses, tools
         self._end_requested = asyncio.Event()
         self._end_reason = "ended_by_server"
         self._close_code = 1000
@@ -204,7 +203,6 @@ class MediaStreamCall:
         self._playback = Playback()
         self._interrupted_items: set[str] = set()
         self._out_item: tuple[str, int] | None = None  # item whose audio the framer holds
-        self._agent_transcripts: dict[str, list[str]] = {}
 
         self.frames_in = 0
         self.bytes_in = 0
@@ -402,7 +400,7 @@ class MediaStreamCall:
 
     async def _replay(self, session: RealtimeSession) -> None:
         """Give a new session the conversation so far, and let the agent pick up the thread."""
-        items = self._conversation[-MAX_REPLAY_ITEMS:]
+        items = self._events.conversation[-MAX_REPLAY_ITEMS:]
         for role, text in items:
             content_type = "input_text" if role == "user" else "output_text"
             item = {
@@ -480,14 +478,11 @@ class MediaStreamCall:
         return "The call will end as soon as your goodbye has played. Say a short goodbye now."
 
     async def _hang_up_after_goodbye(self) -> None:
-        started_before = self._responses_started
+        started_before = self._events.responses_started
         t0 = time.monotonic()
         deadline = t0 + self._features.hangup_grace
         while time.monotonic() < deadline:
-            goodbye_done = (
-                self._responses_started > started_before
-                and self._responses_ended >= self._responses_started
-            )
+            goodbye_done = self._events.responses_idle_since(started_before)
             if goodbye_done and self._playback.unplayed_ms == 0 and self._out_item is None:
                 break
             await asyncio.sleep(0.02)
@@ -647,50 +642,9 @@ class MediaStreamCall:
         elif kind == "audio_end":
             self._record("model.audio_done", item_id=event.item_id)
             await self._flush_audio()
-            self._log_agent_transcript(event.item_id)
         elif kind == "audio_interrupted":
             await self._on_interrupted(event.item_id)
-        elif kind == "tool_start":
-            self._record("tool.start", tool=event.tool.name, arguments=event.arguments)
-        elif kind == "tool_end":
-            self._record("tool.end", tool=event.tool.name, output=str(event.output)[:500])
-        elif kind == "handoff":
-            self._record("handoff", from_agent=event.from_agent.name, to_agent=event.to_agent.name)
-        elif kind == "error":
-            self.model_errors += 1
-            self._record("model.error", where="event", error=str(event.error)[:500])
-        elif kind == "raw_model_event":
-            self._on_raw_model_event(event.data)
-
-    def _on_raw_model_event(self, data: Any) -> None:
-        kind = data.type
-        if kind == "input_audio_transcription_completed":
-            self._record("transcript.caller", item_id=data.item_id, text=data.transcript)
-            if data.transcript:
-                self._conversation.append(("user", data.transcript))
-        elif kind == "transcript_delta":
-            self._agent_transcripts.setdefault(data.item_id, []).append(data.delta)
-        elif kind == "turn_started":
-            self._responses_started += 1
-            self._record("response.started", response_id=data.response_id)
-        elif kind == "turn_ended":
-            self._responses_ended += 1
-            self._record("response.done", response_id=data.response_id)
-            for item_id in list(self._agent_transcripts):
-                self._log_agent_transcript(item_id)
-        elif kind == "raw_server_event":
-            server_type = data.data.get("type") if isinstance(data.data, dict) else None
-            if server_type == "input_audio_buffer.speech_started":
-                self._record("speech.started", audio_start_ms=data.data.get("audio_start_ms"))
-            elif server_type == "input_audio_buffer.speech_stopped":
-                self._record("speech.stopped", audio_end_ms=data.data.get("audio_end_ms"))
-
-    def _log_agent_transcript(self, item_id: str) -> None:
-        parts = self._agent_transcripts.pop(item_id, None)
-        if parts:
-            text = "".join(parts)
-            self._record("transcript.agent", item_id=item_id, text=text)
-            self._conversation.append(("assistant", text))
+        self._events.on_event(event)
 
     async def _on_model_audio(self, audio: Any) -> None:
         item_id, content_index = audio.item_id, audio.content_index
@@ -790,7 +744,7 @@ class MediaStreamCall:
             "clears": self.clears,
             "interruptions": self.interruptions,
             "protocol_errors": self.protocol_errors,
-            "model_errors": self.model_errors,
+            "model_errors": self.model_errors + self._events.model_errors,
         }
         self._record("call.end", **totals)
         logger.info("call %s ended: %s", self.call_sid, reason)
