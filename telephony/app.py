@@ -11,23 +11,25 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from agents.realtime import RealtimeAgent
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocket
+from fastapi.responses import JSONResponse
+from openai import AsyncOpenAI
 from pydantic import BaseModel
 from starlette.websockets import WebSocketState
 
 from .agent import build_default_agent, load_agent
-from .call import TRY_AGAIN_LATER, CallFeatures, CallLimits, MediaStreamCall, Refused
+from .call import CallFeatures, CallLimits, MediaStreamCall
 from .call_log import CallLog, safe_call_id
 from .config import Settings, load_settings
 from .dial import DialError, place_call
-from .media_stream import Start
 from .models import ModelFactory, SessionFactory
-from .security import SignatureChecker, StreamTokens, TokenError, request_url
+from .registry import CallRegistry
+from .security import SignatureChecker, StreamTokens, request_url
+from .sip import SipCalls
 from .twilio_rest import TwilioCalls
 from .twiml import MEDIA_STREAM_PATH, connect_stream, media_stream_url, reject
 
@@ -38,7 +40,6 @@ logger = logging.getLogger("telephony.app")
 # Webhook fields passed to the stream as <Parameter>s (they come back in `start`).
 STREAM_PARAMETERS = ("CallSid", "From", "To", "Direction")
 WS_MAX_BYTES = 64 * 1024  # uvicorn's ws_max_size: Twilio's media messages are about 300 bytes
-PENDING_TTL_S = 30.0  # an answered call that has not started streaming holds its slot this long
 
 
 class DialRequest(BaseModel):
@@ -76,72 +77,6 @@ class StarletteTwilioSocket:
         if self._ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await self._ws.close(code, reason)
-
-
-class CallRegistry:
-    """Calls in progress and answered calls not yet streaming: capacity, tokens, draining.
-
-    Args:
-        max_calls: calls beyond this are answered ``<Reject reason="busy"/>`` (webhook) or closed
-            with 1013 (stream).
-        tokens: issues and redeems per-call stream tokens.
-    """
-
-    def __init__(self, max_calls: int, tokens: StreamTokens) -> None:
-        self.max_calls = max_calls
-        self.tokens = tokens
-        self.draining = False
-        self.calls: set[str] = set()  # admitted CallSids
-        self.pending: dict[str, float] = {}  # answered CallSid -> deadline to start
-        self.sockets: dict[asyncio.Task[Any], MediaStreamCall] = {}  # every media socket
-
-    def _live_pending(self) -> int:
-        now = time.monotonic()
-        self.pending = {sid: t for sid, t in self.pending.items() if t > now}
-        return len(self.pending)
-
-    def answer(self, call_sid: str) -> str | None:
-        """A stream token for a new call, or None when busy (at capacity or draining)."""
-        if self.draining or len(self.calls) + self._live_pending() >= self.max_calls:
-            return None
-        self.pending[call_sid] = time.monotonic() + PENDING_TTL_S
-        return self.tokens.issue(call_sid)
-
-    def admit(self, start: Start) -> None:
-        """The bridge's admission check at ``start``. Raises :class:`Refused`."""
-        try:
-            self.tokens.redeem(start.call_sid, start.custom_parameters.get("token"))
-        except TokenError as exc:
-            raise Refused(str(exc)) from None
-        self.pending.pop(start.call_sid, None)
-        if len(self.calls) >= self.max_calls:
-            raise Refused("at capacity", TRY_AGAIN_LATER)
-        self.calls.add(start.call_sid)
-
-    def release(self, call_sid: str | None) -> None:
-        if call_sid is not None:
-            self.calls.discard(call_sid)
-
-    async def drain(self, grace_s: float, goodbye_s: float = 10.0) -> None:
-        """Take no new calls; let calls run up to ``grace_s`` seconds; then end the rest
-        politely (each says goodbye if it can and writes its ``call.end``), cancelling any that
-        have not ended ``goodbye_s`` seconds later."""
-        self.draining = True
-        if self.sockets and grace_s > 0:
-            logger.info(
-                "draining: %d call(s) in progress, waiting up to %.0fs", len(self.sockets), grace_s
-            )
-            await asyncio.wait(set(self.sockets), timeout=grace_s)
-        if not self.sockets:
-            return
-        logger.info("ending %d call(s) for shutdown", len(self.sockets))
-        for call in self.sockets.values():
-            call.end("server_shutdown")
-        await asyncio.wait(set(self.sockets), timeout=goodbye_s)
-        for task in list(self.sockets):
-            task.cancel()
-        if self.sockets:
-            await asyncio.gather(*self.sockets, return_exceptions=True)
 
 
 def create_app(
@@ -193,6 +128,12 @@ def create_app(
         hangup_grace=settings.hangup_grace,
         transfer_targets=transfer_targets,
         twilio=rest,
+    )
+
+    features_for_sip = CallFeatures(
+        greeting=settings.greeting,
+        hangup_grace=settings.hangup_grace,
+        transfer_targets=transfer_targets,
     )
 
     async def apologise(call_sid: str, reason: str) -> str:
@@ -363,6 +304,34 @@ def create_app(
         except DialError as exc:
             raise HTTPException(422, str(exc)) from None
         return {"call_sid": call_sid}
+
+    sip = (
+        SipCalls(
+            AsyncOpenAI(
+                api_key=settings.openai_api_key.get_secret_value()
+                if settings.openai_api_key
+                else "unset",
+                base_url=settings.openai_base_url,
+                webhook_secret=settings.openai_webhook_secret.get_secret_value(),
+            ),
+            sessions,
+            features_for_sip,
+            limits,
+            settings.call_log_dir,
+            registry,
+        )
+        if settings.openai_webhook_secret
+        else None
+    )
+    app.state.sip = sip
+
+    @app.post("/openai/webhook")
+    async def openai_webhook(request: Request) -> Response:
+        """OpenAI's ``realtime.call.incoming`` (the SIP path), verified with ``webhooks.unwrap``."""
+        if sip is None:
+            raise HTTPException(404, "SIP calls are not enabled (OPENAI_WEBHOOK_SECRET)")
+        status, body = await sip.webhook(await request.body(), request.headers)
+        return JSONResponse(body, status_code=status)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

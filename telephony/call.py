@@ -41,6 +41,7 @@ from .media_stream import (
     media_message,
     parse_message,
 )
+from .models import create_response
 from .playback import Playback
 from .session_log import SessionRecorder
 from .twilio_rest import TwilioCalls
@@ -354,15 +355,7 @@ class MediaStreamCall:
         self._sessions += 1
         self._record("model.connected", connect_ms=round((time.monotonic() - t0) * 1000, 1))
         if self._sessions == 1 and self._features.greeting:
-            instructions = GREETING_INSTRUCTIONS.format(self._features.greeting)
-            await session.model.send_event(
-                RealtimeModelSendRawMessage(
-                    message={
-                        "type": "response.create",
-                        "other_data": {"response": {"instructions": instructions}},
-                    }
-                )
-            )
+            await create_response(session, GREETING_INSTRUCTIONS.format(self._features.greeting))
             self._record("greeting.requested", text=self._features.greeting)
         return session
 
@@ -413,14 +406,7 @@ class MediaStreamCall:
                     message={"type": "conversation.item.create", "other_data": {"item": item}}
                 )
             )
-        await session.model.send_event(
-            RealtimeModelSendRawMessage(
-                message={
-                    "type": "response.create",
-                    "other_data": {"response": {"instructions": RESUME_INSTRUCTIONS}},
-                }
-            )
-        )
+        await create_response(session, RESUME_INSTRUCTIONS)
         self._record("model.replayed", items=len(items))
 
     async def _apologise(self, reason: str) -> None:

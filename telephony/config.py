@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         default=None,
         description="Realtime WebSocket URL, passed verbatim as the SDK's model_config['url'].",
     )
+    openai_base_url: str | None = Field(
+        default=None,
+        description="OpenAI REST base URL (default https://api.openai.com/v1); tests: a stand-in.",
+    )
+    openai_webhook_secret: SecretStr | None = Field(
+        default=None, description="Signing secret of the OpenAI webhook (SIP calls); unset: off."
+    )
     public_url: str | None = Field(
         default=None,
         description="Public https base URL Twilio reaches (e.g. the ngrok URL).",
@@ -162,6 +169,7 @@ class Settings(BaseSettings):
         "twilio_auth_token",
         "stream_token_secret",
         "dial_api_token",
+        "openai_webhook_secret",
         mode="before",
     )
     @classmethod

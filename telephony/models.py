@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from agents.realtime import (
     RealtimeAgent,
@@ -19,11 +21,13 @@ from agents.realtime import (
 )
 from agents.realtime.config import RealtimeRunConfig, RealtimeSessionModelSettings
 from agents.realtime.model import RealtimeModelConfig
+from agents.realtime.model_inputs import RealtimeModelSendRawMessage
+from agents.realtime.openai_realtime import OpenAIRealtimeSIPModel
 
 from .call_control import CallContext
 from .config import Settings
 
-__all__ = ["SessionFactory", "phone_model_settings"]
+__all__ = ["SessionFactory", "create_response", "phone_model_settings"]
 
 logger = logging.getLogger("telephony.models")
 
@@ -46,6 +50,19 @@ def phone_model_settings(settings: Settings) -> RealtimeSessionModelSettings:
             "silence_duration_ms": 500,
         },
     }
+
+
+async def create_response(session: RealtimeSession, instructions: str) -> None:
+    """Ask the model to speak now (``response.create``), with ``instructions`` for this response
+    only: the greeting, or picking up the thread after a reconnect."""
+    await session.model.send_event(
+        RealtimeModelSendRawMessage(
+            message={
+                "type": "response.create",
+                "other_data": {"response": {"instructions": instructions}},
+            }
+        )
+    )
 
 
 class SessionFactory:
@@ -80,6 +97,45 @@ class SessionFactory:
         if self._settings.openai_realtime_url:
             config["url"] = self._settings.openai_realtime_url
         return config
+
+    def sip_settings(self) -> RealtimeSessionModelSettings:
+        """Settings for a SIP call: SIP negotiates the audio format (G.711) itself, and a
+        ``call_id`` attach may not name a model."""
+        settings = dict(self.model_settings)
+        for key in ("model_name", "input_audio_format", "output_audio_format"):
+            settings.pop(key, None)
+        return settings  # type: ignore[return-value]
+
+    async def sip_accept_payload(self, context: CallContext) -> dict[str, Any]:
+        """The session configuration for ``calls.accept``: built from the same agent with the
+        SDK's ``OpenAIRealtimeSIPModel.build_initial_session_payload``."""
+        payload = await OpenAIRealtimeSIPModel.build_initial_session_payload(
+            self._agent,
+            context=context,
+            model_config={"initial_model_settings": self.sip_settings()},
+            run_config={"model_settings": self.sip_settings()},
+        )
+        body = payload.model_dump(mode="json", exclude_none=True)
+        body["model"] = self._settings.openai_realtime_model
+        for direction in ("input", "output"):  # SIP negotiates the codec
+            body.get("audio", {}).get(direction, {}).pop("format", None)
+        return body
+
+    async def open_sip(self, context: CallContext) -> RealtimeSession:
+        """A session attached to the SIP call ``context.call_sid`` (the OpenAI call_id)."""
+        config: RealtimeModelConfig = {
+            "call_id": context.call_sid,
+            "initial_model_settings": self.sip_settings(),
+        }
+        if self._settings.openai_api_key is not None:
+            config["api_key"] = self._settings.openai_api_key.get_secret_value()
+        if self._settings.openai_realtime_url:  # the same server, attached by call_id
+            parts = urlsplit(self._settings.openai_realtime_url)
+            query = urlencode({"call_id": context.call_sid})
+            config["url"] = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+        run_config: RealtimeRunConfig = {"model_settings": self.sip_settings()}
+        runner = RealtimeRunner(self._agent, model=OpenAIRealtimeSIPModel(), config=run_config)
+        return await runner.run(context=context, model_config=config)
 
     async def open(self, tracker: RealtimePlaybackTracker, context: CallContext) -> RealtimeSession:
         """A session for one call (its tools see ``context``); connect it with ``enter()``."""

@@ -1,0 +1,86 @@
+"""Loopback stand-in for OpenAI's Realtime Calls REST API, and a webhook signer.
+
+Serve :attr:`OpenAIApiStandIn.app` on 127.0.0.1 and set ``OPENAI_BASE_URL`` to ``<url>/v1``. It
+records each ``accept``/``reject``/``hangup``/``refer``; call ids in :attr:`gone` answer 404, as
+for a caller who already hung up. :func:`signed_webhook` builds a delivery signed as OpenAI
+signs them (Standard Webhooks: HMAC-SHA256 over ``id.timestamp.body``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+__all__ = ["OpenAIApiStandIn", "signed_webhook"]
+
+
+@dataclass
+class OpenAIApiStandIn:
+    requests: list[tuple[str, str, dict[str, Any]]] = field(
+        default_factory=list
+    )  # (action, call_id, body)
+    gone: set[str] = field(default_factory=set)
+
+    def of(self, action: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(call_id, body) for a, call_id, body in self.requests if a == action]
+
+    @property
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/v1/realtime/calls/{call_id}/{action}")
+        async def calls(call_id: str, action: str, request: Request) -> Response:
+            raw = await request.body()
+            body = json.loads(raw) if raw else {}
+            self.requests.append((action, call_id, body))
+            if call_id in self.gone:
+                return JSONResponse(
+                    {"error": {"message": "Call not found", "type": "invalid_request_error"}},
+                    status_code=404,
+                )
+            return Response(status_code=200)
+
+        return app
+
+
+def signed_webhook(
+    secret: str,
+    call_id: str,
+    sip_headers: dict[str, str],
+    webhook_id: str | None = None,
+    timestamp: int | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """A ``realtime.call.incoming`` delivery: ``(body, headers)`` signed with ``secret``
+    (``whsec_``-prefixed base64, as OpenAI issues them, or plain text)."""
+    webhook_id = webhook_id or "wh_" + secrets.token_hex(8)
+    timestamp = timestamp or int(time.time())
+    body = json.dumps(
+        {
+            "object": "event",
+            "id": "evt_" + secrets.token_hex(8),
+            "type": "realtime.call.incoming",
+            "created_at": timestamp,
+            "data": {
+                "call_id": call_id,
+                "sip_headers": [{"name": k, "value": v} for k, v in sip_headers.items()],
+            },
+        }
+    ).encode()
+    key = base64.b64decode(secret[6:]) if secret.startswith("whsec_") else secret.encode()
+    mac = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    headers = {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+        "content-type": "application/json",
+    }
+    return body, headers
