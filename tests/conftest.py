@@ -14,11 +14,22 @@ import uvicorn
 
 from telephony.app import WS_MAX_BYTES, create_app
 from telephony.call import CallLimits
+from telephony.call_log import read_call_log
 from telephony.config import Settings
 from telephony.simulate import Answer, SimulationResult, answer_call, simulate_call
 from telephony.testing import LoopbackRealtimeServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+async def ended_log(log_dir: Path, call_id: str, seconds: float = 6.0) -> list[dict[str, Any]]:
+    """A call's log once its last record is ``call.end`` (polls the file); fails if it never is."""
+    path = log_dir / f"{call_id}.jsonl"
+    for _ in range(int(seconds / 0.02)):
+        if path.exists() and read_call_log(path)[-1]["event"] == "call.end":
+            return read_call_log(path)
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no call.end for {call_id}")
 
 
 def fixture_audio(name: str) -> bytes:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from agents.realtime import RealtimeAgent
-from conftest import AUTH_TOKEN, fixture_audio, run_server
+from conftest import AUTH_TOKEN, ended_log, fixture_audio, run_server
 from twilio.request_validator import RequestValidator
 
 from telephony.call_log import read_call_log
@@ -28,12 +28,7 @@ def events(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 
 
 async def final_log(srv: Any, call_sid: str) -> list[dict[str, Any]]:
-    path = srv.settings.call_log_dir / f"{call_sid}.jsonl"
-    for _ in range(250):
-        if path.exists() and read_call_log(path)[-1]["event"] == "call.end":
-            break
-        await asyncio.sleep(0.02)
-    return read_call_log(path)
+    return await ended_log(srv.settings.call_log_dir, call_sid)
 
 
 @contextlib.asynccontextmanager

@@ -23,7 +23,7 @@ from audio_checks import (
     tone_snr_db,
     upsample_fft,
 )
-from conftest import AUTH_TOKEN, LiveServer, fixture_audio
+from conftest import AUTH_TOKEN, LiveServer, ended_log, fixture_audio
 from websockets.asyncio.client import connect
 
 from telephony.audio import ulaw_decode, ulaw_encode
@@ -44,15 +44,7 @@ def log_of(srv: LiveServer, result: SimulationResult) -> list[dict[str, Any]]:
 
 
 async def wait_call_end(srv: LiveServer, call_sid: str) -> list[dict[str, Any]]:
-    """The call's log once it holds ``call.end`` (polls the file for up to 5 s)."""
-    path = srv.settings.call_log_dir / f"{call_sid}.jsonl"
-    for _ in range(250):
-        if path.exists():
-            records = read_call_log(path)
-            if any(r["event"] == "call.end" for r in records):
-                return records
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no call.end for {call_sid}")
+    return await ended_log(srv.settings.call_log_dir, call_sid)
 
 
 def events(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

@@ -11,9 +11,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import fixture_audio, run_server
+from conftest import ended_log, fixture_audio, run_server
 
-from telephony.call_log import read_call_log
 from telephony.testing import TwilioApiStandIn, tone
 
 ACCOUNT_SID = "AC" + "3" * 32
@@ -33,9 +32,7 @@ def events(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 
 
 async def final_log(srv: Any, call_sid: str) -> list[dict[str, Any]]:
-    path = srv.settings.call_log_dir / f"{call_sid}.jsonl"
-    await wait_for(lambda: path.exists() and read_call_log(path)[-1]["event"] == "call.end")
-    return read_call_log(path)
+    return await ended_log(srv.settings.call_log_dir, call_sid)
 
 
 async def test_refused_once_then_the_reconnect_carries_the_call(live_server) -> None:

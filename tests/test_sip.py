@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from conftest import run_server
+from conftest import ended_log, run_server
 
 from telephony.app import create_app
 from telephony.call_log import read_call_log
@@ -40,12 +40,7 @@ class Sip:
         return read_call_log(self.settings.call_log_dir / f"{call_id}.jsonl")
 
     async def ended(self, call_id: str) -> list[dict[str, Any]]:
-        path = self.settings.call_log_dir / f"{call_id}.jsonl"
-        for _ in range(300):
-            if path.exists() and read_call_log(path)[-1]["event"] == "call.end":
-                break
-            await asyncio.sleep(0.02)
-        return read_call_log(path)
+        return await ended_log(self.settings.call_log_dir, call_id)
 
 
 @contextlib.asynccontextmanager
