@@ -28,6 +28,7 @@ from agents.realtime.model_inputs import RealtimeModelSendRawMessage
 from .audio import CallerToModel, Framer, ModelToCaller
 from .call_control import CallContext, dial_twiml
 from .call_log import CallLog
+from .call_metrics import CallMetrics
 from .media_stream import (
     Connected,
     Dtmf,
@@ -185,7 +186,8 @@ class MediaStreamCall:
         self._reconnects_left = reconnects
         self._sessions = 0
         self._generation = 0
-        self._events = SessionRecorder(self._record)  # transcripts, responses, tools
+        self.metrics = CallMetrics(time.monotonic())
+        self._events = SessionRecorder(self._record, on_vad=self._on_vad)
         self._end_requested = asyncio.Event()
         self._end_reason = "ended_by_server"
         self._close_code = 1000
@@ -286,6 +288,7 @@ class MediaStreamCall:
         self.stream_sid = start.stream_sid
         self._last_sequence = start.sequence_number
         self._last_media_at = self._stream_started_at = time.monotonic()
+        self.metrics.started_at = self._stream_started_at
         try:
             self._log = CallLog(self._log_dir, start.call_sid)
         except ValueError as exc:
@@ -353,6 +356,7 @@ class MediaStreamCall:
                 return await self._connect()
             return None
         self._sessions += 1
+        self.metrics.session_started()
         self._record("model.connected", connect_ms=round((time.monotonic() - t0) * 1000, 1))
         if self._sessions == 1 and self._features.greeting:
             await create_response(session, GREETING_INSTRUCTIONS.format(self._features.greeting))
@@ -509,6 +513,12 @@ class MediaStreamCall:
             return "twilio_rest failed"
         return "twilio_rest" if done else "twilio_rest (call already ended)"
 
+    def _on_vad(self, kind: str, audio_ms: int | None) -> None:
+        if kind == "speech_started":
+            self.metrics.speech_started(audio_ms)
+        else:
+            self.metrics.speech_stopped(audio_ms)
+
     def end(self, reason: str) -> None:
         """Ask the call to end (e.g. ``server_shutdown``): goodbye if it can, then it closes."""
         self._end_reason = reason
@@ -539,6 +549,7 @@ class MediaStreamCall:
             frame = await self._socket.receive()
             if frame is None:
                 raise _CallEnded("twilio_disconnected")
+            t0 = time.perf_counter()
             try:
                 message = parse_message(frame)
                 self._check(message)
@@ -547,7 +558,7 @@ class MediaStreamCall:
                 self._record("protocol.error", error=str(exc)[:300])
                 continue
             if isinstance(message, Media):
-                await self._on_caller_audio(session, message.payload)
+                await self._on_caller_audio(session, message.payload, t0)
             elif isinstance(message, Mark):
                 self._on_mark_echo(message.name)
             elif isinstance(message, Dtmf):
@@ -576,8 +587,10 @@ class MediaStreamCall:
         if isinstance(message, Media) and len(message.payload) > MAX_PAYLOAD_BYTES:
             raise ProtocolError(f"media payload of {len(message.payload)} bytes")
 
-    async def _on_caller_audio(self, session: RealtimeSession, ulaw: bytes) -> None:
+    async def _on_caller_audio(self, session: RealtimeSession, ulaw: bytes, t0: float) -> None:
+        """One caller frame to the model; ``t0`` is when its parsing began (perf_counter)."""
         self._last_media_at = time.monotonic()
+        self.metrics.frame_arrived(self._last_media_at)
         self.frames_in += 1
         self.bytes_in += len(ulaw)
         if self.frames_in % COUNTER_EVERY_FRAMES == 0:
@@ -588,6 +601,7 @@ class MediaStreamCall:
                 seconds=round(self.bytes_in / 8000, 3),
             )
         pcm = self._up.feed(ulaw)
+        self.metrics.inbound_processing(time.perf_counter() - t0)
         try:
             await session.send_audio(pcm)
         except Exception as exc:
@@ -646,10 +660,14 @@ class MediaStreamCall:
         if item_id in self._interrupted_items:
             self._record("model.audio_dropped", item_id=item_id, bytes=len(data))
             return
+        self.metrics.model_delta(item_id, time.monotonic())
         if self._out_item is not None and self._out_item != (item_id, content_index):
             await self._flush_audio()  # a new item starts: finish the previous one first
         self._out_item = (item_id, content_index)
-        await self._send_frames(self._framer.push(self._down.feed(data)))
+        t0 = time.perf_counter()
+        frames = self._framer.push(self._down.feed(data))
+        self.metrics.outbound_processing(time.perf_counter() - t0, len(frames))
+        await self._send_frames(frames)
 
     async def _flush_audio(self) -> None:
         """End of an item's audio: send the transcoder's tail and the padded last frame."""
@@ -661,13 +679,17 @@ class MediaStreamCall:
     async def _send_frames(self, frames: list[bytes]) -> None:
         if not frames or self._out_item is None or self.stream_sid is None:
             return
+        now = time.monotonic()
         if self._first_audio_at is None:
-            self._first_audio_at = time.monotonic()
+            self._first_audio_at = now
             self._record(
                 "audio.first_out",
                 ms_after_start=round((self._first_audio_at - self._stream_started_at) * 1000, 1),
                 frames_in_before=self.frames_in,
             )
+        latencies = self.metrics.frame_sent(self._out_item[0], now)
+        if latencies:
+            self._record("latency", item_id=self._out_item[0], **latencies)
         for frame in frames:
             await self._send(media_message(self.stream_sid, frame))
         self.frames_out += len(frames)
@@ -689,8 +711,13 @@ class MediaStreamCall:
         if self.stream_sid is not None:
             await self._send(clear_message(self.stream_sid))
         self.clears += 1
+        reaction_ms = self.metrics.clear_sent(time.monotonic(), playing)
         self._record(
-            "clear.sent", item_id=item_id, playing=playing, dropped_ms=round(dropped_ms, 1)
+            "clear.sent",
+            item_id=item_id,
+            playing=playing,
+            dropped_ms=round(dropped_ms, 1),
+            barge_in_ms=reaction_ms,
         )
 
     async def _send(self, text: str) -> None:
@@ -731,6 +758,8 @@ class MediaStreamCall:
             "interruptions": self.interruptions,
             "protocol_errors": self.protocol_errors,
             "model_errors": self.model_errors + self._events.model_errors,
+            "usage": self._events.usage,
+            "metrics": self.metrics.summary(),
         }
         self._record("call.end", **totals)
         logger.info("call %s ended: %s", self.call_sid, reason)

@@ -17,8 +17,12 @@ __all__ = ["SessionRecorder"]
 class SessionRecorder:
     """Turns session events into call-log records through ``record(event, **fields)``."""
 
-    def __init__(self, record: Callable[..., Any]) -> None:
+    def __init__(
+        self, record: Callable[..., Any], on_vad: Callable[[str, int | None], None] | None = None
+    ) -> None:
         self._record = record
+        self._on_vad = on_vad  # ("speech_started" | "speech_stopped", audio ms)
+        self.usage: dict[str, int] = {}  # token counts the model reported
         self.conversation: list[tuple[str, str]] = []  # (role, text)
         self.responses_started = 0
         self.responses_ended = 0
@@ -61,9 +65,20 @@ class SessionRecorder:
         elif kind == "raw_server_event":
             server_type = data.data.get("type") if isinstance(data.data, dict) else None
             if server_type == "input_audio_buffer.speech_started":
-                self._record("speech.started", audio_start_ms=data.data.get("audio_start_ms"))
+                at = data.data.get("audio_start_ms")
+                self._record("speech.started", audio_start_ms=at)
+                if self._on_vad:
+                    self._on_vad("speech_started", at)
             elif server_type == "input_audio_buffer.speech_stopped":
-                self._record("speech.stopped", audio_end_ms=data.data.get("audio_end_ms"))
+                at = data.data.get("audio_end_ms")
+                self._record("speech.stopped", audio_end_ms=at)
+                if self._on_vad:
+                    self._on_vad("speech_stopped", at)
+        elif kind == "usage":
+            for name in ("requests", "input_tokens", "output_tokens", "total_tokens"):
+                value = getattr(data.usage, name, None)
+                if isinstance(value, int):
+                    self.usage[name] = self.usage.get(name, 0) + value
 
     def agent_said(self, item_id: str) -> None:
         """Write the agent's transcript for ``item_id`` once its parts are all in."""

@@ -273,7 +273,7 @@ class _Twilio:
                 if (at >= idle_since + tail_s and not waiting) or at >= end_of_file + max_tail_s:
                     return
                 frame = silence
-            await self.sleep_until(at)
+            await self.sleep_until(at + FRAME_S)  # a frame leaves once its 20 ms were captured
             while keys and keys[0][0] <= at:
                 _, digit = keys.pop(0)
                 await self.send(

@@ -1,0 +1,119 @@
+"""Per-call latency and cost measurements, kept by the call bridge (no I/O here).
+
+Times are ``time.monotonic()`` seconds. The model's VAD reports speech in *audio* time (ms since
+its session began receiving audio). We map that to the moment the bridge received the caller's
+frame carrying it, so every latency here is measured on one clock: the bridge's.
+
+- turn latency: caller's end of speech (the model's ``speech_stopped``) to our first outbound
+  frame of the reply;
+- model-to-wire: the model's first audio delta of an item to our first frame of it (what the
+  bridge itself adds);
+- barge-in reaction: caller's start of speech (``speech_started``) to the ``clear`` we send;
+- greeting: ``start`` to the first outbound frame;
+- processing: CPU time per 20 ms frame in the bridge (parse + transcode), in µs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CallMetrics"]
+
+FRAME_MS = 20
+
+
+class CallMetrics:
+    def __init__(self, started_at: float) -> None:
+        self.started_at = started_at
+        self._arrivals: list[float] = []  # arrival time of each caller frame
+        self._session_first_frame = 0  # index of the first frame the current session heard
+        self._speech_end: float | None = None  # pending end of speech, not yet answered
+        self._speech_start: float | None = None  # pending start of speech, not yet cleared
+        self._item_delta_at: dict[str, float] = {}
+        self._items_out: set[str] = set()
+        self.greeting_ms: float | None = None
+        self.turn_latency_ms: list[float] = []
+        self.model_to_wire_ms: list[float] = []
+        self.barge_in_ms: list[float] = []
+        self._in_us: list[float] = []
+        self._out_us: list[float] = []
+
+    # caller side
+    def frame_arrived(self, now: float) -> None:
+        self._arrivals.append(now)
+
+    def inbound_processing(self, seconds: float) -> None:
+        self._in_us.append(seconds * 1e6)
+
+    def outbound_processing(self, seconds: float, frames: int) -> None:
+        if frames:
+            self._out_us.extend([seconds * 1e6 / frames] * frames)
+
+    def session_started(self) -> None:
+        """A (re)connected model session starts its audio clock at the next caller frame."""
+        self._session_first_frame = len(self._arrivals)
+
+    def _arrival_of(self, audio_ms: int | float | None) -> float | None:
+        if audio_ms is None or not self._arrivals:
+            return None
+        index = self._session_first_frame + max(int(audio_ms) // FRAME_MS - 1, 0)
+        return self._arrivals[min(index, len(self._arrivals) - 1)]
+
+    # model side
+    def speech_started(self, audio_ms: int | None) -> None:
+        self._speech_start = self._arrival_of(audio_ms)
+
+    def speech_stopped(self, audio_ms: int | None) -> None:
+        self._speech_end = self._arrival_of(audio_ms)
+
+    def model_delta(self, item_id: str, now: float) -> None:
+        self._item_delta_at.setdefault(item_id, now)
+
+    def frame_sent(self, item_id: str, now: float) -> dict[str, float] | None:
+        """The first frame of an item went out; returns the latencies it completes, if any."""
+        if item_id in self._items_out:
+            return None
+        self._items_out.add(item_id)
+        result: dict[str, float] = {}
+        delta_at = self._item_delta_at.pop(item_id, None)
+        if delta_at is not None:
+            result["model_to_wire_ms"] = round((now - delta_at) * 1000, 2)
+            self.model_to_wire_ms.append(result["model_to_wire_ms"])
+        if self.greeting_ms is None and not self.turn_latency_ms and self._speech_end is None:
+            self.greeting_ms = round((now - self.started_at) * 1000, 1)
+            result["greeting_ms"] = self.greeting_ms
+        if self._speech_end is not None:
+            result["turn_latency_ms"] = round((now - self._speech_end) * 1000, 1)
+            self.turn_latency_ms.append(result["turn_latency_ms"])
+            self._speech_end = None
+        return result or None
+
+    def clear_sent(self, now: float, playing: bool) -> float | None:
+        """A ``clear`` went out; returns the barge-in reaction (ms) when audio was playing."""
+        start, self._speech_start = self._speech_start, None
+        if start is None or not playing:
+            return None
+        reaction = round((now - start) * 1000, 1)
+        self.barge_in_ms.append(reaction)
+        return reaction
+
+    def summary(self) -> dict[str, Any]:
+        """The figures for ``call.end``."""
+
+        def pct(values: list[float], q: float) -> float | None:
+            return round(float(np.percentile(values, q)), 2) if values else None
+
+        return {
+            "greeting_ms": self.greeting_ms,
+            "turn_latency_ms": self.turn_latency_ms,
+            "turn_latency_p50_ms": pct(self.turn_latency_ms, 50),
+            "model_to_wire_p50_ms": pct(self.model_to_wire_ms, 50),
+            "model_to_wire_max_ms": max(self.model_to_wire_ms, default=None),
+            "barge_in_ms": self.barge_in_ms,
+            "frame_in_us_p50": pct(self._in_us, 50),
+            "frame_in_us_p99": pct(self._in_us, 99),
+            "frame_out_us_p50": pct(self._out_us, 50),
+            "frame_out_us_p99": pct(self._out_us, 99),
+        }
