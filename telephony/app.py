@@ -22,10 +22,12 @@ from pydantic import BaseModel
 from starlette.websockets import WebSocketState
 
 from .agent import build_default_agent, load_agent
-from .call import CallFeatures, CallLimits, MediaStreamCall
+from .call import TRY_AGAIN_LATER, CallFeatures, CallLimits, MediaStreamCall, Refused
 from .call_log import CallLog, safe_call_id
 from .config import Settings, load_settings
 from .dial import DialError, place_call
+from .media_stream import Start
+from .metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from .models import ModelFactory, SessionFactory
 from .registry import CallRegistry
 from .security import SignatureChecker, StreamTokens, request_url
@@ -122,19 +124,32 @@ def create_app(
         else None
     )
 
+    metrics = ServiceMetrics(active_calls=lambda: len(registry.calls))
     features = CallFeatures(
         greeting=settings.greeting,
         dtmf_timeout=settings.dtmf_timeout,
         hangup_grace=settings.hangup_grace,
         transfer_targets=transfer_targets,
         twilio=rest,
+        observer=metrics.observe,
+        on_frame=metrics.frame,
     )
 
     features_for_sip = CallFeatures(
         greeting=settings.greeting,
         hangup_grace=settings.hangup_grace,
         transfer_targets=transfer_targets,
+        observer=metrics.observe,
     )
+
+    def admit(start: Start) -> None:
+        """The registry's admission check, counted when it refuses."""
+        try:
+            registry.admit(start)
+        except Refused as refused:
+            reason = "busy" if refused.code == TRY_AGAIN_LATER else "stream_token"
+            metrics.rejected.labels(reason=reason).inc()
+            raise
 
     async def apologise(call_sid: str, reason: str) -> str:
         """We end the call (model failure, shutdown, time limit): say so over the REST API."""
@@ -168,15 +183,18 @@ def create_app(
     app.state.sessions = sessions
     app.state.calls = registry
     app.state.active_calls = registry.sockets
+    app.state.metrics = metrics
 
     def signed(url: str, params: dict[str, str], signature: str | None, what: str) -> bool:
         if checker is None:
             if settings.allow_unsigned:
                 return True
             logger.warning("%s refused: TWILIO_AUTH_TOKEN is not set", what)
+            metrics.rejected.labels(reason="bad_signature").inc()
             return False
         if checker.valid(url, params, signature):
             return True
+        metrics.rejected.labels(reason="bad_signature").inc()
         logger.warning(
             "%s refused: %s X-Twilio-Signature for %s (CallSid %r)",
             what,
@@ -215,7 +233,7 @@ def create_app(
         host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
         scheme = request.headers.get("x-forwarded-proto") or request.url.scheme
         url = media_stream_url(settings.public_url, host, scheme)
-        with CallLog(settings.call_log_dir, call_sid) as log:
+        with CallLog(settings.call_log_dir, call_sid, metrics.observe) as log:
             log.write(
                 "webhook",
                 **{"from": params.get("From")},
@@ -251,7 +269,7 @@ def create_app(
             sessions.open,
             settings.call_log_dir,
             limits,
-            admit=registry.admit,
+            admit=admit,
             on_model_failure=apologise,
             features=features,
         )
@@ -332,6 +350,10 @@ def create_app(
             raise HTTPException(404, "SIP calls are not enabled (OPENAI_WEBHOOK_SECRET)")
         status, body = await sip.webhook(await request.body(), request.headers)
         return JSONResponse(body, status_code=status)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

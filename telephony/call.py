@@ -101,6 +101,8 @@ class CallFeatures:
         hangup_grace: longest wait (seconds) for the goodbye to play before ``end_call`` hangs up.
         transfer_targets: allowed transfer destinations, ``{name: +E.164 or sip: URI}``.
         twilio: REST access to the live call (hang up, transfer); None closes the stream instead.
+        observer: called with each call-log record (service metrics).
+        on_frame: called with ``("in" | "out", seconds)`` per 20 ms frame processed.
     """
 
     greeting: str = ""
@@ -108,6 +110,8 @@ class CallFeatures:
     hangup_grace: float = 10.0
     transfer_targets: dict[str, str] = field(default_factory=dict)
     twilio: TwilioCalls | None = None
+    observer: Callable[[dict[str, Any]], None] | None = None  # sees every call-log record
+    on_frame: Callable[[str, float], None] | None = None  # per-frame processing time
 
 
 class Refused(Exception):
@@ -186,7 +190,7 @@ class MediaStreamCall:
         self._reconnects_left = reconnects
         self._sessions = 0
         self._generation = 0
-        self.metrics = CallMetrics(time.monotonic())
+        self.metrics = CallMetrics(time.monotonic(), on_frame=self._features.on_frame)
         self._events = SessionRecorder(self._record, on_vad=self._on_vad)
         self._end_requested = asyncio.Event()
         self._end_reason = "ended_by_server"
@@ -290,7 +294,7 @@ class MediaStreamCall:
         self._last_media_at = self._stream_started_at = time.monotonic()
         self.metrics.started_at = self._stream_started_at
         try:
-            self._log = CallLog(self._log_dir, start.call_sid)
+            self._log = CallLog(self._log_dir, start.call_sid, self._features.observer)
         except ValueError as exc:
             logger.warning("call %r: no call log: %s", start.call_sid[:80], exc)
         fmt = start.start.media_format

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,13 +32,20 @@ def safe_call_id(call_id: str) -> str:
 
 class CallLog:
     """Append-only JSONL writer for one call. Use as a context manager, or call :meth:`close`.
+    ``observer``, if given, is called with each record after it is written.
 
     Raises:
         ValueError: if ``call_id`` is not a safe file name (see :func:`safe_call_id`).
     """
 
-    def __init__(self, directory: Path, call_id: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        call_id: str,
+        observer: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.call_id = safe_call_id(call_id)
+        self._observer = observer  # sees every record as it is written (metrics)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{call_id}.jsonl"
         self._file: TextIO | None = self.path.open("a", encoding="utf-8")
@@ -48,6 +56,8 @@ class CallLog:
         if self._file is not None:
             self._file.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
             self._file.flush()
+            if self._observer is not None:
+                self._observer(record)
         return record
 
     @property

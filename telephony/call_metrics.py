@@ -15,6 +15,7 @@ frame carrying it, so every latency here is measured on one clock: the bridge's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,11 @@ FRAME_MS = 20
 
 
 class CallMetrics:
-    def __init__(self, started_at: float) -> None:
+    def __init__(
+        self, started_at: float, on_frame: Callable[[str, float], None] | None = None
+    ) -> None:
         self.started_at = started_at
+        self._on_frame = on_frame  # ("in" | "out", seconds), for service-wide histograms
         self._arrivals: list[float] = []  # arrival time of each caller frame
         self._session_first_frame = 0  # index of the first frame the current session heard
         self._speech_end: float | None = None  # pending end of speech, not yet answered
@@ -46,10 +50,15 @@ class CallMetrics:
 
     def inbound_processing(self, seconds: float) -> None:
         self._in_us.append(seconds * 1e6)
+        if self._on_frame is not None:
+            self._on_frame("in", seconds)
 
     def outbound_processing(self, seconds: float, frames: int) -> None:
         if frames:
             self._out_us.extend([seconds * 1e6 / frames] * frames)
+            if self._on_frame is not None:
+                for _ in range(frames):
+                    self._on_frame("out", seconds / frames)
 
     def session_started(self) -> None:
         """A (re)connected model session starts its audio clock at the next caller frame."""

@@ -68,7 +68,7 @@ class SipCall:
         self._open_session = open_session
         self._features = features
         self._limits = limits
-        self._log = CallLog(log_dir, call_id)
+        self._log = CallLog(log_dir, call_id, features.observer)
         self._events = SessionRecorder(self._log.write)
         self._started = time.monotonic()
         self._ended = asyncio.Event()

@@ -1,0 +1,82 @@
+"""Service metrics for Prometheus (``GET /metrics``, prometheus-client's exposition format).
+
+Fed by call-log records as they are written (:meth:`ServiceMetrics.observe`, a ``CallLog``
+observer) and by per-frame timings from the bridge (:meth:`ServiceMetrics.frame`), so the call
+paths know nothing of Prometheus. One registry per app (tests run several apps in a process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "ServiceMetrics"]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+FRAME_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3)
+
+
+class ServiceMetrics:
+    def __init__(self, active_calls: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        Gauge("telephony_active_calls", "Calls in progress (both paths)", registry=r).set_function(
+            active_calls
+        )
+        self.calls = Counter("telephony_calls", "Calls ended, by outcome", ["outcome"], registry=r)
+        self.turn_latency = Histogram(
+            "telephony_turn_latency_seconds",
+            "Caller's end of speech to our first frame of the reply",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.greeting_latency = Histogram(
+            "telephony_greeting_latency_seconds",
+            "Stream start to the first frame of the greeting",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.frame_processing = Histogram(
+            "telephony_frame_processing_seconds",
+            "Bridge CPU per 20 ms frame (parse + transcode)",
+            ["direction"],
+            buckets=FRAME_BUCKETS,
+            registry=r,
+        )
+        self.model_connect = Histogram(
+            "telephony_model_connect_seconds",
+            "Opening the model session",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_errors = Counter("telephony_model_errors", "Model errors", registry=r)
+        self.rejected = Counter(
+            "telephony_rejected", "Requests refused, by reason", ["reason"], registry=r
+        )
+
+    def observe(self, record: dict[str, Any]) -> None:
+        """A call-log record was written."""
+        event = record.get("event")
+        if event == "model.connected":
+            self.model_connect.observe(record["connect_ms"] / 1000)
+        elif event == "latency":
+            if "turn_latency_ms" in record:
+                self.turn_latency.observe(record["turn_latency_ms"] / 1000)
+            if "greeting_ms" in record:
+                self.greeting_latency.observe(record["greeting_ms"] / 1000)
+        elif event in ("model.error", "model.connect_failed"):
+            self.model_errors.inc()
+        elif event == "call.rejected":
+            self.rejected.labels(reason="busy").inc()
+        elif event == "call.end":
+            self.calls.labels(outcome=str(record.get("reason"))).inc()
+
+    def frame(self, direction: str, seconds: float) -> None:
+        """One 20 ms frame's processing time (``direction``: ``in`` or ``out``)."""
+        self.frame_processing.labels(direction=direction).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
