@@ -70,7 +70,8 @@ def render_svg(records: list[dict[str, Any]]) -> str:
         add(f'<text x="10" y="{y + 5}" class="lane-name">{name}</text>')
     for second in range(int(span) + 1):  # axis
         add(
-            f'<line x1="{x(second)}" y1="{HEIGHT - 40}" x2="{x(second)}" y2="{HEIGHT - 34}" class="tick"/>'
+            f'<line x1="{x(second)}" y1="{HEIGHT - 40}" x2="{x(second)}" y2="{HEIGHT - 34}" '
+            'class="tick"/>'
         )
         add(f'<text x="{x(second)}" y="{HEIGHT - 20}" class="axis">{second} s</text>')
 
@@ -81,10 +82,7 @@ def render_svg(records: list[dict[str, Any]]) -> str:
             started = r["audio_start_ms"] / 1000
         elif r["event"] == "speech.stopped" and started is not None:
             stop = r["audio_end_ms"] / 1000
-            add(
-                f'<rect x="{x(started)}" y="{LANES["caller"] - 12}" width="{max(1, (stop - started) * scale)}" '
-                f'height="24" class="speech"/>'
-            )
+            add(_rect(x(started), LANES["caller"] - 12, (stop - started) * scale, 24, "speech"))
             started = None
         elif r["event"] == "transcript.caller":
             add(
@@ -96,16 +94,10 @@ def render_svg(records: list[dict[str, Any]]) -> str:
     for r in records:
         t = _t(r, origin)
         if r["event"] == "mark.sent":
-            add(
-                f'<rect x="{x(t)}" y="{LANES["agent"] - 12}" width="{max(1, r["ms"] / 1000 * scale)}" '
-                f'height="8" class="sent"/>'
-            )
+            add(_rect(x(t), LANES["agent"] - 12, r["ms"] / 1000 * scale, 8, "sent"))
         elif r["event"] == "mark.played":
             begin = t - r["ms"] / 1000
-            add(
-                f'<rect x="{x(begin)}" y="{LANES["agent"] - 2}" width="{max(1, r["ms"] / 1000 * scale)}" '
-                f'height="14" class="played"/>'
-            )
+            add(_rect(x(begin), LANES["agent"] - 2, r["ms"] / 1000 * scale, 14, "played"))
         elif r["event"] == "transcript.agent":
             add(
                 f'<text x="{x(t)}" y="{LANES["agent"] + 36}" class="said">'
@@ -140,9 +132,7 @@ def render_svg(records: list[dict[str, Any]]) -> str:
                 "call.transfer": f"transfer {r.get('destination')}",
                 "greeting.requested": "greeting",
             }[kind]
-            add(
-                f'<circle cx="{x(t)}" cy="{LANES["events"] + 8}" r="4" class="mark-{kind.split(".")[0]}"/>'
-            )
+            add(f'<circle cx="{x(t)}" cy="{LANES["events"] + 8}" r="4"/>')
             add(
                 f'<text x="{x(t) + 6}" y="{LANES["events"] + 12}" class="event">{esc(label)}</text>'
             )
@@ -187,6 +177,10 @@ def render_svg(records: list[dict[str, Any]]) -> str:
         'orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="#7b2cbf"/></marker></defs>'
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>' + "".join(out) + "</svg>"
     )
+
+
+def _rect(x: float, y: float, width: float, height: float, cls: str) -> str:
+    return f'<rect x="{x}" y="{y}" width="{max(1.0, width)}" height="{height}" class="{cls}"/>'
 
 
 def _arrow(add: Any, x1: float, x2: float, y: float, label: str) -> None:
