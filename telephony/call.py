@@ -45,6 +45,7 @@ from .media_stream import (
 from .models import create_response
 from .playback import Playback
 from .session_log import SessionRecorder
+from .tracker import PhonePlaybackTracker
 from .twilio_rest import TwilioCalls
 
 __all__ = ["Admit", "CallLimits", "MediaStreamCall", "OpenSession", "Refused", "TwilioSocket"]
@@ -206,7 +207,7 @@ class MediaStreamCall:
         self._up = CallerToModel()
         self._down = ModelToCaller()
         self._framer = Framer()
-        self._tracker = RealtimePlaybackTracker()
+        self._tracker = PhonePlaybackTracker()
         self._playback = Playback()
         self._interrupted_items: set[str] = set()
         self._out_item: tuple[str, int] | None = None  # item whose audio the framer holds
@@ -344,7 +345,7 @@ class MediaStreamCall:
         """Open and connect a session (a fresh tracker each time); None if it failed."""
         assert self.call_sid is not None
         self._record("model.connecting")
-        self._tracker = RealtimePlaybackTracker()
+        self._tracker = PhonePlaybackTracker()
         self._generation += 1
         t0 = time.monotonic()
         try:
@@ -700,6 +701,7 @@ class MediaStreamCall:
         item_id, content_index = self._out_item
         ms = sum(len(f) for f in frames) / ULAW_BYTES_PER_MS
         mark = self._playback.sent(item_id, content_index, ms, self._generation)
+        self._tracker.on_sent_ms(item_id, content_index, ms)
         await self._send(mark_message(self.stream_sid, mark.name))
         self._record("mark.sent", name=mark.name, item_id=item_id, ms=ms, frames=len(frames))
 

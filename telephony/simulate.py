@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 FRAME_S = 0.02
+STALL_GAP_S = 0.3  # a frame within this of the previous one continues the same reply
 
 
 def load_caller_audio(path: Path) -> bytes:
@@ -139,6 +140,9 @@ class SimulationResult:
     closed_by_server: bool = False
     close_code: int | None = None
     caller_speech: list[tuple[float, float]] = field(default_factory=list)
+    agent_audio_s: float = 0.0  # reply audio received
+    stall_s: float = 0.0  # reply audio that arrived after it was due (the caller heard a gap)
+    send_lateness_s: list[float] = field(default_factory=list)  # our own pacing error per frame
 
     @property
     def reply_audio(self) -> bytes:
@@ -201,8 +205,18 @@ class _Twilio:
                 self.r.bad_frames.append(f"{exc}: {str(raw)[:120]}")
 
     def on_media(self, now: float, frame: bytes) -> None:
+        last_frame_at = self.r.frames[-1][0] if self.r.frames else None
         self.r.frames.append((now, frame))
-        if self.turn is None or not self.playing():
+        self.r.agent_audio_s += len(frame) / 8000
+        if (
+            self.turn is not None
+            and not self.playing()
+            and last_frame_at is not None
+            and (now - last_frame_at < STALL_GAP_S)
+        ):
+            # the reply goes on, but its next frame came after the previous one finished playing
+            self.r.stall_s += now - self.play_until
+        elif self.turn is None or not self.playing():
             self.turn = Turn(len(self.r.turns), now, _latency(now, self.r.caller_speech))
             self.r.turns.append(self.turn)
         self.turn.frames += 1
@@ -217,7 +231,7 @@ class _Twilio:
 
     async def on_clear(self, now: float) -> None:
         self.r.clears.append(now)
-        if self.turn is not None:
+        if self.turn is not None and self.playing():  # a clear after the reply ended cuts nothing
             self.turn.cleared = True
         self.turn = None
         self.queue = [q for q in self.queue if q[0] < now]  # frames that began playing stay
@@ -296,6 +310,7 @@ class _Twilio:
                 }
             )
             self.r.frames_sent += 1
+            self.r.send_lateness_s.append(max(0.0, self.now() - (at + FRAME_S)) / self.speed)
             chunk += 1
 
     def played_frames(self) -> list[tuple[float, bytes]]:

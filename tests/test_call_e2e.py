@@ -134,9 +134,11 @@ async def test_marks_report_played_audio_and_barge_in_clears(live_server) -> Non
     truncation = conn.truncations[0]
     assert truncation["item_id"] == conn.responses[0]["item_id"]
     assert played_before_clear_ms - 250 <= truncation["audio_end_ms"] <= played_before_clear_ms
-    assert truncation["audio_end_ms"] == sum(
+    confirmed = sum(
         r["ms"] for r in events(records, "mark.played") if r["item_id"] == truncation["item_id"]
     )
+    # echoed marks, plus the audio heard since the last echo (PhonePlaybackTracker)
+    assert confirmed <= truncation["audio_end_ms"] <= played_before_clear_ms + 20
 
     # marks sent after the cleared audio came back as cleared, not played
     cleared = [name for name, _, was_cleared in result.echoes if was_cleared]

@@ -165,7 +165,7 @@ class LoopbackRealtimeServer:
         self.connections.append(conn)
         self._live.add(ws)
         try:
-            await _Session(self, ws, conn).run()
+            await _Session(self, ws, conn, len(self.connections)).run()
         finally:
             self._live.discard(ws)
             conn.closed.set()
@@ -173,8 +173,9 @@ class LoopbackRealtimeServer:
 
 class _Session:
     def __init__(
-        self, server: LoopbackRealtimeServer, ws: ServerConnection, conn: RealtimeConnection
+        self, server: LoopbackRealtimeServer, ws: ServerConnection, conn: RealtimeConnection, n: int
     ):
+        self.n = n  # ids are unique across connections: item_<n>_<k>
         self.s = server
         self.ws = ws
         self.conn = conn
@@ -204,7 +205,7 @@ class _Session:
         self.pending = bytearray()
 
     def nid(self, prefix: str) -> str:
-        return f"{prefix}_{next(self.ids)}"
+        return f"{prefix}_{self.n}_{next(self.ids)}"
 
     async def send(self, event: dict[str, Any]) -> None:
         event.setdefault("event_id", self.nid("event"))

@@ -1,0 +1,213 @@
+"""Load benchmark: N concurrent real-time calls against one server process pinned to one core.
+
+    python bench/load.py [--n 10 25 50 100 150] [--seconds 15]
+
+``server.py`` runs under ``taskset -c 0``; this process (the simulated Twilio side and the
+loopback OpenAI Realtime model, which answers every turn at once) is pinned to core 1. Each call
+streams, in real time, four caller utterances (1 s each) with pauses; the agent answers each
+with 1.5 s of audio, and the caller talks over one of the answers (a barge-in). Per N it prints:
+
+- bridge-added turn latency, p50/p99: the model's first audio delta to our first frame on the
+  wire (``model_to_wire_ms``), and the caller's end of speech to that frame (``turn_latency_ms``,
+  which includes the model's 500 ms VAD silence);
+- playout stalls: the share of reply audio that reached the caller after it was due;
+- truncation error at barge-in: the truncate position the model was told minus the audio the
+  caller actually heard of that reply, p50 and worst;
+- server CPU seconds per call-minute; resident memory per call at peak and after the calls end;
+- failed calls (no reply to every utterance, or no clean ``call.end``);
+- the generator's own p99 pacing lateness and CPU use (if it lags, the row measures the
+  generator, not the server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_seconds, free_port, rss_kib, start_server
+
+from telephony.audio import ulaw_encode
+from telephony.call_log import read_call_log
+from telephony.simulate import SimulationResult, simulate_call
+from telephony.testing import LoopbackRealtimeServer, tone
+
+TOKEN = "load-bench-token"
+REPLY_MS = 1500
+
+
+def caller_script(seconds: float) -> bytes:
+    """Utterances of 1 s (a 500 Hz 'voice') separated by pauses; the third pause is short, so
+    the fourth utterance talks over the third reply."""
+    t = np.arange(8000) / 8000
+    speech = ulaw_encode(np.rint(5000 * np.sin(2 * np.pi * 500 * t)).astype("<i2").tobytes())
+
+    def pause(s: float) -> bytes:
+        return b"\xff" * int(8000 * s)
+
+    audio = pause(0.5) + speech + pause(3.0) + speech + pause(3.0) + speech + pause(1.0)
+    audio += speech
+    return audio + pause(max(0.5, seconds - len(audio) / 8000 - 0.5))
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def one_run(n: int, seconds: float) -> dict[str, float]:
+    logs = Path(tempfile.mkdtemp(prefix=f"load-{n}-"))
+    audio = caller_script(seconds)
+    port = free_port()
+    async with LoopbackRealtimeServer(reply=lambda _: tone(600, REPLY_MS)) as model:
+        server = start_server(
+            {
+                "PORT": str(port),
+                "OPENAI_API_KEY": "sk-load-not-a-real-key",
+                "OPENAI_REALTIME_URL": model.url,
+                "TWILIO_AUTH_TOKEN": TOKEN,
+                "CALL_LOG_DIR": str(logs),
+                "MAX_CONCURRENT_CALLS": str(n + 10),
+                "GREETING": "",
+                "LOG_LEVEL": "warning",
+            },
+            logs,
+            core=0,
+        )
+        try:
+            await asyncio.sleep(0.5)
+            rss_before, cpu_before = rss_kib(server.pid), cpu_seconds(server.pid)
+            gen_before = resource.getrusage(resource.RUSAGE_SELF)
+            peak = [rss_before]
+
+            async def sample_rss() -> None:
+                while True:
+                    peak.append(rss_kib(server.pid))
+                    await asyncio.sleep(0.25)
+
+            sampler = asyncio.create_task(sample_rss())
+            t0 = time.monotonic()
+
+            async def call(i: int) -> SimulationResult | Exception:
+                await asyncio.sleep(i * 0.02)  # calls arrive over the first moments, not at once
+                try:
+                    return await simulate_call(
+                        f"http://127.0.0.1:{port}",
+                        audio,
+                        tail_s=0.5,
+                        max_tail_s=5,
+                        auth_token=TOKEN,
+                        min_turns=4,
+                    )
+                except Exception as exc:
+                    return exc
+
+            results = await asyncio.gather(*(call(i) for i in range(n)))
+            wall = time.monotonic() - t0
+            sampler.cancel()
+            gen_after = resource.getrusage(resource.RUSAGE_SELF)
+            cpu_used = cpu_seconds(server.pid) - cpu_before
+            await asyncio.sleep(2.0)
+            rss_after = rss_kib(server.pid)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+        truncations = {t["item_id"]: t for c in model.connections for t in c.truncations}
+
+    ok = [r for r in results if isinstance(r, SimulationResult)]
+    failed = n - len(ok)
+    model_to_wire: list[float] = []
+    turn_latency: list[float] = []
+    for result in ok:
+        path = logs / f"{result.call_sid}.jsonl"
+        records = read_call_log(path) if path.exists() else []
+        end = records[-1] if records else {}
+        if (
+            end.get("event") != "call.end"
+            or end.get("reason") != "caller_hangup"
+            or len(result.turns) < 4
+        ):
+            failed += 1
+        for r in records:
+            if r["event"] == "latency":
+                if "model_to_wire_ms" in r:
+                    model_to_wire.append(r["model_to_wire_ms"])
+                if "turn_latency_ms" in r:
+                    turn_latency.append(r["turn_latency_ms"])
+    # truncation error: what the model was told was played, minus what the caller heard
+    errors: list[float] = []
+    for result in ok:
+        records = read_call_log(logs / f"{result.call_sid}.jsonl")
+        barge_ins = [r for r in records if r["event"] == "clear.sent" and r["playing"]]
+        cleared = [t for t in result.turns if t.cleared]
+        if not barge_ins or not cleared or barge_ins[0]["item_id"] not in truncations:
+            continue
+        turn = cleared[0]
+        clear_at = next(at for at in result.clears if at > turn.first_frame_at)
+        heard_ms = sum(20 for at, _ in result.played if turn.first_frame_at <= at < clear_at)
+        errors.append(truncations[barge_ins[0]["item_id"]]["audio_end_ms"] - heard_ms)
+    agent_audio = sum(r.agent_audio_s for r in ok) or 1.0
+    lateness = [x for r in ok for x in r.send_lateness_s]
+    gen_cpu = (gen_after.ru_utime + gen_after.ru_stime) - (
+        gen_before.ru_utime + gen_before.ru_stime
+    )
+    call_minutes = sum(len(audio) / 8000 for _ in range(n)) / 60
+    return {
+        "n": n,
+        "failed": failed,
+        "m2w_p50": pct(model_to_wire, 50),
+        "m2w_p99": pct(model_to_wire, 99),
+        "turn_p50": pct(turn_latency, 50),
+        "turn_p99": pct(turn_latency, 99),
+        "stalls_pct": 100 * sum(r.stall_s for r in ok) / agent_audio,
+        "trunc_p50": pct(errors, 50),
+        "trunc_worst": max(errors, key=abs) if errors else float("nan"),
+        "cpu_per_min": cpu_used / call_minutes,
+        "rss_per_call_mib": (max(peak) - rss_before) / 1024 / n,
+        "rss_after_mib": (rss_after - rss_before) / 1024,
+        "gen_late_p99_ms": pct(lateness, 99) * 1000,
+        "gen_cpu_pct": 100 * gen_cpu / wall,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, nargs="+", default=[10, 25, 50, 100, 150])
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each call")
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})  # the generator and the model stay off the server's core
+    print(
+        f"{'N':>4} {'fail':>4} {'m2w p50':>8} {'m2w p99':>8} {'turn p50':>9} {'turn p99':>9} "
+        f"{'stalls':>7} {'trunc p50':>9} {'trunc max':>9} {'cpu s/min':>9} {'MiB/call':>8} "
+        f"{'MiB after':>9} {'gen late p99':>12} {'gen cpu':>7}"
+    )
+    for n in args.n:
+        row = asyncio.run(one_run(n, args.seconds))
+        print(
+            f"{row['n']:>4} {row['failed']:>4} {row['m2w_p50']:>6.2f}ms {row['m2w_p99']:>6.2f}ms "
+            f"{row['turn_p50']:>7.0f}ms {row['turn_p99']:>7.0f}ms {row['stalls_pct']:>6.2f}% "
+            f"{row['trunc_p50']:>7.0f}ms {row['trunc_worst']:>7.0f}ms {row['cpu_per_min']:>9.3f} "
+            f"{row['rss_per_call_mib']:>8.2f} {row['rss_after_mib']:>9.1f} "
+            f"{row['gen_late_p99_ms']:>10.1f}ms {row['gen_cpu_pct']:>6.0f}%",
+            flush=True,
+        )
+    print("m2w: model's first audio delta -> our first frame; turn: caller's end of speech -> that")
+    print(
+        "frame (includes the model's 500 ms VAD silence); trunc: truncate position - audio heard."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
