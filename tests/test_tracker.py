@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from telephony.tracker import PhonePlaybackTracker
 
 
@@ -16,7 +18,7 @@ def test_position_runs_on_between_echoes_but_not_past_the_audio_sent(monkeypatch
     tracker.on_play_ms("item_a", 0, 100.0)  # the first mark came back
     assert tracker.get_state()["elapsed_ms"] == 100.0
     now[0] += 0.06  # 60 ms later the caller has heard 60 ms more
-    assert tracker.get_state()["elapsed_ms"] == 160.0
+    assert tracker.get_state()["elapsed_ms"] == pytest.approx(160.0)
     now[0] += 1.0  # but never more than was sent (300 ms)
     assert tracker.get_state()["elapsed_ms"] == 300.0
     tracker.on_interrupted()
