@@ -52,6 +52,10 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self._frame_by_direction = {
+            "in": self.frame_processing.labels(direction="in"),
+            "out": self.frame_processing.labels(direction="out"),
+        }
         self.model_errors = Counter("telephony_model_errors", "Model errors", registry=r)
         self.rejected = Counter(
             "telephony_rejected", "Requests refused, by reason", ["reason"], registry=r
@@ -76,7 +80,7 @@ class ServiceMetrics:
 
     def frame(self, direction: str, seconds: float) -> None:
         """One 20 ms frame's processing time (``direction``: ``in`` or ``out``)."""
-        self.frame_processing.labels(direction=direction).observe(seconds)
+        self._frame_by_direction[direction].observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import websockets
 from agents.realtime import (
     RealtimeAgent,
     RealtimeModel,
@@ -22,12 +23,18 @@ from agents.realtime import (
 from agents.realtime.config import RealtimeRunConfig, RealtimeSessionModelSettings
 from agents.realtime.model import RealtimeModelConfig
 from agents.realtime.model_inputs import RealtimeModelSendRawMessage
-from agents.realtime.openai_realtime import OpenAIRealtimeSIPModel
+from agents.realtime.openai_realtime import (
+    _USER_AGENT,
+    OpenAIRealtimeSIPModel,
+    OpenAIRealtimeWebSocketModel,
+    TransportConfig,
+)
+from websockets.asyncio.client import ClientConnection
 
 from .call_control import CallContext
 from .config import Settings
 
-__all__ = ["SessionFactory", "create_response", "phone_model_settings"]
+__all__ = ["PhoneRealtimeModel", "SessionFactory", "create_response", "phone_model_settings"]
 
 logger = logging.getLogger("telephony.models")
 
@@ -50,6 +57,39 @@ def phone_model_settings(settings: Settings) -> RealtimeSessionModelSettings:
             "silence_duration_ms": 500,
         },
     }
+
+
+class PhoneRealtimeModel(OpenAIRealtimeWebSocketModel):
+    """The SDK's OpenAI WebSocket model, with permessage-deflate off.
+
+    A call sends 50 base64 audio frames a second each way; they barely compress, and
+    compressing each one costs CPU and latency (about 3 % of the server's time under load, by
+    py-spy). Otherwise the connection is the SDK's own (openai-agents 0.24: same headers, user
+    agent, size limit and transport options).
+    """
+
+    async def _create_websocket_connection(
+        self,
+        url: str,
+        headers: dict[str, str],
+        transport_config: TransportConfig | None = None,
+    ) -> ClientConnection:
+        options: dict[str, Any] = {
+            "user_agent_header": _USER_AGENT,
+            "additional_headers": headers,
+            "max_size": 8 * 1024 * 1024,
+            "compression": None,
+        }
+        config = transport_config or {}
+        for ours, theirs in (
+            ("ping_interval", "ping_interval"),
+            ("ping_timeout", "ping_timeout"),
+            ("open_timeout", "handshake_timeout"),
+            ("max_size", "max_size"),
+        ):
+            if theirs in config:
+                options[ours] = config[theirs]  # type: ignore[literal-required]
+        return await websockets.connect(url, **options)
 
 
 async def create_response(session: RealtimeSession, instructions: str) -> None:
@@ -139,7 +179,7 @@ class SessionFactory:
 
     async def open(self, tracker: RealtimePlaybackTracker, context: CallContext) -> RealtimeSession:
         """A session for one call (its tools see ``context``); connect it with ``enter()``."""
-        model = self._model_factory() if self._model_factory is not None else None
+        model = self._model_factory() if self._model_factory is not None else PhoneRealtimeModel()
         run_config: RealtimeRunConfig = {"model_settings": dict(self.model_settings)}  # type: ignore[typeddict-item]
         runner = RealtimeRunner(self._agent, model=model, config=run_config)
         return await runner.run(context=context, model_config=self.model_config(tracker))

@@ -65,6 +65,7 @@ async def run_server(app: Any) -> AsyncIterator[str]:
         log_level="warning",
         lifespan="on",
         ws_max_size=WS_MAX_BYTES,  # as server.py runs it
+        ws_per_message_deflate=False,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

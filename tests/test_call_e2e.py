@@ -67,6 +67,8 @@ async def test_caller_tone_reaches_model_as_pcm16_24k_of_same_frequency(live_ser
     )
     assert image_db < -60  # no images of the 8 kHz signal above the phone band
     assert conn.received("session.update"), "the SDK configured the session"
+    headers = {name.lower() for name in conn.headers}
+    assert "sec-websocket-extensions" not in headers  # no permessage-deflate on audio
     update = conn.received("session.update")[0]["session"]
     assert update["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
     assert update["audio"]["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
