@@ -17,18 +17,17 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import free_port, rss_kib, start_server
 
 from telephony.audio import ulaw_encode
 from telephony.call_log import read_call_log
@@ -44,13 +43,6 @@ def caller_audio() -> bytes:
     t = np.arange(8000) / 8000
     speech = np.rint(5000 * np.sin(2 * np.pi * 500 * t)).astype("<i2").tobytes()
     return ulaw_encode(speech) + b"\xff" * 8000
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 async def hostile_call(base_url: str, audio: bytes) -> None:
@@ -106,15 +98,11 @@ async def one_call(base_url: str, audio: bytes, n: int, speed: float) -> None:
 async def soak(sequential: int, concurrent: int, speed: float) -> int:
     audio = caller_audio()
     logs = Path(tempfile.mkdtemp(prefix="soak-calls-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     async with LoopbackRealtimeServer(reply=lambda _: tone(600, 400)) as model:
         model.drop_rule = lambda n: 1011 if n % 7 == 6 else None
         env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
             "PORT": str(port),
             "OPENAI_API_KEY": "sk-soak-not-a-real-key",
             "OPENAI_REALTIME_URL": model.url,
@@ -124,21 +112,8 @@ async def soak(sequential: int, concurrent: int, speed: float) -> int:
             "LOG_LEVEL": "warning",
             "DRAIN_TIMEOUT": "5",
         }
-        out = open(logs / "server.out", "wb")
-        server = subprocess.Popen(
-            [sys.executable, str(ROOT / "server.py")],
-            cwd=logs,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        server = start_server(env, logs)
         try:
-            for _ in range(200):
-                try:
-                    urllib.request.urlopen(base_url + "/healthz", timeout=1).close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.05)
             t0 = time.monotonic()
             failures = 0
             rss_50 = 0
@@ -166,7 +141,6 @@ async def soak(sequential: int, concurrent: int, speed: float) -> int:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(30)
-            out.close()
     output = (logs / "server.out").read_text(errors="replace")
     tracebacks = output.count("Traceback")
     call_logs = [p for p in logs.glob("*.jsonl")]
