@@ -16,6 +16,7 @@ import uvicorn
 
 from telephony.app import WS_MAX_BYTES, CallRegistry, create_app
 from telephony.config import ConfigError, load_settings
+from telephony.local_model import LocalModelUnavailable
 
 
 class DrainingServer(uvicorn.Server):
@@ -54,7 +55,7 @@ def main() -> int:
     )
     try:
         app = create_app(settings)
-    except ValueError as exc:
+    except (ValueError, LocalModelUnavailable) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 2
     config = uvicorn.Config(

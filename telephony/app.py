@@ -9,6 +9,7 @@
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from .call import TRY_AGAIN_LATER, CallFeatures, CallLimits, MediaStreamCall, Re
 from .call_log import CallLog, safe_call_id
 from .config import Settings, load_settings
 from .dial import DialError, place_call
+from .local_model import LocalRealtimeModel, load_local_stack
 from .media_stream import Start
 from .metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from .models import ModelFactory, SessionFactory
@@ -81,6 +83,13 @@ class StarletteTwilioSocket:
                 await self._ws.close(code, reason)
 
 
+def choose_backend(settings: Settings) -> str:
+    """``REALTIME_BACKEND``; ``auto`` means OpenAI with a key, the offline model without."""
+    if settings.realtime_backend != "auto":
+        return settings.realtime_backend
+    return "openai" if settings.openai_api_key is not None else "local"
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -108,6 +117,10 @@ def create_app(
     limits = limits or CallLimits(
         idle_timeout=settings.idle_timeout, max_duration=settings.max_call_duration
     )
+    backend = "custom" if model_factory is not None else choose_backend(settings)
+    if backend == "local":
+        stack = load_local_stack()  # raises LocalModelUnavailable with what to install
+        model_factory = functools.partial(LocalRealtimeModel, stack)
     sessions = SessionFactory(settings, agent, model_factory)
     secret = settings.stream_token_secret
     registry = CallRegistry(
@@ -133,6 +146,7 @@ def create_app(
         twilio=rest,
         observer=metrics.observe,
         on_frame=metrics.frame,
+        backend=backend,
     )
 
     features_for_sip = CallFeatures(
@@ -171,10 +185,13 @@ def create_app(
                 "TWILIO_AUTH_TOKEN is not set: every Twilio request will be refused (403). "
                 "Set it, or ALLOW_UNSIGNED=true for local development on loopback."
             )
-        if settings.openai_api_key is None and model_factory is None:
+        if backend == "local":
             logger.warning(
-                "OPENAI_API_KEY is not set: calls will be answered but the model cannot connect"
+                "No OpenAI: calls are answered by the EMBEDDED OFFLINE MODEL (a read-back demo, "
+                "not an assistant). Set OPENAI_API_KEY for the real agent."
             )
+        elif settings.openai_api_key is None and backend == "openai":
+            logger.warning("OPENAI_API_KEY is not set: the model cannot connect")
         yield
         await registry.drain(0, goodbye_s=settings.drain_timeout or 5.0)
 

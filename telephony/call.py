@@ -113,6 +113,7 @@ class CallFeatures:
     twilio: TwilioCalls | None = None
     observer: Callable[[dict[str, Any]], None] | None = None  # sees every call-log record
     on_frame: Callable[[str, float], None] | None = None  # per-frame processing time
+    backend: str = "openai"  # which model answers, for the call log
 
 
 class Refused(Exception):
@@ -344,7 +345,7 @@ class MediaStreamCall:
     async def _connect(self) -> RealtimeSession | None:
         """Open and connect a session (a fresh tracker each time); None if it failed."""
         assert self.call_sid is not None
-        self._record("model.connecting")
+        self._record("model.connecting", backend=self._features.backend)
         self._tracker = PhonePlaybackTracker()
         self._generation += 1
         t0 = time.monotonic()

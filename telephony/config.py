@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         default=None, description="OpenAI API key used to open Realtime sessions."
     )
+    realtime_backend: Literal["auto", "openai", "local"] = Field(
+        default="auto",
+        description="auto: OpenAI with OPENAI_API_KEY, else the embedded offline model.",
+    )
     openai_realtime_model: str = Field(
         default="gpt-realtime", min_length=1, description="Realtime model name."
     )
