@@ -10,11 +10,13 @@ frame carrying it, so every latency here is measured on one clock: the bridge's.
   bridge itself adds);
 - barge-in reaction: caller's start of speech (``speech_started``) to the ``clear`` we send;
 - greeting: ``start`` to the first outbound frame;
-- processing: CPU time per 20 ms frame in the bridge (parse + transcode), in µs.
+- processing: CPU time per 20 ms frame in the bridge (parse + transcode), in µs; kept as
+  histogram counts, so a call's memory does not grow with its length.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +25,25 @@ import numpy as np
 __all__ = ["CallMetrics"]
 
 FRAME_MS = 20
+ARRIVALS_KEPT = 15_000  # 5 minutes of frames: VAD events refer to recent audio only
+# per-frame CPU times go into log-spaced bins from 1 µs to 100 ms (about 3 % wide), so memory
+# stays constant however long the call is
+_US_EDGES = np.geomspace(1.0, 100_000.0, 400)
+
+
+class _Histogram:
+    def __init__(self) -> None:
+        self.counts = np.zeros(len(_US_EDGES) + 1, dtype=np.int64)
+
+    def add(self, us: float, n: int = 1) -> None:
+        self.counts[int(np.searchsorted(_US_EDGES, us))] += n
+
+    def percentile(self, q: float) -> float | None:
+        total = int(self.counts.sum())
+        if not total:
+            return None
+        index = int(np.searchsorted(np.cumsum(self.counts), q / 100 * total))
+        return round(float(_US_EDGES[min(index, len(_US_EDGES) - 1)]), 2)
 
 
 class CallMetrics:
@@ -31,7 +52,8 @@ class CallMetrics:
     ) -> None:
         self.started_at = started_at
         self._on_frame = on_frame  # ("in" | "out", seconds), for service-wide histograms
-        self._arrivals: list[float] = []  # arrival time of each caller frame
+        self._arrivals: deque[float] = deque(maxlen=ARRIVALS_KEPT)  # recent caller frames
+        self._frames = 0  # caller frames so far
         self._session_first_frame = 0  # index of the first frame the current session heard
         self._speech_end: float | None = None  # pending end of speech, not yet answered
         self._speech_start: float | None = None  # pending start of speech, not yet cleared
@@ -41,34 +63,36 @@ class CallMetrics:
         self.turn_latency_ms: list[float] = []
         self.model_to_wire_ms: list[float] = []
         self.barge_in_ms: list[float] = []
-        self._in_us: list[float] = []
-        self._out_us: list[float] = []
+        self._in_us = _Histogram()
+        self._out_us = _Histogram()
 
     # caller side
     def frame_arrived(self, now: float) -> None:
         self._arrivals.append(now)
+        self._frames += 1
 
     def inbound_processing(self, seconds: float) -> None:
-        self._in_us.append(seconds * 1e6)
+        self._in_us.add(seconds * 1e6)
         if self._on_frame is not None:
             self._on_frame("in", seconds)
 
     def outbound_processing(self, seconds: float, frames: int) -> None:
         if frames:
-            self._out_us.extend([seconds * 1e6 / frames] * frames)
+            self._out_us.add(seconds * 1e6 / frames, frames)
             if self._on_frame is not None:
                 for _ in range(frames):
                     self._on_frame("out", seconds / frames)
 
     def session_started(self) -> None:
         """A (re)connected model session starts its audio clock at the next caller frame."""
-        self._session_first_frame = len(self._arrivals)
+        self._session_first_frame = self._frames
 
     def _arrival_of(self, audio_ms: int | float | None) -> float | None:
         if audio_ms is None or not self._arrivals:
             return None
         index = self._session_first_frame + max(int(audio_ms) // FRAME_MS - 1, 0)
-        return self._arrivals[min(index, len(self._arrivals) - 1)]
+        oldest = self._frames - len(self._arrivals)  # frame number of _arrivals[0]
+        return self._arrivals[min(max(index - oldest, 0), len(self._arrivals) - 1)]
 
     # model side
     def speech_started(self, audio_ms: int | None) -> None:
@@ -121,8 +145,8 @@ class CallMetrics:
             "model_to_wire_p50_ms": pct(self.model_to_wire_ms, 50),
             "model_to_wire_max_ms": max(self.model_to_wire_ms, default=None),
             "barge_in_ms": self.barge_in_ms,
-            "frame_in_us_p50": pct(self._in_us, 50),
-            "frame_in_us_p99": pct(self._in_us, 99),
-            "frame_out_us_p50": pct(self._out_us, 50),
-            "frame_out_us_p99": pct(self._out_us, 99),
+            "frame_in_us_p50": self._in_us.percentile(50),
+            "frame_in_us_p99": self._in_us.percentile(99),
+            "frame_out_us_p50": self._out_us.percentile(50),
+            "frame_out_us_p99": self._out_us.percentile(99),
         }
