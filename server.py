@@ -14,9 +14,10 @@ from types import FrameType
 
 import uvicorn
 
-from telephony.app import WS_MAX_BYTES, CallRegistry, create_app
+from telephony.admission import CallRegistry
+from telephony.agent.local import LocalModelUnavailable
+from telephony.app import WS_MAX_BYTES, create_app
 from telephony.config import ConfigError, load_settings
-from telephony.local_model import LocalModelUnavailable
 
 
 class DrainingServer(uvicorn.Server):
@@ -66,7 +67,7 @@ def main() -> int:
         ws_max_size=WS_MAX_BYTES,
         ws_per_message_deflate=False,  # base64 μ-law barely compresses; save the CPU
     )
-    DrainingServer(config, app.state.calls, settings.drain_timeout).run()
+    DrainingServer(config, app.state.services.registry, settings.drain_timeout).run()
     return 0
 
 

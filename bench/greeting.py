@@ -19,8 +19,8 @@ from pathlib import Path
 import uvicorn
 
 from telephony.app import create_app
-from telephony.call_log import read_call_log
 from telephony.config import Settings
+from telephony.observability.call_log import read_call_log
 from telephony.simulate import simulate_call
 from telephony.testing import LoopbackRealtimeServer, tone
 

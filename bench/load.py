@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_seconds, free_port, rss_kib, start_server
 
 from telephony.audio import ulaw_encode
-from telephony.call_log import read_call_log
+from telephony.observability.call_log import read_call_log
 from telephony.simulate import SimulationResult, simulate_call
 from telephony.testing import LoopbackRealtimeServer, tone
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import uvicorn
 
+from telephony.agent.local import load_local_stack
 from telephony.app import create_app
 from telephony.audio import ulaw_decode
-from telephony.call_log import read_call_log
 from telephony.config import Settings
-from telephony.local_model import load_local_stack
+from telephony.observability.call_log import read_call_log
 from telephony.simulate import simulate_call
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"

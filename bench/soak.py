@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import free_port, rss_kib, start_server
 
 from telephony.audio import ulaw_encode
-from telephony.call_log import read_call_log
+from telephony.observability.call_log import read_call_log
 from telephony.simulate import answer_call, simulate_call
 from telephony.testing import LoopbackRealtimeServer, tone
 

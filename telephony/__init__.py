@@ -1,15 +1,20 @@
 """realtime-telephony: a bridge between the phone network and OpenAI Realtime voice agents.
 
-Module map (arrows point at what a module may import)::
+Package layout, one folder per concern; arrows point down only (import-linter holds it, see
+``[tool.importlinter]`` in ``pyproject.toml``)::
 
-    app ─▶ call, sip, registry, security, twiml, dial, metrics, models, agent, config
-    call ─▶ media_stream, audio, playback, tracker, call_log, call_metrics, session_log,
-            call_control, models, twilio_rest
-    sip ─▶ call (features, limits), models, registry, session_log, call_log
-    models ─▶ agents.realtime (the SDK), call_control, config
-    local_model ─▶ agents.realtime interfaces, audio
-    media_stream, audio, call_log, config, playback ─▶ nothing of ours (leaves)
-    simulate, timeline, testing, bench/ ─▶ public functions only
+    app, timeline, simulate        entry points: the ASGI app and the commands a user runs
+      routes/                      thin FastAPI routers (twilio, calls, sip, ops)
+        services, dial             the shared services on app.state; placing an outbound call
+          bridge/ | sip/           one Media Streams call | one SIP sideband call
+            agent/ | admission/ | observability/
+                                   the SDK side (agent, tools, sessions, offline model) |
+                                   capacity, tokens, draining | call log, metrics, timeline
+              twilio/ | audio/     the carrier's protocol (no OpenAI) | μ-law and resampling
+                config             settings, per-call limits and features
+
+``testing/`` holds loopback stand-ins for tests and benchmarks; nothing in the service imports
+it or the simulator.
 """
 
 __version__ = "0.1.0"

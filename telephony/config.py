@@ -1,13 +1,16 @@
 """Service configuration: one settings object, read once at start-up from the environment
-and an optional ``.env`` file (pydantic-settings).
+and an optional ``.env`` file (pydantic-settings), and the per-call slices of it that the call
+paths take (:class:`CallLimits`, :class:`CallFeatures`).
 
 Every variable is documented in the README's configuration table. Malformed values, and unknown
 keys in ``.env``, fail at start-up with :class:`ConfigError`, whose message names the variable.
+Imports nothing of the package.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -18,6 +21,42 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class ConfigError(ValueError):
     """Raised when the configuration cannot be loaded; the message names each bad variable."""
+
+
+@dataclass
+class CallLimits:
+    """Limits of one call, in seconds (both call paths).
+
+    Args:
+        start_timeout: a media socket that sends no ``start`` within this is closed with 1008.
+        connect_timeout: opening the model session.
+        close_timeout: closing the model session (OpenAI may drop without a close frame).
+        idle_timeout: end the call after this long without caller audio.
+        max_duration: end the call this long after ``start``.
+    """
+
+    start_timeout: float = 5.0
+    connect_timeout: float = 15.0
+    close_timeout: float = 5.0
+    idle_timeout: float = 30.0
+    max_duration: float = 3600.0
+
+
+@dataclass
+class CallFeatures:
+    """What a call does beyond bridging audio (both call paths).
+
+    Args:
+        greeting: said by the agent as soon as the call starts ('' for none).
+        dtmf_timeout: seconds after the last key before collected digits go to the agent.
+        hangup_grace: longest wait (seconds) for the goodbye to play before ``end_call`` hangs up.
+        transfer_targets: allowed transfer destinations, ``{name: +E.164 or sip: URI}``.
+    """
+
+    greeting: str = ""
+    dtmf_timeout: float = 2.0
+    hangup_grace: float = 10.0
+    transfer_targets: dict[str, str] = field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -167,6 +206,19 @@ class Settings(BaseSettings):
     def transfer_destinations(self) -> dict[str, str]:
         """``TRANSFER_TARGETS`` parsed: ``{name: +E.164 or sip: URI}``."""
         return parse_transfer_targets(self.transfer_targets)
+
+    def call_limits(self) -> CallLimits:
+        """The per-call limits these settings set (``IDLE_TIMEOUT``, ``MAX_CALL_DURATION``)."""
+        return CallLimits(idle_timeout=self.idle_timeout, max_duration=self.max_call_duration)
+
+    def call_features(self) -> CallFeatures:
+        """Greeting, keypad, hang-up and transfer behaviour for every call."""
+        return CallFeatures(
+            greeting=self.greeting,
+            dtmf_timeout=self.dtmf_timeout,
+            hangup_grace=self.hangup_grace,
+            transfer_targets=self.transfer_destinations,
+        )
 
     @field_validator(
         "openai_api_key",

@@ -1,57 +1,30 @@
-"""Outbound calls: ``python -m telephony.dial +15551234567``.
+"""The dial command: ``python -m telephony.dial +15551234567`` (also ``telephony-dial``).
 
-The call is created with Twilio's REST API. When the callee answers, Twilio requests our Voice
-webhook (``/incoming-call``, ``Direction=outbound-api``), so the same TwiML, stream token,
-bridge and agent handle it as an inbound call. Progress (initiated, ringing, answered, completed,
-busy, no-answer, failed) arrives at ``/call-status`` and goes to the call's log.
-
-Needs ``TWILIO_ACCOUNT_SID``, ``TWILIO_AUTH_TOKEN``, ``TWILIO_FROM_NUMBER`` and ``PUBLIC_URL``.
+Creates an outbound call through Twilio's REST API (:func:`telephony.twilio.dial.place_call`)
+from ``TWILIO_FROM_NUMBER``, and writes ``call.dialed`` to the call's log. When the callee
+answers, Twilio requests ``PUBLIC_URL/incoming-call``, so the running server's bridge and agent
+take the call. Needs ``TWILIO_ACCOUNT_SID``, ``TWILIO_AUTH_TOKEN``, ``TWILIO_FROM_NUMBER`` and
+``PUBLIC_URL``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 
-from .call_log import CallLog
 from .config import ConfigError, Settings, load_settings
-from .twilio_rest import TwilioCalls
+from .observability.call_log import CallLog
+from .twilio.dial import DialError, place_call
+from .twilio.rest import TwilioCalls
 
-__all__ = ["DialError", "place_call"]
-
-E164 = re.compile(r"^\+[1-9]\d{7,14}$")
-STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
-
-
-class DialError(ValueError):
-    """The call cannot be placed: a setting is missing or the number is not +E.164."""
+__all__ = ["dial", "main"]
 
 
-async def place_call(settings: Settings, twilio: TwilioCalls, to: str, base_url: str) -> str:
-    """Create an outbound call to ``to`` (+E.164); returns its CallSid.
-
-    Args:
-        base_url: our public https base URL (Twilio requests ``/incoming-call`` and
-            ``/call-status`` below it).
-
-    Raises:
-        DialError: a bad number or no ``TWILIO_FROM_NUMBER``.
-        twilio.base.exceptions.TwilioRestException: Twilio refused the call.
-    """
-    if not E164.match(to):
-        raise DialError(f"{to!r} is not an E.164 number such as +15551234567")
-    if not settings.twilio_from_number:
-        raise DialError("TWILIO_FROM_NUMBER is not set (the caller ID for outbound calls)")
-    base = base_url.rstrip("/")
-    call_sid = await twilio.create_call(
-        to=to,
-        from_=settings.twilio_from_number,
-        url=f"{base}/incoming-call",
-        status_callback=f"{base}/call-status",
-        status_events=STATUS_EVENTS,
-    )
+async def dial(settings: Settings, twilio: TwilioCalls, to: str, base_url: str) -> str:
+    """Place the call and log ``call.dialed``; returns the CallSid. Raises ``DialError`` for a
+    bad number or no caller ID, ``TwilioRestException`` when Twilio refuses."""
+    call_sid = await place_call(twilio, to, settings.twilio_from_number, base_url)
     with CallLog(settings.call_log_dir, call_sid) as log:
         log.write(
             "call.dialed", direction="outbound", to=to, **{"from": settings.twilio_from_number}
@@ -60,6 +33,7 @@ async def place_call(settings: Settings, twilio: TwilioCalls, to: str, base_url:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command-line entry; prints the new CallSid. Exit 2 on bad settings or number."""
     parser = argparse.ArgumentParser(
         prog="python -m telephony.dial",
         description=__doc__,
@@ -80,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.twilio_account_sid, token.get_secret_value(), settings.twilio_api_base_url
     )
     try:
-        call_sid = asyncio.run(place_call(settings, twilio, args.to, settings.public_url))
+        call_sid = asyncio.run(dial(settings, twilio, args.to, settings.public_url))
     except DialError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -54,3 +54,10 @@ def upsample_fft(x: np.ndarray, factor: int) -> np.ndarray:
     padded = np.zeros(len(x) * factor // 2 + 1, dtype=complex)
     padded[: len(spectrum)] = spectrum
     return np.fft.irfft(padded, len(x) * factor) * factor
+
+
+def ulaw_tone(freq: float, seconds: float, amplitude: float = 6000.0) -> bytes:
+    """A sine tone as μ-law 8 kHz bytes (what a caller's phone would send)."""
+    from telephony.audio import ulaw_encode
+
+    return ulaw_encode(np.rint(sine(freq, 8000, seconds, amplitude)).astype("<i2").tobytes())

@@ -1,0 +1,17 @@
+"""Admission: which calls we take and for how long we hold their slots.
+
+Capacity (``MAX_CONCURRENT_CALLS``, shared by both call paths), per-call stream tokens, answered
+calls not yet streaming, and draining at shutdown. Knows nothing of the bridge or of OpenAI.
+"""
+
+from .registry import POLICY_VIOLATION, TRY_AGAIN_LATER, CallRegistry, Refused
+from .tokens import StreamTokens, TokenError
+
+__all__ = [
+    "POLICY_VIOLATION",
+    "TRY_AGAIN_LATER",
+    "CallRegistry",
+    "Refused",
+    "StreamTokens",
+    "TokenError",
+]

@@ -1,0 +1,251 @@
+"""The offline voice model as the SDK's ``RealtimeModel``: one per call, no OpenAI key, no network.
+
+It is a stand-in for trying the phone path end to end, **not an assistant**: it listens
+(:mod:`.turns`), hears (Whisper, :mod:`.stack`), decides what to say (:mod:`.responder`) and
+speaks (Piper). It emits the same model events as the OpenAI model, so the session, the bridge,
+the playback tracker and the call log are unchanged. Speech while the agent's audio is still
+playing (per the session's playback tracker) is a barge-in: ``audio_interrupted``, so the bridge
+sends ``clear``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from typing import Any
+
+import numpy as np
+from agents.realtime.model import RealtimeModel, RealtimeModelConfig, RealtimeModelListener
+from agents.realtime.model_events import (
+    RealtimeModelAudioDoneEvent,
+    RealtimeModelAudioEvent,
+    RealtimeModelAudioInterruptedEvent,
+    RealtimeModelEvent,
+    RealtimeModelInputAudioTranscriptionCompletedEvent,
+    RealtimeModelRawServerEvent,
+    RealtimeModelToolCallEvent,
+    RealtimeModelTranscriptDeltaEvent,
+    RealtimeModelTurnEndedEvent,
+    RealtimeModelTurnStartedEvent,
+)
+from agents.realtime.model_inputs import (
+    RealtimeModelSendAudio,
+    RealtimeModelSendEvent,
+    RealtimeModelSendInterrupt,
+    RealtimeModelSendRawMessage,
+    RealtimeModelSendSessionUpdate,
+    RealtimeModelSendToolOutput,
+    RealtimeModelSendUserInput,
+)
+
+from .responder import Say, UseTool, after_tool, greeting_text, reply_to
+from .stack import LocalStack
+from .turns import SpeechStarted, TurnDetector
+
+__all__ = ["LocalRealtimeModel"]
+
+CHUNK_MS = 100  # audio per emitted delta
+
+
+class LocalRealtimeModel(RealtimeModel):
+    """The SDK's ``RealtimeModel`` interface over :class:`LocalStack`. One per call.
+
+    Args:
+        stack: the loaded models.
+        silence_ms: silence that ends the caller's turn.
+    """
+
+    def __init__(self, stack: LocalStack, silence_ms: int = 600) -> None:
+        self._stack = stack
+        self._silence_ms = silence_ms
+        self._listeners: list[RealtimeModelListener] = []
+        self._ids = itertools.count(1)
+        self._tracker: Any = None
+        self._tools: dict[str, Any] = {}
+        self._turns: TurnDetector | None = None
+        self._speech_item: str | None = None
+        self._response: asyncio.Task[None] | None = None
+        self._last_item: tuple[str, float] | None = None  # (item id, audio ms)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ RealtimeModel
+
+    async def connect(self, options: RealtimeModelConfig) -> None:
+        self._tracker = options.get("playback_tracker")
+        self._update_tools(options.get("initial_model_settings", {}))
+        self._turns = TurnDetector(self._stack.new_vad(), self._silence_ms)
+
+    def add_listener(self, listener: RealtimeModelListener) -> None:
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: RealtimeModelListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    async def send_event(self, event: RealtimeModelSendEvent) -> None:
+        if isinstance(event, RealtimeModelSendAudio):
+            await self._hear(event.audio)
+        elif isinstance(event, RealtimeModelSendUserInput):
+            self._start(self._act(reply_to(_text_of(event.user_input), self._tools)))
+        elif isinstance(event, RealtimeModelSendToolOutput):
+            if event.start_response:
+                self._start(self._say(after_tool(event.tool_call.name)))
+        elif isinstance(event, RealtimeModelSendRawMessage):
+            if event.message["type"] == "response.create":
+                instructions = (
+                    event.message.get("other_data", {}).get("response", {}).get("instructions", "")
+                )
+                self._start(self._say(greeting_text(instructions)))
+        elif isinstance(event, RealtimeModelSendInterrupt):
+            await self._cancel_response()
+        elif isinstance(event, RealtimeModelSendSessionUpdate):
+            self._update_tools(event.session_settings)
+
+    async def close(self) -> None:
+        await self._cancel_response()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ listening
+
+    async def _hear(self, pcm24: bytes) -> None:
+        assert self._turns is not None, "send_event before connect"
+        for event in self._turns.feed(pcm24):
+            if isinstance(event, SpeechStarted):
+                await self._speech_started(event.at_ms)
+            else:
+                await self._speech_stopped(event.at_ms, event.audio)
+
+    async def _speech_started(self, at_ms: int) -> None:
+        self._speech_item = self._id("item")
+        await self._emit(
+            RealtimeModelRawServerEvent(
+                data={
+                    "type": "input_audio_buffer.speech_started",
+                    "audio_start_ms": at_ms,
+                    "item_id": self._speech_item,
+                }
+            )
+        )
+        if self._still_playing():  # barge-in: the caller talks over the agent
+            item_id, _ = self._last_item  # type: ignore[misc]
+            await self._cancel_response()
+            self._last_item = None
+            await self._emit(RealtimeModelAudioInterruptedEvent(item_id=item_id, content_index=0))
+
+    def _still_playing(self) -> bool:
+        if self._last_item is None:
+            return False
+        item_id, length_ms = self._last_item
+        state = self._tracker.get_state() if self._tracker is not None else None
+        if not state or state["current_item_id"] != item_id:
+            return True  # none of it confirmed played yet
+        return (state["elapsed_ms"] or 0.0) < length_ms - 2 * CHUNK_MS / 5
+
+    async def _speech_stopped(self, at_ms: int, audio: np.ndarray) -> None:
+        item_id = self._speech_item or self._id("item")
+        await self._emit(
+            RealtimeModelRawServerEvent(
+                data={
+                    "type": "input_audio_buffer.speech_stopped",
+                    "audio_end_ms": at_ms,
+                    "item_id": item_id,
+                }
+            )
+        )
+        self._start(self._answer(item_id, audio))
+
+    async def _answer(self, item_id: str, audio: np.ndarray) -> None:
+        transcript = await asyncio.to_thread(self._stack.transcribe, audio)
+        await self._emit(
+            RealtimeModelInputAudioTranscriptionCompletedEvent(
+                item_id=item_id, transcript=transcript
+            )
+        )
+        await self._act(reply_to(transcript, self._tools))
+
+    # ------------------------------------------------------------------ answering
+
+    async def _act(self, action: Say | UseTool) -> None:
+        if isinstance(action, Say):
+            await self._say(action.text)
+        else:
+            await self._call_tool(action.name, action.arguments)
+
+    async def _call_tool(self, name: str, arguments: dict[str, Any]) -> None:
+        response_id = self._id("resp")
+        await self._emit(RealtimeModelTurnStartedEvent(response_id=response_id))
+        await self._emit(
+            RealtimeModelToolCallEvent(
+                name=name,
+                call_id=self._id("call"),
+                arguments=json.dumps(arguments),
+                id=self._id("item"),
+            )
+        )
+        await self._emit(RealtimeModelTurnEndedEvent(response_id=response_id))
+
+    async def _say(self, text: str) -> None:
+        response_id, item_id = self._id("resp"), self._id("item")
+        await self._emit(RealtimeModelTurnStartedEvent(response_id=response_id))
+        try:
+            audio = await asyncio.to_thread(self._stack.speak, text)
+            self._last_item = (item_id, len(audio) / 48)
+            await self._emit(
+                RealtimeModelTranscriptDeltaEvent(
+                    item_id=item_id, delta=text, response_id=response_id
+                )
+            )
+            step = CHUNK_MS * 48
+            for i in range(0, len(audio), step):
+                await self._emit(
+                    RealtimeModelAudioEvent(
+                        data=audio[i : i + step],
+                        response_id=response_id,
+                        item_id=item_id,
+                        content_index=0,
+                    )
+                )
+            await self._emit(RealtimeModelAudioDoneEvent(item_id=item_id, content_index=0))
+        finally:
+            await self._emit(RealtimeModelTurnEndedEvent(response_id=response_id))
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _start(self, coroutine: Any) -> None:
+        if self._response is not None and not self._response.done():
+            self._response.cancel()
+        task = asyncio.create_task(coroutine)
+        self._response = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _cancel_response(self) -> None:
+        task, self._response = self._response, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _emit(self, event: RealtimeModelEvent) -> None:
+        for listener in list(self._listeners):
+            await listener.on_event(event)
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}_local_{next(self._ids)}"
+
+    def _update_tools(self, settings: Any) -> None:
+        tools = settings.get("tools") if isinstance(settings, dict) else None
+        if tools is not None:
+            self._tools = {getattr(t, "name", ""): t for t in tools}
+
+
+def _text_of(user_input: Any) -> str:
+    if isinstance(user_input, str):
+        return user_input
+    content = user_input.get("content", []) if isinstance(user_input, dict) else []
+    return " ".join(c.get("text", "") for c in content if isinstance(c, dict))

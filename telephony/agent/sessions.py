@@ -1,0 +1,168 @@
+"""Choosing and configuring the realtime model behind each call's ``RealtimeSession``.
+
+One :class:`SessionFactory` per app; it builds a fresh model and session per call (a model object
+holds one connection). Formats are pinned to pcm16 24 kHz both ways in the run config as well as
+the initial settings, so an agent handoff's ``session.update`` keeps them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from agents.realtime import (
+    RealtimeAgent,
+    RealtimeModel,
+    RealtimePlaybackTracker,
+    RealtimeRunner,
+    RealtimeSession,
+)
+from agents.realtime.config import RealtimeRunConfig, RealtimeSessionModelSettings
+from agents.realtime.model import RealtimeModelConfig
+from agents.realtime.model_inputs import RealtimeModelSendRawMessage
+from agents.realtime.openai_realtime import OpenAIRealtimeSIPModel
+
+from ..config import Settings
+from .openai_model import PhoneRealtimeModel
+from .tools import CallContext
+
+__all__ = [
+    "GREETING_INSTRUCTIONS",
+    "ModelFactory",
+    "SessionFactory",
+    "choose_backend",
+    "create_response",
+    "greet",
+    "phone_model_settings",
+]
+
+logger = logging.getLogger("telephony.agent")
+
+GREETING_INSTRUCTIONS = "The call has just connected. Greet the caller by saying: {}"
+
+ModelFactory = Callable[[], RealtimeModel]
+
+
+def phone_model_settings(settings: Settings) -> RealtimeSessionModelSettings:
+    """Session settings for a phone call: pcm16 both ways, server VAD with barge-in, transcripts."""
+    return {
+        "model_name": settings.openai_realtime_model,
+        "voice": settings.voice,
+        "modalities": ["audio"],
+        "input_audio_format": "pcm16",
+        "output_audio_format": "pcm16",
+        "input_audio_transcription": {"model": "gpt-4o-mini-transcribe"},
+        "turn_detection": {
+            "type": "server_vad",
+            "interrupt_response": True,
+            "create_response": True,
+            "silence_duration_ms": 500,
+        },
+    }
+
+
+def choose_backend(settings: Settings) -> str:
+    """``REALTIME_BACKEND``; ``auto`` means OpenAI with a key, the offline model without."""
+    if settings.realtime_backend != "auto":
+        return settings.realtime_backend
+    return "openai" if settings.openai_api_key is not None else "local"
+
+
+async def create_response(session: RealtimeSession, instructions: str) -> None:
+    """Ask the model to speak now (``response.create``), with ``instructions`` for this response
+    only: the greeting, or picking up the thread after a reconnect."""
+    await session.model.send_event(
+        RealtimeModelSendRawMessage(
+            message={
+                "type": "response.create",
+                "other_data": {"response": {"instructions": instructions}},
+            }
+        )
+    )
+
+
+async def greet(session: RealtimeSession, greeting: str) -> None:
+    """Ask the agent to say ``greeting`` first, as soon as the call connects."""
+    await create_response(session, GREETING_INSTRUCTIONS.format(greeting))
+
+
+class SessionFactory:
+    """Builds one not-yet-connected ``RealtimeSession`` per call.
+
+    Args:
+        settings: service settings (model name, URL, key, voice).
+        agent: the agent every call starts with.
+        model_factory: makes a fresh ``RealtimeModel`` per call; defaults to the SDK's
+            ``OpenAIRealtimeWebSocketModel``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        agent: RealtimeAgent,
+        model_factory: ModelFactory | None = None,
+    ) -> None:
+        self._settings = settings
+        self._agent = agent
+        self._model_factory = model_factory
+        self.model_settings = phone_model_settings(settings)
+
+    def model_config(self, tracker: RealtimePlaybackTracker) -> RealtimeModelConfig:
+        """The SDK ``model_config`` for one call (contains the API key: never log it)."""
+        config: RealtimeModelConfig = {
+            "initial_model_settings": dict(self.model_settings),  # type: ignore[typeddict-item]
+            "playback_tracker": tracker,
+        }
+        if self._settings.openai_api_key is not None:
+            config["api_key"] = self._settings.openai_api_key.get_secret_value()
+        if self._settings.openai_realtime_url:
+            config["url"] = self._settings.openai_realtime_url
+        return config
+
+    def sip_settings(self) -> RealtimeSessionModelSettings:
+        """Settings for a SIP call: SIP negotiates the audio format (G.711) itself, and a
+        ``call_id`` attach may not name a model."""
+        settings = dict(self.model_settings)
+        for key in ("model_name", "input_audio_format", "output_audio_format"):
+            settings.pop(key, None)
+        return settings  # type: ignore[return-value]
+
+    async def sip_accept_payload(self, context: CallContext) -> dict[str, Any]:
+        """The session configuration for ``calls.accept``: built from the same agent with the
+        SDK's ``OpenAIRealtimeSIPModel.build_initial_session_payload``."""
+        payload = await OpenAIRealtimeSIPModel.build_initial_session_payload(
+            self._agent,
+            context=context,
+            model_config={"initial_model_settings": self.sip_settings()},
+            run_config={"model_settings": self.sip_settings()},
+        )
+        body = payload.model_dump(mode="json", exclude_none=True)
+        body["model"] = self._settings.openai_realtime_model
+        for direction in ("input", "output"):  # SIP negotiates the codec
+            body.get("audio", {}).get(direction, {}).pop("format", None)
+        return body
+
+    async def open_sip(self, context: CallContext) -> RealtimeSession:
+        """A session attached to the SIP call ``context.call_sid`` (the OpenAI call_id)."""
+        config: RealtimeModelConfig = {
+            "call_id": context.call_sid,
+            "initial_model_settings": self.sip_settings(),
+        }
+        if self._settings.openai_api_key is not None:
+            config["api_key"] = self._settings.openai_api_key.get_secret_value()
+        if self._settings.openai_realtime_url:  # the same server, attached by call_id
+            parts = urlsplit(self._settings.openai_realtime_url)
+            query = urlencode({"call_id": context.call_sid})
+            config["url"] = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+        run_config: RealtimeRunConfig = {"model_settings": self.sip_settings()}
+        runner = RealtimeRunner(self._agent, model=OpenAIRealtimeSIPModel(), config=run_config)
+        return await runner.run(context=context, model_config=config)
+
+    async def open(self, tracker: RealtimePlaybackTracker, context: CallContext) -> RealtimeSession:
+        """A session for one call (its tools see ``context``); connect it with ``enter()``."""
+        model = self._model_factory() if self._model_factory is not None else PhoneRealtimeModel()
+        run_config: RealtimeRunConfig = {"model_settings": dict(self.model_settings)}  # type: ignore[typeddict-item]
+        runner = RealtimeRunner(self._agent, model=model, config=run_config)
+        return await runner.run(context=context, model_config=self.model_config(tracker))

@@ -1,0 +1,13 @@
+"""The call bridge: one Twilio media socket joined to one realtime session.
+
+- :mod:`.call`: the call's lifetime, the caller -> model pump and the watchdog;
+- :mod:`.outbound`: model audio to the caller (framing, marks, barge-in ``clear``);
+- :mod:`.playback` and :mod:`.tracker`: what the caller has heard, from mark echoes;
+- :mod:`.supervisor`: the model session (connect, reconnect, replay, apology);
+- :mod:`.control`: DTMF, hang-up and transfer.
+"""
+
+from .call import Admit, MediaStreamCall, TwilioSocket
+from .supervisor import OpenSession
+
+__all__ = ["Admit", "MediaStreamCall", "OpenSession", "TwilioSocket"]

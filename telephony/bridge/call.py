@@ -1,0 +1,399 @@
+"""One call's lifetime: one Twilio Media Streams socket joined to one ``RealtimeSession``.
+
+Data flow for one call::
+
+    Twilio ─ media (μ-law 8 kHz) ─▶ InboundAudio ─ pcm16 24 kHz ─▶ session.send_audio
+    Twilio ◀─ media/mark/clear ─── OutboundAudio ◀─ pcm16 24 kHz ─ session audio events
+            mark echoes ─▶ Playback ─▶ PhonePlaybackTracker (barge-in truncation)
+
+:class:`MediaStreamCall` waits for ``start``, lets the :class:`~.supervisor.SessionSupervisor`
+open the session, runs the two pumps (caller -> model, model -> caller) and a watchdog until
+something ends the call, closes everything it opened with a bounded timeout, and writes exactly
+one ``call.end`` record however the call ends. Inbound checks and transcoding are
+:mod:`.inbound`; outbound audio is :mod:`.outbound`; DTMF,
+hang-up and transfer are :mod:`.control`; reconnects are :mod:`.supervisor`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from agents.realtime import RealtimeSession
+
+from ..admission import POLICY_VIOLATION, Refused
+from ..config import CallFeatures, CallLimits
+from ..observability.call_log import CallLog, describe_error
+from ..observability.call_metrics import CallMetrics
+from ..observability.recorder import SessionRecorder
+from ..twilio.media_stream import (
+    Connected,
+    Dtmf,
+    Mark,
+    Media,
+    ProtocolError,
+    Start,
+    Stop,
+    parse_message,
+)
+from ..twilio.rest import TwilioCalls
+from .control import MediaCallControl
+from .inbound import InboundAudio
+from .outbound import OutboundAudio
+from .supervisor import OpenSession, SessionSupervisor
+
+__all__ = ["Admit", "MediaStreamCall", "TwilioSocket"]
+
+logger = logging.getLogger("telephony.bridge")
+
+
+class TwilioSocket(Protocol):
+    """The media socket as the bridge sees it (the route adapts Starlette's WebSocket)."""
+
+    async def receive(self) -> str | bytes | None:
+        """Next frame: text, bytes (a binary frame), or None once the socket is closed."""
+        ...
+
+    async def send(self, text: str) -> None:
+        """Send one text frame; raises if the socket is gone."""
+        ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket if still open; never raises."""
+        ...
+
+
+Admit = Callable[[Start], None]
+"""Decides whether a stream may go on once its ``start`` arrived; raises
+:class:`telephony.admission.Refused`."""
+
+
+class _CallEnded(Exception):
+    """Raised inside a pump to end the call with a reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MediaStreamCall:
+    """Bridge one Twilio media socket to one realtime session. Call :meth:`run` once.
+
+    Args:
+        socket: the Twilio media socket.
+        open_session: builds the model session for the call.
+        log_dir: where the call log goes.
+        limits: start, connect, close, idle and duration limits.
+        admit: the admission check at ``start`` (stream token, capacity).
+        on_model_failure: tells the caller we are ending the call; see the supervisor.
+        reconnects: how many times a failed model session is replaced.
+        features: greeting, DTMF, hang-up and transfer behaviour.
+        twilio: REST access to the live call (hang up, transfer); None closes the stream.
+        observer: called with each call-log record (service metrics).
+        on_frame: called with ``("in" | "out", seconds)`` per 20 ms frame processed.
+        backend: which model answers, for the call log.
+    """
+
+    def __init__(
+        self,
+        socket: TwilioSocket,
+        open_session: OpenSession,
+        log_dir: Path,
+        limits: CallLimits | None = None,
+        admit: Admit | None = None,
+        on_model_failure: Callable[[str, str], Awaitable[str]] | None = None,
+        reconnects: int = 1,
+        features: CallFeatures | None = None,
+        *,
+        twilio: TwilioCalls | None = None,
+        observer: Callable[[dict[str, Any]], None] | None = None,
+        on_frame: Callable[[str, float], None] | None = None,
+        backend: str = "openai",
+    ) -> None:
+        self._socket = socket
+        self._log_dir = log_dir
+        self._limits = limits or CallLimits()
+        self._admit = admit
+        self._observer = observer
+        features = features or CallFeatures()
+        self.metrics = CallMetrics(time.monotonic(), on_frame=on_frame)
+        self._recorder = SessionRecorder(self._record, on_vad=self._on_vad)
+        self._end_requested = asyncio.Event()
+        self._end_reason = "ended_by_server"
+        self._close_code = 1000
+        self._last_media_at = self._stream_started_at = time.monotonic()
+        self._log: CallLog | None = None
+        self.call_sid: str | None = None
+        self.stream_sid: str | None = None
+        self.end_reason: str | None = None
+        self._started_at = time.monotonic()
+        self.inbound = InboundAudio(self._record, self.metrics)
+        self.out = OutboundAudio(self._send, self._record, self.metrics, self._first_frame_out)
+        self.control = MediaCallControl(
+            features, twilio, self._record, self._recorder, self.out, self.end
+        )
+        self._supervisor = SessionSupervisor(
+            open_session,
+            self._limits,
+            self._record,
+            self._recorder,
+            self.metrics,
+            self.out,
+            self.control,
+            greeting=features.greeting,
+            backend=backend,
+            reconnects=reconnects,
+            on_model_failure=on_model_failure,
+        )
+        self.protocol_errors = 0
+        self.model_errors = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Run the call to its end. Never raises (except cancellation)."""
+        try:
+            start = await self._await_start()
+            if start is None:
+                return
+            await self._supervisor.run(start.call_sid, self._run_session, self._set_reason)
+        except asyncio.CancelledError:
+            self._set_reason("server_shutdown")
+            raise
+        except Exception as exc:  # a bug of ours must still end the call cleanly
+            logger.exception("call %s: unexpected error", self.call_sid)
+            self._record("error", where="bridge", error=describe_error(exc))
+            self._set_reason("internal_error")
+        finally:
+            await self.control.stop()
+            await self._socket.close(self._close_code)
+            self._finish()
+
+    async def _await_start(self) -> Start | None:
+        """Read ``connected`` then ``start``; anything else before ``start`` is logged, ignored."""
+        deadline = time.monotonic() + self._limits.start_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._set_reason("no_start")
+                self._close_code = POLICY_VIOLATION
+                logger.warning("call ?: no start message within %.1fs", self._limits.start_timeout)
+                return None
+            try:
+                frame = await asyncio.wait_for(self._socket.receive(), remaining)
+            except TimeoutError:
+                continue
+            if frame is None:
+                self._set_reason("twilio_closed_before_start")
+                logger.info("call ?: socket closed before start")
+                return None
+            try:
+                message = parse_message(frame)
+            except ProtocolError as exc:
+                self.protocol_errors += 1
+                logger.warning("call ?: bad frame before start: %s", exc)
+                continue
+            if isinstance(message, Start):
+                if self._admit is not None:
+                    try:
+                        self._admit(message)
+                    except Refused as refused:
+                        logger.warning(
+                            "call %r: stream refused: %s", message.call_sid[:40], refused.reason
+                        )
+                        self._set_reason(f"refused: {refused.reason}")
+                        self._close_code = refused.code
+                        return None
+                self._on_start(message)
+                return message
+            if isinstance(message, Connected):
+                continue
+            self.protocol_errors += 1
+            logger.warning("call ?: %r before start, ignored", message.event)
+
+    def _on_start(self, start: Start) -> None:
+        self.call_sid = self.control.call_sid = start.call_sid
+        self.stream_sid = self.out.stream_sid = self.inbound.stream_sid = start.stream_sid
+        self.inbound.last_sequence = start.sequence_number
+        self._last_media_at = self._stream_started_at = time.monotonic()
+        self.metrics.started_at = self._stream_started_at
+        try:
+            self._log = CallLog(self._log_dir, start.call_sid, self._observer)
+        except ValueError as exc:
+            logger.warning("call %r: no call log: %s", start.call_sid[:80], exc)
+        fmt = start.start.media_format
+        self._record(
+            "stream.start",
+            stream_sid=start.stream_sid,
+            tracks=start.start.tracks,
+            media_format={
+                "encoding": fmt.encoding,
+                "sample_rate": fmt.sample_rate,
+                "channels": fmt.channels,
+            },
+            custom_parameters={k: v for k, v in start.custom_parameters.items() if k != "token"},
+        )
+        if fmt.encoding != "audio/x-mulaw" or fmt.sample_rate != 8000 or fmt.channels != 1:
+            self._record("protocol.error", error=f"unexpected media format {fmt!r}")
+
+    async def _run_session(self, session: RealtimeSession) -> str:
+        """Pump one session until something ends it; returns the reason."""
+        self.control.session = session
+        caller = asyncio.create_task(self._caller_pump(session), name=f"caller:{self.call_sid}")
+        model = asyncio.create_task(self._model_pump(session), name=f"model:{self.call_sid}")
+        watchdog = asyncio.create_task(self._watchdog(), name=f"watchdog:{self.call_sid}")
+        try:
+            done, _ = await asyncio.wait(
+                {caller, model, watchdog}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if caller in done and model not in done and _reason_of(caller) == "model_send_failed":
+                # the model socket is gone: let the model side say how it ended
+                done |= (await asyncio.wait({model}, timeout=self._limits.close_timeout))[0]
+        finally:
+            for task in (caller, model, watchdog):
+                task.cancel()
+            await asyncio.gather(caller, model, watchdog, return_exceptions=True)
+        with contextlib.suppress(_CallEnded):
+            await self.out.flush()
+        for task in done:
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, _CallEnded):
+                raise exc
+        reasons = {task: _reason_of(task) for task in done}
+        caller_reason, model_reason = reasons.get(caller), reasons.get(model)
+        if caller_reason == "model_send_failed" and model_reason:
+            return model_reason  # the model side knows best how it ended
+        return caller_reason or model_reason or reasons.get(watchdog) or "unknown"
+
+    def end(self, reason: str) -> None:
+        """Ask the call to end (e.g. ``server_shutdown``): goodbye if it can, then it closes."""
+        self._end_reason = reason
+        self._end_requested.set()
+
+    async def _watchdog(self) -> None:
+        """End the call when asked to, when the caller was silent too long, or it ran too long."""
+        limits = self._limits
+        started = self._stream_started_at
+        while True:
+            if self._end_requested.is_set():
+                raise _CallEnded(self._end_reason)
+            now = time.monotonic()
+            if now - started >= limits.max_duration:
+                self._record("limit", limit="max_duration", seconds=limits.max_duration)
+                raise _CallEnded("max_duration")
+            if now - self._last_media_at >= limits.idle_timeout:
+                self._record("limit", limit="idle_timeout", seconds=limits.idle_timeout)
+                raise _CallEnded("idle_timeout")
+            wake = min(started + limits.max_duration, self._last_media_at + limits.idle_timeout)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._end_requested.wait(), max(wake - now, 0.01))
+
+    # ------------------------------------------------------------------ caller -> model
+
+    async def _caller_pump(self, session: RealtimeSession) -> None:
+        while True:
+            frame = await self._socket.receive()
+            if frame is None:
+                raise _CallEnded("twilio_disconnected")
+            t0 = time.perf_counter()
+            try:
+                message = parse_message(frame)
+                self.inbound.check(message)
+            except ProtocolError as exc:
+                self.protocol_errors += 1
+                self._record("protocol.error", error=str(exc)[:300])
+                continue
+            if isinstance(message, Media):
+                self._last_media_at = time.monotonic()
+                pcm = self.inbound.audio(message.payload, self._last_media_at, t0)
+                try:
+                    await session.send_audio(pcm)
+                except Exception as exc:
+                    self._record("model.error", where="send_audio", error=describe_error(exc))
+                    raise _CallEnded("model_send_failed") from exc
+            elif isinstance(message, Mark):
+                self.out.on_mark_echo(message.name)
+            elif isinstance(message, Dtmf):
+                self.control.on_dtmf(message.digit)
+            elif isinstance(message, Stop):
+                self._record("stream.stop")
+                raise _CallEnded("caller_hangup")
+            elif isinstance(message, Start):
+                self.protocol_errors += 1
+                self._record("protocol.error", error="duplicate start")
+            # Connected after start: harmless, ignored.
+
+    # ------------------------------------------------------------------ model -> caller
+
+    async def _model_pump(self, session: RealtimeSession) -> None:
+        try:
+            async for event in session:
+                await self.out.on_session_event(event)
+                self._recorder.on_event(event)
+        except _CallEnded:
+            raise
+        except Exception as exc:
+            self.model_errors += 1
+            self._record("model.error", where="session", error=describe_error(exc))
+            raise _CallEnded("model_error") from exc
+        raise _CallEnded("model_ended")
+
+    async def _send(self, text: str) -> None:
+        try:
+            await self._socket.send(text)
+        except Exception as exc:
+            raise _CallEnded("twilio_disconnected") from exc
+
+    def _first_frame_out(self, now: float) -> None:
+        self._record(
+            "audio.first_out",
+            ms_after_start=round((now - self._stream_started_at) * 1000, 1),
+            frames_in_before=self.inbound.frames_in,
+        )
+
+    def _on_vad(self, kind: str, audio_ms: int | None) -> None:
+        if kind == "speech_started":
+            self.metrics.speech_started(audio_ms)
+        else:
+            self.metrics.speech_stopped(audio_ms)
+
+    # ------------------------------------------------------------------ records
+
+    def _set_reason(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+
+    def _record(self, event: str, **fields: Any) -> None:
+        if self._log is not None:
+            self._log.write(event, **fields)
+        elif event.endswith("error"):
+            logger.warning("call %s: %s %s", self.call_sid, event, fields)
+
+    def _finish(self) -> None:
+        reason = self.end_reason or "unknown"
+        totals = {
+            "reason": reason,
+            "duration_s": round(time.monotonic() - self._started_at, 3),
+            "stream_sid": self.stream_sid,
+            **self.inbound.totals(),
+            **self.out.totals(),
+            "protocol_errors": self.protocol_errors,
+            "model_errors": self.model_errors + self._recorder.model_errors,
+            "usage": self._recorder.usage,
+            "metrics": self.metrics.summary(),
+        }
+        self._record("call.end", **totals)
+        logger.info("call %s ended: %s", self.call_sid, reason)
+        with contextlib.suppress(Exception):
+            if self._log is not None:
+                self._log.close()
+
+
+def _reason_of(task: asyncio.Task[Any]) -> str | None:
+    exc = None if task.cancelled() else task.exception()
+    return exc.reason if isinstance(exc, _CallEnded) else None

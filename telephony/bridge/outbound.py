@@ -1,0 +1,185 @@
+"""Model audio to the caller: transcoding, 20 ms framing, marks, and the barge-in ``clear``.
+
+Each model audio delta (pcm16 24 kHz) becomes μ-law 8 kHz ``media`` messages of 160 bytes,
+followed by one ``mark``. Twilio echoes a mark once the audio before it has played (or at once
+when a ``clear`` dropped it); the echoes feed :class:`~.playback.Playback` and the session's
+:class:`~.tracker.PhonePlaybackTracker`, which the SDK reads to truncate the agent's item at
+the caller's ear when the caller barges in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..audio import Framer, ModelToCaller
+from ..observability.call_metrics import CallMetrics
+from ..twilio.media_stream import clear_message, mark_message, media_message
+from .playback import Playback
+from .tracker import PhonePlaybackTracker
+
+__all__ = ["OutboundAudio"]
+
+ULAW_BYTES_PER_MS = 8
+PCM16_24K_BYTES_PER_MS = 48
+
+
+class OutboundAudio:
+    """One call's outbound audio.
+
+    Args:
+        send: sends one text frame to Twilio (raises when the socket is gone).
+        record: writes a call-log record, ``record(event, **fields)``.
+        metrics: the call's metrics (model-to-wire, turn latency, barge-in reaction).
+        on_first_frame: called once, with ``time.monotonic()``, when the first frame goes out.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[str], Awaitable[None]],
+        record: Callable[..., Any],
+        metrics: CallMetrics,
+        on_first_frame: Callable[[float], None],
+    ) -> None:
+        self._send = send
+        self._record = record
+        self._metrics = metrics
+        self._on_first_frame: Callable[[float], None] | None = on_first_frame
+        self.stream_sid: str | None = None
+        self.playback = Playback()
+        self.tracker = PhonePlaybackTracker()
+        self.generation = 0  # which model session the audio now comes from
+        self._down = ModelToCaller()
+        self._framer = Framer()
+        self._interrupted_items: set[str] = set()
+        self._out_item: tuple[str, int] | None = None  # item whose audio the framer holds
+        self.frames_out = 0
+        self.model_audio_bytes = 0
+        self.clears = 0
+        self.interruptions = 0
+
+    def new_session(self) -> PhonePlaybackTracker:
+        """A model session is opening: a fresh tracker for it, and marks of the old session's
+        audio no longer reach any tracker."""
+        self.tracker = PhonePlaybackTracker()
+        self.generation += 1
+        return self.tracker
+
+    @property
+    def idle(self) -> bool:
+        """Everything sent has played and nothing is held back for the current item."""
+        return self.playback.unplayed_ms == 0 and self._out_item is None
+
+    async def on_session_event(self, event: Any) -> None:
+        """The audio events of a ``RealtimeSession`` (others are ignored here)."""
+        kind = event.type
+        if kind == "audio":
+            await self.on_model_audio(event.audio)
+        elif kind == "audio_end":
+            self._record("model.audio_done", item_id=event.item_id)
+            await self.flush()
+        elif kind == "audio_interrupted":
+            await self.on_interrupted(event.item_id)
+
+    async def on_model_audio(self, audio: Any) -> None:
+        """One model audio delta (``audio.data``: pcm16 24 kHz bytes) to the caller."""
+        item_id, content_index = audio.item_id, audio.content_index
+        data: bytes = audio.data
+        self.model_audio_bytes += len(data)
+        self._record(
+            "model.audio",
+            bytes=len(data),
+            item_id=item_id,
+            response_id=audio.response_id,
+            content_index=content_index,
+        )
+        if item_id in self._interrupted_items:
+            self._record("model.audio_dropped", item_id=item_id, bytes=len(data))
+            return
+        self._metrics.model_delta(item_id, time.monotonic())
+        if self._out_item is not None and self._out_item != (item_id, content_index):
+            await self.flush()  # a new item starts: finish the previous one first
+        self._out_item = (item_id, content_index)
+        t0 = time.perf_counter()
+        frames = self._framer.push(self._down.feed(data))
+        self._metrics.outbound_processing(time.perf_counter() - t0, len(frames))
+        await self._send_frames(frames)
+
+    async def flush(self) -> None:
+        """End of an item's audio: send the transcoder's tail and the padded last frame."""
+        if self._out_item is None:
+            return
+        await self._send_frames(self._framer.push(self._down.flush()) + self._framer.flush())
+        self._out_item = None
+
+    async def _send_frames(self, frames: list[bytes]) -> None:
+        if not frames or self._out_item is None or self.stream_sid is None:
+            return
+        now = time.monotonic()
+        if self._on_first_frame is not None:
+            self._on_first_frame(now)
+            self._on_first_frame = None
+        latencies = self._metrics.frame_sent(self._out_item[0], now)
+        if latencies:
+            self._record("latency", item_id=self._out_item[0], **latencies)
+        for frame in frames:
+            await self._send(media_message(self.stream_sid, frame))
+        self.frames_out += len(frames)
+        item_id, content_index = self._out_item
+        ms = sum(len(f) for f in frames) / ULAW_BYTES_PER_MS
+        mark = self.playback.sent(item_id, content_index, ms, self.generation)
+        self.tracker.on_sent_ms(item_id, content_index, ms)
+        await self._send(mark_message(self.stream_sid, mark.name))
+        self._record("mark.sent", name=mark.name, item_id=item_id, ms=ms, frames=len(frames))
+
+    async def on_interrupted(self, item_id: str) -> None:
+        """Barge-in: Twilio drops its buffer (``clear``); we drop what we hold for the item."""
+        self.interruptions += 1
+        self._interrupted_items.add(item_id)
+        self._down.reset()
+        self._framer.reset()
+        self._out_item = None
+        playing = self.playback.unplayed_ms > 0
+        dropped_ms = self.playback.cleared()
+        if self.stream_sid is not None:
+            await self._send(clear_message(self.stream_sid))
+        self.clears += 1
+        reaction_ms = self._metrics.clear_sent(time.monotonic(), playing)
+        self._record(
+            "clear.sent",
+            item_id=item_id,
+            playing=playing,
+            dropped_ms=round(dropped_ms, 1),
+            barge_in_ms=reaction_ms,
+        )
+
+    def on_mark_echo(self, name: str) -> None:
+        """Twilio echoed mark ``name``: its audio played (or a ``clear`` dropped it)."""
+        played, known = self.playback.echoed(name)
+        if not known:
+            self._record("protocol.error", error=f"echo of unknown mark {name[:40]!r}")
+            return
+        if not played:
+            self._record("mark.cleared", name=name)
+            return
+        for mark in played:
+            if mark.generation == self.generation:  # not audio of a session since replaced
+                self.tracker.on_play_ms(mark.item_id, mark.content_index, mark.ms)
+            self._record("mark.played", name=mark.name, item_id=mark.item_id, ms=mark.ms)
+
+    def totals(self) -> dict[str, Any]:
+        """Outbound figures for ``call.end``."""
+        playback = self.playback
+        return {
+            "frames_out": self.frames_out,
+            "audio_out_s": round(self.frames_out * 0.02, 3),
+            "model_audio_s": round(self.model_audio_bytes / PCM16_24K_BYTES_PER_MS / 1000, 3),
+            "marks_sent": playback.marks_sent,
+            "marks_played": playback.marks_played,
+            "marks_cleared": playback.marks_cleared,
+            "played_ms": round(playback.played_ms, 1),
+            "dropped_ms": round(playback.dropped_ms, 1),
+            "clears": self.clears,
+            "interruptions": self.interruptions,
+        }

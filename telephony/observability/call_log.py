@@ -1,0 +1,94 @@
+"""Per-call event log: ``$CALL_LOG_DIR/<call id>.jsonl``, one JSON object a line.
+
+Every record has ``ts`` (UNIX seconds, float), ``call_sid`` (the Twilio CallSid or the OpenAI SIP
+call_id) and ``event``, plus the event's own fields. Lines are written and flushed as the call goes,
+so a crash loses at most the line in flight. Secrets are never passed here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["CallLog", "describe_error", "read_call_log", "safe_call_id"]
+
+_CALL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")
+
+
+def safe_call_id(call_id: str) -> str:
+    """Return ``call_id`` if it is safe as a file name (letters, digits, ``_``, ``-``; ≤ 80).
+
+    Raises:
+        ValueError: for anything else (path separators, dots, empty, too long).
+    """
+    if not _CALL_ID.match(call_id):
+        raise ValueError(f"call id {call_id[:80]!r} is not a safe file name")
+    return call_id
+
+
+class CallLog:
+    """Append-only JSONL writer for one call. Use as a context manager, or call :meth:`close`.
+    ``observer``, if given, is called with each record after it is written.
+
+    Raises:
+        ValueError: if ``call_id`` is not a safe file name (see :func:`safe_call_id`).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        call_id: str,
+        observer: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.call_id = safe_call_id(call_id)
+        self._observer = observer  # sees every record as it is written (metrics)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{call_id}.jsonl"
+        self._file: TextIO | None = self.path.open("a", encoding="utf-8")
+
+    def write(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Append one record and flush it; returns the record. A closed log ignores the call."""
+        record = {"ts": round(time.time(), 6), "call_sid": self.call_id, "event": event, **fields}
+        if self._file is not None:
+            self._file.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+            self._file.flush()
+            if self._observer is not None:
+                self._observer(record)
+        return record
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> CallLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_call_log(path: Path) -> list[dict[str, Any]]:
+    """Read a call log back as a list of records (a torn last line is skipped)."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as one line for a call-log ``error`` field: ``Type: message`` (≤ 300 chars
+    of message), or just the type when the message is empty."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

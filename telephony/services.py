@@ -1,0 +1,160 @@
+"""The services every route shares, built once per app from the settings.
+
+:class:`Services` lives on ``app.state.services`` and reaches the routes through the
+:func:`telephony.routes.deps.get_services` dependency.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+from agents.realtime import RealtimeAgent
+from openai import AsyncOpenAI
+
+from .admission import TRY_AGAIN_LATER, CallRegistry, Refused, StreamTokens
+from .agent.default import build_default_agent, load_agent
+from .agent.local import LocalRealtimeModel, load_local_stack
+from .agent.sessions import ModelFactory, SessionFactory, choose_backend
+from .bridge import MediaStreamCall, TwilioSocket
+from .config import CallFeatures, CallLimits, Settings
+from .observability.prometheus import ServiceMetrics
+from .sip import SipCalls
+from .twilio.media_stream import Start
+from .twilio.rest import TwilioCalls
+from .twilio.signatures import SignatureChecker
+
+__all__ = ["Services", "build_services"]
+
+logger = logging.getLogger("telephony.services")
+
+
+@dataclass
+class Services:
+    """What the routes work with.
+
+    Attributes:
+        settings: the configuration.
+        backend: which model answers: ``openai``, ``local`` or ``custom``.
+        sessions: builds each call's ``RealtimeSession``.
+        registry: capacity, stream tokens, calls in progress, draining.
+        checker: Twilio signature checks; None without ``TWILIO_AUTH_TOKEN``.
+        rest: Twilio REST access to live calls; None without account SID and token.
+        metrics: Prometheus metrics.
+        limits / features: what every call is allowed and does.
+        sip: the SIP path; None without ``OPENAI_WEBHOOK_SECRET``.
+    """
+
+    settings: Settings
+    backend: str
+    sessions: SessionFactory
+    registry: CallRegistry
+    checker: SignatureChecker | None
+    rest: TwilioCalls | None
+    metrics: ServiceMetrics
+    limits: CallLimits
+    features: CallFeatures
+    sip: SipCalls | None
+
+    def admit(self, start: Start) -> None:
+        """The registry's admission check at ``start``, counted when it refuses.
+
+        Raises:
+            Refused: bad stream token (1008) or at capacity (1013).
+        """
+        try:
+            self.registry.admit(start.call_sid, start.custom_parameters.get("token"))
+        except Refused as refused:
+            reason = "busy" if refused.code == TRY_AGAIN_LATER else "stream_token"
+            self.metrics.rejected.labels(reason=reason).inc()
+            raise
+
+    async def apologise(self, call_sid: str, reason: str) -> str:
+        """We end the call (model failure, shutdown, time limit): say so over the REST API.
+        Returns how, for the call log."""
+        if self.rest is None:
+            return "none (no Twilio REST credentials; stream closed)"
+        settings = self.settings
+        text = settings.apology_message if reason.startswith("model") else settings.goodbye_message
+        said = await self.rest.say_and_hang_up(call_sid, text)
+        return "twilio_rest" if said else "twilio_rest (call already ended)"
+
+    def media_call(self, socket: TwilioSocket) -> MediaStreamCall:
+        """The bridge for one accepted media socket."""
+        return MediaStreamCall(
+            socket,
+            self.sessions.open,
+            self.settings.call_log_dir,
+            self.limits,
+            admit=self.admit,
+            on_model_failure=self.apologise,
+            features=self.features,
+            twilio=self.rest,
+            observer=self.metrics.observe,
+            on_frame=self.metrics.frame,
+            backend=self.backend,
+        )
+
+
+def build_services(
+    settings: Settings,
+    *,
+    agent: RealtimeAgent | None = None,
+    model_factory: ModelFactory | None = None,
+    limits: CallLimits | None = None,
+) -> Services:
+    """Build every shared service from ``settings`` (see :func:`telephony.app.create_app`).
+
+    Raises:
+        ValueError: a bad ``AGENT``.
+        telephony.agent.local.LocalModelUnavailable: the offline model's extra is missing.
+    """
+    features = settings.call_features()
+    if agent is None:
+        agent = (
+            load_agent(settings.agent)
+            if settings.agent
+            else build_default_agent(features.transfer_targets.keys())
+        )
+    limits = limits or settings.call_limits()
+    backend = "custom" if model_factory is not None else choose_backend(settings)
+    if backend == "local":
+        stack = load_local_stack()  # raises LocalModelUnavailable with what to install
+        model_factory = functools.partial(LocalRealtimeModel, stack)
+    sessions = SessionFactory(settings, agent, model_factory)
+    secret = settings.stream_token_secret
+    registry = CallRegistry(
+        settings.max_concurrent_calls,
+        StreamTokens(secret.get_secret_value().encode() if secret else None),
+    )
+    token = settings.twilio_auth_token
+    checker = SignatureChecker(token.get_secret_value()) if token else None
+    rest = (
+        TwilioCalls(
+            settings.twilio_account_sid, token.get_secret_value(), settings.twilio_api_base_url
+        )
+        if token and settings.twilio_account_sid
+        else None
+    )
+    metrics = ServiceMetrics(active_calls=lambda: len(registry.calls))
+    sip = None
+    if settings.openai_webhook_secret:
+        key = settings.openai_api_key
+        client = AsyncOpenAI(
+            api_key=key.get_secret_value() if key else "unset",
+            base_url=settings.openai_base_url,
+            webhook_secret=settings.openai_webhook_secret.get_secret_value(),
+        )
+        sip = SipCalls(
+            client,
+            sessions,
+            features,
+            limits,
+            settings.call_log_dir,
+            registry,
+            observer=metrics.observe,
+        )
+    return Services(
+        settings, backend, sessions, registry, checker, rest, metrics, limits, features, sip
+    )

@@ -1,0 +1,7 @@
+"""``python -m telephony.simulate``: see :mod:`telephony.simulate`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,176 @@
+"""One simulated Twilio call: the signed Voice webhook, then the media stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import connect
+
+from .audio_files import speech_segments
+from .twilio_side import SimulationResult, TwilioSide
+
+__all__ = ["Answer", "answer_call", "simulate_call"]
+
+
+def _post_webhook(url: str, params: dict[str, str], auth_token: str | None) -> str:
+    body = urllib.parse.urlencode(params).encode()
+    request = urllib.request.Request(url, data=body, method="POST")
+    request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    if auth_token:
+        signature = RequestValidator(auth_token).compute_signature(url, params)
+        request.add_header("X-Twilio-Signature", signature)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read().decode()
+
+
+def _parse_twiml(twiml: str) -> tuple[str, dict[str, str]]:
+    root = ET.fromstring(twiml)
+    stream = root.find("./Connect/Stream")
+    if stream is None or "url" not in stream.attrib:
+        raise ValueError(f"TwiML has no <Connect><Stream url>: {twiml[:200]}")
+    params = {p.attrib["name"]: p.attrib.get("value", "") for p in stream.findall("Parameter")}
+    return stream.attrib["url"], params
+
+
+@dataclass
+class Answer:
+    """What the webhook answered for a new call, and how to open its media stream."""
+
+    call_sid: str
+    account_sid: str
+    twiml: str
+    stream_url: str
+    parameters: dict[str, str]
+    headers: dict[str, str]  # for the WebSocket handshake (X-Twilio-Signature when signing)
+
+
+async def answer_call(
+    base_url: str,
+    *,
+    call_sid: str | None = None,
+    from_number: str = "+15550001111",
+    to_number: str = "+15550002222",
+    auth_token: str | None = None,
+) -> Answer:
+    """Post Twilio's Voice webhook for a new inbound call, as Twilio does (signed with
+    ``auth_token``), and read the ``<Connect><Stream>`` out of the TwiML.
+
+    Raises:
+        ValueError: the TwiML has no ``<Connect><Stream url>`` (e.g. a ``<Reject>``).
+        urllib.error.HTTPError: the webhook answered an HTTP error (403 for a bad signature).
+    """
+    call_sid = call_sid or "CA" + secrets.token_hex(16)
+    account_sid = "AC" + "0" * 32
+    params = {
+        "CallSid": call_sid,
+        "AccountSid": account_sid,
+        "From": from_number,
+        "To": to_number,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+    }
+    webhook = base_url.rstrip("/") + "/incoming-call"
+    twiml = await asyncio.to_thread(_post_webhook, webhook, params, auth_token)
+    stream_url, parameters = _parse_twiml(twiml)
+    headers = {}
+    if auth_token:
+        validator = RequestValidator(auth_token)
+        headers["X-Twilio-Signature"] = validator.compute_signature(stream_url, {})
+    return Answer(call_sid, account_sid, twiml, stream_url, parameters, headers)
+
+
+async def simulate_call(
+    base_url: str,
+    audio: bytes,
+    *,
+    speed: float = 1.0,
+    tail_s: float = 1.5,
+    max_tail_s: float = 20.0,
+    from_number: str = "+15550001111",
+    to_number: str = "+15550002222",
+    auth_token: str | None = None,
+    call_sid: str | None = None,
+    hang_up: bool = True,
+    min_turns: int = 0,
+    dtmf: Sequence[tuple[float, str]] = (),
+) -> SimulationResult:
+    """Play one Twilio call against the server at ``base_url`` (``http://host:port``).
+
+    Args:
+        audio: caller audio, μ-law 8 kHz bytes.
+        speed: virtual clock rate (1.0 is real time; 4.0 streams and plays 4× faster).
+        tail_s: after the file ends, keep the line open until the agent has been silent this long.
+        max_tail_s: but never longer than this after the file ends.
+        auth_token: sign the webhook as Twilio does (X-Twilio-Signature).
+        hang_up: send ``stop`` at the end (False: just close the socket, as a dropped line does).
+        min_turns: stay on the line (within ``max_tail_s``) until this many agent replies began,
+            as a caller waits for an answer.
+        dtmf: keys to press, as ``(call time in seconds, digit)``; sent as Twilio ``dtmf``.
+
+    Returns:
+        A :class:`SimulationResult`. Raises ``ValueError`` if the TwiML has no stream.
+    """
+    answer = await answer_call(
+        base_url,
+        call_sid=call_sid,
+        from_number=from_number,
+        to_number=to_number,
+        auth_token=auth_token,
+    )
+    call_sid, account_sid, parameters = answer.call_sid, answer.account_sid, answer.parameters
+    stream_sid = "MZ" + secrets.token_hex(16)
+    result = SimulationResult(call_sid, stream_sid, answer.twiml, answer.stream_url, parameters)
+    result.caller_speech = speech_segments(audio)
+    async with connect(answer.stream_url, additional_headers=answer.headers, max_size=2**20) as ws:
+        twilio = TwilioSide(ws, result, speed)
+        await twilio.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        twilio.seq = 0  # Twilio numbers messages from `start`
+        await twilio.send(
+            {
+                "event": "start",
+                "streamSid": stream_sid,
+                "start": {
+                    "streamSid": stream_sid,
+                    "accountSid": account_sid,
+                    "callSid": call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": parameters,
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        )
+        twilio.t0 = time.monotonic()
+        receiver = asyncio.create_task(twilio.receive_loop())
+        marker = asyncio.create_task(twilio.mark_loop())
+        streamer = asyncio.create_task(twilio.stream(audio, tail_s, max_tail_s, min_turns, dtmf))
+        try:
+            done, _ = await asyncio.wait({receiver, streamer}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done:
+                result.closed_by_server = True
+            elif hang_up:
+                with contextlib.suppress(Exception):
+                    await twilio.send(
+                        {
+                            "event": "stop",
+                            "streamSid": stream_sid,
+                            "stop": {"accountSid": account_sid, "callSid": call_sid},
+                        }
+                    )
+        finally:
+            for task in (receiver, marker, streamer):
+                task.cancel()
+            await asyncio.gather(receiver, marker, streamer, return_exceptions=True)
+            result.played = twilio.played_frames()
+        await ws.close()
+        result.close_code = ws.close_code
+    return result

@@ -1,0 +1,242 @@
+"""The Twilio side of one simulated media stream: what Twilio sends, plays, echoes and clears.
+
+Plays the agent's audio out on a virtual clock, echoes ``mark``s once the audio before them has
+played, honours ``clear`` (echoing the marks it dropped at once), streams the caller's audio as
+20 ms ``media`` messages, and records everything in a :class:`SimulationResult`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..audio import FRAME_BYTES, ULAW_SILENCE
+
+__all__ = ["FRAME_S", "SimulationResult", "Turn", "TwilioSide"]
+
+FRAME_S = 0.02
+STALL_GAP_S = 0.3  # a frame within this of the previous one continues the same reply
+
+
+@dataclass
+class Turn:
+    """One agent reply as the caller experienced it (times in seconds of call time)."""
+
+    index: int
+    first_frame_at: float
+    latency_s: float | None  # first frame minus the end of the caller's last speech before it
+    frames: int = 0
+    marks_echoed: int = 0
+    cleared: bool = False
+
+    @property
+    def bytes(self) -> int:
+        return self.frames * FRAME_BYTES
+
+
+@dataclass
+class SimulationResult:
+    """Everything the simulated Twilio saw. Times are call time (seconds since ``start``)."""
+
+    call_sid: str
+    stream_sid: str
+    twiml: str
+    stream_url: str
+    parameters: dict[str, str]
+    frames_sent: int = 0
+    frames: list[tuple[float, bytes]] = field(default_factory=list)  # (received at, μ-law)
+    played: list[tuple[float, bytes]] = field(default_factory=list)  # (plays at, μ-law)
+    marks: list[tuple[str, float]] = field(default_factory=list)  # (name, received at)
+    echoes: list[tuple[str, float, bool]] = field(default_factory=list)  # (name, at, cleared)
+    clears: list[float] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    bad_frames: list[str] = field(default_factory=list)
+    closed_by_server: bool = False
+    close_code: int | None = None
+    caller_speech: list[tuple[float, float]] = field(default_factory=list)
+    agent_audio_s: float = 0.0  # reply audio received
+    stall_s: float = 0.0  # reply audio that arrived after it was due (the caller heard a gap)
+    send_lateness_s: list[float] = field(default_factory=list)  # our own pacing error per frame
+
+    @property
+    def reply_audio(self) -> bytes:
+        """All μ-law the server sent, in order (played or not)."""
+        return b"".join(f for _, f in self.frames)
+
+
+class TwilioSide:
+    """The Twilio side of one media stream, on a virtual clock ``speed`` times real time."""
+
+    def __init__(self, ws: Any, result: SimulationResult, speed: float) -> None:
+        self.ws = ws
+        self.r = result
+        self.speed = speed
+        self.t0 = time.monotonic()
+        self.play_until = 0.0  # call time at which queued agent audio finishes playing
+        self.queue: list[tuple[float, float, bytes]] = []  # (start, end, frame) not yet played
+        self.pending_marks: list[tuple[str, float]] = []  # (name, due)
+        self.mark_wakeup = asyncio.Event()
+        self.seq = 0
+        self.last_frame_at = -1.0
+        self.turn: Turn | None = None
+        self.send_lock = asyncio.Lock()
+
+    def now(self) -> float:
+        return (time.monotonic() - self.t0) * self.speed
+
+    async def sleep_until(self, call_time: float) -> None:
+        delay = (call_time - self.now()) / self.speed
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.seq += 1
+        message["sequenceNumber"] = str(self.seq)
+        async with self.send_lock:
+            await self.ws.send(json.dumps(message))
+
+    def playing(self) -> bool:
+        return self.play_until > self.now()
+
+    # --- inbound from the server
+    async def receive_loop(self) -> None:
+        async for raw in self.ws:
+            now = self.now()
+            try:
+                msg = json.loads(raw)
+                event = msg["event"]
+                if msg.get("streamSid") != self.r.stream_sid:
+                    raise ValueError(f"wrong streamSid {msg.get('streamSid')!r}")
+                if event == "media":
+                    self.on_media(now, base64.b64decode(msg["media"]["payload"], validate=True))
+                elif event == "mark":
+                    self.on_mark(now, str(msg["mark"]["name"]))
+                elif event == "clear":
+                    await self.on_clear(now)
+                else:
+                    raise ValueError(f"unexpected event {event!r}")
+            except (ValueError, KeyError, TypeError) as exc:
+                self.r.bad_frames.append(f"{exc}: {str(raw)[:120]}")
+
+    def on_media(self, now: float, frame: bytes) -> None:
+        last_frame_at = self.r.frames[-1][0] if self.r.frames else None
+        self.r.frames.append((now, frame))
+        self.r.agent_audio_s += len(frame) / 8000
+        if (
+            self.turn is not None
+            and not self.playing()
+            and last_frame_at is not None
+            and (now - last_frame_at < STALL_GAP_S)
+        ):
+            # the reply goes on, but its next frame came after the previous one finished playing
+            self.r.stall_s += now - self.play_until
+        elif self.turn is None or not self.playing():
+            self.turn = Turn(len(self.r.turns), now, _latency(now, self.r.caller_speech))
+            self.r.turns.append(self.turn)
+        self.turn.frames += 1
+        start = max(now, self.play_until)
+        self.play_until = start + len(frame) / 8000
+        self.queue.append((start, self.play_until, frame))
+
+    def on_mark(self, now: float, name: str) -> None:
+        self.r.marks.append((name, now))
+        self.pending_marks.append((name, max(now, self.play_until)))
+        self.mark_wakeup.set()
+
+    async def on_clear(self, now: float) -> None:
+        self.r.clears.append(now)
+        if self.turn is not None and self.playing():  # a clear after the reply ended cuts nothing
+            self.turn.cleared = True
+        self.turn = None
+        self.queue = [q for q in self.queue if q[0] < now]  # frames that began playing stay
+        self.play_until = min(self.play_until, now)
+        marks, self.pending_marks = self.pending_marks, []
+        for name, _ in marks:  # Twilio echoes the marks a clear dropped, at once
+            self.r.echoes.append((name, now, True))
+            await self.send(
+                {"event": "mark", "streamSid": self.r.stream_sid, "mark": {"name": name}}
+            )
+
+    async def mark_loop(self) -> None:
+        while True:
+            if not self.pending_marks:
+                self.mark_wakeup.clear()
+                await self.mark_wakeup.wait()
+                continue
+            name, due = self.pending_marks[0]
+            await self.sleep_until(due)
+            if not self.pending_marks or self.pending_marks[0][0] != name:
+                continue  # a clear took it meanwhile
+            self.pending_marks.pop(0)
+            self.r.echoes.append((name, self.now(), False))
+            if self.turn is not None:
+                self.turn.marks_echoed += 1
+            await self.send(
+                {"event": "mark", "streamSid": self.r.stream_sid, "mark": {"name": name}}
+            )
+
+    # --- outbound caller audio
+    async def stream(
+        self,
+        audio: bytes,
+        tail_s: float,
+        max_tail_s: float,
+        min_turns: int = 0,
+        dtmf: Sequence[tuple[float, str]] = (),
+    ) -> None:
+        keys = sorted(dtmf)
+        chunk = 0
+        frames = [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
+        silence = bytes([ULAW_SILENCE]) * FRAME_BYTES
+        end_of_file = len(frames) * FRAME_S
+        while True:
+            at = chunk * FRAME_S
+            if chunk < len(frames):
+                frame = frames[chunk].ljust(FRAME_BYTES, bytes([ULAW_SILENCE]))
+            else:
+                idle_since = max(
+                    end_of_file, self.play_until, self.r.frames[-1][0] if self.r.frames else 0
+                )
+                waiting = len(self.r.turns) < min_turns
+                if (at >= idle_since + tail_s and not waiting) or at >= end_of_file + max_tail_s:
+                    return
+                frame = silence
+            await self.sleep_until(at + FRAME_S)  # a frame leaves once its 20 ms were captured
+            while keys and keys[0][0] <= at:
+                _, digit = keys.pop(0)
+                await self.send(
+                    {
+                        "event": "dtmf",
+                        "streamSid": self.r.stream_sid,
+                        "dtmf": {"track": "inbound_track", "digit": digit},
+                    }
+                )
+            await self.send(
+                {
+                    "event": "media",
+                    "streamSid": self.r.stream_sid,
+                    "media": {
+                        "track": "inbound",
+                        "chunk": str(chunk + 1),
+                        "timestamp": str(int(at * 1000)),
+                        "payload": base64.b64encode(frame).decode("ascii"),
+                    },
+                }
+            )
+            self.r.frames_sent += 1
+            self.r.send_lateness_s.append(max(0.0, self.now() - (at + FRAME_S)) / self.speed)
+            chunk += 1
+
+    def played_frames(self) -> list[tuple[float, bytes]]:
+        now = self.now()
+        return [(s, f) for s, e, f in self.queue if s < now]
+
+
+def _latency(at: float, speech: list[tuple[float, float]]) -> float | None:
+    ends = [end for _, end in speech if end <= at]
+    return round(at - ends[-1], 3) if ends else None

@@ -1,0 +1,347 @@
+"""One connection of the loopback Realtime server: the session's events, its energy VAD (in
+audio time) and its responses. See :mod:`.realtime_server`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection
+
+if TYPE_CHECKING:
+    from .realtime_server import LoopbackRealtimeServer
+
+__all__ = ["BYTES_PER_MS", "RATE", "LoopbackSession", "RealtimeConnection", "tone"]
+
+RATE = 24000
+BYTES_PER_MS = 48
+
+
+def tone(freq_hz: float, ms: float, amplitude: float = 8000.0, fade_ms: float = 5.0) -> bytes:
+    """A sine tone as pcm16 24 kHz little-endian mono, with short linear fades (no clicks)."""
+    n = int(RATE * ms / 1000)
+    t = np.arange(n) / RATE
+    y = amplitude * np.sin(2 * np.pi * freq_hz * t)
+    fade = min(int(RATE * fade_ms / 1000), n // 2)
+    if fade:
+        ramp = np.linspace(0.0, 1.0, fade)
+        y[:fade] *= ramp
+        y[n - fade :] *= ramp[::-1]
+    return np.rint(y).astype("<i2").tobytes()
+
+
+@dataclass
+class RealtimeConnection:
+    """What one client did on one connection (for assertions)."""
+
+    path: str
+    headers: dict[str, str]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    audio: bytearray = field(default_factory=bytearray)
+    truncations: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)
+    speech_started_ms: list[int] = field(default_factory=list)
+    speech_stopped_ms: list[int] = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    drop_code: int | None = None  # close with this code after drop_after_ms of audio
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tool_outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def audio_ms(self) -> float:
+        return len(self.audio) / BYTES_PER_MS
+
+    def received(self, event_type: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("type") == event_type]
+
+
+class LoopbackSession:
+    """One connection's Realtime session: events in, VAD, responses out."""
+
+    def __init__(
+        self, server: LoopbackRealtimeServer, ws: ServerConnection, conn: RealtimeConnection, n: int
+    ):
+        self.n = n  # ids are unique across connections: item_<n>_<k>
+        self.s = server
+        self.ws = ws
+        self.conn = conn
+        self.ids = itertools.count(1)
+        self.turn = 0
+        self.response_task: asyncio.Task[None] | None = None
+        self.closing: asyncio.Task[None] | None = None
+        self.session: dict[str, Any] = {
+            "type": "realtime",
+            "object": "realtime.session",
+            "id": "sess_loopback",
+            "model": "loopback",
+            "output_modalities": ["audio"],
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": RATE},
+                    "turn_detection": {"type": "server_vad", "interrupt_response": True},
+                },
+                "output": {"format": {"type": "audio/pcm", "rate": RATE}, "voice": "marin"},
+            },
+        }
+        # VAD state, in samples of received audio
+        self.vad_pos = 0
+        self.speaking = False
+        self.run_ms = 0  # consecutive speech (or silence while speaking) in ms
+        self.speech_item: str | None = None
+        self.pending = bytearray()
+
+    def nid(self, prefix: str) -> str:
+        return f"{prefix}_{self.n}_{next(self.ids)}"
+
+    async def send(self, event: dict[str, Any]) -> None:
+        event.setdefault("event_id", self.nid("event"))
+        await self.ws.send(json.dumps(event))
+
+    async def run(self) -> None:
+        await self.send({"type": "session.created", "session": self.session})
+        try:
+            async for message in self.ws:
+                event = json.loads(message)
+                await self.on_client_event(event)
+        except Exception:
+            pass
+        finally:
+            if self.response_task is not None:
+                self.response_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self.response_task
+
+    async def on_client_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "input_audio_buffer.append":
+            chunk = base64.b64decode(event.get("audio", ""))
+            self.conn.audio += chunk
+            if self.conn.drop_code is not None and self.conn.audio_ms >= self.s.drop_after_ms:
+                code, self.conn.drop_code = self.conn.drop_code, None
+                # close from another task: this loop must keep reading, or the client's close
+                # frame waits behind queued audio until the close timeout
+                self.closing = asyncio.create_task(self.ws.close(code, "loopback drop rule"))
+                return
+            await self.vad(chunk)
+            return
+        self.conn.events.append(event)
+        if kind == "session.update":
+            session = dict(event.get("session") or {})
+            session["type"] = "realtime"
+            self.session.update(session)
+            await self.send({"type": "session.updated", "session": self.session})
+        elif kind == "conversation.item.truncate":
+            self.conn.truncations.append(event)
+            await self.send(
+                {
+                    "type": "conversation.item.truncated",
+                    "item_id": event.get("item_id", ""),
+                    "content_index": event.get("content_index", 0),
+                    "audio_end_ms": event.get("audio_end_ms", 0),
+                }
+            )
+        elif kind == "response.create":
+            self.start_response()
+        elif kind == "response.cancel":
+            await self.cancel_response()
+        elif kind == "conversation.item.create":
+            item = dict(event.get("item") or {})
+            if item.get("type") == "function_call_output":
+                self.conn.tool_outputs.append(item)
+                item.setdefault("id", self.nid("item"))
+                await self.send({"type": "conversation.item.added", "item": item})
+                return
+            item.setdefault("id", self.nid("item"))
+            item.setdefault("status", "completed")
+            await self.send({"type": "conversation.item.added", "item": item})
+
+    async def vad(self, chunk: bytes) -> None:
+        self.pending += chunk
+        frame = 20 * BYTES_PER_MS
+        while len(self.pending) >= frame:
+            block = np.frombuffer(bytes(self.pending[:frame]), dtype="<i2").astype(np.float64)
+            del self.pending[:frame]
+            self.vad_pos += len(block)
+            now_ms = self.vad_pos * 1000 // RATE
+            loud = math.sqrt(float(np.mean(block**2))) > self.s.speech_threshold
+            if not self.speaking:
+                self.run_ms = self.run_ms + 20 if loud else 0
+                if self.run_ms >= self.s.speech_start_ms:
+                    self.speaking = True
+                    self.run_ms = 0
+                    await self.speech_started(now_ms - self.s.speech_start_ms)
+            else:
+                self.run_ms = 0 if loud else self.run_ms + 20
+                if self.run_ms >= self.s.silence_ms:
+                    self.speaking = False
+                    self.run_ms = 0
+                    await self.speech_stopped(now_ms - self.s.silence_ms)
+
+    async def speech_started(self, at_ms: int) -> None:
+        self.speech_item = self.nid("item")
+        self.conn.speech_started_ms.append(at_ms)
+        await self.send(
+            {
+                "type": "input_audio_buffer.speech_started",
+                "audio_start_ms": at_ms,
+                "item_id": self.speech_item,
+            }
+        )
+        await self.cancel_response()  # interrupt_response: barge-in cancels the reply
+
+    async def speech_stopped(self, at_ms: int) -> None:
+        item_id = self.speech_item or self.nid("item")
+        self.conn.speech_stopped_ms.append(at_ms)
+        await self.send(
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": at_ms, "item_id": item_id}
+        )
+        await self.send({"type": "input_audio_buffer.committed", "item_id": item_id})
+        await self.send(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": self.s.transcript(self.turn),
+                "usage": {"type": "duration", "seconds": 1.0},
+            }
+        )
+        self.start_response()
+
+    def start_response(self) -> None:
+        if self.response_task is not None and not self.response_task.done():
+            return
+        turn = self.turn
+        self.turn += 1
+        self.response_task = asyncio.create_task(self.respond(turn))
+
+    async def cancel_response(self) -> None:
+        task = self.response_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def function_call(self, response_id: str, name: str, arguments: dict[str, Any]) -> None:
+        item = {
+            "id": self.nid("item"),
+            "type": "function_call",
+            "call_id": self.nid("call"),
+            "name": name,
+            "arguments": json.dumps(arguments),
+            "status": "in_progress",
+        }
+        self.conn.tool_calls.append(item)
+        base = {"response_id": response_id, "output_index": 1}
+        await self.send({**base, "type": "response.output_item.added", "item": item})
+        await self.send(
+            {**base, "type": "response.output_item.done", "item": {**item, "status": "completed"}}
+        )
+
+    async def respond(self, turn: int) -> None:
+        response_id = self.nid("resp")
+        item_id = self.nid("item")
+        text = self.s.reply_text(turn)
+        record: dict[str, Any] = {"response_id": response_id, "item_id": item_id, "audio_ms": 0.0}
+        self.conn.responses.append(record)
+        base = {"response_id": response_id, "item_id": item_id, "output_index": 0}
+        status = "completed"
+        await self.send(
+            {
+                "type": "response.created",
+                "response": {
+                    "id": response_id,
+                    "object": "realtime.response",
+                    "status": "in_progress",
+                    "output": [],
+                },
+            }
+        )
+        try:
+            await self.send(
+                {
+                    "type": "response.output_item.added",
+                    "response_id": response_id,
+                    "output_index": 0,
+                    "item": {
+                        "id": item_id,
+                        "type": "message",
+                        "role": "assistant",
+                        "status": "in_progress",
+                        "content": [],
+                    },
+                }
+            )
+            call = self.s.tool_call(turn)
+            if call is not None:
+                await self.function_call(response_id, *call)
+            if self.s.first_delta_delay_s:
+                await asyncio.sleep(self.s.first_delta_delay_s)
+            audio = self.s.reply(turn)
+            step = self.s.chunk_ms * BYTES_PER_MS
+            for i in range(0, len(audio), step):
+                chunk = audio[i : i + step]
+                await self.send(
+                    {
+                        **base,
+                        "type": "response.output_audio.delta",
+                        "content_index": 0,
+                        "delta": base64.b64encode(chunk).decode("ascii"),
+                    }
+                )
+                record["audio_ms"] += len(chunk) / BYTES_PER_MS
+                if i == 0:
+                    await self.send(
+                        {
+                            **base,
+                            "type": "response.output_audio_transcript.delta",
+                            "content_index": 0,
+                            "delta": text,
+                        }
+                    )
+                await asyncio.sleep(self.s.delta_interval_s)
+            await self.send({**base, "type": "response.output_audio.done", "content_index": 0})
+            await self.send(
+                {
+                    **base,
+                    "type": "response.output_audio_transcript.done",
+                    "content_index": 0,
+                    "transcript": text,
+                }
+            )
+        except asyncio.CancelledError:
+            status = "cancelled"
+        record["status"] = status
+        item = {
+            "id": item_id,
+            "type": "message",
+            "role": "assistant",
+            "status": "completed" if status == "completed" else "incomplete",
+            "content": [{"type": "output_audio", "transcript": text}],
+        }
+        with contextlib.suppress(Exception):
+            await self.send(
+                {
+                    "type": "response.output_item.done",
+                    "response_id": response_id,
+                    "output_index": 0,
+                    "item": item,
+                }
+            )
+            await self.send(
+                {
+                    "type": "response.done",
+                    "response": {
+                        "id": response_id,
+                        "object": "realtime.response",
+                        "status": status,
+                        "output": [item],
+                    },
+                }
+            )

@@ -1,0 +1,86 @@
+"""TwiML answers for Twilio's Voice webhook, built with the twilio package's ``VoiceResponse``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
+
+__all__ = [
+    "MEDIA_STREAM_PATH",
+    "connect_stream",
+    "dial_twiml",
+    "media_stream_url",
+    "reject",
+    "say_and_hang_up_twiml",
+]
+
+MEDIA_STREAM_PATH = "/media-stream"
+
+
+def media_stream_url(public_url: str | None, host: str, scheme: str) -> str:
+    """The ``<Stream url>`` for our media socket: ``wss://<public host>/media-stream``.
+
+    Args:
+        public_url: configured public base URL (``https://abc.ngrok.app``), or ``None``.
+        host: the host Twilio reached (``X-Forwarded-Host`` or ``Host``), used without public_url.
+        scheme: ``https``/``http`` as seen by the client (``X-Forwarded-Proto`` or the request's).
+
+    Returns:
+        A ``wss://`` URL (``ws://`` only when the request itself came over plain http, as from the
+        local simulator), with no query string: Twilio rejects one (errors 31920/31922).
+    """
+    if public_url:
+        parts = urlsplit(public_url)
+        scheme, host = parts.scheme, parts.netloc
+        base_path = parts.path.rstrip("/")
+    else:
+        base_path = ""
+    ws_scheme = "ws" if scheme == "http" else "wss"
+    return f"{ws_scheme}://{host}{base_path}{MEDIA_STREAM_PATH}"
+
+
+def connect_stream(stream_url: str, parameters: Mapping[str, str]) -> str:
+    """TwiML ``<Connect><Stream url=…>`` with each parameter as a nested ``<Parameter>``.
+
+    The parameters arrive back in the Media Streams ``start`` message as ``customParameters``.
+    Returns the XML document as text.
+    """
+    response = VoiceResponse()
+    connect = Connect()
+    stream = connect.stream(url=stream_url)
+    for name, value in parameters.items():
+        stream.parameter(name=name, value=value)
+    response.append(connect)
+    return str(response)
+
+
+def reject(reason: str = "busy") -> str:
+    """TwiML ``<Reject reason=…/>``: Twilio plays a busy signal (or a rejection); no call is set up.
+
+    ``reason`` is ``busy`` or ``rejected``.
+    """
+    response = VoiceResponse()
+    response.reject(reason=reason)
+    return str(response)
+
+
+def dial_twiml(destination: str) -> str:
+    """TwiML ``<Dial>`` to an E.164 number or a ``sip:`` URI (a transfer of the live call)."""
+    response = VoiceResponse()
+    dial = Dial()
+    if destination.startswith("sip:"):
+        dial.sip(destination)
+    else:
+        dial.number(destination)
+    response.append(dial)
+    return str(response)
+
+
+def say_and_hang_up_twiml(text: str) -> str:
+    """TwiML ``<Say>text</Say><Hangup/>``."""
+    response = VoiceResponse()
+    response.say(text)
+    response.hangup()
+    return str(response)

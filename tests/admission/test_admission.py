@@ -1,0 +1,108 @@
+"""Admission: stream tokens bind a stream to its call, capacity answers busy, slots are freed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+from helpers import (
+    AUTH_TOKEN,
+    fixture_audio,
+    run_server,
+    start_message,
+)
+from websockets.asyncio.client import connect
+
+from telephony.admission import StreamTokens, TokenError
+from telephony.app import create_app
+from telephony.config import Settings
+from telephony.observability.call_log import read_call_log
+from telephony.simulate import answer_call
+from telephony.testing import LoopbackRealtimeServer, tone
+
+
+@pytest.mark.parametrize("problem", ["missing", "tampered", "other call", "expired", "reused"])
+async def test_stream_tokens_bind_the_stream_to_its_call(live_server, problem: str) -> None:
+    async with live_server(reply=lambda _: tone(600, 100)) as srv:
+        answer = await srv.answer()
+        parameters = dict(answer.parameters)
+        call_sid = answer.call_sid
+        if problem == "missing":
+            parameters.pop("token")
+        elif problem == "tampered":
+            parameters["token"] = parameters["token"][:-4] + "AAAA"
+        elif problem == "other call":
+            call_sid = (await srv.answer()).call_sid  # a real call, but not this token's
+        elif problem == "expired":
+            tokens = srv.app.state.services.registry.tokens
+            parameters["token"] = tokens.issue(call_sid, now=1_000_000.0)
+        elif problem == "reused":
+            await srv.call(fixture_audio("goforward.ulaw")[:8000], speed=8, tail_s=0.1)
+            first = srv.model.connections[0]
+            assert first.audio, "a normal call went through first"
+            # replay the very same handshake and token as an earlier, finished call
+            reuse = await srv.answer()
+            async with connect(reuse.stream_url, additional_headers=reuse.headers) as ws:
+                await ws.send(start_message(reuse.call_sid, reuse.parameters))
+                await ws.send(json.dumps({"event": "stop", "streamSid": "MZ" + "1" * 32}))
+                await asyncio.wait_for(ws.wait_closed(), 5)
+            call_sid, parameters = reuse.call_sid, reuse.parameters
+        connections_before = len(srv.model.connections)
+        async with connect(answer.stream_url, additional_headers=answer.headers) as ws:
+            await ws.send(start_message(call_sid, parameters))
+            await asyncio.wait_for(ws.wait_closed(), 5)
+        assert ws.close_code == 1008
+        assert len(srv.model.connections) == connections_before  # no session, no cost
+
+
+def test_stream_token_unit_rules() -> None:
+    tokens = StreamTokens(b"k" * 32, ttl_s=60)
+    token = tokens.issue("CA1", now=1000.0)
+    with pytest.raises(TokenError, match="match"):
+        tokens.redeem("CA2", token, now=1001.0)
+    with pytest.raises(TokenError, match="expired"):
+        tokens.redeem("CA1", token, now=2000.0)
+    tokens.redeem("CA1", token, now=1001.0)
+    with pytest.raises(TokenError, match="already used"):
+        tokens.redeem("CA1", token, now=1002.0)
+    with pytest.raises(TokenError, match="malformed"):
+        tokens.redeem("CA1", "a.b", now=1001.0)
+    # another server secret: the token does not verify
+    with pytest.raises(TokenError, match="match"):
+        StreamTokens(b"z" * 32).redeem("CA1", tokens.issue("CA1"))
+
+
+async def test_calls_beyond_capacity_get_busy(settings: Settings) -> None:
+    async with LoopbackRealtimeServer(reply=lambda _: tone(600, 100)) as model:
+        app = create_app(
+            settings.model_copy(
+                update={"openai_realtime_url": model.url, "max_concurrent_calls": 1}
+            )
+        )
+        async with run_server(app) as base_url:
+            first = await answer_call(base_url, auth_token=AUTH_TOKEN)
+            with pytest.raises(ValueError, match="no <Connect><Stream"):
+                await answer_call(base_url, auth_token=AUTH_TOKEN, call_sid="CA" + "9" * 32)
+            busy_log = read_call_log(settings.call_log_dir / f"CA{'9' * 32}.jsonl")
+            assert busy_log[-1]["event"] == "call.rejected" and busy_log[-1]["twiml"] == "busy"
+            assert not model.connections
+            # the first call's slot frees when it ends; then new calls are answered again
+            async with connect(first.stream_url, additional_headers=first.headers) as ws:
+                await ws.send(start_message(first.call_sid, first.parameters))
+                await ws.send(json.dumps({"event": "stop", "streamSid": "MZ" + "1" * 32}))
+                await asyncio.wait_for(ws.wait_closed(), 5)
+            for _ in range(100):
+                if not app.state.services.registry.calls:
+                    break
+                await asyncio.sleep(0.02)
+            again = await answer_call(base_url, auth_token=AUTH_TOKEN)
+            assert again.parameters["token"]
+
+
+def test_busy_twiml_is_a_reject() -> None:
+    from telephony.twilio.twiml import reject
+
+    root = ET.fromstring(reject("busy"))
+    assert root.find("Reject") is not None and root.find("Reject").attrib["reason"] == "busy"

@@ -1,0 +1,104 @@
+"""The embedded offline voice model: no OpenAI key, real speech through the real path."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+from helpers import (
+    AUTH_TOKEN,
+    SILENCE,
+    ended_log,
+    fixture_audio,
+    run_server,
+    with_settings,
+)
+
+from telephony.app import create_app
+from telephony.audio import ulaw_decode
+from telephony.config import Settings
+from telephony.simulate import simulate_call
+
+local_model = pytest.importorskip("telephony.agent.local")
+
+
+@pytest.fixture
+def offline(settings: Settings) -> Settings:
+    # no key: "auto" picks the offline model
+    return with_settings(settings, openai_api_key=None, openai_realtime_url=None, greeting="Hi.")
+
+
+def heard_text(result) -> str:
+    """What the caller heard, transcribed by the same STT."""
+    audio = np.frombuffer(ulaw_decode(b"".join(f for _, f in result.played)), "<i2")
+    return local_model.load_local_stack().transcribe(audio.astype(np.float32) / 32768)
+
+
+async def test_offline_call_hears_the_caller_and_reads_it_back(offline, caplog) -> None:
+    caller = SILENCE * 8000 + fixture_audio("goforward.ulaw") + SILENCE * 32000
+    with caplog.at_level(logging.WARNING):
+        app = create_app(offline)
+        async with run_server(app) as url:
+            result = await simulate_call(
+                url, caller, speed=2, tail_s=1.0, auth_token=AUTH_TOKEN, min_turns=2
+            )
+            log = await ended_log(offline.call_log_dir, result.call_sid)
+    assert "EMBEDDED OFFLINE MODEL" in caplog.text
+    assert next(r for r in log if r["event"] == "model.connecting")["backend"] == "local"
+    caller_said = " ".join(r["text"] for r in log if r["event"] == "transcript.caller").lower()
+    assert "forward" in caller_said and "meters" in caller_said
+    heard = heard_text(result).lower()
+    # the read-back as the caller heard it (Whisper on Piper through G.711 hears "go for ...")
+    assert "you said" in heard and "meters" in heard
+    assert log[-1]["reason"] == "caller_hangup" and log[-1]["model_errors"] == 0
+
+
+async def test_offline_barge_in_cuts_the_reply(offline) -> None:
+    # the reply ("You said: go forward ten meters.", about 2.3 s) starts about 1.3 s after the
+    # caller stops; the caller talks again 2.7 s after stopping: over the reply, 1 s or more in
+    caller = fixture_audio("goforward.ulaw") + SILENCE * 14400 + fixture_audio("numbers.ulaw")
+    app = create_app(offline.model_copy(update={"greeting": ""}))
+    async with run_server(app) as url:
+        result = await simulate_call(
+            url, caller + SILENCE * 24000, speed=1, tail_s=1.0, auth_token=AUTH_TOKEN, min_turns=2
+        )
+        log = await ended_log(offline.call_log_dir, result.call_sid)
+    barge_ins = [r for r in log if r["event"] == "clear.sent" and r["playing"]]
+    assert barge_ins and barge_ins[0]["dropped_ms"] > 0  # a clear, while the reply played
+    cut = result.turns[0]
+    assert cut.cleared
+    reply = next(r for r in log if r["event"] == "transcript.agent")
+    reply_ms = (
+        sum(
+            r["bytes"]
+            for r in log
+            if r["event"] == "model.audio" and r["item_id"] == reply["item_id"]
+        )
+        / 48
+    )
+    heard_ms = sum(20 for at, _ in result.played if cut.first_frame_at <= at < result.clears[-1])
+    assert 1000 < heard_ms < reply_ms - 200  # over a second of it played, then it was cut
+
+
+async def test_offline_goodbye_ends_the_call_through_the_tool(offline) -> None:
+    caller = SILENCE * 4000 + fixture_audio("goodbye.ulaw") + SILENCE * 80000
+    app = create_app(offline)
+    async with run_server(app) as url:
+        result = await simulate_call(url, caller, speed=2, tail_s=5, auth_token=AUTH_TOKEN)
+        log = await ended_log(offline.call_log_dir, result.call_sid)
+    kinds = [r["event"] for r in log]
+    assert (
+        "tool.start" in kinds
+        and next(r for r in log if r["event"] == "tool.start")["tool"] == "end_call"
+    )
+    assert "call.hangup" in kinds and log[-1]["reason"] == "agent_hangup"
+    assert result.closed_by_server
+    assert "goodbye" in heard_text(result).lower()  # it said goodbye before hanging up
+
+
+def test_missing_extra_is_one_clear_line(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "faster_whisper", None)  # as if not installed
+    with pytest.raises(local_model.LocalModelUnavailable, match=r"pip install -e '\.\[local\]'"):
+        local_model.LocalStack()

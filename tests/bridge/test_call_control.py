@@ -1,0 +1,165 @@
+"""Greeting, DTMF, end_call, transfer_call, outbound dial, handoffs: against the loopback model
+and a loopback stand-in for Twilio's REST API (the twilio client pointed at it)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from agents.realtime import RealtimeAgent
+from helpers import (
+    SILENCE,
+    events,
+    final_log,
+    fixture_audio,
+    twilio_api,
+)
+
+from telephony.testing import tone
+
+
+def end_call_script(turn: int) -> tuple[str, dict[str, Any]] | None:
+    return ("end_call", {"reason": "caller is done"}) if turn == 0 else None
+
+
+def transfer_script(destination: str) -> Any:
+    def script(turn: int) -> tuple[str, dict[str, Any]] | None:
+        return ("transfer_call", {"destination": destination}) if turn == 0 else None
+
+    return script
+
+
+async def test_greeting_comes_before_any_caller_audio(live_server) -> None:
+    caller = SILENCE * 16000 + fixture_audio("goforward.ulaw")  # 2 s of silence first
+    overrides = {"greeting": "Welcome to the test line."}
+    async with live_server(overrides=overrides, reply=lambda _: tone(600, 400)) as srv:
+        result = await srv.call(caller, speed=4, tail_s=0.5, min_turns=2)
+        log = await final_log(srv, result.call_sid)
+    greeting = result.turns[0]
+    assert greeting.first_frame_at < 2.0  # while the caller was still silent
+    assert result.caller_speech[0][0] > greeting.first_frame_at
+    request = srv.model.connections[0].received("response.create")[0]
+    assert "Welcome to the test line." in request["response"]["instructions"]
+    first_out = events(log, "audio.first_out")[0]
+    assert first_out["ms_after_start"] < 500  # start -> first greeting frame, loopback model
+    assert events(log, "greeting.requested")[0]["text"] == "Welcome to the test line."
+    assert len(result.turns) == 2  # then the caller spoke and got the normal reply
+
+
+async def test_no_greeting_when_empty(live_server) -> None:
+    async with live_server(overrides={"greeting": ""}) as srv:
+        result = await srv.call(SILENCE * 8000, speed=8, tail_s=0.3)
+    assert not result.turns and not srv.model.connections[0].received("response.create")
+
+
+async def test_dtmf_reaches_the_agent_as_text(live_server) -> None:
+    keys = [(0.5, "1"), (0.6, "2"), (0.7, "3"), (0.8, "#"), (1.5, "4"), (1.6, "2")]
+    async with live_server(overrides={"dtmf_timeout": 0.3}) as srv:
+        result = await srv.call(SILENCE * 24000, speed=2, tail_s=0.3, dtmf=keys)
+        log = await final_log(srv, result.call_sid)
+    conn = srv.model.connections[0]
+    texts = [
+        e["item"]["content"][0]["text"]
+        for e in conn.received("conversation.item.create")
+        if e["item"].get("role") == "user"
+    ]
+    assert texts == [
+        "The caller pressed these keys on the phone keypad: 1 2 3 #",  # sent at '#'
+        "The caller pressed these keys on the phone keypad: 4 2",  # sent after the timeout
+    ]
+    assert len(conn.received("response.create")) == 2  # each asks the agent to answer
+    assert [r["digit"] for r in events(log, "dtmf")] == ["1", "2", "3", "#", "4", "2"]
+    assert [r["digits"] for r in events(log, "dtmf.sent")] == ["123#", "42"]
+
+
+@pytest.mark.parametrize("already_gone", [False, True])
+async def test_end_call_waits_for_the_goodbye_then_hangs_up(live_server, already_gone) -> None:
+    # turn 0: a short reply and the end_call tool call; turn 1 (after the tool output): goodbye
+    replies = {0: tone(500, 200), 1: tone(700, 1200)}
+    async with twilio_api() as (twilio, overrides):
+        async with live_server(
+            overrides=overrides,
+            reply=lambda turn: replies.get(turn, b""),
+            tool_call=end_call_script,
+        ) as srv:
+            call_sid = "CA" + "5" * 32
+            if already_gone:
+                twilio.gone.add(call_sid)
+            result = await srv.call(
+                fixture_audio("goforward.ulaw"), speed=4, tail_s=10, call_sid=call_sid
+            )
+            log = await final_log(srv, result.call_sid)
+    conn = srv.model.connections[0]
+    assert conn.tool_outputs and "goodbye" in conn.tool_outputs[0]["output"]
+    (request,) = [r for r in twilio.requests if r.form.get("Status") == "completed"]
+    assert request.path.endswith(f"/Calls/{call_sid}.json")
+    kinds = [r["event"] for r in log]
+    goodbye_item = conn.responses[1]["item_id"]
+    last_goodbye_mark = max(
+        i for i, r in enumerate(log) if r["event"] == "mark.played" and r["item_id"] == goodbye_item
+    )
+    # the whole goodbye played (every mark of it echoed) before the REST hang-up
+    assert kinds.index("call.hangup") > last_goodbye_mark
+    goodbye_ms = sum(r["ms"] for r in events(log, "mark.played") if r["item_id"] == goodbye_item)
+    assert goodbye_ms >= 1200
+    hangup = events(log, "call.hangup")[0]
+    assert hangup["via"] == ("twilio_rest (call already ended)" if already_gone else "twilio_rest")
+    assert log[-1]["reason"] == "agent_hangup" and result.closed_by_server
+
+
+async def test_transfer_call_dials_an_allowed_destination(live_server) -> None:
+    async with twilio_api() as (twilio, overrides):
+        overrides["transfer_targets"] = "sales=+15551230000,support=sip:help@example.com"
+        async with live_server(
+            overrides=overrides, reply=lambda _: tone(600, 300), tool_call=transfer_script("sales")
+        ) as srv:
+            result = await srv.call(fixture_audio("goforward.ulaw"), speed=4, tail_s=10)
+            log = await final_log(srv, result.call_sid)
+    (request,) = twilio.requests
+    assert "<Dial><Number>+15551230000</Number></Dial>" in request.form["Twiml"]
+    transfer = events(log, "call.transfer")[0]
+    assert transfer["destination"] == "sales" and transfer["target"] == "+15551230000"
+    assert log[-1]["reason"] == "transferred" and result.closed_by_server
+
+
+@pytest.mark.parametrize("destination", ["+15559999999", "sip:attacker@example.com", "billing"])
+async def test_transfer_call_refuses_anything_not_allowed(live_server, destination) -> None:
+    async with twilio_api() as (twilio, overrides):
+        overrides["transfer_targets"] = "sales=+15551230000"
+        async with live_server(
+            overrides=overrides,
+            reply=lambda _: tone(600, 300),
+            tool_call=transfer_script(destination),
+        ) as srv:
+            result = await srv.call(fixture_audio("goforward.ulaw"), speed=4, tail_s=0.5)
+            log = await final_log(srv, result.call_sid)
+    assert not twilio.requests  # nothing was dialled
+    assert events(log, "transfer.refused")[0]["destination"] == destination
+    output = srv.model.connections[0].tool_outputs[0]["output"]
+    assert "Cannot transfer" in output and "sales" in output
+    assert log[-1]["reason"] == "caller_hangup"
+
+
+async def test_handoff_keeps_the_phone_audio_formats(live_server) -> None:
+    billing = RealtimeAgent(name="Billing", instructions="You handle billing questions.")
+    front = RealtimeAgent(name="Front desk", instructions="Route callers.", handoffs=[billing])
+
+    def handoff(turn: int) -> tuple[str, dict[str, Any]] | None:
+        return ("transfer_to_billing", {}) if turn == 0 else None
+
+    async with live_server(agent=front, reply=lambda _: tone(600, 300), tool_call=handoff) as srv:
+        result = await srv.call(fixture_audio("goforward.ulaw"), speed=4, tail_s=0.5)
+        log = await final_log(srv, result.call_sid)
+    updates = [e["session"] for e in srv.model.connections[0].received("session.update")]
+    handoff_updates = [u for u in updates if "billing" in json.dumps(u.get("instructions", ""))]
+    assert handoff_updates, "the handoff updated the session"
+    for update in updates:
+        if "audio" in update:
+            assert update["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+            assert update["audio"]["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert "audio" in handoff_updates[-1]
+    assert events(log, "handoff")[0]["to_agent"] == "Billing"
+    # the new agent answered, and its audio still arrives as clean 160-byte frames
+    assert len(events(log, "response.started")) == 2
+    assert len(result.frames) == 2 * 16 and all(len(f) == 160 for _, f in result.frames)

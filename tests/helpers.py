@@ -1,0 +1,131 @@
+"""Helpers shared by the tests: a live server, call logs, the Twilio stand-in, Twilio messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from telephony.app import WS_MAX_BYTES
+from telephony.config import Settings
+from telephony.observability.call_log import read_call_log
+from telephony.simulate import Answer, SimulationResult, answer_call, simulate_call
+from telephony.testing import LoopbackRealtimeServer, TwilioApiStandIn
+
+FIXTURES = Path(__file__).parent / "fixtures"
+AUTH_TOKEN = "test-auth-token-0123456789"
+ACCOUNT_SID = "AC" + "4" * 32
+SILENCE = b"\xff"  # one μ-law byte of silence
+
+
+def fixture_audio(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def events(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """The call-log records of one event type."""
+    return [r for r in records if r["event"] == name]
+
+
+async def ended_log(log_dir: Path, call_id: str, seconds: float = 6.0) -> list[dict[str, Any]]:
+    """A call's log once its last record is ``call.end`` (polls the file); fails if it never is."""
+    path = log_dir / f"{call_id}.jsonl"
+    for _ in range(int(seconds / 0.02)):
+        if path.exists() and read_call_log(path)[-1]["event"] == "call.end":
+            return read_call_log(path)
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no call.end for {call_id}")
+
+
+async def final_log(srv: Any, call_sid: str) -> list[dict[str, Any]]:
+    """The ended log of a call on a :class:`LiveServer` (or anything with ``.settings``)."""
+    return await ended_log(srv.settings.call_log_dir, call_sid)
+
+
+async def wait_for(predicate: Callable[[], Any], seconds: float = 10.0) -> None:
+    """Poll ``predicate`` every 20 ms until it is true; fails after ``seconds``."""
+    for _ in range(int(seconds / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def with_settings(settings: Settings, **overrides: Any) -> Settings:
+    """A validated copy of ``settings`` with ``overrides`` (``model_copy`` does not validate)."""
+    values = {name: getattr(settings, name) for name in Settings.model_fields}
+    return Settings(**{**values, **overrides})
+
+
+def start_message(
+    call_sid: str, parameters: dict[str, str], stream_sid: str = "MZ" + "1" * 32
+) -> str:
+    """A Twilio ``start`` message for ``call_sid`` with the TwiML's ``<Parameter>`` values."""
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": stream_sid,
+            "start": {"streamSid": stream_sid, "callSid": call_sid, "customParameters": parameters},
+        }
+    )
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    app: Any
+    settings: Settings
+    model: LoopbackRealtimeServer
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
+
+    async def call(self, audio: bytes, **kwargs: Any) -> SimulationResult:
+        """One simulated Twilio call, signed as Twilio signs."""
+        return await simulate_call(self.base_url, audio, auth_token=AUTH_TOKEN, **kwargs)
+
+    async def answer(self, **kwargs: Any) -> Answer:
+        """Post a signed webhook; returns the stream URL, parameters and handshake headers."""
+        return await answer_call(self.base_url, auth_token=AUTH_TOKEN, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def run_server(app: Any) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port; yields the base URL."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        ws_max_size=WS_MAX_BYTES,  # as server.py runs it
+        ws_per_message_deflate=False,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@contextlib.asynccontextmanager
+async def twilio_api() -> AsyncIterator[tuple[TwilioApiStandIn, dict[str, Any]]]:
+    """Twilio's REST API stand-in; yields it and the settings that point the app at it."""
+    stand_in = TwilioApiStandIn()
+    async with run_server(stand_in.app) as url:
+        yield stand_in, {"twilio_account_sid": ACCOUNT_SID, "twilio_api_base_url": url}

@@ -1,0 +1,101 @@
+"""Per-call metrics against the simulator's own measurements, /metrics, /readyz."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from helpers import (
+    SILENCE,
+    ended_log,
+    fixture_audio,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from telephony.testing import tone
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def test_call_end_metrics_match_what_the_caller_measured(live_server) -> None:
+    """Real time (speed 1): greeting, turn latency and barge-in reaction agree within 20 ms."""
+    caller = (
+        SILENCE * 8000
+        + fixture_audio("goforward.ulaw")
+        + SILENCE * 9600
+        + fixture_audio("numbers.ulaw")
+    )
+    overrides = {"greeting": "Hello."}
+    replies = {0: tone(600, 300), 1: tone(700, 4000)}
+    async with live_server(
+        overrides=overrides, reply=lambda t: replies.get(t, tone(800, 300))
+    ) as srv:
+        result = await srv.call(caller, speed=1, tail_s=0.5, min_turns=3)
+        log = await ended_log(srv.settings.call_log_dir, result.call_sid)
+    end = log[-1]
+    metrics = end["metrics"]
+    greeting, answer, after_barge_in = result.turns[0], result.turns[1], result.turns[2]
+    # greeting: start -> first frame
+    assert metrics["greeting_ms"] == pytest.approx(greeting.first_frame_at * 1000, abs=20)
+    # turn latency: caller's end of speech -> first frame of the reply
+    assert answer.latency_s is not None
+    assert metrics["turn_latency_ms"][0] == pytest.approx(answer.latency_s * 1000, abs=20)
+    # barge-in: caller's start of speech over the reply -> clear
+    caller_restarts = result.caller_speech[1][0]
+    barge_in_clear = next(at for at in result.clears if at > caller_restarts)
+    expected_ms = (barge_in_clear - caller_restarts) * 1000
+    assert metrics["barge_in_ms"] == [pytest.approx(expected_ms, abs=20)]  # only real barge-ins
+    assert after_barge_in.first_frame_at > barge_in_clear
+    # counts agree with the caller's side
+    assert end["frames_in"] == result.frames_sent
+    assert end["frames_out"] == len(result.frames)
+    assert end["marks_sent"] == len(result.marks)
+    assert end["marks_played"] + end["marks_cleared"] == len(result.echoes)
+    assert end["audio_out_s"] == pytest.approx(len(result.frames) * 0.02)
+    # the bridge's own share: model delta -> frame on the wire, and CPU per frame
+    assert metrics["model_to_wire_max_ms"] < 20
+    assert 0 < metrics["frame_in_us_p50"] <= metrics["frame_in_us_p99"] < 5000
+    assert 0 < metrics["frame_out_us_p50"] <= metrics["frame_out_us_p99"] < 5000
+    latency_records = [r for r in log if r["event"] == "latency"]
+    assert [r["turn_latency_ms"] for r in latency_records if "turn_latency_ms" in r] == metrics[
+        "turn_latency_ms"
+    ]
+
+
+async def test_metrics_endpoint_parses_and_moves_with_calls(live_server) -> None:
+    async with live_server(reply=lambda _: tone(600, 200)) as srv:
+        async with httpx.AsyncClient(base_url=srv.base_url) as http:
+            before = samples((await http.get("/metrics")).text)
+            await srv.call(fixture_audio("goforward.ulaw"), speed=8, tail_s=0.3, min_turns=1)
+            await srv.call(fixture_audio("goforward.ulaw"), speed=8, tail_s=0.3, min_turns=1)
+            await http.post("/incoming-call", data={"CallSid": "CA" + "1" * 32})  # unsigned
+            await asyncio.sleep(0.2)
+            after = samples((await http.get("/metrics")).text)
+
+    def value(name: str, **labels: str) -> float:
+        return after.get((name, tuple(sorted(labels.items()))), 0.0) - before.get(
+            (name, tuple(sorted(labels.items()))), 0.0
+        )
+
+    assert value("telephony_calls_total", outcome="caller_hangup") == 2
+    assert value("telephony_turn_latency_seconds_count") == 2
+    assert value("telephony_model_connect_seconds_count") == 2
+    assert value("telephony_frame_processing_seconds_count", direction="in") > 100
+    assert value("telephony_rejected_total", reason="bad_signature") == 1
+    assert after[("telephony_active_calls", ())] == 0
+
+
+async def test_readyz_flips_while_draining(live_server) -> None:
+    async with live_server() as srv, httpx.AsyncClient(base_url=srv.base_url) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        assert (await http.get("/healthz")).status_code == 200
+        await srv.app.state.services.registry.drain(0)
+        assert (await http.get("/readyz")).status_code == 503
+        assert (await http.get("/healthz")).status_code == 200  # alive, just not taking calls

@@ -1,0 +1,75 @@
+"""The call simulator as a command: per-turn summary, the WAV of what the caller heard, and a
+clear refusal of unusable input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from audio_checks import (
+    pcm,
+    peak_hz,
+)
+from helpers import (
+    AUTH_TOKEN,
+    fixture_audio,
+)
+
+from telephony.audio import ulaw_decode
+from telephony.testing import tone
+
+
+async def test_simulator_command_prints_turns_and_saves_what_the_caller_heard(
+    live_server, tmp_path, capsys, monkeypatch
+) -> None:
+    import wave
+
+    from telephony.simulate import main
+
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)  # the command signs with it
+
+    out = tmp_path / "heard.wav"
+    source = tmp_path / "caller.ulaw"
+    source.write_bytes(fixture_audio("goforward.ulaw"))
+    async with live_server(reply=lambda _: tone(600, 400)) as srv:
+        args = [
+            str(source),
+            "--url",
+            srv.base_url,
+            "--speed",
+            "8",
+            "--tail",
+            "0.3",
+            "--out",
+            str(out),
+        ]
+        assert await asyncio.to_thread(main, args) == 0
+    printed = capsys.readouterr().out
+    assert "turn  first frame" in printed and "caller ended the call" in printed
+    assert len([line for line in printed.splitlines() if line.startswith("   0 ")]) == 1
+    with wave.open(str(out), "rb") as w:
+        assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (2, 8000, 2)
+        frames = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
+    caller, agent = frames[:, 0].astype(float), frames[:, 1].astype(float)
+    assert np.array_equal(caller[:22290], pcm(ulaw_decode(fixture_audio("goforward.ulaw"))))
+    sounding = np.flatnonzero(agent)
+    reply = agent[sounding[0] : sounding[-1] + 1]
+    assert abs(len(reply) / 8000 - 0.4) < 0.01  # the whole 400 ms reply, once
+    assert abs(peak_hz(reply, 8000) - 600) < 5  # the reply tone
+    assert sounding[0] / 8000 > 2.36  # it started after the caller stopped speaking
+
+
+async def test_simulator_refuses_unusable_wav(tmp_path) -> None:
+    import wave
+
+    from telephony.simulate import load_caller_audio
+
+    path = tmp_path / "stereo.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="sox"):
+        load_caller_audio(path)

@@ -1,0 +1,189 @@
+"""The SIP path: signed OpenAI webhooks, accept, attach by call_id, duplicates, 404s, capacity,
+hang-up and refer; against loopback stand-ins for the OpenAI REST API and Realtime WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from helpers import (
+    ended_log,
+    run_server,
+    wait_for,
+    with_settings,
+)
+
+from telephony.app import create_app
+from telephony.config import Settings
+from telephony.observability.call_log import read_call_log
+from telephony.testing import LoopbackRealtimeServer, OpenAIApiStandIn, signed_webhook, tone
+
+SECRET = "whsec_" + base64.b64encode(b"sip-webhook-secret-0123456789").decode()
+
+
+HEADERS = {"From": '"Ada" <sip:+15550001111@pstn.twilio.com>', "To": "<sip:+15550002222@x>"}
+
+
+@dataclass
+class Sip:
+    http: httpx.AsyncClient
+    api: OpenAIApiStandIn
+    model: LoopbackRealtimeServer
+    settings: Settings
+    app: Any
+
+    async def deliver(self, call_id: str, **kwargs: Any) -> httpx.Response:
+        body, headers = signed_webhook(kwargs.pop("secret", SECRET), call_id, HEADERS, **kwargs)
+        return await self.http.post("/openai/webhook", content=body, headers=headers)
+
+    def log(self, call_id: str) -> list[dict[str, Any]]:
+        return read_call_log(self.settings.call_log_dir / f"{call_id}.jsonl")
+
+    async def ended(self, call_id: str) -> list[dict[str, Any]]:
+        return await ended_log(self.settings.call_log_dir, call_id)
+
+
+@contextlib.asynccontextmanager
+async def sip_server(
+    settings: Settings, overrides: dict[str, Any] | None = None, **loopback: Any
+) -> AsyncIterator[Sip]:
+    api = OpenAIApiStandIn()
+    async with run_server(api.app) as api_url, LoopbackRealtimeServer(**loopback) as model:
+        app_settings = with_settings(
+            settings,
+            openai_webhook_secret=SECRET,
+            openai_base_url=f"{api_url}/v1",
+            openai_realtime_url=model.url,
+            greeting="Hello from the SIP line.",
+            **(overrides or {}),
+        )
+        app = create_app(app_settings)
+        async with run_server(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+            yield Sip(http, api, model, app_settings, app)
+
+
+async def test_incoming_call_is_accepted_attached_greeted_and_logged(settings) -> None:
+    async with sip_server(settings, reply=lambda _: tone(600, 200)) as sip:
+        response = await sip.deliver("rtc_one")
+        assert response.status_code == 200 and response.json()["status"] == "accepted"
+        await wait_for(lambda: sip.model.connections and sip.model.connections[0].responses)
+        (accepted,) = sip.api.of("accept")
+        call_id, body = accepted
+        assert call_id == "rtc_one" and body["type"] == "realtime"
+        assert "phone concierge" in body["instructions"]
+        assert {t["name"] for t in body["tools"]} >= {"current_time", "end_call"}
+        assert body["audio"]["output"]["voice"] == "marin"
+        assert "format" not in body["audio"]["input"]  # SIP negotiates the codec
+        conn = sip.model.connections[0]
+        assert "call_id=rtc_one" in conn.path  # attached to the call, not a new session
+        greeting = conn.received("response.create")[0]["response"]["instructions"]
+        assert "Hello from the SIP line." in greeting
+        await sip.model.drop_all(1000)  # OpenAI ends the sideband when the call ends
+        log = await sip.ended("rtc_one")
+    kinds = [r["event"] for r in log]
+    assert kinds[0] == "sip.incoming" and kinds.count("call.end") == 1
+    incoming = log[0]
+    assert incoming["from"] == HEADERS["From"] and incoming["to"] == HEADERS["To"]
+    assert "response.started" in kinds and "transcript.agent" in kinds
+    assert log[-1]["reason"] == "call_ended" and log[-1]["path"] == "sip"
+
+
+async def test_duplicate_deliveries_start_nothing_new(settings) -> None:
+    async with sip_server(settings) as sip:
+        first = await sip.deliver("rtc_dup", webhook_id="wh_same")
+        again = await sip.deliver("rtc_dup", webhook_id="wh_same")  # redelivery
+        other_id = await sip.deliver("rtc_dup", webhook_id="wh_other")  # same call again
+        assert first.json()["status"] == "accepted"
+        assert again.json()["status"] == other_id.json()["status"] == "duplicate"
+        await wait_for(lambda: sip.model.connections)
+        await asyncio.sleep(0.2)
+        assert len(sip.api.of("accept")) == 1 and len(sip.model.connections) == 1
+
+
+async def test_forged_or_stale_webhooks_are_refused(settings) -> None:
+    async with sip_server(settings) as sip:
+        wrong_secret = "whsec_" + base64.b64encode(b"someone-else").decode()
+        forged = await sip.deliver("rtc_forged", secret=wrong_secret)
+        stale = await sip.deliver("rtc_stale", timestamp=int(time.time()) - 3600)
+        body, headers = signed_webhook(SECRET, "rtc_tampered", HEADERS)
+        tampered = await sip.http.post(
+            "/openai/webhook", content=body.replace(b"rtc_tampered", b"rtc_evil"), headers=headers
+        )
+        unsigned = await sip.http.post("/openai/webhook", content=body)
+        for response in (forged, stale, tampered, unsigned):
+            assert response.status_code == 400
+        assert not sip.api.requests and not sip.model.connections
+
+
+async def test_accept_404_is_logged_and_answered_200(settings) -> None:
+    async with sip_server(settings) as sip:
+        sip.api.gone.add("rtc_gone")
+        response = await sip.deliver("rtc_gone")
+        assert response.status_code == 200 and response.json()["status"] == "caller gone"
+        assert sip.log("rtc_gone")[-1]["event"] == "call.accept_failed"
+        assert not sip.model.connections
+        assert not sip.app.state.services.registry.calls  # the slot was released
+
+
+async def test_at_capacity_the_call_is_rejected_with_486(settings) -> None:
+    async with sip_server(settings, overrides={"max_concurrent_calls": 1}) as sip:
+        assert (await sip.deliver("rtc_first")).json()["status"] == "accepted"
+        assert (await sip.deliver("rtc_second")).json()["status"] == "rejected"
+        (rejected,) = sip.api.of("reject")
+        assert rejected == ("rtc_second", {"status_code": 486})
+        assert sip.log("rtc_second")[-1]["event"] == "call.rejected"
+        assert [c for c, _ in sip.api.of("accept")] == ["rtc_first"]
+
+
+async def test_end_call_hangs_up_through_the_calls_api(settings) -> None:
+    def script(turn: int) -> tuple[str, dict[str, Any]] | None:
+        return ("end_call", {"reason": "done"}) if turn == 0 else None
+
+    async with sip_server(
+        settings, overrides={"hangup_grace": 1.0}, reply=lambda _: tone(600, 200), tool_call=script
+    ) as sip:
+        await sip.deliver("rtc_bye")
+        log = await sip.ended("rtc_bye")
+        assert [c for c, _ in sip.api.of("hangup")] == ["rtc_bye"]
+    hangup = next(r for r in log if r["event"] == "call.hangup")
+    assert hangup["via"] == "openai_calls_api"
+    kinds = [r["event"] for r in log]
+    assert kinds.index("call.hangup") > kinds.index("response.done")  # after the goodbye
+    assert log[-1]["reason"] == "agent_hangup"
+
+
+async def test_transfer_call_refers_to_an_allowed_destination_only(settings) -> None:
+    def script(destination: str) -> Any:
+        return lambda turn: ("transfer_call", {"destination": destination}) if turn == 0 else None
+
+    overrides = {"transfer_targets": "sales=+15551230000"}
+    async with sip_server(
+        settings, overrides=overrides, reply=lambda _: tone(600, 200), tool_call=script("sales")
+    ) as sip:
+        await sip.deliver("rtc_transfer")
+        log = await sip.ended("rtc_transfer")
+        assert sip.api.of("refer") == [("rtc_transfer", {"target_uri": "tel:+15551230000"})]
+    assert log[-1]["reason"] == "transferred"
+    async with sip_server(
+        settings, overrides=overrides, reply=lambda _: tone(600, 200), tool_call=script("+15559999")
+    ) as sip:
+        await sip.deliver("rtc_refused")
+        await wait_for(lambda: sip.model.connections and sip.model.connections[0].tool_outputs)
+        assert not sip.api.of("refer")
+        output = json.dumps(sip.model.connections[0].tool_outputs[0])
+        assert "Cannot transfer" in output
+        await sip.model.drop_all(1000)
+        log = await sip.ended("rtc_refused")
+    assert any(r["event"] == "transfer.refused" for r in log)
+
+
+async def test_sip_off_without_a_webhook_secret(live_server) -> None:
+    async with live_server() as srv, httpx.AsyncClient(base_url=srv.base_url) as http:
+        assert (await http.post("/openai/webhook", content=b"{}")).status_code == 404

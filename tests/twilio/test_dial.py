@@ -1,0 +1,114 @@
+"""Outbound calls: POST /calls and the dial command create the call through the REST API, the
+answer streams to us, and the signed status callbacks are logged."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from helpers import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    events,
+    twilio_api,
+)
+from twilio.request_validator import RequestValidator
+
+from telephony.observability.call_log import read_call_log
+from telephony.simulate import answer_call
+
+
+async def test_dial_places_a_call_that_streams_to_us_and_logs_its_callbacks(
+    live_server, monkeypatch
+) -> None:
+    async with twilio_api() as (twilio, overrides):
+        overrides.update(
+            {
+                "dial_api_token": "dial-secret",
+                "twilio_from_number": "+15550009999",
+                "public_url": None,
+            }
+        )
+        async with live_server(overrides=overrides) as srv:
+            async with httpx.AsyncClient(base_url=srv.base_url) as http:
+                refused = await http.post("/calls", json={"to": "+15551112222"})
+                assert refused.status_code == 401
+                wrong = await http.post(
+                    "/calls", json={"to": "+15551112222"}, headers={"Authorization": "Bearer x"}
+                )
+                assert wrong.status_code == 401
+                bad_number = await http.post(
+                    "/calls",
+                    json={"to": "5551112222"},
+                    headers={"Authorization": "Bearer dial-secret"},
+                )
+                assert bad_number.status_code == 422
+                placed = await http.post(
+                    "/calls",
+                    json={"to": "+15551112222"},
+                    headers={"Authorization": "Bearer dial-secret"},
+                )
+                assert placed.status_code == 201
+                call_sid = placed.json()["call_sid"]
+                (create,) = twilio.requests
+                assert create.path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json"
+                assert create.form["To"] == "+15551112222" and create.form["From"] == "+15550009999"
+                assert create.form["Url"] == f"{srv.base_url}/incoming-call"
+                assert create.form["StatusCallback"] == f"{srv.base_url}/call-status"
+                assert create.form["StatusCallbackEvent"] == "initiated ringing answered completed"
+                # Twilio reports progress (signed), then requests the TwiML when answered
+                for status in ("initiated", "ringing", "in-progress"):
+                    params = {
+                        "CallSid": call_sid,
+                        "CallStatus": status,
+                        "Direction": "outbound-api",
+                    }
+                    url = f"{srv.base_url}/call-status"
+                    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+                    response = await http.post(
+                        "/call-status", data=params, headers={"X-Twilio-Signature": signature}
+                    )
+                    assert response.status_code == 204
+                forged = await http.post(
+                    "/call-status", data={"CallSid": call_sid, "CallStatus": "completed"}
+                )
+                assert forged.status_code == 403
+            answer = await answer_call(srv.base_url, call_sid=call_sid, auth_token=AUTH_TOKEN)
+            assert answer.stream_url.endswith("/media-stream") and answer.parameters["token"]
+            log = read_call_log(srv.settings.call_log_dir / f"{call_sid}.jsonl")
+    assert events(log, "call.dialed")[0]["to"] == "+15551112222"
+    assert [r["status"] for r in events(log, "call.status")] == [
+        "initiated",
+        "ringing",
+        "in-progress",
+    ]
+    assert events(log, "webhook")[0]["to"] == "+15550002222"
+
+
+async def test_dial_endpoint_is_off_without_a_token(live_server) -> None:
+    async with live_server() as srv, httpx.AsyncClient(base_url=srv.base_url) as http:
+        response = await http.post("/calls", json={"to": "+15551112222"})
+    assert response.status_code == 404
+
+
+async def test_dial_command(monkeypatch, capsys, tmp_path) -> None:
+    from telephony.dial import main
+
+    async with twilio_api() as (twilio, overrides):
+        env = {
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "TWILIO_API_BASE_URL": overrides["twilio_api_base_url"],
+            "TWILIO_FROM_NUMBER": "+15550009999",
+            "PUBLIC_URL": "https://public.example",
+            "CALL_LOG_DIR": str(tmp_path / "calls"),
+        }
+        monkeypatch.chdir(tmp_path)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert await asyncio.to_thread(main, ["+15551112222"]) == 0
+        assert await asyncio.to_thread(main, ["not-a-number"]) == 2
+    call_sid = capsys.readouterr().out.split()[0]
+    assert call_sid in twilio.created
+    assert twilio.requests[0].form["Url"] == "https://public.example/incoming-call"
+    assert (tmp_path / "calls" / f"{call_sid}.jsonl").read_text().count("call.dialed") == 1
