@@ -138,23 +138,29 @@ def build_services(
         else None
     )
     metrics = ServiceMetrics(active_calls=lambda: len(registry.calls))
-    sip = None
-    if settings.openai_webhook_secret:
-        key = settings.openai_api_key
-        client = AsyncOpenAI(
-            api_key=key.get_secret_value() if key else "unset",
-            base_url=settings.openai_base_url,
-            webhook_secret=settings.openai_webhook_secret.get_secret_value(),
-        )
-        sip = SipCalls(
-            client,
-            sessions,
-            features,
-            limits,
-            settings.call_log_dir,
-            registry,
-            observer=metrics.observe,
-        )
+    sip = _sip_calls(settings, sessions, features, limits, registry, metrics)
     return Services(
         settings, backend, sessions, registry, checker, rest, metrics, limits, features, sip
+    )
+
+
+def _sip_calls(
+    settings: Settings,
+    sessions: SessionFactory,
+    features: CallFeatures,
+    limits: CallLimits,
+    registry: CallRegistry,
+    metrics: ServiceMetrics,
+) -> SipCalls | None:
+    """The SIP path, when ``OPENAI_WEBHOOK_SECRET`` is set."""
+    if not settings.openai_webhook_secret:
+        return None
+    key = settings.openai_api_key
+    client = AsyncOpenAI(
+        api_key=key.get_secret_value() if key else "unset",
+        base_url=settings.openai_base_url,
+        webhook_secret=settings.openai_webhook_secret.get_secret_value(),
+    )
+    return SipCalls(
+        client, sessions, features, limits, settings.call_log_dir, registry, metrics.observe
     )

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
-import time
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -133,44 +131,8 @@ async def simulate_call(
     result.caller_speech = speech_segments(audio)
     async with connect(answer.stream_url, additional_headers=answer.headers, max_size=2**20) as ws:
         twilio = TwilioSide(ws, result, speed)
-        await twilio.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        twilio.seq = 0  # Twilio numbers messages from `start`
-        await twilio.send(
-            {
-                "event": "start",
-                "streamSid": stream_sid,
-                "start": {
-                    "streamSid": stream_sid,
-                    "accountSid": account_sid,
-                    "callSid": call_sid,
-                    "tracks": ["inbound"],
-                    "customParameters": parameters,
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                },
-            }
-        )
-        twilio.t0 = time.monotonic()
-        receiver = asyncio.create_task(twilio.receive_loop())
-        marker = asyncio.create_task(twilio.mark_loop())
-        streamer = asyncio.create_task(twilio.stream(audio, tail_s, max_tail_s, min_turns, dtmf))
-        try:
-            done, _ = await asyncio.wait({receiver, streamer}, return_when=asyncio.FIRST_COMPLETED)
-            if receiver in done:
-                result.closed_by_server = True
-            elif hang_up:
-                with contextlib.suppress(Exception):
-                    await twilio.send(
-                        {
-                            "event": "stop",
-                            "streamSid": stream_sid,
-                            "stop": {"accountSid": account_sid, "callSid": call_sid},
-                        }
-                    )
-        finally:
-            for task in (receiver, marker, streamer):
-                task.cancel()
-            await asyncio.gather(receiver, marker, streamer, return_exceptions=True)
-            result.played = twilio.played_frames()
+        await twilio.open(account_sid)
+        await twilio.run(audio, tail_s, max_tail_s, min_turns, dtmf, hang_up, account_sid)
         await ws.close()
         result.close_code = ws.close_code
     return result

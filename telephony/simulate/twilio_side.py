@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -99,6 +100,56 @@ class TwilioSide:
         message["sequenceNumber"] = str(self.seq)
         async with self.send_lock:
             await self.ws.send(json.dumps(message))
+
+    async def open(self, account_sid: str) -> None:
+        """``connected`` then ``start`` (with the TwiML's parameters), as Twilio opens a stream."""
+        r = self.r
+        await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        self.seq = 0  # Twilio numbers messages from `start`
+        await self.send(
+            {
+                "event": "start",
+                "streamSid": r.stream_sid,
+                "start": {
+                    "streamSid": r.stream_sid,
+                    "accountSid": account_sid,
+                    "callSid": r.call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": r.parameters,
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        )
+        self.t0 = time.monotonic()
+
+    async def run(
+        self,
+        audio: bytes,
+        tail_s: float,
+        max_tail_s: float,
+        min_turns: int,
+        dtmf: Sequence[tuple[float, str]],
+        hang_up: bool,
+        account_sid: str,
+    ) -> None:
+        """Stream the caller's audio while playing and echoing the agent's, until the caller is
+        done (then ``stop`` if ``hang_up``) or the server closes the socket."""
+        receiver = asyncio.create_task(self.receive_loop())
+        marker = asyncio.create_task(self.mark_loop())
+        streamer = asyncio.create_task(self.stream(audio, tail_s, max_tail_s, min_turns, dtmf))
+        try:
+            done, _ = await asyncio.wait({receiver, streamer}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done:
+                self.r.closed_by_server = True
+            elif hang_up:
+                stop = {"accountSid": account_sid, "callSid": self.r.call_sid}
+                with contextlib.suppress(Exception):
+                    await self.send({"event": "stop", "streamSid": self.r.stream_sid, "stop": stop})
+        finally:
+            for task in (receiver, marker, streamer):
+                task.cancel()
+            await asyncio.gather(receiver, marker, streamer, return_exceptions=True)
+            self.r.played = self.played_frames()
 
     def playing(self) -> bool:
         return self.play_until > self.now()

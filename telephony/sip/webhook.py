@@ -27,7 +27,7 @@ from ..admission import CallRegistry
 from ..agent.sessions import SessionFactory
 from ..agent.tools import CallContext
 from ..config import CallFeatures, CallLimits
-from ..observability.call_log import CallLog, safe_call_id
+from ..observability.call_log import CallLog, describe_error, safe_call_id
 from .call import SipCall, untrusted
 
 __all__ = ["SipCalls"]
@@ -101,21 +101,31 @@ class SipCalls:
             with contextlib.suppress(Exception):
                 await self.client.realtime.calls.reject(call_id, status_code=BUSY_HERE)
             return 200, {"status": "rejected"}
-        context = CallContext(call_id)
+        refused = await self._accept(call_id)
+        if refused is not None:
+            self._registry.release(call_id)
+            return 200, {"status": refused}
+        self._start(call_id, sip_headers)
+        return 200, {"status": "accepted"}
+
+    async def _accept(self, call_id: str) -> str | None:
+        """``calls.accept`` with the agent's session; None when accepted, else why not."""
         try:
-            payload = await self._sessions.sip_accept_payload(context)
+            payload = await self._sessions.sip_accept_payload(CallContext(call_id))
             await self.client.realtime.calls.accept(call_id, **payload)
         except NotFoundError:
-            self._registry.release(call_id)
             with CallLog(self._log_dir, call_id) as log:
                 log.write("call.accept_failed", error="404: the caller already hung up")
-            return 200, {"status": "caller gone"}
+            return "caller gone"
         except Exception as exc:
-            self._registry.release(call_id)
             logger.warning("SIP call %s: accept failed: %s", call_id, exc)
             with CallLog(self._log_dir, call_id) as log:
-                log.write("call.accept_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-            return 200, {"status": "accept failed"}
+                log.write("call.accept_failed", error=describe_error(exc))
+            return "accept failed"
+        return None
+
+    def _start(self, call_id: str, sip_headers: dict[str, str]) -> None:
+        """Run the accepted call's sideband session in a task that draining can end."""
         call = SipCall(
             call_id,
             sip_headers,
@@ -136,7 +146,6 @@ class SipCalls:
             self._registry.release(call_id)
 
         task.add_done_callback(finished)
-        return 200, {"status": "accepted"}
 
     async def shutdown(self) -> None:
         """Cancel and await every SIP call task (each writes its ``call.end``)."""

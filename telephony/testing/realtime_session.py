@@ -245,37 +245,23 @@ class LoopbackSession:
         )
 
     async def respond(self, turn: int) -> None:
+        """One response: created, its item, an optional function call, the audio deltas with a
+        transcript, then done (``cancelled`` when a barge-in or ``response.cancel`` cut it)."""
         response_id = self.nid("resp")
         item_id = self.nid("item")
         text = self.s.reply_text(turn)
         record: dict[str, Any] = {"response_id": response_id, "item_id": item_id, "audio_ms": 0.0}
         self.conn.responses.append(record)
-        base = {"response_id": response_id, "item_id": item_id, "output_index": 0}
         status = "completed"
-        await self.send(
-            {
-                "type": "response.created",
-                "response": {
-                    "id": response_id,
-                    "object": "realtime.response",
-                    "status": "in_progress",
-                    "output": [],
-                },
-            }
-        )
+        await self.send({"type": "response.created", "response": _response(response_id, [])})
         try:
+            item = _message(item_id, "in_progress", [])
             await self.send(
                 {
                     "type": "response.output_item.added",
                     "response_id": response_id,
                     "output_index": 0,
-                    "item": {
-                        "id": item_id,
-                        "type": "message",
-                        "role": "assistant",
-                        "status": "in_progress",
-                        "content": [],
-                    },
+                    "item": item,
                 }
             )
             call = self.s.tool_call(turn)
@@ -283,65 +269,54 @@ class LoopbackSession:
                 await self.function_call(response_id, *call)
             if self.s.first_delta_delay_s:
                 await asyncio.sleep(self.s.first_delta_delay_s)
-            audio = self.s.reply(turn)
-            step = self.s.chunk_ms * BYTES_PER_MS
-            for i in range(0, len(audio), step):
-                chunk = audio[i : i + step]
-                await self.send(
-                    {
-                        **base,
-                        "type": "response.output_audio.delta",
-                        "content_index": 0,
-                        "delta": base64.b64encode(chunk).decode("ascii"),
-                    }
-                )
-                record["audio_ms"] += len(chunk) / BYTES_PER_MS
-                if i == 0:
-                    await self.send(
-                        {
-                            **base,
-                            "type": "response.output_audio_transcript.delta",
-                            "content_index": 0,
-                            "delta": text,
-                        }
-                    )
-                await asyncio.sleep(self.s.delta_interval_s)
-            await self.send({**base, "type": "response.output_audio.done", "content_index": 0})
-            await self.send(
-                {
-                    **base,
-                    "type": "response.output_audio_transcript.done",
-                    "content_index": 0,
-                    "transcript": text,
-                }
-            )
+            await self.stream_audio(response_id, item_id, self.s.reply(turn), text, record)
         except asyncio.CancelledError:
             status = "cancelled"
         record["status"] = status
-        item = {
-            "id": item_id,
-            "type": "message",
-            "role": "assistant",
-            "status": "completed" if status == "completed" else "incomplete",
-            "content": [{"type": "output_audio", "transcript": text}],
-        }
+        content = [{"type": "output_audio", "transcript": text}]
+        item = _message(item_id, "completed" if status == "completed" else "incomplete", content)
+        done = {"type": "response.output_item.done", "response_id": response_id, "output_index": 0}
         with contextlib.suppress(Exception):
+            await self.send({**done, "item": item})
+            await self.send(
+                {"type": "response.done", "response": _response(response_id, [item], status)}
+            )
+
+    async def stream_audio(
+        self, response_id: str, item_id: str, audio: bytes, text: str, record: dict[str, Any]
+    ) -> None:
+        """The reply's audio deltas (``chunk_ms`` each), its transcript, and their ``done``s."""
+        base = {"response_id": response_id, "item_id": item_id, "output_index": 0}
+        step = self.s.chunk_ms * BYTES_PER_MS
+        for i in range(0, len(audio), step):
+            chunk = audio[i : i + step]
             await self.send(
                 {
-                    "type": "response.output_item.done",
-                    "response_id": response_id,
-                    "output_index": 0,
-                    "item": item,
+                    **base,
+                    "type": "response.output_audio.delta",
+                    "content_index": 0,
+                    "delta": base64.b64encode(chunk).decode("ascii"),
                 }
             )
-            await self.send(
-                {
-                    "type": "response.done",
-                    "response": {
-                        "id": response_id,
-                        "object": "realtime.response",
-                        "status": status,
-                        "output": [item],
-                    },
-                }
-            )
+            record["audio_ms"] += len(chunk) / BYTES_PER_MS
+            if i == 0:
+                transcript = {"type": "response.output_audio_transcript.delta", "delta": text}
+                await self.send({**base, **transcript, "content_index": 0})
+            await asyncio.sleep(self.s.delta_interval_s)
+        await self.send({**base, "type": "response.output_audio.done", "content_index": 0})
+        done = {"type": "response.output_audio_transcript.done", "transcript": text}
+        await self.send({**base, **done, "content_index": 0})
+
+
+def _response(response_id: str, output: list[Any], status: str = "in_progress") -> dict[str, Any]:
+    return {"id": response_id, "object": "realtime.response", "status": status, "output": output}
+
+
+def _message(item_id: str, status: str, content: list[Any]) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": content,
+    }

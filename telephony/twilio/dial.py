@@ -24,9 +24,7 @@ class DialError(ValueError):
     """The call cannot be placed: a setting is missing or the number is not +E.164."""
 
 
-async def place_call(
-    twilio: TwilioCalls, to: str, from_number: str | None, base_url: str
-) -> str:
+async def place_call(twilio: TwilioCalls, to: str, from_number: str | None, base_url: str) -> str:
     """Create an outbound call to ``to`` (+E.164) from ``from_number``; returns its CallSid.
 
     Args:

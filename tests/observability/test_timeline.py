@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -51,3 +53,18 @@ def test_timeline_escapes_transcripts_and_writes_html(tmp_path: Path) -> None:
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert main([str(log)]) == 0 and (tmp_path / "call.svg").exists()
     assert main([str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_installed_console_script_renders_a_log(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("telephony-timeline")
+    out = tmp_path / "call.html"
+    result = subprocess.run(
+        [str(script), str(FIXTURES / "call_barge_in.jsonl"), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out)
+    page = out.read_text("utf-8")
+    assert page.startswith("<!doctype html>") and page.count('class="played"') > 10
