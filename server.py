@@ -1,8 +1,12 @@
 """Run the telephony server: ``python server.py`` (settings from the environment or ``.env``).
 
-SIGTERM (or Ctrl-C) drains: new calls are answered busy and ``/readyz`` says 503, calls in
-progress may run up to ``DRAIN_TIMEOUT`` seconds, then each is ended politely and writes its
-``call.end``; then the process exits. A second signal exits at once.
+``WORKERS=N`` (with ``REDIS_URL``) runs N worker processes on one listening socket, uvicorn's
+own multiprocess supervisor keeping them alive; each worker is one fleet instance.
+
+SIGTERM (or Ctrl-C) drains every worker: new calls are answered busy (in a fleet: sent to the
+other instances) and ``/readyz`` says 503, calls in progress may run up to ``DRAIN_TIMEOUT``
+seconds, then each is ended politely and writes its ``call.end``; then the process exits. A
+second signal, a second or more after the first, exits at once.
 """
 
 from __future__ import annotations
@@ -10,38 +14,76 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import multiprocess
 
-from telephony.admission import CallRegistry
 from telephony.agent.local import LocalModelUnavailable
-from telephony.app import WS_MAX_BYTES, create_app
-from telephony.config import ConfigError, load_settings
+from telephony.app import WS_MAX_BYTES, configure_logging, create_app
+from telephony.config import ConfigError, Settings, load_settings
+
+REPEAT_SIGNAL_S = 1.0  # a signal this soon after the first is the same request (Ctrl-C hits
+# the whole process group, and the supervisor forwards SIGTERM too)
 
 
 class DrainingServer(uvicorn.Server):
     """A uvicorn server whose first exit signal drains calls before shutting down."""
 
-    def __init__(self, config: uvicorn.Config, registry: CallRegistry, drain_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, drain_s: float | None = None) -> None:
         super().__init__(config)
-        self._registry = registry
         self._drain_s = drain_s
         self._drain_task: asyncio.Task[None] | None = None
+        self._first_signal_at = 0.0
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_task is not None or self.should_exit:
-            super().handle_exit(sig, frame)  # second signal: stop now
+            if time.monotonic() - self._first_signal_at >= REPEAT_SIGNAL_S:
+                super().handle_exit(sig, frame)  # a second signal: stop now
             return
         logging.getLogger("telephony.server").info("signal %s: draining calls", sig)
+        self._first_signal_at = time.monotonic()
         loop = asyncio.get_event_loop()
         self._drain_task = loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
-            await self._registry.drain(self._drain_s)
+            services = _services_of(self.config.loaded_app)
+            drain_s = services.settings.drain_timeout if self._drain_s is None else self._drain_s
+            await services.registry.drain(drain_s)
         finally:
             self.should_exit = True
+
+
+def _services_of(app: Any) -> Any:
+    """The ``Services`` of the app uvicorn loaded (under its middleware wrappers)."""
+    while not hasattr(app, "state") and hasattr(app, "app"):
+        app = app.app
+    return app.state.services
+
+
+class DrainingProcess(multiprocess.Process):
+    """A uvicorn worker process that runs a :class:`DrainingServer`."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = DrainingServer(config=self.config)
+        return self._server
+
+
+def _uvicorn_config(settings: Settings, app: Any, **kwargs: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws_max_size=WS_MAX_BYTES,
+        ws_per_message_deflate=False,  # base64 μ-law barely compresses; save the CPU
+        **kwargs,
+    )
 
 
 def main() -> int:
@@ -50,24 +92,20 @@ def main() -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings)
+    if settings.workers > 1:  # each worker builds its own app (and loads its own models)
+        config = _uvicorn_config(
+            settings, "telephony.app:create_worker_app", factory=True, workers=settings.workers
+        )
+        multiprocess.Process = DrainingProcess  # type: ignore[misc]  # the supervisor's workers
+        multiprocess.Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return 0
     try:
         app = create_app(settings)
     except (ValueError, LocalModelUnavailable) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 2
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        ws_max_size=WS_MAX_BYTES,
-        ws_per_message_deflate=False,  # base64 μ-law barely compresses; save the CPU
-    )
-    DrainingServer(config, app.state.services.registry, settings.drain_timeout).run()
+    DrainingServer(_uvicorn_config(settings, app)).run()
     return 0
 
 

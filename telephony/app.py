@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from agents.realtime import RealtimeAgent
@@ -18,7 +19,7 @@ from .config import CallLimits, Settings, load_settings
 from .routes import calls, ops, sip, twilio
 from .services import Services, build_services
 
-__all__ = ["WS_MAX_BYTES", "create_app"]
+__all__ = ["WS_MAX_BYTES", "configure_logging", "create_app", "create_worker_app"]
 
 logger = logging.getLogger("telephony.app")
 
@@ -52,14 +53,37 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         _announce(services)
-        yield
-        await services.registry.drain(0, goodbye_s=services.settings.drain_timeout or 5.0)
+        await services.state.start()
+        try:
+            yield
+            await services.registry.drain(0, goodbye_s=services.settings.drain_timeout or 5.0)
+        finally:
+            await services.state.stop()
 
     app = FastAPI(title="realtime-telephony", lifespan=lifespan)
     app.state.services = services
     for router in (twilio.router, calls.router, sip.router, ops.router):
         app.include_router(router)
     return app
+
+
+def configure_logging(settings: Settings) -> None:
+    """The server log: ``LOG_LEVEL``, one line per record, to standard error."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def create_worker_app() -> FastAPI:
+    """The app of one worker process of ``WORKERS=N``: settings from the environment, with the
+    worker's pid appended to ``INSTANCE_ID`` so that every worker is its own fleet instance."""
+    settings = load_settings()
+    configure_logging(settings)
+    suffix = f"-{os.getpid()}"
+    if not settings.instance_id.endswith(suffix):
+        settings.instance_id += suffix
+    return create_app(settings)
 
 
 def _announce(services: Services) -> None:

@@ -10,6 +10,8 @@ Imports nothing of the package.
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -155,6 +157,34 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(
         default=30.0, ge=0, description="On SIGTERM, let calls run this long before ending them."
     )
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Worker processes of server.py (over 1 needs Redis)."
+    )
+    redis_url: SecretStr | None = Field(
+        default=None, description="redis:// URL of the fleet's shared state; unset: one instance."
+    )
+    instance_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.:\-]+$",
+        description="This instance's name in the fleet and in every call-log record.",
+    )
+    fleet_max_calls: int | None = Field(
+        default=None, ge=1, description="Calls in progress across the fleet; unset: no fleet limit."
+    )
+    fleet_lease: float = Field(
+        default=30.0, gt=0, description="Seconds a crashed instance's calls keep their fleet slots."
+    )
+    fleet_heartbeat: float = Field(
+        default=5.0, gt=0, description="Seconds between an instance's re-assertions of its state."
+    )
+    drain_lb_grace: float = Field(
+        default=10.0, ge=0, description="While draining, keep taking streams routed here this long."
+    )
+    control_timeout: float = Field(
+        default=2.0, gt=0, description="Wait for a call's owner to act before the carrier API does."
+    )
 
     @model_validator(mode="after")
     def _unsigned_only_on_loopback(self) -> Settings:
@@ -163,6 +193,22 @@ class Settings(BaseSettings):
                 "ALLOW_UNSIGNED=true is a development mode and needs a loopback HOST "
                 f"(127.0.0.1, ::1 or localhost), not {self.host!r}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _fleet_needs_redis_and_a_shared_secret(self) -> Settings:
+        if self.redis_url is not None and self.stream_token_secret is None:
+            raise ValueError(
+                "STREAM_TOKEN_SECRET is required with REDIS_URL: every instance must verify the "
+                "stream tokens the others issue"
+            )
+        if self.workers > 1 and self.redis_url is None:
+            raise ValueError(
+                "WORKERS > 1 needs REDIS_URL: each worker is a separate process, and without "
+                "shared state a stream that reaches another worker than its webhook is refused"
+            )
+        if self.fleet_lease <= 2 * self.fleet_heartbeat:
+            raise ValueError("FLEET_LEASE must be more than twice FLEET_HEARTBEAT")
         return self
 
     @field_validator("openai_realtime_url")
@@ -226,6 +272,7 @@ class Settings(BaseSettings):
         "stream_token_secret",
         "dial_api_token",
         "openai_webhook_secret",
+        "redis_url",
         mode="before",
     )
     @classmethod
@@ -273,9 +320,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = ".".join(str(part) for part in error["loc"]).upper() or "ALLOW_UNSIGNED"
-            message = error["msg"]
+            name = ".".join(str(part) for part in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "unknown setting (not one of the variables in the README)"
-            lines.append(f"{name}: {message}")
+            lines.append(f"{name}: {message}" if name else message)  # a rule across variables
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

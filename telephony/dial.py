@@ -14,7 +14,7 @@ import asyncio
 import sys
 
 from .config import ConfigError, Settings, load_settings
-from .observability.call_log import CallLog
+from .observability.call_log import CallLogs
 from .twilio.dial import DialError, place_call
 from .twilio.rest import TwilioCalls
 
@@ -25,7 +25,7 @@ async def dial(settings: Settings, twilio: TwilioCalls, to: str, base_url: str) 
     """Place the call and log ``call.dialed``; returns the CallSid. Raises ``DialError`` for a
     bad number or no caller ID, ``TwilioRestException`` when Twilio refuses."""
     call_sid = await place_call(twilio, to, settings.twilio_from_number, base_url)
-    with CallLog(settings.call_log_dir, call_sid) as log:
+    with CallLogs(settings.call_log_dir, settings.instance_id).open(call_sid) as log:
         log.write(
             "call.dialed", direction="outbound", to=to, **{"from": settings.twilio_from_number}
         )

@@ -9,17 +9,22 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from agents.realtime import RealtimeAgent
 from openai import AsyncOpenAI
 
-from .admission import TRY_AGAIN_LATER, CallRegistry, Refused, StreamTokens
+from .admission import TRY_AGAIN_LATER, Admission, CallRegistry, Refused, StreamTokens
 from .agent.default import build_default_agent, load_agent
 from .agent.local import LocalRealtimeModel, load_local_stack
 from .agent.sessions import ModelFactory, SessionFactory, choose_backend
 from .bridge import MediaStreamCall, TwilioSocket
 from .config import CallFeatures, CallLimits, Settings
+from .fleet import FleetState, LocalState
+from .fleet.redis_state import RedisState
+from .observability.call_log import CallLogs
 from .observability.prometheus import ServiceMetrics
+from .remote_control import RemoteControl
 from .sip import SipCalls
 from .twilio.media_stream import Start
 from .twilio.rest import TwilioCalls
@@ -44,6 +49,9 @@ class Services:
         metrics: Prometheus metrics.
         limits / features: what every call is allowed and does.
         sip: the SIP path; None without ``OPENAI_WEBHOOK_SECRET``.
+        state: the fleet state (Redis with ``REDIS_URL``, else this process only).
+        logs: opens call logs tagged with this instance.
+        control: hang-up and transfer from any instance.
     """
 
     settings: Settings
@@ -56,19 +64,27 @@ class Services:
     limits: CallLimits
     features: CallFeatures
     sip: SipCalls | None
+    state: FleetState
+    logs: CallLogs
+    control: RemoteControl
 
-    def admit(self, start: Start) -> None:
-        """The registry's admission check at ``start``, counted when it refuses.
+    async def admit(self, start: Start, call: MediaStreamCall) -> dict[str, Any]:
+        """The registry's admission check at ``start``, counted when it refuses; the call is
+        then reachable by remote call control. Returns fields for ``stream.start``.
 
         Raises:
-            Refused: bad stream token (1008) or at capacity (1013).
+            Refused: bad stream token (1008), or no room here or in the fleet (1013).
         """
         try:
-            self.registry.admit(start.call_sid, start.custom_parameters.get("token"))
+            admission: Admission = await self.registry.admit(
+                start.call_sid, start.custom_parameters.get("token")
+            )
         except Refused as refused:
             reason = "busy" if refused.code == TRY_AGAIN_LATER else "stream_token"
             self.metrics.rejected.labels(reason=reason).inc()
             raise
+        self.registry.live[start.call_sid] = call
+        return {"degraded": True} if admission.degraded else {}
 
     async def apologise(self, call_sid: str, reason: str) -> str:
         """We end the call (model failure, shutdown, time limit): say so over the REST API.
@@ -85,13 +101,12 @@ class Services:
         return MediaStreamCall(
             socket,
             self.sessions.open,
-            self.settings.call_log_dir,
+            self.logs,
             self.limits,
             admit=self.admit,
             on_model_failure=self.apologise,
             features=self.features,
             twilio=self.rest,
-            observer=self.metrics.observe,
             on_frame=self.metrics.frame,
             backend=self.backend,
         )
@@ -123,10 +138,21 @@ def build_services(
         stack = load_local_stack()  # raises LocalModelUnavailable with what to install
         model_factory = functools.partial(LocalRealtimeModel, stack)
     sessions = SessionFactory(settings, agent, model_factory)
+    state = _fleet_state(settings)
+    metrics = ServiceMetrics(
+        active_calls=lambda: len(registry.calls),
+        redis_up=(lambda: state.up) if state.shared else None,
+        fleet_active=(lambda: state.fleet_active) if state.shared else None,
+    )
     secret = settings.stream_token_secret
     registry = CallRegistry(
         settings.max_concurrent_calls,
         StreamTokens(secret.get_secret_value().encode() if secret else None),
+        state,
+        fleet_max=settings.fleet_max_calls,
+        lease_s=settings.fleet_lease,
+        drain_grace_s=settings.drain_lb_grace,
+        on_degraded=lambda step: metrics.degraded.labels(step=step).inc(),
     )
     token = settings.twilio_auth_token
     checker = SignatureChecker(token.get_secret_value()) if token else None
@@ -137,10 +163,38 @@ def build_services(
         if token and settings.twilio_account_sid
         else None
     )
-    metrics = ServiceMetrics(active_calls=lambda: len(registry.calls))
-    sip = _sip_calls(settings, sessions, features, limits, registry, metrics)
+    logs = CallLogs(settings.call_log_dir, settings.instance_id, metrics.observe)
+    sip = _sip_calls(settings, sessions, features, limits, registry, logs)
+    control = RemoteControl(
+        registry, state, logs, rest, sip, features.transfer_targets, settings.control_timeout
+    )
+    state.on_control = control.on_message
     return Services(
-        settings, backend, sessions, registry, checker, rest, metrics, limits, features, sip
+        settings,
+        backend,
+        sessions,
+        registry,
+        checker,
+        rest,
+        metrics,
+        limits,
+        features,
+        sip,
+        state,
+        logs,
+        control,
+    )
+
+
+def _fleet_state(settings: Settings) -> FleetState:
+    """Redis with ``REDIS_URL``; else this process alone."""
+    if settings.redis_url is None:
+        return LocalState(settings.instance_id)
+    return RedisState(
+        settings.redis_url.get_secret_value(),
+        settings.instance_id,
+        lease_s=settings.fleet_lease,
+        heartbeat_s=settings.fleet_heartbeat,
     )
 
 
@@ -150,7 +204,7 @@ def _sip_calls(
     features: CallFeatures,
     limits: CallLimits,
     registry: CallRegistry,
-    metrics: ServiceMetrics,
+    logs: CallLogs,
 ) -> SipCalls | None:
     """The SIP path, when ``OPENAI_WEBHOOK_SECRET`` is set."""
     if not settings.openai_webhook_secret:
@@ -161,6 +215,4 @@ def _sip_calls(
         base_url=settings.openai_base_url,
         webhook_secret=settings.openai_webhook_secret.get_secret_value(),
     )
-    return SipCalls(
-        client, sessions, features, limits, settings.call_log_dir, registry, metrics.observe
-    )
+    return SipCalls(client, sessions, features, limits, logs, registry)

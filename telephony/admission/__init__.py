@@ -4,13 +4,22 @@ Capacity (``MAX_CONCURRENT_CALLS``, shared by both call paths), per-call stream 
 calls not yet streaming, and draining at shutdown. Knows nothing of the bridge or of OpenAI.
 """
 
-from .registry import POLICY_VIOLATION, TRY_AGAIN_LATER, CallRegistry, Refused
+from .registry import (
+    POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
+    Admission,
+    CallRegistry,
+    Controllable,
+    Refused,
+)
 from .tokens import StreamTokens, TokenError
 
 __all__ = [
     "POLICY_VIOLATION",
     "TRY_AGAIN_LATER",
+    "Admission",
     "CallRegistry",
+    "Controllable",
     "Refused",
     "StreamTokens",
     "TokenError",

@@ -1,6 +1,10 @@
 """Calls in progress: capacity, stream tokens at admission, and draining at shutdown.
 
-Shared by the Media Streams and SIP paths, so ``MAX_CONCURRENT_CALLS`` counts both.
+Shared by the Media Streams and SIP paths, so ``MAX_CONCURRENT_CALLS`` counts both. With a
+shared fleet state (``REDIS_URL``), admission also takes a fleet slot (``FLEET_MAX_CALLS``),
+claims each stream-token nonce fleet-wide and records this instance as the call's owner. When
+the shared state is down, admission falls back to this instance's own rules and says so
+(``degraded``).
 """
 
 from __future__ import annotations
@@ -8,11 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..fleet import FleetState, FleetUnavailable, LocalState
 from .tokens import StreamTokens, TokenError
 
-__all__ = ["POLICY_VIOLATION", "TRY_AGAIN_LATER", "CallRegistry", "Endable", "Refused"]
+__all__ = [
+    "POLICY_VIOLATION",
+    "TRY_AGAIN_LATER",
+    "Admission",
+    "CallRegistry",
+    "Controllable",
+    "Refused",
+]
 
 logger = logging.getLogger("telephony.admission")
 
@@ -30,77 +44,231 @@ class Refused(Exception):
         self.code = code
 
 
-class Endable(Protocol):
-    """A call in progress, as draining sees it."""
+class Controllable(Protocol):
+    """A call in progress, as draining and remote call control see it."""
 
-    def end(self, reason: str) -> None: ...
+    def end(self, reason: str) -> None:
+        """End the call now (politely where it can)."""
+        ...
+
+    async def operator_hang_up(self, reason: str) -> str:
+        """Have the agent say goodbye, then hang up through the carrier; returns how."""
+        ...
+
+    async def operator_transfer(self, destination: str) -> str:
+        """Transfer the caller to an allowed destination name; returns how."""
+        ...
+
+
+@dataclass
+class Admission:
+    """The outcome of admitting a call.
+
+    Attributes:
+        token: the stream token (webhook answers only); None when refused.
+        reason: why it was refused ('' when admitted).
+        degraded: decided by this instance's rules alone, because the fleet state was down.
+    """
+
+    token: str | None = None
+    reason: str = ""
+    degraded: bool = False
 
 
 class CallRegistry:
     """Calls in progress and answered calls not yet streaming: capacity, tokens, draining.
 
     Args:
-        max_calls: calls beyond this are answered ``<Reject reason="busy"/>`` (webhook) or closed
-            with 1013 (stream).
+        max_calls: calls on this instance beyond this are answered ``<Reject reason="busy"/>``
+            (webhook) or closed with 1013 (stream).
         tokens: issues and redeems per-call stream tokens.
+        state: the fleet state; a :class:`~telephony.fleet.LocalState` (one instance) if None.
+        fleet_max: calls across the fleet (``FLEET_MAX_CALLS``); None: no fleet limit.
+        lease_s: a live call's fleet slot lasts this long without renewal.
+        drain_grace_s: while draining in a fleet, streams routed here are still taken this long.
+        on_degraded: called with the step (``webhook``, ``stream``, ``sip``) of each admission
+            decided without the fleet state.
     """
 
-    def __init__(self, max_calls: int, tokens: StreamTokens) -> None:
+    def __init__(
+        self,
+        max_calls: int,
+        tokens: StreamTokens,
+        state: FleetState | None = None,
+        *,
+        fleet_max: int | None = None,
+        lease_s: float = 30.0,
+        drain_grace_s: float = 10.0,
+        on_degraded: Callable[[str], None] | None = None,
+    ) -> None:
         self.max_calls = max_calls
         self.tokens = tokens
+        self.state = state or LocalState("local")
+        self.fleet = self.state.shared
+        self.state.live_calls = lambda: dict(self.paths)
+        self._fleet_max = fleet_max
+        self._lease_s = lease_s
+        self._drain_grace_s = drain_grace_s
+        self._on_degraded = on_degraded
         self.draining = False
-        self.calls: set[str] = set()  # admitted CallSids
+        self._draining_since = 0.0
+        self.calls: set[str] = set()  # admitted call ids on this instance
+        self.paths: dict[str, str] = {}  # admitted call id -> "media" | "sip"
         self.pending: dict[str, float] = {}  # answered CallSid -> deadline to start
-        self.sockets: dict[asyncio.Task[Any], Endable] = {}  # every call task in progress
+        self.live: dict[str, Controllable] = {}  # call id -> the call, for remote control
+        self.sockets: dict[asyncio.Task[Any], Controllable] = {}  # every call task in progress
+
+    @property
+    def ready(self) -> bool:
+        """Whether a load balancer should send new calls here (``/readyz``): not draining and,
+        in a fleet, not full."""
+        return not self.draining and (not self.fleet or len(self.calls) < self.max_calls)
 
     def _live_pending(self) -> int:
         now = time.monotonic()
         self.pending = {sid: t for sid, t in self.pending.items() if t > now}
         return len(self.pending)
 
-    def answer(self, call_sid: str) -> str | None:
-        """A stream token for a new call, or None when busy (at capacity or draining)."""
-        if self.draining or len(self.calls) + self._live_pending() >= self.max_calls:
-            return None
-        self.pending[call_sid] = time.monotonic() + PENDING_TTL_S
-        return self.tokens.issue(call_sid)
+    def _local_room(self) -> bool:
+        return not self.draining and len(self.calls) + self._live_pending() < self.max_calls
 
-    def admit(self, call_sid: str, token: str | None) -> None:
+    def _degraded(self, step: str) -> None:
+        if self._on_degraded is not None:
+            self._on_degraded(step)
+
+    async def answer(self, call_sid: str) -> Admission:
+        """The webhook's decision: a stream token for a new call, or busy.
+
+        In a fleet the stream may reach any instance, so only the fleet's slots count here
+        (idempotent per CallSid: a retried webhook takes no second slot); a draining instance
+        still answers while the fleet has room.
+        """
+        if self.fleet:
+            try:
+                held = await self.state.reserve(call_sid, PENDING_TTL_S, self._fleet_max)
+            except FleetUnavailable:
+                self._degraded("webhook")
+            else:
+                if not held:
+                    return Admission(reason="fleet at capacity")
+                return Admission(self.tokens.issue(call_sid))
+            degraded = True
+        else:
+            degraded = False
+        if not self._local_room():
+            return Admission(reason="draining" if self.draining else "at capacity")
+        self.pending[call_sid] = time.monotonic() + PENDING_TTL_S
+        return Admission(self.tokens.issue(call_sid), degraded=degraded)
+
+    async def admit(self, call_sid: str, token: str | None, path: str = "media") -> Admission:
         """The admission check when a stream's ``start`` arrives with ``token``.
 
         Raises:
-            Refused: a bad token (1008) or no room (1013).
+            Refused: a bad, expired or reused token (1008), or no room here or in the fleet, or
+                draining past its grace (1013).
         """
         try:
-            self.tokens.redeem(call_sid, token)
+            nonce, expiry = self.tokens.redeem(call_sid, token)
         except TokenError as exc:
             raise Refused(str(exc)) from None
         self.pending.pop(call_sid, None)
         if len(self.calls) >= self.max_calls:
             raise Refused("at capacity", TRY_AGAIN_LATER)
-        self.calls.add(call_sid)
-
-    def admit_sip(self, call_id: str) -> bool:
-        """Take a SIP call if there is room (not draining, under the limit)."""
-        if self.draining or len(self.calls) + self._live_pending() >= self.max_calls:
-            return False
-        self.calls.add(call_id)
-        return True
-
-    def release(self, call_sid: str | None) -> None:
-        if call_sid is not None:
+        if self.fleet and self.draining:
+            if time.monotonic() - self._draining_since > self._drain_grace_s:
+                raise Refused("draining", TRY_AGAIN_LATER)
+        self.calls.add(call_sid)  # hold the local slot across the awaits below
+        try:
+            degraded = await self._join_fleet(call_sid, path, f"nonce:{nonce}", expiry)
+        except Refused:
             self.calls.discard(call_sid)
+            raise
+        self.paths[call_sid] = path
+        if degraded:
+            self._degraded("stream")
+        return Admission(degraded=degraded)
+
+    async def _join_fleet(
+        self, call_id: str, path: str, claim: str | None, expires_at: float
+    ) -> bool:
+        """Claim once, take a fleet slot, record the owner; returns whether it was degraded."""
+        if not self.fleet:
+            return False
+        try:
+            if claim is not None and not await self.state.claim(claim, expires_at):
+                raise Refused("stream token already used")
+            if not await self.state.reserve(call_id, self._lease_s, self._fleet_max):
+                raise Refused("fleet at capacity", TRY_AGAIN_LATER)
+            await self.state.own(call_id, path)
+        except FleetUnavailable:
+            return True
+        return False
+
+    async def admit_sip(self, call_id: str) -> Admission:
+        """Take a SIP call if there is room here and in the fleet (and we are not draining)."""
+        if self.draining or len(self.calls) + self._live_pending() >= self.max_calls:
+            return Admission(reason="draining" if self.draining else "at capacity")
+        self.calls.add(call_id)
+        try:
+            degraded = await self._join_fleet(call_id, "sip", None, 0.0)
+        except Refused as refused:
+            self.calls.discard(call_id)
+            return Admission(reason=refused.reason)
+        self.paths[call_id] = "sip"
+        if degraded:
+            self._degraded("sip")
+        return Admission(degraded=degraded)
+
+    async def claim_once(self, key: str, expires_at: float) -> bool:
+        """A fleet-wide single-use claim (e.g. a SIP delivery); True when the fleet state is
+        down (the caller's own local check is all there is then)."""
+        if not self.fleet:
+            return True
+        try:
+            return await self.state.claim(key, expires_at)
+        except FleetUnavailable:
+            return True
+
+    async def unclaim(self, key: str) -> None:
+        """Forget a fleet-wide claim, so that a redelivery can try again."""
+        if self.fleet:
+            try:
+                await self.state.unclaim(key)
+            except FleetUnavailable:
+                pass
+
+    async def release(self, call_id: str | None) -> None:
+        """The call ended: free its slot here and in the fleet (its lease lapses otherwise)."""
+        if call_id is None or call_id not in self.calls:
+            return
+        self.calls.discard(call_id)
+        self.paths.pop(call_id, None)
+        self.live.pop(call_id, None)
+        if self.fleet:
+            try:
+                await self.state.release(call_id)
+            except FleetUnavailable:
+                pass
+
+    async def start_draining(self) -> None:
+        """Take no new calls: leave the fleet's ready set (``/readyz`` answers 503)."""
+        if not self.draining:
+            self.draining = True
+            self._draining_since = time.monotonic()
+            await self.state.set_draining(True)
 
     async def drain(self, grace_s: float, goodbye_s: float = 10.0) -> None:
         """Take no new calls; let calls run up to ``grace_s`` seconds; then end the rest
         politely (each says goodbye if it can and writes its ``call.end``), cancelling any that
         have not ended ``goodbye_s`` seconds later."""
-        self.draining = True
+        await self.start_draining()
+        deadline = time.monotonic() + grace_s
         if self.sockets and grace_s > 0:
             logger.info(
                 "draining: %d call(s) in progress, waiting up to %.0fs", len(self.sockets), grace_s
             )
-            await asyncio.wait(set(self.sockets), timeout=grace_s)
+        while self.sockets and time.monotonic() < deadline:  # streams may still arrive (grace)
+            await asyncio.wait(set(self.sockets), timeout=min(0.5, deadline - time.monotonic()))
         if not self.sockets:
             return
         logger.info("ending %d call(s) for shutdown", len(self.sockets))

@@ -48,8 +48,9 @@ class StreamTokens:
         nonce = secrets.token_urlsafe(12)
         return f"{expiry}.{nonce}.{self._mac(call_sid, expiry, nonce)}"
 
-    def redeem(self, call_sid: str, token: str | None, now: float | None = None) -> None:
-        """Accept ``token`` for ``call_sid`` once.
+    def redeem(self, call_sid: str, token: str | None, now: float | None = None) -> tuple[str, int]:
+        """Accept ``token`` for ``call_sid`` once in this process; returns ``(nonce, expiry)``
+        (UNIX seconds), for a fleet-wide single-use claim.
 
         Raises:
             TokenError: missing, malformed, wrong MAC (forged or another call's), expired, or
@@ -70,6 +71,7 @@ class StreamTokens:
         if nonce in self._used:
             raise TokenError("stream token already used")
         self._used[nonce] = expiry
+        return nonce, expiry
 
     def _forget_expired(self, now: float) -> None:
         if len(self._used) > 256:

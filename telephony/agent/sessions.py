@@ -32,15 +32,25 @@ __all__ = [
     "GREETING_INSTRUCTIONS",
     "ModelFactory",
     "SessionFactory",
+    "announce_transfer",
     "choose_backend",
     "create_response",
     "greet",
     "phone_model_settings",
+    "say_goodbye",
 ]
 
 logger = logging.getLogger("telephony.agent")
 
 GREETING_INSTRUCTIONS = "The call has just connected. Greet the caller by saying: {}"
+GOODBYE_INSTRUCTIONS = (
+    "The call is being ended by the operator now. In one short sentence, say goodbye to the "
+    "caller. Do not ask anything."
+)
+TRANSFER_INSTRUCTIONS = (
+    "The operator is transferring the caller to {} now. In one short sentence, tell the caller "
+    "so. Do not ask anything."
+)
 
 ModelFactory = Callable[[], RealtimeModel]
 
@@ -86,6 +96,16 @@ async def create_response(session: RealtimeSession, instructions: str) -> None:
 async def greet(session: RealtimeSession, greeting: str) -> None:
     """Ask the agent to say ``greeting`` first, as soon as the call connects."""
     await create_response(session, GREETING_INSTRUCTIONS.format(greeting))
+
+
+async def say_goodbye(session: RealtimeSession) -> None:
+    """Ask the agent for a short goodbye: the operator is ending the call."""
+    await create_response(session, GOODBYE_INSTRUCTIONS)
+
+
+async def announce_transfer(session: RealtimeSession, destination: str) -> None:
+    """Ask the agent to tell the caller they are being transferred to ``destination``."""
+    await create_response(session, TRANSFER_INSTRUCTIONS.format(destination))
 
 
 class SessionFactory:

@@ -21,14 +21,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 from agents.realtime import RealtimeSession
 
 from ..admission import POLICY_VIOLATION, Refused
 from ..config import CallFeatures, CallLimits
-from ..observability.call_log import CallLog, describe_error
+from ..observability.call_log import CallLog, CallLogs, describe_error
 from ..observability.call_metrics import CallMetrics
 from ..observability.recorder import SessionRecorder
 from ..twilio.media_stream import (
@@ -68,9 +67,9 @@ class TwilioSocket(Protocol):
         ...
 
 
-Admit = Callable[[Start], None]
-"""Decides whether a stream may go on once its ``start`` arrived; raises
-:class:`telephony.admission.Refused`."""
+Admit = Callable[[Start, "MediaStreamCall"], Awaitable[dict[str, Any]]]
+"""Decides whether a stream may go on once its ``start`` arrived: returns fields for the
+``stream.start`` record (such as ``degraded``), or raises :class:`telephony.admission.Refused`."""
 
 
 class _CallEnded(Exception):
@@ -87,14 +86,13 @@ class MediaStreamCall:
     Args:
         socket: the Twilio media socket.
         open_session: builds the model session for the call.
-        log_dir: where the call log goes.
+        logs: opens the call's log.
         limits: start, connect, close, idle and duration limits.
         admit: the admission check at ``start`` (stream token, capacity).
         on_model_failure: tells the caller we are ending the call; see the supervisor.
         reconnects: how many times a failed model session is replaced.
         features: greeting, DTMF, hang-up and transfer behaviour.
         twilio: REST access to the live call (hang up, transfer); None closes the stream.
-        observer: called with each call-log record (service metrics).
         on_frame: called with ``("in" | "out", seconds)`` per 20 ms frame processed.
         backend: which model answers, for the call log.
     """
@@ -103,7 +101,7 @@ class MediaStreamCall:
         self,
         socket: TwilioSocket,
         open_session: OpenSession,
-        log_dir: Path,
+        logs: CallLogs,
         limits: CallLimits | None = None,
         admit: Admit | None = None,
         on_model_failure: Callable[[str, str], Awaitable[str]] | None = None,
@@ -111,15 +109,13 @@ class MediaStreamCall:
         features: CallFeatures | None = None,
         *,
         twilio: TwilioCalls | None = None,
-        observer: Callable[[dict[str, Any]], None] | None = None,
         on_frame: Callable[[str, float], None] | None = None,
         backend: str = "openai",
     ) -> None:
         self._socket = socket
-        self._log_dir = log_dir
+        self._logs = logs
         self._limits = limits or CallLimits()
         self._admit = admit
-        self._observer = observer
         features = features or CallFeatures()
         self.metrics = CallMetrics(time.monotonic(), on_frame=on_frame)
         self._recorder = SessionRecorder(self._record, on_vad=self._on_vad)
@@ -199,9 +195,10 @@ class MediaStreamCall:
                 logger.warning("call ?: bad frame before start: %s", exc)
                 continue
             if isinstance(message, Start):
+                admitted: dict[str, Any] = {}
                 if self._admit is not None:
                     try:
-                        self._admit(message)
+                        admitted = await self._admit(message, self)
                     except Refused as refused:
                         logger.warning(
                             "call %r: stream refused: %s", message.call_sid[:40], refused.reason
@@ -209,21 +206,21 @@ class MediaStreamCall:
                         self._set_reason(f"refused: {refused.reason}")
                         self._close_code = refused.code
                         return None
-                self._on_start(message)
+                self._on_start(message, admitted)
                 return message
             if isinstance(message, Connected):
                 continue
             self.protocol_errors += 1
             logger.warning("call ?: %r before start, ignored", message.event)
 
-    def _on_start(self, start: Start) -> None:
+    def _on_start(self, start: Start, admitted: dict[str, Any]) -> None:
         self.call_sid = self.control.call_sid = start.call_sid
         self.stream_sid = self.out.stream_sid = self.inbound.stream_sid = start.stream_sid
         self.inbound.last_sequence = start.sequence_number
         self._last_media_at = self._stream_started_at = time.monotonic()
         self.metrics.started_at = self._stream_started_at
         try:
-            self._log = CallLog(self._log_dir, start.call_sid, self._observer)
+            self._log = self._logs.open(start.call_sid)
         except ValueError as exc:
             logger.warning("call %r: no call log: %s", start.call_sid[:80], exc)
         fmt = start.start.media_format
@@ -237,6 +234,7 @@ class MediaStreamCall:
                 "channels": fmt.channels,
             },
             custom_parameters={k: v for k, v in start.custom_parameters.items() if k != "token"},
+            **admitted,
         )
         if fmt.encoding != "audio/x-mulaw" or fmt.sample_rate != 8000 or fmt.channels != 1:
             self._record("protocol.error", error=f"unexpected media format {fmt!r}")
@@ -274,6 +272,14 @@ class MediaStreamCall:
         """Ask the call to end (e.g. ``server_shutdown``): goodbye if it can, then it closes."""
         self._end_reason = reason
         self._end_requested.set()
+
+    async def operator_hang_up(self, reason: str) -> str:
+        """An operator ends the call (from any instance): goodbye, then hang up."""
+        return await self.control.operator_hang_up(reason)
+
+    async def operator_transfer(self, destination: str) -> str:
+        """An operator transfers the call to an allowed destination name."""
+        return await self.control.operator_transfer(destination)
 
     async def _watchdog(self) -> None:
         """End the call when asked to, when the caller was silent too long, or it ran too long."""

@@ -1,5 +1,6 @@
 """Call control on a Media Streams call: keypad digits to the agent, ``end_call`` and
-``transfer_call`` through Twilio's REST API.
+``transfer_call`` through Twilio's REST API, and the same two asked for by an operator
+(``POST /calls/{sid}/hangup|transfer`` on any instance), the agent speaking first.
 
 Implements :class:`telephony.agent.tools.CallControl` for the bridge.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 from agents.realtime import RealtimeSession
 
+from ..agent.sessions import announce_transfer, say_goodbye
 from ..agent.tools import transfer_refusal
 from ..config import CallFeatures
 from ..observability.call_log import describe_error
@@ -61,10 +63,11 @@ class MediaCallControl:
         self._digits: list[str] = []
         self._dtmf_task: asyncio.Task[None] | None = None
         self._hangup_task: asyncio.Task[None] | None = None
+        self._transfer_task: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
-        """Cancel pending digits and a pending hang-up (the call is over)."""
-        for task in (self._dtmf_task, self._hangup_task):
+        """Cancel pending digits and a pending hang-up or transfer (the call is over)."""
+        for task in (self._dtmf_task, self._hangup_task, self._transfer_task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -104,19 +107,59 @@ class MediaCallControl:
         self._hangup_task = asyncio.create_task(self._hang_up_after_goodbye())
         return "The call will end as soon as your goodbye has played. Say a short goodbye now."
 
-    async def _hang_up_after_goodbye(self) -> None:
-        started_before = self._recorder.responses_started
+    async def _hang_up_after_goodbye(self, reason: str = "agent_hangup") -> None:
         t0 = time.monotonic()
-        deadline = t0 + self._features.hangup_grace
+        await self._goodbye_played(self._recorder.responses_started)
+        waited_ms = round((time.monotonic() - t0) * 1000)
+        via = await self._rest("hang up", lambda twilio, sid: twilio.hang_up(sid))
+        self._record("call.hangup", via=via, waited_ms=waited_ms)
+        self._end(reason)
+
+    async def _goodbye_played(self, started_before: int) -> None:
+        """Wait until a response that began after ``started_before`` responses has ended and
+        all its audio has played, at most ``hangup_grace`` seconds."""
+        deadline = time.monotonic() + self._features.hangup_grace
         while time.monotonic() < deadline:
             goodbye_done = self._recorder.responses_idle_since(started_before)
             if goodbye_done and self._outbound.idle:
                 break
             await asyncio.sleep(POLL_S)
-        waited_ms = round((time.monotonic() - t0) * 1000)
-        via = await self._rest("hang up", lambda twilio, sid: twilio.hang_up(sid))
-        self._record("call.hangup", via=via, waited_ms=waited_ms)
-        self._end("agent_hangup")
+
+    async def operator_hang_up(self, reason: str) -> str:
+        """An operator ends the call: the agent says goodbye, then Twilio hangs up."""
+        if self._hangup_task is not None:
+            return "already ending"
+        self._record("hangup.requested", reason=reason, by="operator")
+        self._hangup_task = asyncio.create_task(self._hang_up_after_goodbye("operator_hangup"))
+        await self._ask(say_goodbye)
+        return "hanging up after the agent's goodbye"
+
+    async def operator_transfer(self, destination: str) -> str:
+        """An operator transfers the call: the agent says so, then Twilio dials ``destination``
+        (an allowed name)."""
+        if destination not in self._features.transfer_targets:
+            return transfer_refusal(self._features.transfer_targets, destination)
+        if self._transfer_task is not None or self._hangup_task is not None:
+            return "already ending"
+        self._record("transfer.requested", destination=destination, by="operator")
+        started_before = self._recorder.responses_started
+
+        async def announce_then_transfer() -> None:
+            await self._goodbye_played(started_before)
+            await self.transfer(destination)
+
+        self._transfer_task = asyncio.create_task(announce_then_transfer())
+        await self._ask(lambda session: announce_transfer(session, destination))
+        return "transferring after the agent's announcement"
+
+    async def _ask(self, say: Callable[[RealtimeSession], Awaitable[None]]) -> None:
+        """Ask the session for a response (a goodbye, an announcement); errors are logged."""
+        if self.session is None:
+            return
+        try:
+            await say(self.session)
+        except Exception as exc:
+            self._record("model.error", where="operator", error=describe_error(exc))
 
     async def transfer(self, destination: str) -> str:
         """``transfer_call``: update the live call with ``<Dial>`` to an allowed destination."""

@@ -1,7 +1,8 @@
 """Per-call event log: ``$CALL_LOG_DIR/<call id>.jsonl``, one JSON object a line.
 
 Every record has ``ts`` (UNIX seconds, float), ``call_sid`` (the Twilio CallSid or the OpenAI SIP
-call_id) and ``event``, plus the event's own fields. Lines are written and flushed as the call goes,
+call_id), ``event`` and, from a service, ``instance`` (which worker or machine wrote it), plus the
+event's own fields. Lines are written and flushed as the call goes,
 so a crash loses at most the line in flight. Secrets are never passed here.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["CallLog", "describe_error", "read_call_log", "safe_call_id"]
+__all__ = ["CallLog", "CallLogs", "describe_error", "read_call_log", "safe_call_id"]
 
 _CALL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")
 
@@ -43,16 +44,24 @@ class CallLog:
         directory: Path,
         call_id: str,
         observer: Callable[[dict[str, Any]], None] | None = None,
+        instance: str | None = None,
     ) -> None:
         self.call_id = safe_call_id(call_id)
         self._observer = observer  # sees every record as it is written (metrics)
+        self._tag = {"instance": instance} if instance else {}
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{call_id}.jsonl"
         self._file: TextIO | None = self.path.open("a", encoding="utf-8")
 
     def write(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append one record and flush it; returns the record. A closed log ignores the call."""
-        record = {"ts": round(time.time(), 6), "call_sid": self.call_id, "event": event, **fields}
+        record = {
+            "ts": round(time.time(), 6),
+            "call_sid": self.call_id,
+            "event": event,
+            **self._tag,
+            **fields,
+        }
         if self._file is not None:
             self._file.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
             self._file.flush()
@@ -74,6 +83,31 @@ class CallLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class CallLogs:
+    """Opens the call logs of one service: one directory, every record tagged with ``instance``.
+
+    Args:
+        directory: ``CALL_LOG_DIR``.
+        instance: this instance's id (``INSTANCE_ID``); None writes no ``instance`` field.
+        observer: sees every record of the logs opened with ``observe=True`` (metrics).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        instance: str | None = None,
+        observer: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.instance = instance
+        self._observer = observer
+
+    def open(self, call_id: str, observe: bool = True) -> CallLog:
+        """The log of ``call_id`` (appended to). Raises ValueError for an unsafe call id."""
+        observer = self._observer if observe else None
+        return CallLog(self.directory, call_id, observer, self.instance)
 
 
 def read_call_log(path: Path) -> list[dict[str, Any]]:

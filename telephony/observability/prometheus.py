@@ -20,11 +20,41 @@ FRAME_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3
 
 
 class ServiceMetrics:
-    def __init__(self, active_calls: Callable[[], int]) -> None:
+    """The service's Prometheus metrics, one registry per app.
+
+    Args:
+        active_calls: calls in progress on this instance.
+        redis_up: 1 when the fleet's Redis answered at the last contact, 0 when not; None when
+            there is no fleet (the gauge is then absent).
+        fleet_active: calls holding a fleet slot, from the last heartbeat (None: unknown).
+    """
+
+    def __init__(
+        self,
+        active_calls: Callable[[], int],
+        redis_up: Callable[[], bool] | None = None,
+        fleet_active: Callable[[], int | None] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         Gauge("telephony_active_calls", "Calls in progress (both paths)", registry=r).set_function(
             active_calls
+        )
+        if redis_up is not None:
+            Gauge(
+                "telephony_redis_up", "Fleet Redis reachable (1) or not (0)", registry=r
+            ).set_function(lambda: float(redis_up()))
+        if fleet_active is not None:
+            Gauge(
+                "telephony_fleet_active_calls",
+                "Calls holding a fleet slot (NaN: unknown)",
+                registry=r,
+            ).set_function(lambda: float("nan") if (n := fleet_active()) is None else float(n))
+        self.degraded = Counter(
+            "telephony_degraded_admissions",
+            "Admissions decided without the fleet state (Redis down), by step",
+            ["step"],
+            registry=r,
         )
         self.calls = Counter("telephony_calls", "Calls ended, by outcome", ["outcome"], registry=r)
         self.turn_latency = Histogram(

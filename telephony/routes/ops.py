@@ -23,13 +23,20 @@ async def prometheus_metrics(services: ServicesDep) -> Response:
 
 @router.get("/healthz")
 async def healthz(services: ServicesDep) -> dict[str, Any]:
-    """Liveness, with the number of calls in progress."""
-    return {"status": "ok", "active_calls": len(services.registry.calls)}
+    """Liveness, with the number of calls in progress (and, in a fleet, Redis's state)."""
+    body: dict[str, Any] = {"status": "ok", "active_calls": len(services.registry.calls)}
+    if services.state.shared:
+        body.update(instance=services.state.instance, redis="up" if services.state.up else "down")
+    return body
 
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> Response:
-    """Readiness: 503 while draining, so a load balancer stops sending new calls."""
-    if services.registry.draining:
+    """Readiness: 503 while draining (and, in a fleet, while this instance is full), so a load
+    balancer sends new calls elsewhere."""
+    registry = services.registry
+    if registry.draining:
         return Response('{"status":"draining"}', 503, media_type="application/json")
+    if not registry.ready:
+        return Response('{"status":"full"}', 503, media_type="application/json")
     return Response('{"status":"ready"}', media_type="application/json")

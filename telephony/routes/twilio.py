@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, WebSocket
 from starlette.websockets import WebSocketState
 
-from ..observability.call_log import CallLog, safe_call_id
+from ..observability.call_log import safe_call_id
 from ..services import Services
 from ..twilio.signatures import request_url
 from ..twilio.twiml import MEDIA_STREAM_PATH, connect_stream, media_stream_url, reject
@@ -117,11 +117,11 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
         logger.warning("webhook without a valid CallSid refused")
         return Response("missing or malformed CallSid", status_code=400)
     settings, registry = services.settings, services.registry
-    stream_token = registry.answer(call_sid)
+    admission = await registry.answer(call_sid)
     host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
     scheme = request.headers.get("x-forwarded-proto") or request.url.scheme
     url = media_stream_url(settings.public_url, host, scheme)
-    with CallLog(settings.call_log_dir, call_sid, services.metrics.observe) as log:
+    with services.logs.open(call_sid) as log:
         log.write(
             "webhook",
             **{"from": params.get("From")},
@@ -129,13 +129,13 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
             direction=params.get("Direction"),
             call_status=params.get("CallStatus"),
             stream_url=url,
+            **({"degraded": True} if admission.degraded else {}),
         )
-        if stream_token is None:
-            reason = "draining" if registry.draining else "at capacity"
-            log.write("call.rejected", reason=reason, twiml="busy")
+        if admission.token is None:
+            log.write("call.rejected", reason=admission.reason, twiml="busy")
             return Response(reject("busy"), media_type="application/xml")
     stream_params = {k: params[k] for k in STREAM_PARAMETERS if k in params}
-    stream_params["token"] = stream_token
+    stream_params["token"] = admission.token
     return Response(connect_stream(url, stream_params), media_type="application/xml")
 
 
@@ -164,7 +164,7 @@ async def media_stream(websocket: WebSocket, services: ServicesDep) -> None:
         await call.run()
     finally:
         registry.sockets.pop(task, None)
-        registry.release(call.call_sid if call.stream_sid else None)
+        await registry.release(call.call_sid if call.stream_sid else None)
 
 
 @router.post("/call-status")
@@ -175,7 +175,7 @@ async def call_status(params: TwilioForm, services: ServicesDep) -> Response:
         safe_call_id(call_sid)
     except ValueError:
         return Response("missing or malformed CallSid", status_code=400)
-    with CallLog(services.settings.call_log_dir, call_sid) as log:
+    with services.logs.open(call_sid, observe=False) as log:
         log.write(
             "call.status",
             status=params.get("CallStatus"),

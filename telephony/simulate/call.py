@@ -19,12 +19,14 @@ from .twilio_side import SimulationResult, TwilioSide
 __all__ = ["Answer", "answer_call", "simulate_call"]
 
 
-def _post_webhook(url: str, params: dict[str, str], auth_token: str | None) -> str:
+def _post_webhook(
+    url: str, params: dict[str, str], auth_token: str | None, signed_url: str | None = None
+) -> str:
     body = urllib.parse.urlencode(params).encode()
     request = urllib.request.Request(url, data=body, method="POST")
     request.add_header("Content-Type", "application/x-www-form-urlencoded")
     if auth_token:
-        signature = RequestValidator(auth_token).compute_signature(url, params)
+        signature = RequestValidator(auth_token).compute_signature(signed_url or url, params)
         request.add_header("X-Twilio-Signature", signature)
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.read().decode()
@@ -50,6 +52,17 @@ class Answer:
     parameters: dict[str, str]
     headers: dict[str, str]  # for the WebSocket handshake (X-Twilio-Signature when signing)
 
+    def via(self, base_url: str) -> Answer:
+        """The same answer with its stream opened at ``base_url`` (``http://host:port``) instead
+        of the TwiML's host, as a load balancer would route it; the signature stays."""
+        parts = urllib.parse.urlsplit(base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        path = urllib.parse.urlsplit(self.stream_url).path
+        url = f"{scheme}://{parts.netloc}{path}"
+        return Answer(
+            self.call_sid, self.account_sid, self.twiml, url, self.parameters, self.headers
+        )
+
 
 async def answer_call(
     base_url: str,
@@ -58,9 +71,13 @@ async def answer_call(
     from_number: str = "+15550001111",
     to_number: str = "+15550002222",
     auth_token: str | None = None,
+    public_url: str | None = None,
 ) -> Answer:
     """Post Twilio's Voice webhook for a new inbound call, as Twilio does (signed with
     ``auth_token``), and read the ``<Connect><Stream>`` out of the TwiML.
+
+    ``public_url`` is the URL Twilio would have requested (a load balancer's, the server's
+    ``PUBLIC_URL``); the request itself goes to ``base_url``, as a balancer forwards it.
 
     Raises:
         ValueError: the TwiML has no ``<Connect><Stream url>`` (e.g. a ``<Reject>``).
@@ -78,7 +95,8 @@ async def answer_call(
         "ApiVersion": "2010-04-01",
     }
     webhook = base_url.rstrip("/") + "/incoming-call"
-    twiml = await asyncio.to_thread(_post_webhook, webhook, params, auth_token)
+    signed_url = (public_url or base_url).rstrip("/") + "/incoming-call"
+    twiml = await asyncio.to_thread(_post_webhook, webhook, params, auth_token, signed_url)
     stream_url, parameters = _parse_twiml(twiml)
     headers = {}
     if auth_token:
@@ -101,6 +119,7 @@ async def simulate_call(
     hang_up: bool = True,
     min_turns: int = 0,
     dtmf: Sequence[tuple[float, str]] = (),
+    answer: Answer | None = None,
 ) -> SimulationResult:
     """Play one Twilio call against the server at ``base_url`` (``http://host:port``).
 
@@ -114,11 +133,13 @@ async def simulate_call(
         min_turns: stay on the line (within ``max_tail_s``) until this many agent replies began,
             as a caller waits for an answer.
         dtmf: keys to press, as ``(call time in seconds, digit)``; sent as Twilio ``dtmf``.
+        answer: a webhook answer already obtained (:func:`answer_call`, possibly
+            :meth:`Answer.via` another instance); no webhook is posted then.
 
     Returns:
         A :class:`SimulationResult`. Raises ``ValueError`` if the TwiML has no stream.
     """
-    answer = await answer_call(
+    answer = answer or await answer_call(
         base_url,
         call_sid=call_sid,
         from_number=from_number,

@@ -12,15 +12,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from openai import AsyncOpenAI, NotFoundError
 
-from ..agent.sessions import greet
+from ..agent.sessions import announce_transfer, greet, say_goodbye
 from ..agent.tools import CallContext, transfer_refusal
 from ..config import CallFeatures, CallLimits
-from ..observability.call_log import CallLog, describe_error
+from ..observability.call_log import CallLogs, describe_error
 from ..observability.recorder import SessionRecorder
 
 __all__ = ["HEADERS_LOGGED", "SipCall", "untrusted"]
@@ -51,8 +50,8 @@ class SipCall:
         open_session: Callable[[CallContext], Awaitable[Any]],
         features: CallFeatures,
         limits: CallLimits,
-        log_dir: Path,
-        observer: Callable[[dict[str, Any]], None] | None = None,
+        logs: CallLogs,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.call_id = call_id
         self._headers = sip_headers
@@ -60,12 +59,15 @@ class SipCall:
         self._open_session = open_session
         self._features = features
         self._limits = limits
-        self._log = CallLog(log_dir, call_id, observer)
+        self._log = logs.open(call_id)
         self._events = SessionRecorder(self._log.write)
         self._started = time.monotonic()
         self._ended = asyncio.Event()
         self._end_reason: str | None = None
         self._hangup_task: asyncio.Task[None] | None = None
+        self._transfer_task: asyncio.Task[None] | None = None
+        self._session: Any = None
+        self._extra = extra or {}
 
     async def run(self) -> None:
         """Attach, greet, record events until the call ends; always writes one ``call.end``."""
@@ -76,6 +78,7 @@ class SipCall:
                 **{"from": self._headers.get("From")},
                 to=self._headers.get("To"),
                 sip_headers={k: v for k, v in self._headers.items() if k in HEADERS_LOGGED},
+                **self._extra,
             )
             reason = await self._attach_and_run()
         except asyncio.CancelledError:
@@ -86,8 +89,9 @@ class SipCall:
             self._log.write("error", where="sip", error=describe_error(exc))
             reason = "internal_error"
         finally:
-            if self._hangup_task is not None and not self._hangup_task.done():
-                self._hangup_task.cancel()
+            for task in (self._hangup_task, self._transfer_task):
+                if task is not None and not task.done():
+                    task.cancel()
             self._log.write(
                 "call.end",
                 reason=self._end_reason or reason,
@@ -107,6 +111,7 @@ class SipCall:
             self._log.write("model.connect_failed", error=describe_error(exc))
             return "model_connect_failed"
         self._log.write("model.connected", connect_ms=round((time.monotonic() - t0) * 1000, 1))
+        self._session = session
         try:
             if self._features.greeting:
                 await greet(session, self._features.greeting)
@@ -146,16 +151,9 @@ class SipCall:
         self._hangup_task = asyncio.create_task(self._hang_up_after_goodbye())
         return "The call will end as soon as your goodbye has played. Say a short goodbye now."
 
-    async def _hang_up_after_goodbye(self) -> None:
-        started_before = self._events.responses_started
+    async def _hang_up_after_goodbye(self, reason: str = "agent_hangup") -> None:
         t0 = time.monotonic()
-        grace = self._features.hangup_grace
-        for _ in range(int(grace / 0.02)):  # wait for the goodbye response to be generated
-            if self._events.responses_idle_since(started_before):
-                break
-            await asyncio.sleep(0.02)
-        # OpenAI plays the goodbye in real time; it is generated faster, so allow it to finish
-        await asyncio.sleep(max(0.0, min(GOODBYE_MARGIN_S, grace - (time.monotonic() - t0))))
+        await self._goodbye_played(self._events.responses_started)
         try:
             await self._client.realtime.calls.hangup(self.call_id)
             via = "openai_calls_api"
@@ -164,7 +162,53 @@ class SipCall:
         except Exception as exc:
             via = f"failed: {type(exc).__name__}"
         self._log.write("call.hangup", via=via, waited_ms=round((time.monotonic() - t0) * 1000))
-        self.end("agent_hangup")
+        self.end(reason)
+
+    async def _goodbye_played(self, started_before: int) -> None:
+        """Wait for a response begun after ``started_before`` responses to be generated, plus a
+        margin for OpenAI's real-time playout; at most ``hangup_grace`` seconds in all."""
+        t0 = time.monotonic()
+        grace = self._features.hangup_grace
+        for _ in range(int(grace / 0.02)):  # wait for the goodbye response to be generated
+            if self._events.responses_idle_since(started_before):
+                break
+            await asyncio.sleep(0.02)
+        # OpenAI plays the goodbye in real time; it is generated faster, so allow it to finish
+        await asyncio.sleep(max(0.0, min(GOODBYE_MARGIN_S, grace - (time.monotonic() - t0))))
+
+    async def operator_hang_up(self, reason: str) -> str:
+        """An operator ends the call (from any instance): goodbye, then ``calls.hangup``."""
+        if self._hangup_task is not None:
+            return "already ending"
+        self._log.write("hangup.requested", reason=reason, by="operator")
+        self._hangup_task = asyncio.create_task(self._hang_up_after_goodbye("operator_hangup"))
+        await self._ask(say_goodbye)
+        return "hanging up after the agent's goodbye"
+
+    async def operator_transfer(self, destination: str) -> str:
+        """An operator transfers the call: the agent says so, then ``calls.refer``."""
+        if destination not in self._features.transfer_targets:
+            return transfer_refusal(self._features.transfer_targets, destination)
+        if self._transfer_task is not None or self._hangup_task is not None:
+            return "already ending"
+        self._log.write("transfer.requested", destination=destination, by="operator")
+        started_before = self._events.responses_started
+
+        async def announce_then_transfer() -> None:
+            await self._goodbye_played(started_before)
+            await self.transfer(destination)
+
+        self._transfer_task = asyncio.create_task(announce_then_transfer())
+        await self._ask(lambda session: announce_transfer(session, destination))
+        return "transferring after the agent's announcement"
+
+    async def _ask(self, say: Callable[[Any], Awaitable[None]]) -> None:
+        if self._session is None:
+            return
+        try:
+            await say(self._session)
+        except Exception as exc:
+            self._log.write("model.error", where="operator", error=describe_error(exc))
 
     async def transfer(self, destination: str) -> str:
         target = self._features.transfer_targets.get(destination)

@@ -16,8 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from openai import AsyncOpenAI, InvalidWebhookSignatureError, NotFoundError
@@ -27,7 +26,7 @@ from ..admission import CallRegistry
 from ..agent.sessions import SessionFactory
 from ..agent.tools import CallContext
 from ..config import CallFeatures, CallLimits
-from ..observability.call_log import CallLog, describe_error, safe_call_id
+from ..observability.call_log import CallLogs, describe_error, safe_call_id
 from .call import SipCall, untrusted
 
 __all__ = ["SipCalls"]
@@ -53,28 +52,36 @@ class SipCalls:
         sessions: SessionFactory,
         features: CallFeatures,
         limits: CallLimits,
-        log_dir: Path,
+        logs: CallLogs,
         registry: CallRegistry,
-        observer: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.client = client
-        self._observer = observer
         self._sessions = sessions
         self._features = features
         self._limits = limits
-        self._log_dir = log_dir
+        self._logs = logs
         self._registry = registry
         self._seen: dict[str, float] = {}  # webhook-id or call_id -> when
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def _duplicate(self, *keys: str) -> bool:
+    async def _duplicate(self, *keys: str) -> bool:
+        """Whether a delivery was seen before, here or (in a fleet) on any instance."""
         now = time.monotonic()
         self._seen = {k: t for k, t in self._seen.items() if now - t < SEEN_TTL_S}
         if any(k in self._seen for k in keys):
             return True
         for key in keys:
             self._seen[key] = now
+        expires_at = time.time() + SEEN_TTL_S
+        for key in keys:
+            if not await self._registry.claim_once(key, expires_at):
+                return True
         return False
+
+    async def _forget(self, *keys: str) -> None:
+        for key in keys:
+            self._seen.pop(key, None)
+            await self._registry.unclaim(key)
 
     async def webhook(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, str]]:
         """One delivery; returns ``(HTTP status, JSON body)``: 400 when the signature is bad,
@@ -91,21 +98,25 @@ class SipCalls:
             safe_call_id(call_id)
         except ValueError:
             return 200, {"status": "ignored: unusable call_id"}
-        if self._duplicate(f"webhook:{headers.get('webhook-id', event.id)}", f"call:{call_id}"):
+        keys = (f"sip:webhook:{headers.get('webhook-id', event.id)}", f"sip:call:{call_id}")
+        if await self._duplicate(*keys):
             logger.info("SIP call %s: duplicate delivery ignored", call_id)
             return 200, {"status": "duplicate"}
         sip_headers = {untrusted(h.name, 64): untrusted(h.value) for h in event.data.sip_headers}
-        if not self._registry.admit_sip(call_id):
-            with CallLog(self._log_dir, call_id) as log:
-                log.write("call.rejected", reason="at capacity", sip_status=BUSY_HERE)
+        admission = await self._registry.admit_sip(call_id)
+        if admission.reason:
+            with self._logs.open(call_id, observe=False) as log:
+                log.write("call.rejected", reason=admission.reason, sip_status=BUSY_HERE)
             with contextlib.suppress(Exception):
                 await self.client.realtime.calls.reject(call_id, status_code=BUSY_HERE)
             return 200, {"status": "rejected"}
         refused = await self._accept(call_id)
         if refused is not None:
-            self._registry.release(call_id)
+            await self._registry.release(call_id)
+            await self._forget(*keys)  # a redelivery may try again
             return 200, {"status": refused}
-        self._start(call_id, sip_headers)
+        extra = {"degraded": True} if admission.degraded else {}
+        self._start(call_id, sip_headers, extra)
         return 200, {"status": "accepted"}
 
     async def _accept(self, call_id: str) -> str | None:
@@ -114,17 +125,17 @@ class SipCalls:
             payload = await self._sessions.sip_accept_payload(CallContext(call_id))
             await self.client.realtime.calls.accept(call_id, **payload)
         except NotFoundError:
-            with CallLog(self._log_dir, call_id) as log:
+            with self._logs.open(call_id, observe=False) as log:
                 log.write("call.accept_failed", error="404: the caller already hung up")
             return "caller gone"
         except Exception as exc:
             logger.warning("SIP call %s: accept failed: %s", call_id, exc)
-            with CallLog(self._log_dir, call_id) as log:
+            with self._logs.open(call_id, observe=False) as log:
                 log.write("call.accept_failed", error=describe_error(exc))
             return "accept failed"
         return None
 
-    def _start(self, call_id: str, sip_headers: dict[str, str]) -> None:
+    def _start(self, call_id: str, sip_headers: dict[str, str], extra: dict[str, Any]) -> None:
         """Run the accepted call's sideband session in a task that draining can end."""
         call = SipCall(
             call_id,
@@ -133,19 +144,23 @@ class SipCalls:
             open_session=self._sessions.open_sip,
             features=self._features,
             limits=self._limits,
-            log_dir=self._log_dir,
-            observer=self._observer,
+            logs=self._logs,
+            extra=extra,
         )
-        task = asyncio.create_task(call.run(), name=f"sip:{call_id}")
+        registry = self._registry
+
+        async def run() -> None:
+            try:
+                await call.run()
+            finally:
+                registry.sockets.pop(task, None)
+                await registry.release(call_id)
+
+        task = asyncio.create_task(run(), name=f"sip:{call_id}")
         self.tasks.add(task)
-        self._registry.sockets[task] = call  # drained on shutdown like any call
-
-        def finished(task: asyncio.Task[None]) -> None:
-            self.tasks.discard(task)
-            self._registry.sockets.pop(task, None)
-            self._registry.release(call_id)
-
-        task.add_done_callback(finished)
+        task.add_done_callback(self.tasks.discard)
+        registry.sockets[task] = call  # drained on shutdown like any call
+        registry.live[call_id] = call  # reachable by remote call control
 
     async def shutdown(self) -> None:
         """Cancel and await every SIP call task (each writes its ``call.end``)."""

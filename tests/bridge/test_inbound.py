@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 
 from telephony.bridge import MediaStreamCall
 from telephony.config import CallLimits
-from telephony.observability.call_log import read_call_log
+from telephony.observability.call_log import CallLogs, read_call_log
 from telephony.testing import tone
 
 
@@ -84,7 +84,7 @@ def run_call(script: list[str | bytes], log_dir: Path) -> tuple[MediaStreamCall,
 
     async def main() -> MediaStreamCall:
         socket = FakeSocket([start_frame(), *script])
-        call = MediaStreamCall(socket, open_session, log_dir)
+        call = MediaStreamCall(socket, open_session, CallLogs(log_dir))
         await asyncio.wait_for(call.run(), 10)
         return call
 

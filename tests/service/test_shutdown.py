@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 from helpers import (
     AUTH_TOKEN,
     fixture_audio,
 )
+from processes import ServerProcess, free_port, http_status
 
 from telephony.observability.call_log import read_call_log
 from telephony.simulate import answer_call, simulate_call
@@ -23,47 +19,21 @@ from telephony.testing import LoopbackRealtimeServer, tone
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_until_up(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {process.stdout.read().decode()[-2000:]}")
-        try:
-            await asyncio.to_thread(urllib.request.urlopen, base_url + "/healthz", None, 1)
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise AssertionError("server did not start")
-
-
 async def test_sigterm_drains_calls_and_every_log_ends(tmp_path: Path) -> None:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     caller = fixture_audio("numbers.ulaw") * 4  # 16 s: longer than the drain allows
     async with LoopbackRealtimeServer(reply=lambda _: tone(600, 300)) as model:
         env = {
-            **os.environ,
-            "PORT": str(port),
             "OPENAI_API_KEY": "sk-test-not-a-real-key",
             "OPENAI_REALTIME_URL": model.url,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "CALL_LOG_DIR": str(tmp_path / "calls"),
             "DRAIN_TIMEOUT": "1",
         }
-        process = subprocess.Popen(  # noqa: ASYNC220 (a real server process is the point)
-            [sys.executable, str(ROOT / "server.py")],
-            cwd=tmp_path,
-            env={**env, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        server = ServerProcess(env, tmp_path, port).start()
         try:
-            await wait_until_up(base_url, process)
+            await server.wait_until_up()
             calls = [
                 asyncio.create_task(
                     simulate_call(base_url, caller, speed=2, tail_s=1, auth_token=AUTH_TOKEN)
@@ -74,20 +44,18 @@ async def test_sigterm_drains_calls_and_every_log_ends(tmp_path: Path) -> None:
                 if len(model.connections) == 3 and all(c.audio_ms > 500 for c in model.connections):
                     break
                 await asyncio.sleep(0.02)
-            process.send_signal(signal.SIGTERM)
+            server.signal(signal.SIGTERM)
             await asyncio.sleep(0.3)
             # draining: not ready, and a new call is answered busy
-            ready = await asyncio.to_thread(_status, base_url + "/readyz")
+            ready = await asyncio.to_thread(http_status, base_url + "/readyz")
             assert ready == 503
             busy = await asyncio.to_thread(_twiml_of_new_call, base_url)
             assert '<Reject reason="busy"' in busy
             results = await asyncio.wait_for(asyncio.gather(*calls), 20)
-            code = await asyncio.to_thread(process.wait, 20)
+            code = await server.wait(20)
         finally:
-            if process.poll() is None:
-                process.kill()
-        output = process.stdout.read().decode()
-    assert code == 0, output[-2000:]
+            server.stop()
+    assert code == 0, server.output[-2000:]
     assert all(r.closed_by_server for r in results)  # ended by us, not by the callers
     logs = [read_call_log(p) for p in sorted((tmp_path / "calls").glob("*.jsonl"))]
     ended = [log for log in logs if any(r["event"] == "stream.start" for r in log)]
@@ -96,14 +64,6 @@ async def test_sigterm_drains_calls_and_every_log_ends(tmp_path: Path) -> None:
         assert [r["event"] for r in log].count("call.end") == 1
         assert log[-1]["event"] == "call.end" and log[-1]["reason"] == "server_shutdown"
         assert log[-1]["frames_in"] > 50
-
-
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def _twiml_of_new_call(base_url: str) -> str:

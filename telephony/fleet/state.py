@@ -1,0 +1,135 @@
+"""The fleet-state interface and its in-process implementation."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = ["ControlHandler", "FleetState", "FleetUnavailable", "LiveCalls", "LocalState"]
+
+ControlHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+"""Handles a control message addressed to this instance (``{"op", "call", "args"}``) and
+returns the reply (``{"ok": bool, …}``)."""
+
+LiveCalls = Callable[[], dict[str, str]]
+"""This instance's live calls: ``{call id: path}`` (``media`` or ``sip``)."""
+
+
+class FleetUnavailable(Exception):
+    """The shared store cannot be reached; the caller falls back to per-instance rules."""
+
+
+class FleetState(ABC):
+    """What instances share. Methods that reach a shared store raise :class:`FleetUnavailable`
+    when it is down; they never block for long (sub-second timeouts).
+
+    Attributes:
+        instance: this instance's id (``INSTANCE_ID``).
+        shared: True when the state is shared with other instances (Redis).
+    """
+
+    shared = False
+
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
+        self.on_control: ControlHandler | None = None
+        self.live_calls: LiveCalls = dict
+
+    async def start(self) -> None:  # noqa: B027 (nothing to start in process)
+        """Connect, join the fleet and start background upkeep (never raises for a down store)."""
+
+    async def stop(self) -> None:  # noqa: B027
+        """Leave the fleet: give back this instance's leases and keys; stop background tasks."""
+
+    @property
+    def up(self) -> bool:
+        """Whether the shared store answered at the last contact."""
+        return True
+
+    @property
+    def fleet_active(self) -> int | None:
+        """Calls holding a fleet slot (pending or live), as of the last heartbeat; None if
+        unknown or not shared."""
+        return None
+
+    @abstractmethod
+    async def claim(self, key: str, expires_at: float) -> bool:
+        """Claim ``key`` once until ``expires_at`` (UNIX seconds): True for the first claim,
+        False for every later one (a replay or a duplicate delivery)."""
+
+    @abstractmethod
+    async def unclaim(self, key: str) -> None:
+        """Forget a claim (so a redelivery can try again)."""
+
+    @abstractmethod
+    async def reserve(self, call_id: str, ttl_s: float, max_calls: int | None) -> bool:
+        """Take or renew a fleet slot for ``call_id`` for ``ttl_s`` seconds: True if held,
+        False when the fleet is at ``max_calls`` (None: no fleet limit). Idempotent per call."""
+
+    @abstractmethod
+    async def own(self, call_id: str, path: str) -> None:
+        """Record this instance as the owner of the live call ``call_id``."""
+
+    @abstractmethod
+    async def release(self, call_id: str) -> None:
+        """The call ended here: give back its slot and its owner record."""
+
+    @abstractmethod
+    async def owner_of(self, call_id: str) -> str | None:
+        """The instance that owns the live call ``call_id``, or None if unknown."""
+
+    @abstractmethod
+    async def set_draining(self, draining: bool) -> None:
+        """Announce that this instance is draining (it leaves the ready set) or ready."""
+
+    @abstractmethod
+    async def request(
+        self, instance: str, message: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any] | None:
+        """Send a control message to ``instance`` and wait for its reply; None when nobody
+        listens there or no reply came within ``timeout_s``."""
+
+
+class LocalState(FleetState):
+    """One instance, in this process: claims in a dict with expiries, no fleet limit, and
+    control messages only to ourselves."""
+
+    def __init__(self, instance: str) -> None:
+        super().__init__(instance)
+        self._claims: dict[str, float] = {}  # key -> expiry (UNIX seconds)
+
+    async def claim(self, key: str, expires_at: float) -> bool:
+        now = time.time()
+        if len(self._claims) > 256:
+            self._claims = {k: e for k, e in self._claims.items() if e >= now}
+        if self._claims.get(key, 0.0) >= now:
+            return False
+        self._claims[key] = expires_at
+        return True
+
+    async def unclaim(self, key: str) -> None:
+        self._claims.pop(key, None)
+
+    async def reserve(self, call_id: str, ttl_s: float, max_calls: int | None) -> bool:
+        return True  # one instance: its own cap is the only one
+
+    async def own(self, call_id: str, path: str) -> None:
+        return None
+
+    async def release(self, call_id: str) -> None:
+        return None
+
+    async def owner_of(self, call_id: str) -> str | None:
+        return self.instance if call_id in self.live_calls() else None
+
+    async def set_draining(self, draining: bool) -> None:
+        return None
+
+    async def request(
+        self, instance: str, message: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any] | None:
+        if instance != self.instance or self.on_control is None:
+            return None
+        return await self.on_control(message)

@@ -1,0 +1,176 @@
+"""Call control from any instance: ``POST /calls/{sid}/hangup`` and ``POST /calls/{sid}/transfer``.
+
+The call's owner (the instance running it, from the fleet state) does it politely: the agent
+says goodbye or announces the transfer, then the carrier acts. The request reaches the owner
+over the fleet's control channel (Redis pub/sub with a reply and a timeout). When the owner is
+unknown, does not answer in ``CONTROL_TIMEOUT`` or the fleet state is down, this instance acts
+through the carrier directly: Twilio's REST API for a CallSid, OpenAI's Calls API for a SIP
+``call_id``. That needs no shared state; only the spoken goodbye is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from openai import NotFoundError
+
+from .admission import CallRegistry
+from .fleet import FleetState, FleetUnavailable
+from .observability.call_log import CallLogs
+from .sip import SipCalls
+from .twilio.rest import TwilioCalls
+from .twilio.twiml import dial_twiml
+
+__all__ = ["CallNotFound", "ControlResult", "ControlUnavailable", "RemoteControl"]
+
+logger = logging.getLogger("telephony.remote_control")
+
+TWILIO_CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
+
+
+class CallNotFound(LookupError):
+    """No live call with that id, as far as the owner and the carrier know."""
+
+
+class ControlUnavailable(RuntimeError):
+    """Nobody can act on the call: no owner answered and there is no carrier credential."""
+
+
+@dataclass
+class ControlResult:
+    """How a control request was carried out: ``via`` ``owner``, ``twilio_rest`` or
+    ``openai_calls_api``; ``instance`` is the owner that acted (None for the carrier)."""
+
+    via: str
+    instance: str | None = None
+
+
+class RemoteControl:
+    """Routes operator call control to the owner, with the carrier as the fallback.
+
+    Args:
+        registry: this instance's calls (the owner side acts on them).
+        state: the fleet state (owners, control channel).
+        logs: call logs, for the ``control.request`` record.
+        rest: Twilio REST access; None without credentials.
+        sip: the SIP path (its Calls API client); None when off.
+        targets: allowed transfer destinations, ``{name: +E.164 or sip: URI}``.
+        timeout_s: how long to wait for the owner's reply (``CONTROL_TIMEOUT``).
+    """
+
+    def __init__(
+        self,
+        registry: CallRegistry,
+        state: FleetState,
+        logs: CallLogs,
+        rest: TwilioCalls | None,
+        sip: SipCalls | None,
+        targets: dict[str, str],
+        timeout_s: float = 2.0,
+    ) -> None:
+        self._registry = registry
+        self._state = state
+        self._logs = logs
+        self._rest = rest
+        self._sip = sip
+        self._targets = targets
+        self._timeout_s = timeout_s
+
+    async def hang_up(self, call_id: str, reason: str = "operator") -> ControlResult:
+        """End the call ``call_id``.
+
+        Raises:
+            CallNotFound: no such live call.
+            ControlUnavailable: no owner answered and no carrier credential.
+        """
+        result = await self._via_owner("hangup", call_id, {"reason": reason})
+        if result is None:
+            result = await self._carrier_hang_up(call_id)
+        self._log(call_id, "hangup", result)
+        return result
+
+    async def transfer(self, call_id: str, destination: str) -> ControlResult:
+        """Transfer ``call_id`` to an allowed destination name (checked by the caller).
+
+        Raises:
+            CallNotFound, ControlUnavailable: as for :meth:`hang_up`.
+        """
+        result = await self._via_owner("transfer", call_id, {"destination": destination})
+        if result is None:
+            result = await self._carrier_transfer(call_id, self._targets[destination])
+        self._log(call_id, "transfer", result, destination=destination)
+        return result
+
+    async def on_message(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The owner's side: act on a control message for one of our calls."""
+        call = self._registry.live.get(str(message.get("call")))
+        if call is None:
+            return {"ok": False, "error": "not here"}
+        args = message.get("args") or {}
+        if message.get("op") == "hangup":
+            detail = await call.operator_hang_up(str(args.get("reason", "operator")))
+        elif message.get("op") == "transfer":
+            detail = await call.operator_transfer(str(args.get("destination", "")))
+        else:
+            return {"ok": False, "error": "unknown op"}
+        return {"ok": True, "detail": detail}
+
+    async def _via_owner(self, op: str, call_id: str, args: dict[str, Any]) -> ControlResult | None:
+        try:
+            owner = await self._state.owner_of(call_id)
+        except FleetUnavailable:
+            return None
+        if owner is None:
+            return None
+        message = {"op": op, "call": call_id, "args": args}
+        if owner == self._state.instance:
+            reply: dict[str, Any] | None = await self.on_message(message)
+        else:
+            try:
+                reply = await self._state.request(owner, message, self._timeout_s)
+            except FleetUnavailable:
+                reply = None
+        if not reply or not reply.get("ok"):
+            logger.info(
+                "call %s: owner %s did not act on %s; using the carrier", call_id, owner, op
+            )
+            return None
+        return ControlResult("owner", owner)
+
+    async def _carrier_hang_up(self, call_id: str) -> ControlResult:
+        if TWILIO_CALL_SID.fullmatch(call_id):
+            if self._rest is None:
+                raise ControlUnavailable("no Twilio REST credentials")
+            if not await self._rest.hang_up(call_id):
+                raise CallNotFound(call_id)
+            return ControlResult("twilio_rest")
+        if self._sip is None:
+            raise ControlUnavailable("the SIP path is off")
+        try:
+            await self._sip.client.realtime.calls.hangup(call_id)
+        except NotFoundError:
+            raise CallNotFound(call_id) from None
+        return ControlResult("openai_calls_api")
+
+    async def _carrier_transfer(self, call_id: str, target: str) -> ControlResult:
+        if TWILIO_CALL_SID.fullmatch(call_id):
+            if self._rest is None:
+                raise ControlUnavailable("no Twilio REST credentials")
+            if not await self._rest.update_twiml(call_id, dial_twiml(target)):
+                raise CallNotFound(call_id)
+            return ControlResult("twilio_rest")
+        if self._sip is None:
+            raise ControlUnavailable("the SIP path is off")
+        uri = target if target.startswith("sip:") else f"tel:{target}"
+        try:
+            await self._sip.client.realtime.calls.refer(call_id, target_uri=uri)
+        except NotFoundError:
+            raise CallNotFound(call_id) from None
+        return ControlResult("openai_calls_api")
+
+    def _log(self, call_id: str, op: str, result: ControlResult, **fields: Any) -> None:
+        with self._logs.open(call_id, observe=False) as log:
+            log.write("control.request", op=op, via=result.via, owner=result.instance, **fields)

@@ -1,0 +1,81 @@
+"""``WORKERS=N python server.py``: N worker processes on one port sharing Redis, draining on
+SIGTERM; and refused at start-up without Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import AUTH_TOKEN, fixture_audio
+from processes import ROOT, RedisServer, ServerProcess, http_status
+
+from telephony.observability.call_log import read_call_log
+from telephony.simulate import simulate_call
+from telephony.testing import LoopbackRealtimeServer, tone
+
+
+def test_more_than_one_worker_without_redis_is_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "server.py")],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "WORKERS": "2", "ALLOW_UNSIGNED": "true"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "WORKERS > 1 needs REDIS_URL" in result.stderr
+
+
+async def test_two_workers_share_the_calls_and_drain_on_sigterm(tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path / "redis").start()
+    caller = fixture_audio("numbers.ulaw") * 3  # 12 s: still talking when SIGTERM comes
+    async with LoopbackRealtimeServer(reply=lambda _: tone(600, 300)) as model:
+        env = {
+            "WORKERS": "2",
+            "REDIS_URL": redis.url,
+            "STREAM_TOKEN_SECRET": "workers-stream-token-secret-0123456789",
+            "OPENAI_API_KEY": "sk-test-not-a-real-key",
+            "OPENAI_REALTIME_URL": model.url,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "CALL_LOG_DIR": str(tmp_path / "calls"),
+            "DRAIN_TIMEOUT": "1",
+            "FLEET_HEARTBEAT": "0.5",
+            "FLEET_LEASE": "3",
+        }
+        server = ServerProcess(env, tmp_path).start()
+        try:
+            await server.wait_until_up()
+            await asyncio.sleep(2)  # both workers have loaded the app
+            calls = [
+                asyncio.create_task(
+                    simulate_call(server.base_url, caller, speed=2, auth_token=AUTH_TOKEN)
+                )
+                for _ in range(6)
+            ]
+            for _ in range(300):
+                if len(model.connections) == 6 and all(c.audio_ms > 500 for c in model.connections):
+                    break
+                await asyncio.sleep(0.02)
+            server.signal(signal.SIGTERM)  # the supervisor forwards it to every worker
+            await asyncio.sleep(1.0)  # it looks at its signals every 0.5 s
+            assert await asyncio.to_thread(http_status, server.base_url + "/readyz") == 503
+            results = await asyncio.wait_for(asyncio.gather(*calls), 30)
+            code = await server.wait(30)
+        finally:
+            server.stop()
+            redis.kill()
+    assert code == 0, server.output[-3000:]
+    assert all(r.closed_by_server for r in results)
+    logs = [read_call_log(p) for p in sorted((tmp_path / "calls").glob("*.jsonl"))]
+    streamed = [log for log in logs if any(r["event"] == "stream.start" for r in log)]
+    assert len(streamed) == 6
+    instances = set()
+    for log in streamed:
+        assert [r["event"] for r in log].count("call.end") == 1
+        assert log[-1]["reason"] == "server_shutdown"
+        instances.add(log[-1]["instance"])
+    assert len(instances) == 2, instances  # both workers carried calls
