@@ -1,7 +1,9 @@
 """Run the telephony server: ``python server.py`` (settings from the environment or ``.env``).
 
-``WORKERS=N`` (with ``REDIS_URL``) runs N worker processes on one listening socket, uvicorn's
-own multiprocess supervisor keeping them alive; each worker is one fleet instance.
+``WORKERS=N`` (with ``REDIS_URL``) runs N worker processes on one port, uvicorn's own
+multiprocess supervisor keeping them alive; each worker is one fleet instance. Each worker
+listens on its own ``SO_REUSEPORT`` socket, so the kernel spreads connections evenly over them
+(one shared socket lets the busiest worker take most of them).
 
 SIGTERM (or Ctrl-C) drains every worker: new calls are answered busy (in a fleet: sent to the
 other instances) and ``/readyz`` says 503, calls in progress may run up to ``DRAIN_TIMEOUT``
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 import time
 from types import FrameType
@@ -32,9 +35,12 @@ REPEAT_SIGNAL_S = 1.0  # a signal this soon after the first is the same request 
 class DrainingServer(uvicorn.Server):
     """A uvicorn server whose first exit signal drains calls before shutting down."""
 
-    def __init__(self, config: uvicorn.Config, drain_s: float | None = None) -> None:
+    def __init__(
+        self, config: uvicorn.Config, drain_s: float | None = None, reuse_port: bool = False
+    ) -> None:
         super().__init__(config)
         self._drain_s = drain_s
+        self._reuse_port = reuse_port
         self._drain_task: asyncio.Task[None] | None = None
         self._first_signal_at = 0.0
 
@@ -48,6 +54,11 @@ class DrainingServer(uvicorn.Server):
         loop = asyncio.get_event_loop()
         self._drain_task = loop.create_task(self._drain())
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._reuse_port:
+            sockets = [_reuse_port_socket(self.config.host, self.config.port)]
+        await super().startup(sockets=sockets)
+
     async def _drain(self) -> None:
         try:
             services = _services_of(self.config.loaded_app)
@@ -55,6 +66,18 @@ class DrainingServer(uvicorn.Server):
             await services.registry.drain(drain_s)
         finally:
             self.should_exit = True
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket with ``SO_REUSEPORT``: every worker binds its own."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 def _services_of(app: Any) -> Any:
@@ -70,7 +93,7 @@ class DrainingProcess(multiprocess.Process):
     @property
     def server(self) -> uvicorn.Server:
         if self._server is None:
-            self._server = DrainingServer(config=self.config)
+            self._server = DrainingServer(config=self.config, reuse_port=True)
         return self._server
 
 
@@ -98,7 +121,7 @@ def main() -> int:
             settings, "telephony.app:create_worker_app", factory=True, workers=settings.workers
         )
         multiprocess.Process = DrainingProcess  # type: ignore[misc]  # the supervisor's workers
-        multiprocess.Multiprocess(config, sockets=[config.bind_socket()]).run()
+        multiprocess.Multiprocess(config, sockets=[]).run()  # each worker binds its own
         return 0
     try:
         app = create_app(settings)

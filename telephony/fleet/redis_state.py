@@ -43,6 +43,7 @@ logger = logging.getLogger("telephony.fleet")
 PREFIX = "tel:"
 FLEET_KEY = PREFIX + "fleet"
 READY_KEY = PREFIX + "ready"
+STOP_TIMEOUT_S = 2.0
 
 # KEYS[1] tel:fleet; ARGV: member, ttl ms, max (0: none). Returns 1 if held, 0 when full.
 RESERVE = """
@@ -120,6 +121,7 @@ class RedisState(FleetState):
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._stopping = False
 
     # ------------------------------------------------------------------ lifetime
 
@@ -148,17 +150,21 @@ class RedisState(FleetState):
         self._heartbeat_task = asyncio.create_task(self._beat(), name="fleet-heartbeat")
 
     async def stop(self) -> None:
-        for task in (self._heartbeat_task, self._listener, *self._tasks):
-            if task is not None:
-                task.cancel()
+        self._stopping = True
         tasks = [t for t in (self._heartbeat_task, self._listener, *self._tasks) if t is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(RedisError, OSError):
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.zrem(READY_KEY, self.instance)
-                pipe.delete(f"{PREFIX}inst:{self.instance}")
-                await pipe.execute()
-        await self._client.aclose()
+        for task in tasks:
+            task.cancel()
+        if tasks:  # bounded: shutdown never hangs on a Redis client
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.zrem(READY_KEY, self.instance)
+                    pipe.delete(f"{PREFIX}inst:{self.instance}")
+                    await pipe.execute()
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await self._client.aclose()
 
     @contextlib.asynccontextmanager
     async def _redis(self) -> AsyncIterator[None]:
@@ -255,7 +261,8 @@ class RedisState(FleetState):
                 await self._renew(keys=[FLEET_KEY], args=[self._lease_ms, *calls])
             )
             listening = await self._client.publish(self._channel, json.dumps({"op": "probe"}))
-        if not listening and self._listener is not None:
+        lost = not listening and self._subscribed.is_set()  # else it is resubscribing already
+        if lost and self._listener is not None and not self._stopping:
             logger.warning("fleet: control subscription lost; subscribing again")
             self._listener.cancel()
             self._subscribed.clear()
@@ -290,8 +297,8 @@ class RedisState(FleetState):
                 await pubsub.subscribe(self._channel)
                 self._subscribed.set()
                 backoff = 0.1
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
+                while True:  # short reads: under the client's socket timeout
+                    message = await pubsub.get_message(timeout=0.2)
                     if message is not None:
                         self._on_message(message["data"])
             except asyncio.CancelledError:
