@@ -129,6 +129,14 @@ async def running_fleet(
             redis.kill()
 
 
+async def wait_for_attach(ctx: Ctx, name: str, call_id: str) -> None:
+    for _ in range(200):
+        if events(ctx.log(name, call_id), "model.connected"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{call_id} never attached on {name}")
+
+
 async def hold_stream(answer: Answer) -> ClientConnection:
     """Open the answer's stream and send ``start``; the call runs until the socket closes."""
     ws = await connect(answer.stream_url, additional_headers=answer.headers)
@@ -183,6 +191,18 @@ async def test_one_sip_delivery_to_two_instances_is_accepted_once(tmp_path: Path
         assert sorted([*first, later]) == ["accepted", "duplicate", "duplicate"]
         accepts = [r for r in ctx.openai.requests if r[0] == "accept"]
         assert len(accepts) == 1
+        # call control for the SIP call from the instance that did not accept it
+        owner = "A" if first[0] == "accepted" else "B"
+        await wait_for_attach(ctx, owner, "rtc_fleet1")
+        status, body = await ctx.post("C", "/calls/rtc_fleet1/hangup")
+        assert (status, body["via"], body["instance"]) == (200, "owner", owner)
+        log = await ctx.ended(owner, "rtc_fleet1")
+        assert events(log, "hangup.requested")[0]["by"] == "operator"
+        assert events(log, "call.hangup")[0]["via"] == "openai_calls_api"
+        # no owner: the Calls API directly
+        status, body = await ctx.post("C", "/calls/rtc_nobody/hangup")
+        assert (status, body["via"]) == (200, "openai_calls_api")
+        assert ("hangup", "rtc_nobody") in [(r[0], r[1]) for r in ctx.openai.requests]
 
 
 async def test_fleet_capacity_holds_across_instances_and_a_killed_one_gives_back(
