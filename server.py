@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 import sys
 import time
@@ -27,6 +28,7 @@ from uvicorn.supervisors import multiprocess
 from telephony.agent.local import LocalModelUnavailable
 from telephony.app import WS_MAX_BYTES, configure_logging, create_app
 from telephony.config import ConfigError, Settings, load_settings
+from telephony.connections import GuardLimits, guard
 
 REPEAT_SIGNAL_S = 1.0  # a signal this soon after the first is the same request (Ctrl-C hits
 # the whole process group, and the supervisor forwards SIGTERM too)
@@ -98,7 +100,7 @@ class DrainingProcess(multiprocess.Process):
 
 
 def _uvicorn_config(settings: Settings, app: Any, **kwargs: Any) -> uvicorn.Config:
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -107,6 +109,24 @@ def _uvicorn_config(settings: Settings, app: Any, **kwargs: Any) -> uvicorn.Conf
         ws_per_message_deflate=False,  # base64 μ-law barely compresses; save the CPU
         **kwargs,
     )
+    limits = GuardLimits(settings.header_timeout, settings.body_timeout, settings.connection_limit)
+    configure_logging(settings)  # again: uvicorn.Config replaced its loggers' handlers
+    return guard(config, limits)
+
+
+def _raise_file_limit(needed: int) -> None:
+    """Raise the soft open-file limit towards the hard one: each connection is a file."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed + 256  # model sockets, Redis, logs, the interpreter's own
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < wanted:
+            logging.getLogger("telephony.server").warning(
+                "open-file limit %d is below the %d this server may need: raise it (ulimit -n)",
+                new,
+                wanted,
+            )
 
 
 def main() -> int:
@@ -116,6 +136,7 @@ def main() -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(settings)
+    _raise_file_limit(2 * settings.connection_limit)  # each connection, and each call's model
     if settings.workers > 1:  # each worker builds its own app (and loads its own models)
         config = _uvicorn_config(
             settings, "telephony.app:create_worker_app", factory=True, workers=settings.workers

@@ -16,7 +16,9 @@ from fastapi import FastAPI
 
 from .agent.sessions import ModelFactory
 from .config import CallLimits, Settings, load_settings
+from .observability.logs import LOG_FORMAT, install_redaction
 from .routes import calls, ops, sip, twilio
+from .routes.limits import BodyLimits
 from .services import Services, build_services
 
 __all__ = ["WS_MAX_BYTES", "configure_logging", "create_app", "create_worker_app"]
@@ -60,7 +62,14 @@ def create_app(
         finally:
             await services.state.stop()
 
-    app = FastAPI(title="realtime-telephony", lifespan=lifespan)
+    app = FastAPI(
+        title="realtime-telephony",
+        lifespan=lifespan,
+        docs_url=None,  # no public API browser: every route here is for Twilio, OpenAI or ops
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.add_middleware(BodyLimits)
     app.state.services = services
     for router in (twilio.router, calls.router, sip.router, ops.router):
         app.include_router(router)
@@ -68,11 +77,10 @@ def create_app(
 
 
 def configure_logging(settings: Settings) -> None:
-    """The server log: ``LOG_LEVEL``, one line per record, to standard error."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """The server log: ``LOG_LEVEL``, one line per record, to standard error, with every
+    configured secret redacted (call again once uvicorn has set up its own handlers)."""
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    install_redaction(settings.secret_values(), settings.log_level)
 
 
 def create_worker_app() -> FastAPI:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,9 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_TOKEN_CHARS = 24  # bearer tokens: DIAL_API_TOKEN, METRICS_TOKEN
+MIN_SECRET_CHARS = 32  # HMAC secrets: STREAM_TOKEN_SECRET, TWILIO_WEBHOOK_SHARED_KEY
 
 
 class ConfigError(ValueError):
@@ -35,6 +39,8 @@ class CallLimits:
         close_timeout: closing the model session (OpenAI may drop without a close frame).
         idle_timeout: end the call after this long without caller audio.
         max_duration: end the call this long after ``start``.
+        audio_ahead: caller audio may run this far ahead of real time (more is dropped);
+            0: no limit (replays faster than real time).
     """
 
     start_timeout: float = 5.0
@@ -42,6 +48,7 @@ class CallLimits:
     close_timeout: float = 5.0
     idle_timeout: float = 30.0
     max_duration: float = 3600.0
+    audio_ahead: float = 1.0
 
 
 @dataclass
@@ -98,6 +105,16 @@ class Settings(BaseSettings):
     )
     twilio_account_sid: str | None = Field(default=None, description="Twilio Account SID (AC…).")
     twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio auth token.")
+    twilio_webhook_shared_key: SecretStr | None = Field(
+        default=None,
+        description="Secret of a Twilio webhook SharedKey (signatures named by "
+        "X-Twilio-Webhooks-Signature-Settings); unset: only auth-token signatures.",
+    )
+    twilio_webhook_shared_key_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Id of that SharedKey; when set, a signature naming another key is refused.",
+    )
     call_log_dir: Path = Field(default=Path("./calls"), description="Per-call JSONL logs.")
     host: str = Field(default="127.0.0.1", min_length=1, description="Bind address.")
     port: int = Field(default=8000, ge=1, le=65535, description="Bind port.")
@@ -122,6 +139,11 @@ class Settings(BaseSettings):
     )
     max_call_duration: float = Field(
         default=3600.0, gt=0, description="End a call after this many seconds."
+    )
+    audio_ahead_limit: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds caller audio may run ahead of real time; 0: no limit (replays).",
     )
     twilio_api_base_url: str | None = Field(
         default=None, description="Override of https://api.twilio.com (a stand-in, in tests)."
@@ -153,6 +175,27 @@ class Settings(BaseSettings):
     )
     dial_api_token: SecretStr | None = Field(
         default=None, description="Bearer token for POST /calls (outbound); unset: endpoint off."
+    )
+    dial_allowed_prefixes: str = Field(
+        default="",
+        description="Outbound calls only to numbers starting with these (+1,+44); empty: any.",
+    )
+    dial_rate_limit: int = Field(
+        default=30, ge=1, description="Outbound calls POST /calls may place per minute."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token for GET /metrics; unset: /metrics is open."
+    )
+    header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a client may take to send a request's headers."
+    )
+    body_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a client may take to send a request's body."
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=8,
+        description="Open connections at most (default: 4 x MAX_CONCURRENT_CALLS + 64).",
     )
     drain_timeout: float = Field(
         default=30.0, ge=0, description="On SIGTERM, let calls run this long before ending them."
@@ -193,7 +236,54 @@ class Settings(BaseSettings):
                 "ALLOW_UNSIGNED=true is a development mode and needs a loopback HOST "
                 f"(127.0.0.1, ::1 or localhost), not {self.host!r}"
             )
+        if self.allow_unsigned and self.public_url:
+            raise ValueError(
+                "ALLOW_UNSIGNED=true is for local development only and cannot run with "
+                "PUBLIC_URL (a public address): unset one of them"
+            )
+        if self.twilio_auth_token is not None and not self.public_url:
+            raise ValueError(
+                "PUBLIC_URL is required with TWILIO_AUTH_TOKEN: signatures are checked against "
+                "the URL Twilio requested, which request headers must not decide"
+            )
         return self
+
+    @field_validator("dial_api_token", "metrics_token")
+    @classmethod
+    def _long_enough_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters")
+        return value
+
+    @field_validator("stream_token_secret", "twilio_webhook_shared_key")
+    @classmethod
+    def _long_enough_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters")
+        return value
+
+    @field_validator("dial_allowed_prefixes")
+    @classmethod
+    def _check_prefixes(cls, value: str) -> str:
+        for prefix in filter(None, (p.strip() for p in value.split(","))):
+            if not re.fullmatch(r"\+[1-9][0-9]{0,5}", prefix, re.ASCII):
+                raise ValueError(f"{prefix!r} is not a + and 1 to 6 digits (such as +1 or +44)")
+        return value
+
+    @property
+    def dial_prefixes(self) -> tuple[str, ...]:
+        """``DIAL_ALLOWED_PREFIXES`` parsed (empty: any number)."""
+        return tuple(p.strip() for p in self.dial_allowed_prefixes.split(",") if p.strip())
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret's value (for the log's redaction; never log them)."""
+        values = [getattr(self, name) for name in type(self).model_fields]
+        return [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
+
+    @property
+    def connection_limit(self) -> int:
+        """``MAX_CONNECTIONS``, or 4 per call allowed plus 64 for webhooks and health checks."""
+        return self.max_connections or 4 * self.max_concurrent_calls + 64
 
     @model_validator(mode="after")
     def _fleet_needs_redis_and_a_shared_secret(self) -> Settings:
@@ -238,7 +328,7 @@ class Settings(BaseSettings):
     def _check_account_sid(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if not (value.startswith("AC") and len(value) == 34):
+        if not re.fullmatch(r"AC[0-9a-fA-F]{32}", value, re.ASCII):
             raise ValueError("must look like AC followed by 32 hex digits")
         return value
 
@@ -255,7 +345,11 @@ class Settings(BaseSettings):
 
     def call_limits(self) -> CallLimits:
         """The per-call limits these settings set (``IDLE_TIMEOUT``, ``MAX_CALL_DURATION``)."""
-        return CallLimits(idle_timeout=self.idle_timeout, max_duration=self.max_call_duration)
+        return CallLimits(
+            idle_timeout=self.idle_timeout,
+            max_duration=self.max_call_duration,
+            audio_ahead=self.audio_ahead_limit,
+        )
 
     def call_features(self) -> CallFeatures:
         """Greeting, keypad, hang-up and transfer behaviour for every call."""
@@ -273,6 +367,8 @@ class Settings(BaseSettings):
         "dial_api_token",
         "openai_webhook_secret",
         "redis_url",
+        "metrics_token",
+        "twilio_webhook_shared_key",
         mode="before",
     )
     @classmethod

@@ -11,7 +11,6 @@ through the carrier directly: Twilio's REST API for a CallSid, OpenAI's Calls AP
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,14 +20,13 @@ from .admission import CallRegistry
 from .fleet import FleetState, FleetUnavailable
 from .observability.call_log import CallLogs
 from .sip import SipCalls
+from .twilio.ids import is_call_sid
 from .twilio.rest import TwilioCalls
 from .twilio.twiml import dial_twiml
 
 __all__ = ["CallNotFound", "ControlResult", "ControlUnavailable", "RemoteControl"]
 
 logger = logging.getLogger("telephony.remote_control")
-
-TWILIO_CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 
 
 class CallNotFound(LookupError):
@@ -141,7 +139,7 @@ class RemoteControl:
         return ControlResult("owner", owner)
 
     async def _carrier_hang_up(self, call_id: str) -> ControlResult:
-        if TWILIO_CALL_SID.fullmatch(call_id):
+        if is_call_sid(call_id):
             if self._rest is None:
                 raise ControlUnavailable("no Twilio REST credentials")
             if not await self._rest.hang_up(call_id):
@@ -156,7 +154,7 @@ class RemoteControl:
         return ControlResult("openai_calls_api")
 
     async def _carrier_transfer(self, call_id: str, target: str) -> ControlResult:
-        if TWILIO_CALL_SID.fullmatch(call_id):
+        if is_call_sid(call_id):
             if self._rest is None:
                 raise ControlUnavailable("no Twilio REST credentials")
             if not await self._rest.update_twiml(call_id, dial_twiml(target)):

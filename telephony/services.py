@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agents.realtime import RealtimeAgent
 from openai import AsyncOpenAI
 
-from .admission import TRY_AGAIN_LATER, Admission, CallRegistry, Refused, StreamTokens
+from .admission import (
+    TRY_AGAIN_LATER,
+    Admission,
+    CallRegistry,
+    RateLimit,
+    Refused,
+    StreamTokens,
+)
 from .agent.default import build_default_agent, load_agent
 from .agent.local import LocalRealtimeModel, load_local_stack
 from .agent.sessions import ModelFactory, SessionFactory, choose_backend
@@ -24,8 +31,10 @@ from .fleet import FleetState, LocalState
 from .fleet.redis_state import RedisState
 from .observability.call_log import CallLogs
 from .observability.prometheus import ServiceMetrics
+from .observability.ratelimit import LogLimiter
 from .remote_control import RemoteControl
 from .sip import SipCalls
+from .twilio.ids import is_call_sid, is_stream_sid
 from .twilio.media_stream import Start
 from .twilio.rest import TwilioCalls
 from .twilio.signatures import SignatureChecker
@@ -33,6 +42,7 @@ from .twilio.signatures import SignatureChecker
 __all__ = ["Services", "build_services"]
 
 logger = logging.getLogger("telephony.services")
+_refusal_logger = logging.getLogger("telephony.routes")
 
 
 @dataclass
@@ -67,15 +77,25 @@ class Services:
     state: FleetState
     logs: CallLogs
     control: RemoteControl
+    dial_rate: RateLimit
+    refusals: LogLimiter = field(default_factory=lambda: LogLimiter(_refusal_logger))
 
     async def admit(self, start: Start, call: MediaStreamCall) -> dict[str, Any]:
-        """The registry's admission check at ``start``, counted when it refuses; the call is
-        then reachable by remote call control. Returns fields for ``stream.start``.
+        """The admission check at ``start``, counted when it refuses: a well-formed CallSid
+        (and our AccountSid when ``TWILIO_ACCOUNT_SID`` is set), then the registry's checks.
+        The call is then reachable by remote call control. Returns fields for ``stream.start``.
 
         Raises:
-            Refused: bad stream token (1008), or no room here or in the fleet (1013).
+            Refused: malformed or foreign ids, a bad stream token, a call already streaming
+                (1008); no room here or in the fleet (1013).
         """
+        self.registry.awaiting_start.discard(call)
         try:
+            if not is_call_sid(start.call_sid) or not is_stream_sid(start.stream_sid):
+                raise Refused("malformed CallSid or StreamSid")
+            account = self.settings.twilio_account_sid
+            if account and start.start.account_sid != account:
+                raise Refused("AccountSid is not TWILIO_ACCOUNT_SID")
             admission: Admission = await self.registry.admit(
                 start.call_sid, start.custom_parameters.get("token")
             )
@@ -152,10 +172,19 @@ def build_services(
         fleet_max=settings.fleet_max_calls,
         lease_s=settings.fleet_lease,
         drain_grace_s=settings.drain_lb_grace,
+        answer_ttl_s=settings.max_call_duration + 600,
         on_degraded=lambda step: metrics.degraded.labels(step=step).inc(),
     )
-    token = settings.twilio_auth_token
-    checker = SignatureChecker(token.get_secret_value()) if token else None
+    token, shared_key = settings.twilio_auth_token, settings.twilio_webhook_shared_key
+    checker = (
+        SignatureChecker(
+            token.get_secret_value(),
+            shared_key.get_secret_value() if shared_key else None,
+            settings.twilio_webhook_shared_key_id,
+        )
+        if token
+        else None
+    )
     rest = (
         TwilioCalls(
             settings.twilio_account_sid, token.get_secret_value(), settings.twilio_api_base_url
@@ -183,6 +212,7 @@ def build_services(
         state,
         logs,
         control,
+        RateLimit(settings.dial_rate_limit),
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import AUTH_TOKEN, LiveServer, run_server, with_settings
+from helpers import AUTH_TOKEN, LiveServer, free_port, run_server, with_settings
 
 from telephony.app import create_app
 from telephony.config import CallLimits, Settings
@@ -21,11 +21,15 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.chdir(tmp_path)  # no stray .env is read
     for name in ("OPENAI_API_KEY", "PUBLIC_URL", "TWILIO_AUTH_TOKEN", "OPENAI_REALTIME_URL"):
         monkeypatch.delenv(name, raising=False)
+    port = free_port()  # known before the server starts: PUBLIC_URL names it, as Twilio sees it
     return Settings(
         openai_api_key="sk-test-not-a-real-key",
         twilio_auth_token=AUTH_TOKEN,
+        public_url=f"http://127.0.0.1:{port}",
+        port=port,
         call_log_dir=tmp_path / "calls",
         greeting="",  # tests that want the greeting turn it on
+        audio_ahead_limit=0,  # the simulator replays up to 8x faster than real time
     )
 
 
@@ -45,7 +49,7 @@ def live_server(settings: Settings) -> Callable[..., Any]:
                 settings, openai_realtime_url=model.url, **(overrides or {})
             )
             app = create_app(app_settings, limits=limits, agent=agent)
-            async with run_server(app) as base_url:
+            async with run_server(app, app_settings.port) as base_url:
                 yield LiveServer(base_url, app, app_settings, model)
 
     return start

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +15,14 @@ import uvicorn
 
 from telephony.app import WS_MAX_BYTES
 from telephony.config import Settings
+from telephony.connections import GuardLimits, guard
 from telephony.observability.call_log import read_call_log
 from telephony.simulate import Answer, SimulationResult, answer_call, simulate_call
 from telephony.testing import LoopbackRealtimeServer, TwilioApiStandIn
 
 FIXTURES = Path(__file__).parent / "fixtures"
 AUTH_TOKEN = "test-auth-token-0123456789"
-ACCOUNT_SID = "AC" + "4" * 32
+ACCOUNT_SID = "AC" + "0" * 32  # the account the simulator calls from
 SILENCE = b"\xff"  # one μ-law byte of silence
 
 
@@ -72,7 +74,12 @@ def start_message(
             "event": "start",
             "sequenceNumber": "1",
             "streamSid": stream_sid,
-            "start": {"streamSid": stream_sid, "callSid": call_sid, "customParameters": parameters},
+            "start": {
+                "streamSid": stream_sid,
+                "accountSid": ACCOUNT_SID,
+                "callSid": call_sid,
+                "customParameters": parameters,
+            },
         }
     )
 
@@ -97,18 +104,26 @@ class LiveServer:
         return await answer_call(self.base_url, auth_token=AUTH_TOKEN, **kwargs)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @contextlib.asynccontextmanager
-async def run_server(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port; yields the base URL."""
+async def run_server(app: Any, port: int = 0) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on a loopback port (a free one by default), with the
+    connection guard as ``server.py`` runs it; yields the base URL."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=0,
+        port=port,
         log_level="warning",
         lifespan="on",
         ws_max_size=WS_MAX_BYTES,  # as server.py runs it
         ws_per_message_deflate=False,
     )
+    guard(config, GuardLimits())
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

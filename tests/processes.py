@@ -41,7 +41,13 @@ class ServerProcess:
     def __init__(self, env: dict[str, str], cwd: Path, port: int | None = None) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self._env = {**os.environ, "PYTHONPATH": str(ROOT), **env, "PORT": str(self.port)}
+        self._env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "PUBLIC_URL": self.base_url,  # what Twilio reaches; a fleet names its balancer
+            **env,
+            "PORT": str(self.port),
+        }
         self._cwd = cwd
         self._log = cwd / f"server-{self.port}.out"
         self.process: subprocess.Popen[bytes] | None = None

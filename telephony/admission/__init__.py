@@ -4,6 +4,7 @@ Capacity (``MAX_CONCURRENT_CALLS``, shared by both call paths), per-call stream 
 calls not yet streaming, and draining at shutdown. Knows nothing of the bridge or of OpenAI.
 """
 
+from .rate import RateLimit
 from .registry import (
     POLICY_VIOLATION,
     TRY_AGAIN_LATER,
@@ -20,6 +21,7 @@ __all__ = [
     "Admission",
     "CallRegistry",
     "Controllable",
+    "RateLimit",
     "Refused",
     "StreamTokens",
     "TokenError",

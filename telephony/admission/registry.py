@@ -10,6 +10,7 @@ the shared state is down, admission falls back to this instance's own rules and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ __all__ = [
 logger = logging.getLogger("telephony.admission")
 
 PENDING_TTL_S = 30.0  # an answered call that has not started streaming holds its slot this long
+STREAMED = "streamed"  # what a CallSid's answer record says once its stream has started
+REFUSED = "refused"  # … or once the webhook refused it
 POLICY_VIOLATION = 1008  # WebSocket close code: a bad or missing stream token
 TRY_AGAIN_LATER = 1013  # WebSocket close code: at capacity
 
@@ -86,6 +89,8 @@ class CallRegistry:
         fleet_max: calls across the fleet (``FLEET_MAX_CALLS``); None: no fleet limit.
         lease_s: a live call's fleet slot lasts this long without renewal.
         drain_grace_s: while draining in a fleet, streams routed here are still taken this long.
+        answer_ttl_s: how long a CallSid's answer is remembered (longer than any call), so a
+            replayed webhook cannot start a second stream.
         on_degraded: called with the step (``webhook``, ``stream``, ``sip``) of each admission
             decided without the fleet state.
     """
@@ -99,12 +104,15 @@ class CallRegistry:
         fleet_max: int | None = None,
         lease_s: float = 30.0,
         drain_grace_s: float = 10.0,
+        answer_ttl_s: float = 4200.0,
         on_degraded: Callable[[str], None] | None = None,
     ) -> None:
         self.max_calls = max_calls
         self.tokens = tokens
         self.state = state or LocalState("local")
         self.fleet = self.state.shared
+        self._local = self.state if not self.fleet else LocalState(self.state.instance)
+        self._answer_ttl_s = answer_ttl_s
         self.state.live_calls = lambda: dict(self.paths)
         self._fleet_max = fleet_max
         self._lease_s = lease_s
@@ -117,6 +125,7 @@ class CallRegistry:
         self.pending: dict[str, float] = {}  # answered CallSid -> deadline to start
         self.live: dict[str, Controllable] = {}  # call id -> the call, for remote control
         self.sockets: dict[asyncio.Task[Any], Controllable] = {}  # every call task in progress
+        self.awaiting_start: set[Any] = set()  # media sockets accepted, no `start` yet
 
     @property
     def ready(self) -> bool:
@@ -139,38 +148,70 @@ class CallRegistry:
     async def answer(self, call_sid: str) -> Admission:
         """The webhook's decision: a stream token for a new call, or busy.
 
-        In a fleet the stream may reach any instance, so only the fleet's slots count here
-        (idempotent per CallSid: a retried webhook takes no second slot); a draining instance
-        still answers while the fleet has room.
+        A repeated webhook for a call still waiting for its stream gets the same token and no
+        second slot; one for a call that has streamed or was refused is refused. In a fleet
+        the stream may reach any instance, so only the fleet's slots count here, and a draining
+        instance still answers while the fleet has room.
         """
-        if self.fleet:
+        fresh = self.tokens.issue(call_sid)
+        before, degraded = await self._remember(f"answer:{call_sid}", fresh)
+        if before in (STREAMED, REFUSED) or call_sid in self.calls:
+            return Admission(reason=f"repeated webhook ({before or STREAMED})", degraded=degraded)
+        if before is not None:
+            return Admission(before, degraded=degraded)  # its slot is held already
+        reason, degraded = await self._pending_slot(call_sid, degraded)
+        if reason:
+            await self._overwrite(f"answer:{call_sid}", REFUSED)
+            return Admission(reason=reason, degraded=degraded)
+        return Admission(fresh, degraded=degraded)
+
+    async def _pending_slot(self, call_sid: str, degraded: bool) -> tuple[str, bool]:
+        """Hold a slot for an answered call until its stream starts; returns ``(why not or '',
+        degraded)``."""
+        if self.fleet and not degraded:
             try:
                 held = await self.state.reserve(call_sid, PENDING_TTL_S, self._fleet_max)
             except FleetUnavailable:
-                self._degraded("webhook")
+                degraded = True
             else:
-                if not held:
-                    return Admission(reason="fleet at capacity")
-                return Admission(self.tokens.issue(call_sid))
-            degraded = True
-        else:
-            degraded = False
+                return ("" if held else "fleet at capacity"), False
+        if degraded:
+            self._degraded("webhook")
         if not self._local_room():
-            return Admission(reason="draining" if self.draining else "at capacity")
+            return ("draining" if self.draining else "at capacity"), degraded
         self.pending[call_sid] = time.monotonic() + PENDING_TTL_S
-        return Admission(self.tokens.issue(call_sid), degraded=degraded)
+        return "", degraded
+
+    async def _remember(self, key: str, value: str) -> tuple[str | None, bool]:
+        """Store ``value`` once (here, and fleet-wide when there is a fleet); returns what was
+        there already (the fleet's record wins) and whether the fleet state was down."""
+        before = await self._local.remember(key, value, self._answer_ttl_s)
+        if not self.fleet:
+            return before, False
+        try:
+            return await self.state.remember(key, value, self._answer_ttl_s), False
+        except FleetUnavailable:
+            return before, True
+
+    async def _overwrite(self, key: str, value: str) -> None:
+        await self._local.overwrite(key, value)
+        if self.fleet:
+            with contextlib.suppress(FleetUnavailable):
+                await self.state.overwrite(key, value)
 
     async def admit(self, call_sid: str, token: str | None, path: str = "media") -> Admission:
         """The admission check when a stream's ``start`` arrives with ``token``.
 
         Raises:
-            Refused: a bad, expired or reused token (1008), or no room here or in the fleet, or
-                draining past its grace (1013).
+            Refused: a bad, expired or reused token, or a call that is streaming already (1008);
+                no room here or in the fleet, or draining past its grace (1013).
         """
         try:
             nonce, expiry = self.tokens.redeem(call_sid, token)
         except TokenError as exc:
             raise Refused(str(exc)) from None
+        if call_sid in self.calls:
+            raise Refused("call already streaming")
         self.pending.pop(call_sid, None)
         if len(self.calls) >= self.max_calls:
             raise Refused("at capacity", TRY_AGAIN_LATER)
@@ -184,6 +225,7 @@ class CallRegistry:
             self.calls.discard(call_sid)
             raise
         self.paths[call_sid] = path
+        await self._overwrite(f"answer:{call_sid}", STREAMED)
         if degraded:
             self._degraded("stream")
         return Admission(degraded=degraded)
@@ -199,7 +241,8 @@ class CallRegistry:
                 raise Refused("stream token already used")
             if not await self.state.reserve(call_id, self._lease_s, self._fleet_max):
                 raise Refused("fleet at capacity", TRY_AGAIN_LATER)
-            await self.state.own(call_id, path)
+            if not await self.state.own(call_id, path):
+                raise Refused("call already streaming on another instance")
         except FleetUnavailable:
             return True
         return False

@@ -10,10 +10,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
 
 __all__ = ["StreamTokens", "TokenError"]
+
+# expiry (UNIX seconds) . 16-character nonce . 43-character base64url HMAC-SHA256, ASCII only
+TOKEN_SHAPE = re.compile(r"[0-9]{1,12}\.[A-Za-z0-9_\-]{16}\.[A-Za-z0-9_\-]{43}", re.ASCII)
 
 
 class TokenError(ValueError):
@@ -60,11 +64,12 @@ class StreamTokens:
         self._forget_expired(now)
         if not token:
             raise TokenError("missing stream token")
-        parts = token.split(".")
-        if len(parts) != 3 or not parts[0].isdigit() or len(token) > 200:
+        if not isinstance(token, str) or not TOKEN_SHAPE.fullmatch(token):
             raise TokenError("malformed stream token")
-        expiry, nonce, mac = int(parts[0]), parts[1], parts[2]
-        if not hmac.compare_digest(mac, self._mac(call_sid, expiry, nonce)):
+        first, nonce, mac = token.split(".")
+        expiry = int(first)
+        expected = self._mac(call_sid, expiry, nonce)
+        if not hmac.compare_digest(mac.encode("ascii"), expected.encode("ascii")):
             raise TokenError("stream token does not match this call")
         if expiry < now:
             raise TokenError("stream token expired")

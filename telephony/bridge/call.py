@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from agents.realtime import RealtimeSession
 
@@ -29,6 +29,7 @@ from ..admission import POLICY_VIOLATION, Refused
 from ..config import CallFeatures, CallLimits
 from ..observability.call_log import CallLog, CallLogs, describe_error
 from ..observability.call_metrics import CallMetrics
+from ..observability.ratelimit import LogLimiter
 from ..observability.recorder import SessionRecorder
 from ..twilio.media_stream import (
     Connected,
@@ -44,32 +45,13 @@ from ..twilio.rest import TwilioCalls
 from .control import MediaCallControl
 from .inbound import InboundAudio
 from .outbound import OutboundAudio
+from .socket import Admit, TwilioSocket
 from .supervisor import OpenSession, SessionSupervisor
 
 __all__ = ["Admit", "MediaStreamCall", "TwilioSocket"]
 
 logger = logging.getLogger("telephony.bridge")
-
-
-class TwilioSocket(Protocol):
-    """The media socket as the bridge sees it (the route adapts Starlette's WebSocket)."""
-
-    async def receive(self) -> str | bytes | None:
-        """Next frame: text, bytes (a binary frame), or None once the socket is closed."""
-        ...
-
-    async def send(self, text: str) -> None:
-        """Send one text frame; raises if the socket is gone."""
-        ...
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the socket if still open; never raises."""
-        ...
-
-
-Admit = Callable[[Start, "MediaStreamCall"], Awaitable[dict[str, Any]]]
-"""Decides whether a stream may go on once its ``start`` arrived: returns fields for the
-``stream.start`` record (such as ``degraded``), or raises :class:`telephony.admission.Refused`."""
+_warnings = LogLimiter(logger)  # strangers can cause these: a bounded rate
 
 
 class _CallEnded(Exception):
@@ -128,7 +110,7 @@ class MediaStreamCall:
         self.stream_sid: str | None = None
         self.end_reason: str | None = None
         self._started_at = time.monotonic()
-        self.inbound = InboundAudio(self._record, self.metrics)
+        self.inbound = InboundAudio(self._record, self.metrics, self._limits.audio_ahead)
         self.out = OutboundAudio(self._send, self._record, self.metrics, self._first_frame_out)
         self.control = MediaCallControl(
             features, twilio, self._record, self._recorder, self.out, self.end
@@ -178,7 +160,7 @@ class MediaStreamCall:
             if remaining <= 0:
                 self._set_reason("no_start")
                 self._close_code = POLICY_VIOLATION
-                logger.warning("call ?: no start message within %.1fs", self._limits.start_timeout)
+                _warnings.warning("no start", "call ?: no start message in time")
                 return None
             try:
                 frame = await asyncio.wait_for(self._socket.receive(), remaining)
@@ -192,7 +174,7 @@ class MediaStreamCall:
                 message = parse_message(frame)
             except ProtocolError as exc:
                 self.protocol_errors += 1
-                logger.warning("call ?: bad frame before start: %s", exc)
+                _warnings.warning("bad frame", "call ?: bad frame before start: %s", exc)
                 continue
             if isinstance(message, Start):
                 admitted: dict[str, Any] = {}
@@ -200,9 +182,7 @@ class MediaStreamCall:
                     try:
                         admitted = await self._admit(message, self)
                     except Refused as refused:
-                        logger.warning(
-                            "call %r: stream refused: %s", message.call_sid[:40], refused.reason
-                        )
+                        _warnings.warning("refused", "stream refused: %s", refused.reason)
                         self._set_reason(f"refused: {refused.reason}")
                         self._close_code = refused.code
                         return None
@@ -211,7 +191,7 @@ class MediaStreamCall:
             if isinstance(message, Connected):
                 continue
             self.protocol_errors += 1
-            logger.warning("call ?: %r before start, ignored", message.event)
+            _warnings.warning("early", "call ?: %r before start, ignored", message.event)
 
     def _on_start(self, start: Start, admitted: dict[str, Any]) -> None:
         self.call_sid = self.control.call_sid = start.call_sid
@@ -311,12 +291,18 @@ class MediaStreamCall:
                 message = parse_message(frame)
                 self.inbound.check(message)
             except ProtocolError as exc:
-                self.protocol_errors += 1
-                self._record("protocol.error", error=str(exc)[:300])
+                if self.inbound.refused(str(exc), time.monotonic()):
+                    self._close_code = POLICY_VIOLATION
+                    raise _CallEnded("protocol_abuse") from None
                 continue
             if isinstance(message, Media):
                 self._last_media_at = time.monotonic()
                 pcm = self.inbound.audio(message.payload, self._last_media_at, t0)
+                if pcm is None:  # ahead of real time: dropped
+                    if self.inbound.abusive:
+                        self._close_code = POLICY_VIOLATION
+                        raise _CallEnded("audio_abuse")
+                    continue
                 try:
                     await session.send_audio(pcm)
                 except Exception as exc:
@@ -329,9 +315,11 @@ class MediaStreamCall:
             elif isinstance(message, Stop):
                 self._record("stream.stop")
                 raise _CallEnded("caller_hangup")
-            elif isinstance(message, Start):
-                self.protocol_errors += 1
-                self._record("protocol.error", error="duplicate start")
+            elif isinstance(message, Start) and self.inbound.refused(
+                "duplicate start", time.monotonic()
+            ):
+                self._close_code = POLICY_VIOLATION
+                raise _CallEnded("protocol_abuse")
             # Connected after start: harmless, ignored.
 
     # ------------------------------------------------------------------ model -> caller
@@ -388,7 +376,7 @@ class MediaStreamCall:
             "stream_sid": self.stream_sid,
             **self.inbound.totals(),
             **self.out.totals(),
-            "protocol_errors": self.protocol_errors,
+            "protocol_errors": self.protocol_errors + self.inbound.protocol_errors,
             "model_errors": self.model_errors + self._recorder.model_errors,
             "usage": self._recorder.usage,
             "metrics": self.metrics.summary(),

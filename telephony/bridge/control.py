@@ -28,6 +28,7 @@ __all__ = ["DTMF_TEXT", "MediaCallControl"]
 
 DTMF_TEXT = "The caller pressed these keys on the phone keypad: {}"
 POLL_S = 0.02
+MAX_DTMF_DIGITS = 32  # keys in one message to the agent
 TRANSFER_WAIT_POLLS = 250  # up to 5 s: let "I am transferring you" finish playing
 
 
@@ -64,10 +65,11 @@ class MediaCallControl:
         self._dtmf_task: asyncio.Task[None] | None = None
         self._hangup_task: asyncio.Task[None] | None = None
         self._transfer_task: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()  # digit messages on their way
 
     async def stop(self) -> None:
         """Cancel pending digits and a pending hang-up or transfer (the call is over)."""
-        for task in (self._dtmf_task, self._hangup_task, self._transfer_task):
+        for task in (self._dtmf_task, self._hangup_task, self._transfer_task, *self._sending):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -76,17 +78,26 @@ class MediaCallControl:
     # ------------------------------------------------------------------ keypad
 
     def on_dtmf(self, digit: str) -> None:
-        """Collect keys until ``#`` or ``dtmf_timeout`` of quiet, then tell the agent."""
+        """Collect keys until ``#``, ``dtmf_timeout`` of quiet or 32 keys, then tell the agent."""
         self._record("dtmf", digit=digit)
         self._digits.append(digit)
         if self._dtmf_task is not None:
             self._dtmf_task.cancel()
-        delay = 0.0 if digit == "#" else self._features.dtmf_timeout
-        self._dtmf_task = asyncio.create_task(self._send_digits_after(delay))
+        if digit == "#" or len(self._digits) >= MAX_DTMF_DIGITS:  # a bounded message
+            digits, self._digits = self._digits, []
+            self._dtmf_task = None
+            sending = asyncio.create_task(self._send_digits(digits))
+            self._sending.add(sending)
+            sending.add_done_callback(self._sending.discard)
+        else:
+            self._dtmf_task = asyncio.create_task(self._send_digits_after_quiet())
 
-    async def _send_digits_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
+    async def _send_digits_after_quiet(self) -> None:
+        await asyncio.sleep(self._features.dtmf_timeout)
         digits, self._digits = self._digits, []
+        await self._send_digits(digits)
+
+    async def _send_digits(self, digits: list[str]) -> None:
         session = self.session
         if not digits or session is None:
             return

@@ -3,11 +3,14 @@
 Keys (prefix ``tel:``), each touched by one atomic step, with only Redis 7.0 commands:
 
 - ``tel:claim:{key}``: a single-use claim, ``SET NX PXAT`` (stream-token nonces, SIP deliveries);
+- ``tel:val:{key}``: a value stored once, ``SET NX GET PX`` (the stream token a CallSid was
+  answered with, or that its stream has started);
 - ``tel:fleet``: ZSET of calls holding a fleet slot, score = lease expiry (ms, server clock).
   A Lua script drops expired members, renews an existing one, refuses at ``FLEET_MAX_CALLS``,
   else adds: one script, one key. Owners renew their live calls every heartbeat, so a crashed
   instance's calls give their slots back within ``FLEET_LEASE``;
-- ``tel:call:{id}``: hash ``owner``, ``path``, ``since``; expires unless renewed;
+- ``tel:call:{id}``: hash ``owner``, ``path``; set only if no other instance owns the call (a
+  script); expires unless renewed;
 - ``tel:inst:{instance}``: hash ``state`` (ready/draining), ``calls``, ``updated``; expires after
   three missed heartbeats; ``tel:ready``: ZSET of ready instances, score = expiry;
 - ``tel:ctl:{instance}``: the pub/sub channel of an instance's control messages and replies.
@@ -77,6 +80,18 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
+# KEYS[1] tel:call:{id}; ARGV: instance, path, ttl ms. 1 if we own it now, 0 if another does.
+OWN = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'path', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
 class RedisState(FleetState):
     """Fleet state in Redis.
 
@@ -109,6 +124,7 @@ class RedisState(FleetState):
         )
         self._reserve = self._client.register_script(RESERVE)
         self._renew = self._client.register_script(RENEW)
+        self._own = self._client.register_script(OWN)
         self._lease_ms = int(lease_s * 1000)
         self._heartbeat_s = heartbeat_s
         self._channel = f"{PREFIX}ctl:{instance}"
@@ -205,12 +221,23 @@ class RedisState(FleetState):
             )
         return bool(held)
 
-    async def own(self, call_id: str, path: str) -> None:
-        key = f"{PREFIX}call:{call_id}"
-        async with self._redis(), self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"owner": self.instance, "path": path})  # one key: MULTI is
-            pipe.pexpire(key, 2 * self._lease_ms)  # fine on a cluster
-            await pipe.execute()
+    async def remember(self, key: str, value: str, ttl_s: float) -> str | None:
+        async with self._redis():
+            before = await self._client.set(
+                f"{PREFIX}val:{key}", value, nx=True, get=True, px=int(ttl_s * 1000)
+            )
+        return before.decode() if before is not None else None
+
+    async def overwrite(self, key: str, value: str) -> None:
+        async with self._redis():
+            await self._client.set(f"{PREFIX}val:{key}", value, xx=True, keepttl=True)
+
+    async def own(self, call_id: str, path: str) -> bool:
+        async with self._redis():
+            owned = await self._own(
+                keys=[f"{PREFIX}call:{call_id}"], args=[self.instance, path, 2 * self._lease_ms]
+            )
+        return bool(owned)
 
     async def release(self, call_id: str) -> None:
         async with self._redis(), self._client.pipeline(transaction=False) as pipe:

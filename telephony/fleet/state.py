@@ -64,13 +64,23 @@ class FleetState(ABC):
         """Forget a claim (so a redelivery can try again)."""
 
     @abstractmethod
+    async def remember(self, key: str, value: str, ttl_s: float) -> str | None:
+        """Store ``value`` under ``key`` for ``ttl_s`` seconds unless something is stored
+        already: returns what was there (then nothing changes), or None when it stored."""
+
+    @abstractmethod
+    async def overwrite(self, key: str, value: str) -> None:
+        """Replace the value of a remembered ``key``, keeping its expiry (no-op if absent)."""
+
+    @abstractmethod
     async def reserve(self, call_id: str, ttl_s: float, max_calls: int | None) -> bool:
         """Take or renew a fleet slot for ``call_id`` for ``ttl_s`` seconds: True if held,
         False when the fleet is at ``max_calls`` (None: no fleet limit). Idempotent per call."""
 
     @abstractmethod
-    async def own(self, call_id: str, path: str) -> None:
-        """Record this instance as the owner of the live call ``call_id``."""
+    async def own(self, call_id: str, path: str) -> bool:
+        """Record this instance as the owner of the live call ``call_id``; False (and nothing
+        changes) when another instance owns it already."""
 
     @abstractmethod
     async def release(self, call_id: str) -> None:
@@ -99,6 +109,7 @@ class LocalState(FleetState):
     def __init__(self, instance: str) -> None:
         super().__init__(instance)
         self._claims: dict[str, float] = {}  # key -> expiry (UNIX seconds)
+        self._values: dict[str, tuple[str, float]] = {}  # key -> (value, expiry)
 
     async def claim(self, key: str, expires_at: float) -> bool:
         now = time.time()
@@ -112,11 +123,26 @@ class LocalState(FleetState):
     async def unclaim(self, key: str) -> None:
         self._claims.pop(key, None)
 
+    async def remember(self, key: str, value: str, ttl_s: float) -> str | None:
+        now = time.time()
+        if len(self._values) > 256:
+            self._values = {k: v for k, v in self._values.items() if v[1] >= now}
+        stored = self._values.get(key)
+        if stored is not None and stored[1] >= now:
+            return stored[0]
+        self._values[key] = (value, now + ttl_s)
+        return None
+
+    async def overwrite(self, key: str, value: str) -> None:
+        stored = self._values.get(key)
+        if stored is not None:
+            self._values[key] = (value, stored[1])
+
     async def reserve(self, call_id: str, ttl_s: float, max_calls: int | None) -> bool:
         return True  # one instance: its own cap is the only one
 
-    async def own(self, call_id: str, path: str) -> None:
-        return None
+    async def own(self, call_id: str, path: str) -> bool:
+        return True  # the registry's own set of calls says whether it is live here
 
     async def release(self, call_id: str) -> None:
         return None

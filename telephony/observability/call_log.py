@@ -9,6 +9,7 @@ so a crash loses at most the line in flight. Secrets are never passed here.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any, TextIO
 
 __all__ = ["CallLog", "CallLogs", "describe_error", "read_call_log", "safe_call_id"]
 
-_CALL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")
+_CALL_ID = re.compile(r"[A-Za-z0-9_\-]{1,80}", re.ASCII)
 
 
 def safe_call_id(call_id: str) -> str:
@@ -26,7 +27,7 @@ def safe_call_id(call_id: str) -> str:
     Raises:
         ValueError: for anything else (path separators, dots, empty, too long).
     """
-    if not _CALL_ID.match(call_id):
+    if not isinstance(call_id, str) or not _CALL_ID.fullmatch(call_id):
         raise ValueError(f"call id {call_id[:80]!r} is not a safe file name")
     return call_id
 
@@ -49,9 +50,11 @@ class CallLog:
         self.call_id = safe_call_id(call_id)
         self._observer = observer  # sees every record as it is written (metrics)
         self._tag = {"instance": instance} if instance else {}
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = directory / f"{call_id}.jsonl"
-        self._file: TextIO | None = self.path.open("a", encoding="utf-8")
+        # owner-only: phone numbers and transcripts are personal data
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._file: TextIO | None = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append one record and flush it; returns the record. A closed log ignores the call."""

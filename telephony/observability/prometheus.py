@@ -13,8 +13,32 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "ServiceMetrics"]
+__all__ = ["CALL_OUTCOMES", "CONTENT_TYPE_LATEST", "ServiceMetrics", "outcome"]
 
+# label values come from this list only (a call's end reason can carry caller-chosen text)
+CALL_OUTCOMES = frozenset(
+    {
+        "caller_hangup",
+        "agent_hangup",
+        "operator_hangup",
+        "transferred",
+        "twilio_disconnected",
+        "model_ended",
+        "model_error",
+        "model_send_failed",
+        "model_connect_failed",
+        "idle_timeout",
+        "max_duration",
+        "server_shutdown",
+        "no_start",
+        "twilio_closed_before_start",
+        "internal_error",
+        "protocol_abuse",
+        "audio_abuse",
+        "call_ended",
+        "ended_by_us",
+    }
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 FRAME_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3)
 
@@ -106,7 +130,7 @@ class ServiceMetrics:
         elif event == "call.rejected":
             self.rejected.labels(reason="busy").inc()
         elif event == "call.end":
-            self.calls.labels(outcome=str(record.get("reason"))).inc()
+            self.calls.labels(outcome=outcome(record.get("reason"))).inc()
 
     def frame(self, direction: str, seconds: float) -> None:
         """One 20 ms frame's processing time (``direction``: ``in`` or ``out``)."""
@@ -114,3 +138,12 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def outcome(reason: object) -> str:
+    """A call-end reason as a label value: itself if known, ``refused`` for refusals, else
+    ``other`` (so no caller-chosen text becomes a label)."""
+    text = str(reason)
+    if text in CALL_OUTCOMES:
+        return text
+    return "refused" if text.startswith("refused") else "other"

@@ -1,5 +1,6 @@
 """Outbound calls and call control, for the operator's systems (bearer ``DIAL_API_TOKEN``;
-404 when unset):
+404 when unset). The token is checked before a byte of the body is read, and bodies are at most
+4 KiB (:mod:`.limits`):
 
 - ``POST /calls``: place an outbound call;
 - ``POST /calls/{sid}/hangup``: end a live call on any instance (the agent says goodbye first);
@@ -11,15 +12,16 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable
+from typing import TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from ..dial import dial
-from ..observability.call_log import safe_call_id
 from ..remote_control import CallNotFound, ControlResult, ControlUnavailable
+from ..sip.ids import is_sip_call_id
 from ..twilio.dial import DialError
-from ..twilio.signatures import request_url
+from ..twilio.ids import is_call_sid
 from .deps import ServicesDep
 
 __all__ = ["DialRequest", "TransferRequest", "router"]
@@ -60,34 +62,41 @@ router = APIRouter(dependencies=[Depends(dial_authorized)])
 
 
 @router.post("/calls", status_code=201)
-async def place(request: Request, body: DialRequest, services: ServicesDep) -> dict[str, str]:
-    """Dial ``body.to``; answers ``{"call_sid": …}``, 422 for a bad number, 503 without REST."""
+async def place(request: Request, services: ServicesDep) -> dict[str, str]:
+    """Dial ``{"to": "+1…"}``; answers ``{"call_sid": …}``. 422 for a bad number or one outside
+    ``DIAL_ALLOWED_PREFIXES``, 429 past ``DIAL_RATE_LIMIT``, 503 without REST or PUBLIC_URL."""
+    body = await _body(request, DialRequest)
     settings, rest = services.settings, services.rest
-    if rest is None:
-        raise HTTPException(503, "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are needed")
-    base = settings.public_url or request_url(None, "", "", request.headers, request.url.scheme)
+    if rest is None or not settings.public_url:  # callbacks never come from request headers
+        raise HTTPException(503, "TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and PUBLIC_URL are needed")
+    prefixes = settings.dial_prefixes
+    if prefixes and not body.to.startswith(prefixes):
+        raise HTTPException(422, "that number is outside DIAL_ALLOWED_PREFIXES")
+    if not services.dial_rate.take():
+        raise HTTPException(429, "DIAL_RATE_LIMIT reached; try again in a minute")
     try:
-        call_sid = await dial(settings, rest, body.to, base)
+        call_sid = await dial(settings, rest, body.to, settings.public_url)
     except DialError as exc:
         raise HTTPException(422, str(exc)) from None
     return {"call_sid": call_sid}
 
 
 @router.post("/calls/{sid}/hangup")
-async def hang_up(
-    sid: str, services: ServicesDep, body: HangupRequest | None = None
-) -> dict[str, str | None]:
+async def hang_up(sid: str, request: Request, services: ServicesDep) -> dict[str, str | None]:
     """End a live call: its owner makes the agent say goodbye first; without an owner, the
-    carrier hangs up. 404 for an unknown call, 503 when nobody can act."""
+    carrier hangs up. Optional body ``{"reason": …}``. 404 for an unknown call, 503 when nobody
+    can act."""
     _known_format(sid)
+    body = await _body(request, HangupRequest, optional=True)
     reason = body.reason if body else "operator"
     return _answer(sid, await _act(services.control.hang_up(sid, reason)))
 
 
 @router.post("/calls/{sid}/transfer")
-async def transfer(sid: str, body: TransferRequest, services: ServicesDep) -> dict[str, str | None]:
+async def transfer(sid: str, request: Request, services: ServicesDep) -> dict[str, str | None]:
     """Transfer a live call to an allowed destination name (422 for any other)."""
     _known_format(sid)
+    body = await _body(request, TransferRequest)
     if body.destination not in services.features.transfer_targets:
         raise HTTPException(422, f"{body.destination!r} is not one of TRANSFER_TARGETS")
     return _answer(sid, await _act(services.control.transfer(sid, body.destination)))
@@ -102,11 +111,23 @@ async def _act(action: Awaitable[ControlResult]) -> ControlResult:
         raise HTTPException(503, str(exc)) from None
 
 
-def _known_format(sid: str) -> None:
+Body = TypeVar("Body", bound=BaseModel)
+
+
+async def _body(request: Request, model: type[Body], optional: bool = False) -> Body:
+    """The JSON body as ``model``, read only now (after the bearer check); 422 if malformed."""
+    raw = await request.body()
+    if optional and not raw.strip():
+        return None  # type: ignore[return-value]
     try:
-        safe_call_id(sid)
-    except ValueError:
-        raise HTTPException(404, "no such live call") from None
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise HTTPException(422, exc.errors(include_url=False, include_input=False)) from None
+
+
+def _known_format(sid: str) -> None:
+    if not (is_call_sid(sid) or is_sip_call_id(sid)):
+        raise HTTPException(404, "no such live call")
 
 
 def _answer(sid: str, result: ControlResult) -> dict[str, str | None]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, WebSocket
 from starlette.websockets import WebSocketState
 
-from ..observability.call_log import safe_call_id
 from ..services import Services
+from ..twilio.ids import is_call_sid
 from ..twilio.signatures import request_url
 from ..twilio.twiml import MEDIA_STREAM_PATH, connect_stream, media_stream_url, reject
 from .deps import ServicesDep
@@ -28,6 +29,11 @@ logger = logging.getLogger("telephony.routes.twilio")
 
 # Webhook fields passed to the stream as <Parameter>s (they come back in `start`).
 STREAM_PARAMETERS = ("CallSid", "From", "To", "Direction")
+SIGNATURE_SETTINGS = "x-twilio-webhooks-signature-settings"
+# a request through a proxy or tunnel carries one of these; the development mode refuses it
+PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded")
+MAX_FORM_FIELDS = 100  # Twilio's Voice webhook sends about 20
+MAX_PARAMETER_CHARS = 64
 
 router = APIRouter()
 
@@ -64,33 +70,46 @@ class StarletteTwilioSocket:
 
 
 def signed(
-    services: Services, url: str, params: dict[str, str], signature: str | None, what: str
+    services: Services,
+    url: str,
+    params: dict[str, str],
+    headers: Mapping[str, str],
+    what: str,
 ) -> bool:
-    """Whether ``X-Twilio-Signature`` signs ``url`` and ``params``; refusals are logged and
-    counted. Without ``TWILIO_AUTH_TOKEN`` everything is refused, unless ``ALLOW_UNSIGNED``."""
+    """Whether the request is Twilio's: ``X-Twilio-Signature`` signs ``url`` and ``params``
+    with the key ``X-Twilio-Webhooks-Signature-Settings`` names. Refusals are logged (at a
+    bounded rate) and counted. Without ``TWILIO_AUTH_TOKEN`` everything is refused, except in
+    the loopback development mode, which still refuses what came through a proxy or tunnel."""
     checker, metrics = services.checker, services.metrics
     if checker is None:
-        if services.settings.allow_unsigned:
+        if not services.settings.allow_unsigned:
+            services.refusals.warning("no token", "%s refused: TWILIO_AUTH_TOKEN is not set", what)
+        elif any(name in headers for name in PROXY_HEADERS):
+            services.refusals.warning(
+                "tunnel", "%s refused: development mode takes no proxied requests", what
+            )
+        else:
             return True
-        logger.warning("%s refused: TWILIO_AUTH_TOKEN is not set", what)
         metrics.rejected.labels(reason="bad_signature").inc()
         return False
-    if checker.valid(url, params, signature):
+    signature = headers.get("x-twilio-signature")
+    if checker.valid(url, params, signature, headers.get(SIGNATURE_SETTINGS)):
         return True
     metrics.rejected.labels(reason="bad_signature").inc()
-    logger.warning(
-        "%s refused: %s X-Twilio-Signature for %s (CallSid %r)",
+    services.refusals.warning(
+        "signature",
+        "%s refused: %s X-Twilio-Signature for %s",
         what,
         "invalid" if signature else "missing",
         url,
-        params.get("CallSid", "")[:40],
     )
     return False
 
 
 async def twilio_form(request: Request, services: ServicesDep) -> dict[str, str]:
-    """FastAPI dependency: the webhook's form params, once its signature checked out (403)."""
-    form = await request.form()
+    """FastAPI dependency: the webhook's form params, once its signature checked out (403)
+    and, when ``TWILIO_ACCOUNT_SID`` is set, its ``AccountSid`` is ours (403)."""
+    form = await request.form(max_fields=MAX_FORM_FIELDS)
     params = {k: v for k, v in form.items() if isinstance(v, str)}
     url = request_url(
         services.settings.public_url,
@@ -99,42 +118,52 @@ async def twilio_form(request: Request, services: ServicesDep) -> dict[str, str]
         request.headers,
         request.url.scheme,
     )
-    if not signed(services, url, params, request.headers.get("x-twilio-signature"), "webhook"):
+    if not signed(services, url, params, request.headers, "webhook"):
         raise HTTPException(status_code=403, detail="invalid Twilio signature")
+    account = services.settings.twilio_account_sid
+    if account and params.get("AccountSid") != account:
+        services.refusals.warning(
+            "account", "webhook refused: AccountSid is not TWILIO_ACCOUNT_SID"
+        )
+        raise HTTPException(status_code=403, detail="not this account's call")
+    if not is_call_sid(params.get("CallSid")):
+        services.refusals.warning("callsid", "webhook refused: missing or malformed CallSid")
+        raise HTTPException(status_code=400, detail="missing or malformed CallSid")
     return params
 
 
 TwilioForm = Annotated[dict[str, str], Depends(twilio_form)]
 
 
+def caller_text(value: str | None) -> str | None:
+    """A caller-supplied value (From, To) fit for TwiML and logs: printable characters only,
+    at most 64."""
+    if value is None:
+        return None
+    return "".join(ch for ch in value if ch.isprintable())[:MAX_PARAMETER_CHARS]
+
+
 @router.post("/incoming-call")
 async def incoming_call(request: Request, params: TwilioForm, services: ServicesDep) -> Response:
     """Twilio's Voice webhook: stream the call to us, or refuse it as busy."""
-    call_sid = params.get("CallSid", "")
-    try:
-        safe_call_id(call_sid)
-    except ValueError:
-        logger.warning("webhook without a valid CallSid refused")
-        return Response("missing or malformed CallSid", status_code=400)
+    call_sid = params["CallSid"]
     settings, registry = services.settings, services.registry
     admission = await registry.answer(call_sid)
-    host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
-    scheme = request.headers.get("x-forwarded-proto") or request.url.scheme
-    url = media_stream_url(settings.public_url, host, scheme)
+    url = media_stream_url(settings.public_url, request.headers.get("host", ""), request.url.scheme)
     with services.logs.open(call_sid) as log:
         log.write(
             "webhook",
-            **{"from": params.get("From")},
-            to=params.get("To"),
-            direction=params.get("Direction"),
-            call_status=params.get("CallStatus"),
+            **{"from": caller_text(params.get("From"))},
+            to=caller_text(params.get("To")),
+            direction=caller_text(params.get("Direction")),
+            call_status=caller_text(params.get("CallStatus")),
             stream_url=url,
             **({"degraded": True} if admission.degraded else {}),
         )
         if admission.token is None:
             log.write("call.rejected", reason=admission.reason, twiml="busy")
             return Response(reject("busy"), media_type="application/xml")
-    stream_params = {k: params[k] for k in STREAM_PARAMETERS if k in params}
+    stream_params = {k: caller_text(params[k]) or "" for k in STREAM_PARAMETERS if k in params}
     stream_params["token"] = admission.token
     return Response(connect_stream(url, stream_params), media_type="application/xml")
 
@@ -150,19 +179,26 @@ async def media_stream(websocket: WebSocket, services: ServicesDep) -> None:
         websocket.url.scheme,
         websocket=True,
     )
-    signature = websocket.headers.get("x-twilio-signature")
-    if not signed(services, url, {}, signature, "media stream"):
+    if not signed(services, url, {}, websocket.headers, "media stream"):
         await websocket.close(code=1008)  # before accept: the handshake is refused (403)
+        return
+    registry = services.registry
+    if len(registry.awaiting_start) >= registry.max_calls:
+        services.refusals.warning(
+            "awaiting", "media stream refused: too many sockets waiting for start"
+        )
+        await websocket.close(code=1013)  # try again later
         return
     await websocket.accept()
     call = services.media_call(StarletteTwilioSocket(websocket))
-    registry = services.registry
     task = asyncio.current_task()
     assert task is not None
     registry.sockets[task] = call
+    registry.awaiting_start.add(call)
     try:
         await call.run()
     finally:
+        registry.awaiting_start.discard(call)
         registry.sockets.pop(task, None)
         await registry.release(call.call_sid if call.stream_sid else None)
 
@@ -170,17 +206,12 @@ async def media_stream(websocket: WebSocket, services: ServicesDep) -> None:
 @router.post("/call-status")
 async def call_status(params: TwilioForm, services: ServicesDep) -> Response:
     """Twilio's status callbacks (initiated, ringing, answered, completed, busy, …)."""
-    call_sid = params.get("CallSid", "")
-    try:
-        safe_call_id(call_sid)
-    except ValueError:
-        return Response("missing or malformed CallSid", status_code=400)
-    with services.logs.open(call_sid, observe=False) as log:
+    with services.logs.open(params["CallSid"], observe=False) as log:
         log.write(
             "call.status",
-            status=params.get("CallStatus"),
-            direction=params.get("Direction"),
-            duration_s=params.get("CallDuration"),
-            sequence=params.get("SequenceNumber"),
+            status=caller_text(params.get("CallStatus")),
+            direction=caller_text(params.get("Direction")),
+            duration_s=caller_text(params.get("CallDuration")),
+            sequence=caller_text(params.get("SequenceNumber")),
         )
     return Response(status_code=204)

@@ -26,8 +26,10 @@ from ..admission import CallRegistry
 from ..agent.sessions import SessionFactory
 from ..agent.tools import CallContext
 from ..config import CallFeatures, CallLimits
-from ..observability.call_log import CallLogs, describe_error, safe_call_id
+from ..observability.call_log import CallLogs, describe_error
+from ..observability.ratelimit import LogLimiter
 from .call import SipCall, untrusted
+from .ids import is_sip_call_id
 
 __all__ = ["SipCalls"]
 
@@ -61,6 +63,7 @@ class SipCalls:
         self._limits = limits
         self._logs = logs
         self._registry = registry
+        self._refusals = LogLimiter(logger)
         self._seen: dict[str, float] = {}  # webhook-id or call_id -> when
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -88,21 +91,28 @@ class SipCalls:
         200 for everything OpenAI should not retry."""
         try:
             event = self.client.webhooks.unwrap(body, headers)
-        except (InvalidWebhookSignatureError, ValueError) as exc:
-            logger.warning("OpenAI webhook refused: %s", exc)
+        except InvalidWebhookSignatureError as exc:
+            self._refusals.warning("signature", "OpenAI webhook refused: %s", exc)
             return 400, {"error": "invalid webhook signature"}
+        except Exception as exc:  # signed by OpenAI, but not an event we can read
+            self._refusals.warning("malformed", "OpenAI webhook refused: %s", type(exc).__name__)
+            return 400, {"error": "malformed webhook event"}
         if not isinstance(event, RealtimeCallIncomingWebhookEvent):
             return 200, {"status": "ignored"}
-        call_id = event.data.call_id
+        call_id = getattr(getattr(event, "data", None), "call_id", None)
+        if not is_sip_call_id(call_id):
+            self._refusals.warning("call_id", "OpenAI webhook ignored: malformed call_id")
+            return 200, {"status": "ignored: malformed call_id"}
+        assert isinstance(call_id, str)
         try:
-            safe_call_id(call_id)
-        except ValueError:
-            return 200, {"status": "ignored: unusable call_id"}
+            headers_in = event.data.sip_headers
+            sip_headers = {untrusted(h.name, 64): untrusted(h.value) for h in headers_in}
+        except (AttributeError, TypeError):
+            return 400, {"error": "malformed webhook event"}
         keys = (f"sip:webhook:{headers.get('webhook-id', event.id)}", f"sip:call:{call_id}")
         if await self._duplicate(*keys):
             logger.info("SIP call %s: duplicate delivery ignored", call_id)
             return 200, {"status": "duplicate"}
-        sip_headers = {untrusted(h.name, 64): untrusted(h.value) for h in event.data.sip_headers}
         admission = await self._registry.admit_sip(call_id)
         if admission.reason:
             with self._logs.open(call_id, observe=False) as log:

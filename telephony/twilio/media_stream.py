@@ -131,7 +131,8 @@ class Mark(_Msg):
 
 class DtmfInfo(_Msg):
     track: str = "inbound_track"
-    digit: str = Field(min_length=1, max_length=1)
+    digit: str = Field(pattern=r"^[0-9*#A-D]$")  # Twilio's DTMF alphabet (Rust regex: `$` is
+    # the end of the text, with no allowance for a trailing newline)
 
 
 class Dtmf(_Msg):

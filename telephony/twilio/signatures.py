@@ -1,12 +1,17 @@
 """Twilio request signatures.
 
-Twilio signs every webhook and the Media Streams WebSocket handshake with
-``X-Twilio-Signature`` = base64(HMAC-SHA1(auth token, URL + sorted form params)); we check it
-with the twilio package's ``RequestValidator`` against the URL Twilio requested: the configured
-``PUBLIC_URL`` or, without it, the ``X-Forwarded-Proto``/``X-Forwarded-Host`` a tunnel sets.
+Twilio signs every webhook and the Media Streams WebSocket handshake with ``X-Twilio-Signature``:
+base64(HMAC(key, URL + sorted form params)). By default the key is the account's auth token
+and the HMAC is SHA-1. Accounts that use webhook *shared keys* (Twilio's Webhooks configuration
+API) sign with the SharedKey secret instead, with the algorithm the Setting names (HMAC-SHA256),
+and say so in ``X-Twilio-Webhooks-Signature-Settings: key=<id>,algorithm=<name>``. The twilio
+package's ``RequestValidator`` computes both; we choose the key from that header and refuse a
+request that names a key or an algorithm we do not have.
 
-The WebSocket signature covers only the URL, so it is the same for every call; the per-call
-stream token (:mod:`telephony.admission.tokens`) is the second factor.
+The URL checked is always ``PUBLIC_URL`` + the request's path and query (the URL Twilio
+requested); only the loopback development mode builds it from the ``Host`` header. The
+WebSocket signature covers only the URL, so it is the same for every call; the per-call stream
+token (:mod:`telephony.admission.tokens`) is the second factor.
 """
 
 from __future__ import annotations
@@ -14,9 +19,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import (
+    HMAC_SHA1,
+    HMAC_SHA256,
+    RequestValidator,
+    get_signature_algorithm,
+)
 
 __all__ = ["SignatureChecker", "request_url"]
+
+SIGNATURE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+MAX_SIGNATURE_CHARS = 100  # base64 of a SHA-256 HMAC is 44
 
 
 def request_url(
@@ -30,7 +43,8 @@ def request_url(
     """The URL Twilio requested, as it signed it.
 
     Args:
-        public_url: configured public base URL (``https://abc.ngrok.app``), or None.
+        public_url: configured public base URL (``https://abc.ngrok.app``); None only in the
+            loopback development mode, where the ``Host`` header names the server.
         path: the request path as received (``/incoming-call``).
         query: the raw query string ('' if none).
         headers: request headers (lower-case keys, as Starlette gives them).
@@ -41,10 +55,7 @@ def request_url(
         parts = urlsplit(public_url)
         secure, host, base = parts.scheme == "https", parts.netloc, parts.path.rstrip("/")
     else:
-        proto = headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
-        secure = proto in ("https", "wss")
-        host = headers.get("x-forwarded-host") or headers.get("host", "")
-        base = ""
+        secure, host, base = scheme in ("https", "wss"), headers.get("host", ""), ""
     if websocket:
         prefix = "wss" if secure else "ws"
     else:
@@ -54,19 +65,60 @@ def request_url(
 
 
 class SignatureChecker:
-    """Checks ``X-Twilio-Signature`` with the twilio package's ``RequestValidator``."""
+    """Checks ``X-Twilio-Signature`` with the twilio package's ``RequestValidator``.
 
-    def __init__(self, auth_token: str) -> None:
-        self._validator = RequestValidator(auth_token)
+    Args:
+        auth_token: the account's auth token (HMAC-SHA1 signatures, no settings header).
+        shared_key: the SharedKey secret, for requests that carry
+            ``X-Twilio-Webhooks-Signature-Settings``; None refuses those.
+        shared_key_id: the SharedKey's id; when given, a settings header naming another key is
+            refused.
+    """
 
-    def valid(self, url: str, params: Mapping[str, str], signature: str | None) -> bool:
-        """True when ``signature`` signs ``url`` and the form ``params`` (``{}`` for the socket).
+    def __init__(
+        self, auth_token: str, shared_key: str | None = None, shared_key_id: str | None = None
+    ) -> None:
+        self._auth_token = RequestValidator(auth_token)
+        self._shared_key = RequestValidator(shared_key) if shared_key else None
+        self._shared_key_id = shared_key_id
 
-        Never raises; a missing or empty signature is invalid.
+    def valid(
+        self,
+        url: str,
+        params: Mapping[str, str],
+        signature: str | None,
+        signature_settings: str | None = None,
+    ) -> bool:
+        """True when ``signature`` signs ``url`` and the form ``params`` (``{}`` for the socket)
+        with the key and algorithm that ``signature_settings`` (the
+        ``X-Twilio-Webhooks-Signature-Settings`` header, or None) names.
+
+        Never raises; a missing, malformed or non-ASCII signature is invalid.
         """
-        if not signature:
+        if (
+            not signature
+            or len(signature) > MAX_SIGNATURE_CHARS
+            or not SIGNATURE_CHARS.issuperset(signature)
+        ):
             return False
+        if not signature_settings:
+            validator, algorithm = self._auth_token, HMAC_SHA1
+        else:
+            validator, algorithm = self._shared_key, get_signature_algorithm(signature_settings)
+            key = _setting(signature_settings, "key")
+            if validator is None or (self._shared_key_id and key != self._shared_key_id):
+                return False  # a key we do not have
+            if algorithm not in (HMAC_SHA1, HMAC_SHA256):
+                return False  # an algorithm we do not know
         try:
-            return bool(self._validator.validate(url, dict(params), signature))
+            return bool(validator.validate(url, dict(params), signature, algorithm))
         except Exception:
             return False
+
+
+def _setting(header: str, name: str) -> str | None:
+    for part in header.split(","):
+        key, sep, value = part.partition("=")
+        if sep and key.strip() == name:
+            return value.strip()
+    return None

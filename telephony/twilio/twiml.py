@@ -23,9 +23,10 @@ def media_stream_url(public_url: str | None, host: str, scheme: str) -> str:
     """The ``<Stream url>`` for our media socket: ``wss://<public host>/media-stream``.
 
     Args:
-        public_url: configured public base URL (``https://abc.ngrok.app``), or ``None``.
-        host: the host Twilio reached (``X-Forwarded-Host`` or ``Host``), used without public_url.
-        scheme: ``https``/``http`` as seen by the client (``X-Forwarded-Proto`` or the request's).
+        public_url: configured public base URL (``https://abc.ngrok.app``); None only in the
+            loopback development mode.
+        host: the request's ``Host``, used without public_url.
+        scheme: ``https``/``http`` of the request, used without public_url.
 
     Returns:
         A ``wss://`` URL (``ws://`` only when the request itself came over plain http, as from the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -81,7 +82,7 @@ async def test_calls_beyond_capacity_get_busy(settings: Settings) -> None:
                 update={"openai_realtime_url": model.url, "max_concurrent_calls": 1}
             )
         )
-        async with run_server(app) as base_url:
+        async with run_server(app, settings.port) as base_url:
             first = await answer_call(base_url, auth_token=AUTH_TOKEN)
             with pytest.raises(ValueError, match="no <Connect><Stream"):
                 await answer_call(base_url, auth_token=AUTH_TOKEN, call_sid="CA" + "9" * 32)
@@ -106,3 +107,53 @@ def test_busy_twiml_is_a_reject() -> None:
 
     root = ET.fromstring(reject("busy"))
     assert root.find("Reject") is not None and root.find("Reject").attrib["reason"] == "busy"
+
+
+async def test_a_replayed_webhook_gets_the_same_token_and_no_second_slot(live_server) -> None:
+    async with live_server(reply=lambda _: tone(600, 100)) as srv:
+        registry = srv.services.registry
+        first = await srv.answer()
+        replays = [await srv.answer(call_sid=first.call_sid) for _ in range(3)]
+        assert {r.parameters["token"] for r in replays} == {first.parameters["token"]}
+        assert list(registry.pending) == [first.call_sid]  # one slot for one call
+        # the stream starts once; the same token again is refused, and so is any other
+        ws = await connect(first.stream_url, additional_headers=first.headers)
+        await ws.send(start_message(first.call_sid, first.parameters))
+        for _ in range(100):
+            if first.call_sid in registry.calls:
+                break
+            await asyncio.sleep(0.02)
+        connections = len(srv.model.connections)
+        again = await connect(first.stream_url, additional_headers=first.headers)
+        await again.send(start_message(first.call_sid, first.parameters))
+        await asyncio.wait_for(again.wait_closed(), 5)
+        assert again.close_code == 1008
+        minted = {**first.parameters, "token": registry.tokens.issue(first.call_sid)}
+        second = await connect(first.stream_url, additional_headers=first.headers)
+        await second.send(start_message(first.call_sid, minted))  # a valid token, a live call
+        await asyncio.wait_for(second.wait_closed(), 5)
+        assert second.close_code == 1008
+        assert len(srv.model.connections) == connections  # no second model session
+        # a webhook replayed while (or after) the call streams is refused: no new token
+        with pytest.raises(ValueError, match='Reject reason="busy"'):
+            await srv.answer(call_sid=first.call_sid)
+        await ws.close()
+
+
+async def test_an_account_other_than_ours_is_refused(live_server) -> None:
+    overrides = {"twilio_account_sid": "AC" + "7" * 32}
+    async with live_server(overrides=overrides, reply=lambda _: tone(600, 100)) as srv:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            await srv.answer()  # the simulator calls from AC000…
+        assert refused.value.code == 403
+
+
+async def test_a_crafted_token_is_refused_cleanly(live_server) -> None:
+    async with live_server(reply=lambda _: tone(600, 100)) as srv:
+        answer = await srv.answer()
+        for token in ("١٢٣.abc.def", "9" * 400, "1.\u00e9" * 20, "1.a.b.c"):
+            ws = await connect(answer.stream_url, additional_headers=answer.headers)
+            await ws.send(start_message(answer.call_sid, {**answer.parameters, "token": token}))
+            await asyncio.wait_for(ws.wait_closed(), 5)
+            assert ws.close_code == 1008  # a refusal, not a crash (1000 or 1011)
+        assert not srv.model.connections

@@ -40,7 +40,7 @@ async def test_offline_call_hears_the_caller_and_reads_it_back(offline, caplog) 
     caller = SILENCE * 8000 + fixture_audio("goforward.ulaw") + SILENCE * 32000
     with caplog.at_level(logging.WARNING):
         app = create_app(offline)
-        async with run_server(app) as url:
+        async with run_server(app, offline.port) as url:
             result = await simulate_call(
                 url, caller, speed=2, tail_s=1.0, auth_token=AUTH_TOKEN, min_turns=2
             )
@@ -60,7 +60,7 @@ async def test_offline_barge_in_cuts_the_reply(offline) -> None:
     # caller stops; the caller talks again 2.7 s after stopping: over the reply, 1 s or more in
     caller = fixture_audio("goforward.ulaw") + SILENCE * 14400 + fixture_audio("numbers.ulaw")
     app = create_app(offline.model_copy(update={"greeting": ""}))
-    async with run_server(app) as url:
+    async with run_server(app, offline.port) as url:
         result = await simulate_call(
             url, caller + SILENCE * 24000, speed=1, tail_s=1.0, auth_token=AUTH_TOKEN, min_turns=2
         )
@@ -85,7 +85,7 @@ async def test_offline_barge_in_cuts_the_reply(offline) -> None:
 async def test_offline_goodbye_ends_the_call_through_the_tool(offline) -> None:
     caller = SILENCE * 4000 + fixture_audio("goodbye.ulaw") + SILENCE * 80000
     app = create_app(offline)
-    async with run_server(app) as url:
+    async with run_server(app, offline.port) as url:
         result = await simulate_call(url, caller, speed=2, tail_s=5, auth_token=AUTH_TOKEN)
         log = await ended_log(offline.call_log_dir, result.call_sid)
     kinds = [r["event"] for r in log]

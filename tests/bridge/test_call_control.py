@@ -73,6 +73,15 @@ async def test_dtmf_reaches_the_agent_as_text(live_server) -> None:
     assert [r["digits"] for r in events(log, "dtmf.sent")] == ["123#", "42"]
 
 
+async def test_dtmf_is_twilios_alphabet_and_a_bounded_message(live_server) -> None:
+    keys = [(0.2 + i * 0.01, "7") for i in range(40)] + [(1.0, "x"), (1.01, "D")]
+    async with live_server(overrides={"dtmf_timeout": 0.3}) as srv:
+        result = await srv.call(SILENCE * 16000, speed=2, tail_s=0.3, dtmf=keys)
+        log = await final_log(srv, result.call_sid)
+    assert [r["digits"] for r in events(log, "dtmf.sent")] == ["7" * 32, "7" * 8 + "D"]
+    assert any("pattern" in r["error"] for r in events(log, "protocol.error"))  # the "x"
+
+
 @pytest.mark.parametrize("already_gone", [False, True])
 async def test_end_call_waits_for_the_goodbye_then_hangs_up(live_server, already_gone) -> None:
     # turn 0: a short reply and the end_call tool call; turn 1 (after the tool output): goodbye

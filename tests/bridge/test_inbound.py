@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,32 @@ async def test_oversized_websocket_message_closes_the_socket(live_server) -> Non
                 break
             await asyncio.sleep(0.02)
         assert log[-1]["event"] == "call.end" and log[-1]["reason"] == "twilio_disconnected"
+
+
+async def test_audio_faster_than_real_time_is_dropped_then_the_call_ends(live_server) -> None:
+    async with live_server(overrides={"audio_ahead_limit": 1.0}) as srv:
+        t0 = time.monotonic()
+        # 300 s of audio as fast as the socket takes it
+        result = await srv.call(ulaw_tone(500, 300.0), speed=1000, tail_s=0.1, max_tail_s=1)
+        wall = time.monotonic() - t0
+        log = await final_log(srv, result.call_sid)
+    end = log[-1]
+    assert end["reason"] == "audio_abuse" and result.close_code == 1008
+    assert end["audio_dropped_ms"] >= 10_000
+    heard_ms = sum(c.audio_ms for c in srv.model.connections)
+    assert heard_ms <= wall * 1000 + 1000 + 100  # real time since the first frame, plus 1 s
+    assert len(events(log, "audio.dropped")) < 20  # logged about once a second, not per frame
+
+
+async def test_a_burst_of_junk_frames_closes_the_socket(live_server) -> None:
+    async with live_server() as srv:
+        answer = await srv.answer()
+        ws = await connect(answer.stream_url, additional_headers=answer.headers)
+        await ws.send(start_message(answer.call_sid, answer.parameters))
+        for i in range(60):
+            await ws.send(json.dumps({"event": "bogus", "n": i}))
+        await asyncio.wait_for(ws.wait_closed(), 5)
+        log = await final_log(srv, answer.call_sid)
+    assert ws.close_code == 1008
+    assert log[-1]["reason"] == "protocol_abuse" and log[-1]["protocol_errors"] == 50
+    assert len(events(log, "protocol.error")) == 20  # the rest counted, not written

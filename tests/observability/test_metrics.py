@@ -13,6 +13,7 @@ from helpers import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from telephony.observability.prometheus import ServiceMetrics
 from telephony.testing import tone
 
 
@@ -99,3 +100,25 @@ async def test_readyz_flips_while_draining(live_server) -> None:
         await srv.app.state.services.registry.drain(0)
         assert (await http.get("/readyz")).status_code == 503
         assert (await http.get("/healthz")).status_code == 200  # alive, just not taking calls
+
+
+async def test_docs_are_off_and_metrics_can_take_a_token(live_server) -> None:
+    token = "metrics-token-0123456789abcdef"
+    async with live_server(overrides={"metrics_token": token}) as srv:
+        async with httpx.AsyncClient(base_url=srv.base_url) as http:
+            for path in ("/docs", "/redoc", "/openapi.json"):
+                assert (await http.get(path)).status_code == 404
+            assert (await http.get("/metrics")).status_code == 401
+            wrong = await http.get("/metrics", headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            right = await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+            assert right.status_code == 200 and "telephony_calls" in right.text
+
+
+def test_metric_labels_come_from_an_allow_list() -> None:
+    metrics = ServiceMetrics(active_calls=lambda: 0)
+    for reason in ("caller_hangup", "refused: stream token <script>", "made-up\nreason"):
+        metrics.observe({"event": "call.end", "reason": reason})
+    text = metrics.exposition().decode()
+    assert 'outcome="caller_hangup"' in text and 'outcome="refused"' in text
+    assert 'outcome="other"' in text and "script" not in text and "made-up" not in text

@@ -50,5 +50,52 @@ def test_unknown_dotenv_key_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 
 def test_secrets_do_not_print(tmp_path: Path) -> None:
-    s = Settings(openai_api_key="sk-secret-value", twilio_auth_token="tok-secret-value")
+    s = Settings(
+        openai_api_key="sk-secret-value",
+        twilio_auth_token="tok-secret-value",
+        public_url="https://public.example",
+    )
     assert "secret-value" not in repr(s) and "secret-value" not in str(s.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"TWILIO_AUTH_TOKEN": "t" * 32}, "PUBLIC_URL is required with TWILIO_AUTH_TOKEN"),
+        (
+            {"ALLOW_UNSIGNED": "true", "PUBLIC_URL": "https://abc.ngrok.app"},
+            "cannot run with PUBLIC_URL",
+        ),
+        ({"DIAL_API_TOKEN": "short"}, "DIAL_API_TOKEN: must be at least 24 characters"),
+        ({"STREAM_TOKEN_SECRET": "s" * 20}, "STREAM_TOKEN_SECRET: must be at least 32"),
+        ({"METRICS_TOKEN": "m" * 10}, "METRICS_TOKEN: must be at least 24"),
+        ({"DIAL_ALLOWED_PREFIXES": "+1,44"}, "DIAL_ALLOWED_PREFIXES"),
+    ],
+)
+def test_unsafe_configurations_stop_start_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, values: dict[str, str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("PUBLIC_URL", "TWILIO_AUTH_TOKEN", "ALLOW_UNSIGNED"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=message):
+        load_settings()
+
+
+def test_dependency_floors_are_past_known_denial_of_service_fixes() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    root = Path(__file__).resolve().parents[2]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {}
+    for spec in map(Requirement, deps):
+        lows = [Version(s.version) for s in spec.specifier if s.operator in (">=", "==")]
+        floors[spec.name] = max(lows) if lows else None
+    assert floors["starlette"] >= Version("1.3.1")  # CVE-2026-54283
+    assert floors["python-multipart"] >= Version("0.0.31")  # CVE-2026-42561 and later
+    assert floors["twilio"] >= Version("9.13")  # HMAC-SHA256 webhook signatures

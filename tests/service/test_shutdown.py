@@ -30,6 +30,7 @@ async def test_sigterm_drains_calls_and_every_log_ends(tmp_path: Path) -> None:
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "CALL_LOG_DIR": str(tmp_path / "calls"),
             "DRAIN_TIMEOUT": "1",
+            "AUDIO_AHEAD_LIMIT": "0",  # the callers replay at twice real time
         }
         server = ServerProcess(env, tmp_path, port).start()
         try:

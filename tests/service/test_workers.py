@@ -43,6 +43,7 @@ async def test_two_workers_share_the_calls_and_drain_on_sigterm(tmp_path: Path) 
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "CALL_LOG_DIR": str(tmp_path / "calls"),
             "DRAIN_TIMEOUT": "1",
+            "AUDIO_AHEAD_LIMIT": "0",  # the callers replay at twice real time
             "FLEET_HEARTBEAT": "0.5",
             "FLEET_LEASE": "3",
         }

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator
@@ -65,7 +67,10 @@ async def sip_server(
             **(overrides or {}),
         )
         app = create_app(app_settings)
-        async with run_server(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        async with (
+            run_server(app, app_settings.port) as base_url,
+            httpx.AsyncClient(base_url=base_url) as http,
+        ):
             yield Sip(http, api, model, app_settings, app)
 
 
@@ -119,6 +124,37 @@ async def test_forged_or_stale_webhooks_are_refused(settings) -> None:
         unsigned = await sip.http.post("/openai/webhook", content=body)
         for response in (forged, stale, tampered, unsigned):
             assert response.status_code == 400
+        assert not sip.api.requests and not sip.model.connections
+
+
+def sign_raw(body: bytes) -> dict[str, str]:
+    """Standard Webhooks headers for an arbitrary body, signed with SECRET."""
+    webhook_id, timestamp = "wh_" + "1" * 16, int(time.time())
+    key = base64.b64decode(SECRET[6:])
+    mac = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+        "content-type": "application/json",
+    }
+
+
+async def test_malformed_signed_events_are_answered_and_start_nothing(settings) -> None:
+    incoming = {"object": "event", "id": "evt_1", "type": "realtime.call.incoming"}
+    bodies = [
+        b"not json at all",
+        json.dumps({**incoming, "data": {}}).encode(),
+        json.dumps({**incoming, "data": {"call_id": 12, "sip_headers": []}}).encode(),
+        json.dumps({**incoming, "data": {"call_id": "../x", "sip_headers": []}}).encode(),
+        json.dumps({**incoming, "data": {"call_id": "rtc_1", "sip_headers": "x"}}).encode(),
+        json.dumps({**incoming, "created_at": 1, "data": {"call_id": "rtc_1\n"}}).encode(),
+    ]
+    async with sip_server(settings) as sip:
+        for body in bodies:
+            response = await sip.http.post("/openai/webhook", content=body, headers=sign_raw(body))
+            assert response.status_code in (200, 400), (body, response.status_code)
+            assert "accepted" not in response.text
         assert not sip.api.requests and not sip.model.connections
 
 

@@ -17,6 +17,8 @@ from twilio.request_validator import RequestValidator
 from telephony.observability.call_log import read_call_log
 from telephony.simulate import answer_call
 
+DIAL_TOKEN = "dial-secret-0123456789abcdef"
+
 
 async def test_dial_places_a_call_that_streams_to_us_and_logs_its_callbacks(
     live_server, monkeypatch
@@ -24,9 +26,8 @@ async def test_dial_places_a_call_that_streams_to_us_and_logs_its_callbacks(
     async with twilio_api() as (twilio, overrides):
         overrides.update(
             {
-                "dial_api_token": "dial-secret",
+                "dial_api_token": DIAL_TOKEN,
                 "twilio_from_number": "+15550009999",
-                "public_url": None,
             }
         )
         async with live_server(overrides=overrides) as srv:
@@ -40,13 +41,13 @@ async def test_dial_places_a_call_that_streams_to_us_and_logs_its_callbacks(
                 bad_number = await http.post(
                     "/calls",
                     json={"to": "5551112222"},
-                    headers={"Authorization": "Bearer dial-secret"},
+                    headers={"Authorization": f"Bearer {DIAL_TOKEN}"},
                 )
                 assert bad_number.status_code == 422
                 placed = await http.post(
                     "/calls",
                     json={"to": "+15551112222"},
-                    headers={"Authorization": "Bearer dial-secret"},
+                    headers={"Authorization": f"Bearer {DIAL_TOKEN}"},
                 )
                 assert placed.status_code == 201
                 call_sid = placed.json()["call_sid"]
@@ -60,6 +61,7 @@ async def test_dial_places_a_call_that_streams_to_us_and_logs_its_callbacks(
                 for status in ("initiated", "ringing", "in-progress"):
                     params = {
                         "CallSid": call_sid,
+                        "AccountSid": ACCOUNT_SID,
                         "CallStatus": status,
                         "Direction": "outbound-api",
                     }
@@ -83,6 +85,33 @@ async def test_dial_places_a_call_that_streams_to_us_and_logs_its_callbacks(
         "in-progress",
     ]
     assert events(log, "webhook")[0]["to"] == "+15550002222"
+
+
+async def test_dial_keeps_to_its_prefixes_its_rate_and_public_url(live_server) -> None:
+    async with twilio_api() as (twilio, overrides):
+        overrides.update(
+            {
+                "dial_api_token": DIAL_TOKEN,
+                "twilio_from_number": "+15550009999",
+                "dial_allowed_prefixes": "+1,+44",
+                "dial_rate_limit": 2,
+            }
+        )
+        async with live_server(overrides=overrides) as srv:
+            auth = {"Authorization": f"Bearer {DIAL_TOKEN}"}
+            # forwarded headers never decide the URLs Twilio is told to fetch
+            forged = {**auth, "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
+            async with httpx.AsyncClient(base_url=srv.base_url) as http:
+                abroad = await http.post("/calls", json={"to": "+33144556677"}, headers=auth)
+                assert abroad.status_code == 422
+                statuses = [
+                    (await http.post("/calls", json={"to": "+15551112222"}, headers=forged))
+                    .status_code
+                    for _ in range(3)
+                ]
+    assert statuses == [201, 201, 429]
+    assert all(r.form["Url"] == f"{srv.base_url}/incoming-call" for r in twilio.requests)
+    assert len(twilio.requests) == 2
 
 
 async def test_dial_endpoint_is_off_without_a_token(live_server) -> None:

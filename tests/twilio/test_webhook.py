@@ -1,5 +1,6 @@
 """The Voice webhook answers TwiML: <Connect><Stream> with the call's parameters and a token, a
-stream URL from PUBLIC_URL or the forwarded headers, and 400 for a missing or unsafe CallSid."""
+stream URL from PUBLIC_URL (from Host only in the loopback development mode), and 400 for a
+missing or malformed CallSid."""
 
 from __future__ import annotations
 
@@ -62,31 +63,54 @@ def test_webhook_answers_connect_stream_with_parameters(settings: Settings) -> N
     assert log[0]["call_sid"] == CALL_SID
 
 
-def test_webhook_derives_host_from_forwarded_headers(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
-        root = _post(
-            client,
-            "https://tunnel.example/incoming-call",
-            {"X-Forwarded-Host": "tunnel.example", "X-Forwarded-Proto": "https"},
+def test_dev_mode_takes_its_host_from_host_and_refuses_tunnels(settings: Settings) -> None:
+    dev = settings.model_copy(
+        update={"twilio_auth_token": None, "public_url": None, "allow_unsigned": True}
+    )
+    with TestClient(create_app(dev)) as client:
+        response = client.post("/incoming-call", data=WEBHOOK, headers={"Host": "127.0.0.1:8000"})
+        stream = ET.fromstring(response.text).find("./Connect/Stream")
+        assert stream is not None and stream.attrib["url"] == "ws://127.0.0.1:8000/media-stream"
+        # a request through a tunnel or proxy never reaches a development-mode server's calls
+        tunnelled = client.post(
+            "/incoming-call",
+            data=WEBHOOK,
+            headers={"X-Forwarded-Host": "tunnel.example", "X-Forwarded-Proto": "https"},
         )
-        stream = root.find("./Connect/Stream")
-        assert stream is not None and stream.attrib["url"] == "wss://tunnel.example/media-stream"
-        root = _post(
-            client,
-            "https://direct.example:8443/incoming-call",
-            {"Host": "direct.example:8443", "X-Forwarded-Proto": "https"},
-        )
-        stream = root.find("./Connect/Stream")
-        assert stream is not None
-        assert stream.attrib["url"] == "wss://direct.example:8443/media-stream"
+        assert tunnelled.status_code == 403
 
 
-@pytest.mark.parametrize("call_sid", ["", "../../etc/passwd", "CA" + "x" * 200])
-def test_webhook_refuses_missing_or_unsafe_callsid(settings: Settings, call_sid: str) -> None:
+@pytest.mark.parametrize(
+    "call_sid",
+    [
+        "",
+        "../../etc/passwd",
+        "CA" + "x" * 200,
+        "CA" + "1" * 32 + "\n",  # a trailing newline passed `$`
+        "CA" + "1" * 31,  # too short
+        "CA" + "1" * 31 + "\u0661",  # a non-ASCII digit
+        "AC" + "1" * 32,  # not a call
+    ],
+)
+def test_webhook_refuses_missing_or_malformed_callsid(settings: Settings, call_sid: str) -> None:
     params = {"CallSid": call_sid}
-    headers = {"X-Twilio-Signature": sign("http://testserver/incoming-call", params)}
+    headers = {"X-Twilio-Signature": sign(f"{settings.public_url}/incoming-call", params)}
     with TestClient(create_app(settings)) as client:
         response = client.post("/incoming-call", data=params, headers=headers)
     assert response.status_code == 400
     log_dir = settings.call_log_dir
     assert not log_dir.exists() or not any(log_dir.iterdir())  # nothing written
+
+
+def test_caller_values_with_control_characters_give_well_formed_twiml(settings: Settings) -> None:
+    params = {**WEBHOOK, "From": "+1555\x01\x1b<>&\"'" + "9" * 500, "To": "\x00\x0b+1555"}
+    headers = {"X-Twilio-Signature": sign(f"{settings.public_url}/incoming-call", params)}
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/incoming-call", data=params, headers=headers)
+    assert response.status_code == 200
+    stream = ET.fromstring(response.text).find("./Connect/Stream")  # parses: well formed
+    assert stream is not None
+    values = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
+    assert values["From"].startswith("+1555<>&\"'") and len(values["From"]) == 64
+    assert values["To"] == "+1555"
+    assert all(v.isprintable() for v in values.values())

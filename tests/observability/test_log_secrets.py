@@ -1,0 +1,88 @@
+"""No secret reaches the server log at any level: a real ``server.py`` at ``LOG_LEVEL=debug``
+takes a signed call (the model socket carries the OpenAI key; the handshake carries its
+signature), hangs up through Twilio's REST API, places an outbound call and serves /metrics;
+its whole output is then searched for every configured secret and per-call credential."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+
+from helpers import ACCOUNT_SID, AUTH_TOKEN, fixture_audio, run_server
+from processes import ServerProcess
+from twilio.request_validator import RequestValidator
+
+from telephony.simulate import simulate_call
+from telephony.testing import LoopbackRealtimeServer, TwilioApiStandIn, tone
+
+SECRETS = {
+    "OPENAI_API_KEY": "sk-test-debug-log-openai-key-0123456789",
+    "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+    "STREAM_TOKEN_SECRET": "stream-token-secret-for-the-debug-log-test",
+    "DIAL_API_TOKEN": "dial-token-for-the-debug-log-test-0123",
+    "METRICS_TOKEN": "metrics-token-for-the-debug-log-test-01",
+    "OPENAI_WEBHOOK_SECRET": "whsec_ZGVidWctbG9nLXdlYmhvb2stc2VjcmV0",
+    "TWILIO_WEBHOOK_SHARED_KEY": "shared-key-secret-for-the-debug-log-test",
+}
+
+
+async def test_debug_logging_prints_no_secret(tmp_path: Path) -> None:
+    twilio = TwilioApiStandIn()
+
+    def end_call(turn: int):  # the agent hangs up after its first answer
+        return ("end_call", {"reason": "done"}) if turn == 0 else None
+
+    async with (
+        LoopbackRealtimeServer(reply=lambda _: tone(600, 300), tool_call=end_call) as model,
+        run_server(twilio.app) as twilio_url,
+    ):
+        env = {
+            **SECRETS,
+            "LOG_LEVEL": "debug",
+            "OPENAI_REALTIME_URL": model.url,
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_API_BASE_URL": twilio_url,
+            "TWILIO_FROM_NUMBER": "+15550009999",
+            "CALL_LOG_DIR": str(tmp_path / "calls"),
+            "AUDIO_AHEAD_LIMIT": "0",
+        }
+        server = ServerProcess(env, tmp_path).start()
+        try:
+            await server.wait_until_up()
+            result = await simulate_call(
+                server.base_url,
+                fixture_audio("goforward.ulaw"),
+                auth_token=AUTH_TOKEN,
+                speed=4,
+                min_turns=1,
+            )
+            await asyncio.to_thread(_outbound_call_and_metrics, server.base_url)
+        finally:
+            server.stop()
+    output = server.output
+    assert "DEBUG" in output  # debug logging was on
+    assert any("Calls/" in r.path for r in twilio.requests)  # the REST hang-up happened
+    handshake = RequestValidator(AUTH_TOKEN).compute_signature(result.stream_url, {})
+    for name, value in {**SECRETS, "handshake signature": handshake}.items():
+        assert value not in output, f"{name} is in the server log"
+    assert result.parameters["token"] not in output  # the call's stream token
+
+
+def _outbound_call_and_metrics(base_url: str) -> None:
+    request = urllib.request.Request(
+        base_url + "/calls",
+        data=json.dumps({"to": "+15551112222"}).encode(),
+        headers={
+            "Authorization": f"Bearer {SECRETS['DIAL_API_TOKEN']}",
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+    request = urllib.request.Request(
+        base_url + "/metrics", headers={"Authorization": f"Bearer {SECRETS['METRICS_TOKEN']}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200

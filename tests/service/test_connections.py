@@ -1,0 +1,89 @@
+"""Connections that never finish a request are closed in time, a flood of them cannot starve
+``/healthz``, and media sockets waiting for ``start`` are capped and visible."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import AUTH_TOKEN
+from processes import ServerProcess
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from telephony.simulate import answer_call
+
+HEADER_TIMEOUT = 1.0
+
+
+def healthz(base_url: str) -> tuple[float, dict]:
+    t0 = time.monotonic()
+    with urllib.request.urlopen(base_url + "/healthz", timeout=5) as response:
+        body = json.loads(response.read())
+    return time.monotonic() - t0, body
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    env = {
+        "ALLOW_UNSIGNED": "false",
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "OPENAI_API_KEY": "sk-test-not-a-real-key",
+        "HEADER_TIMEOUT": str(HEADER_TIMEOUT),
+        "BODY_TIMEOUT": str(HEADER_TIMEOUT),
+        "MAX_CONNECTIONS": "40",
+        "MAX_CONCURRENT_CALLS": "2",
+        "CALL_LOG_DIR": str(tmp_path / "calls"),
+    }
+    process = ServerProcess(env, tmp_path).start()
+    yield process
+    process.stop()
+
+
+async def test_silent_and_slow_sockets_are_closed_and_healthz_keeps_answering(server) -> None:
+    await server.wait_until_up()
+    port = server.port
+    sockets = []
+    for i in range(150):  # far more than MAX_CONNECTIONS
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        if i % 3 == 1:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+        elif i % 3 == 2:
+            writer.write(b"POST /incoming-call HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n")
+            writer.write(b"Content-Type: application/x-www-form-urlencoded\r\n\r\nCallSid=CA")
+        sockets.append((time.monotonic(), reader, writer))
+        if i % 10 == 0:
+            elapsed, _ = await asyncio.to_thread(healthz, server.base_url)
+            assert elapsed < 0.1, f"/healthz took {elapsed * 1000:.0f} ms with {i} sockets open"
+    for opened, reader, writer in sockets:
+        remaining = opened + HEADER_TIMEOUT + 1.0 - time.monotonic()
+        data = b"x"
+        try:
+            data = await asyncio.wait_for(reader.read(), max(remaining, 0.05))
+        except (TimeoutError, ConnectionError):
+            pass
+        assert data == b"", "a socket outlived the header/body timeout"
+        writer.close()
+    elapsed, body = await asyncio.to_thread(healthz, server.base_url)
+    assert elapsed < 0.1 and body["status"] == "ok"
+
+
+async def test_media_sockets_waiting_for_start_are_capped(server) -> None:
+    await server.wait_until_up()
+    # the handshake's signature is the same for every call: a stranger who saw one can open
+    # sockets and never send `start`; they are capped at MAX_CONCURRENT_CALLS
+    answer = await answer_call(server.base_url, auth_token=AUTH_TOKEN)
+    waiting = [
+        await connect(answer.stream_url, additional_headers=answer.headers) for _ in range(2)
+    ]
+    _, body = await asyncio.to_thread(healthz, server.base_url)
+    assert body["awaiting_start"] == 2
+    with pytest.raises((InvalidStatus, ConnectionClosed)):
+        async with connect(answer.stream_url, additional_headers=answer.headers) as ws:
+            await ws.recv()  # refused: closed before or right after the handshake
+    for ws in waiting:
+        await ws.close()
