@@ -21,18 +21,27 @@ def free_port() -> int:
 
 
 def start_server(
-    env: dict[str, str], log_dir: Path, core: int | None = None
+    env: dict[str, str],
+    log_dir: Path,
+    core: int | None = None,
+    script: Path | None = None,
+    files: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``python server.py`` with ``env`` on top of ours, output to ``log_dir/server.out``; pinned
-    to one CPU core with ``taskset`` when ``core`` is given. Returns once /healthz answers."""
-    command = [sys.executable, str(ROOT / "server.py")]
+    """``python server.py`` (``script``, this checkout's by default) with ``env`` on top of
+    ours, output to ``log_dir/server.out``; pinned to one CPU core with ``taskset`` when
+    ``core`` is given; with an open-file limit of ``files`` (soft and hard) when given.
+    Returns once /healthz answers."""
+    env = {"PUBLIC_URL": f"http://127.0.0.1:{env['PORT']}", **env}  # what Twilio would reach
+    command = [sys.executable, str(script or ROOT / "server.py")]
     if core is not None:
         command = ["taskset", "-c", str(core), *command]
+    if files is not None:
+        command = ["prlimit", f"--nofile={files}:{files}", *command]
     out = open(log_dir / "server.out", "wb")
     process = subprocess.Popen(
         command,
         cwd=log_dir,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},  # env may name another checkout
         stdout=out,
         stderr=subprocess.STDOUT,
     )

@@ -81,7 +81,7 @@ async def main() -> int:
         hypothesis = stack.transcribe(audio.astype(np.float32))
         print(f"STT {name}: {hypothesis!r}  WER {wer(reference, hypothesis):.2f}")
     logs = Path(tempfile.mkdtemp(prefix="local-"))
-    settings = Settings(twilio_auth_token="t", call_log_dir=logs, greeting="")
+    settings = Settings(allow_unsigned=True, call_log_dir=logs, greeting="", audio_ahead_limit=0)
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="error")
     )
@@ -100,7 +100,7 @@ async def main() -> int:
         "numbers.ulaw",
     ):
         caller = (FIXTURES / name).read_bytes() + b"\xff" * 32000
-        result = await simulate_call(url, caller, tail_s=1.0, auth_token="t", min_turns=1)
+        result = await simulate_call(url, caller, tail_s=1.0, min_turns=1)
         await asyncio.sleep(0.5)
         log = read_call_log(logs / f"{result.call_sid}.jsonl")
         latencies += [r["turn_latency_ms"] for r in log if "turn_latency_ms" in r]

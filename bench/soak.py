@@ -111,6 +111,7 @@ async def soak(sequential: int, concurrent: int, speed: float) -> int:
             "MAX_CONCURRENT_CALLS": str(max(concurrent, 1) + 10),
             "LOG_LEVEL": "warning",
             "DRAIN_TIMEOUT": "5",
+            "AUDIO_AHEAD_LIMIT": "0",  # the callers replay faster than real time
         }
         server = start_server(env, logs)
         try:
