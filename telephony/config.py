@@ -41,6 +41,10 @@ class CallLimits:
         max_duration: end the call this long after ``start``.
         audio_ahead: caller audio may run this far ahead of real time (more is dropped);
             0: no limit (replays faster than real time).
+        session_max: a model session's life when the model does not say (``expires_at``).
+        renewal_margin: renew a model session this long before it expires.
+        history_tokens: the conversation replayed into a new session, at most (about 4
+            characters a token).
     """
 
     start_timeout: float = 5.0
@@ -49,6 +53,9 @@ class CallLimits:
     idle_timeout: float = 30.0
     max_duration: float = 3600.0
     audio_ahead: float = 1.0
+    session_max: float = 3600.0
+    renewal_margin: float = 120.0
+    history_tokens: int = 16_000
 
 
 @dataclass
@@ -139,6 +146,28 @@ class Settings(BaseSettings):
     )
     max_call_duration: float = Field(
         default=3600.0, gt=0, description="End a call after this many seconds."
+    )
+    model_session_max: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds a model session lasts when it does not say (OpenAI 3600, Azure 1800).",
+    )
+    model_renewal_margin: float = Field(
+        default=120.0,
+        gt=0,
+        description="Renew a model session this many seconds before it expires.",
+    )
+    model_history_tokens: int = Field(
+        default=16_000, ge=500, description="Conversation replayed into a new session, at most."
+    )
+    model_ping_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between keepalive pings on the model socket."
+    )
+    model_ping_timeout: float = Field(
+        default=1.0, gt=0, description="A model socket with no pong this long is dropped."
+    )
+    model_close_timeout: float = Field(
+        default=1.0, gt=0, description="Seconds a model socket's close handshake may take."
     )
     audio_ahead_limit: float = Field(
         default=1.0,
@@ -349,6 +378,9 @@ class Settings(BaseSettings):
             idle_timeout=self.idle_timeout,
             max_duration=self.max_call_duration,
             audio_ahead=self.audio_ahead_limit,
+            session_max=self.model_session_max,
+            renewal_margin=self.model_renewal_margin,
+            history_tokens=self.model_history_tokens,
         )
 
     def call_features(self) -> CallFeatures:

@@ -16,13 +16,33 @@ __all__ = ["PhoneRealtimeModel"]
 
 
 class PhoneRealtimeModel(OpenAIRealtimeWebSocketModel):
-    """The SDK's OpenAI WebSocket model, with permessage-deflate off.
+    """The SDK's OpenAI WebSocket model, with permessage-deflate off and a socket that is found
+    dead in about a second.
 
-    A call sends 50 base64 audio frames a second each way; they barely compress, and
-    compressing each one costs CPU and latency (about 3 % of the server's time under load, by
-    py-spy). Otherwise the connection is the SDK's own (openai-agents 0.24: same headers, user
-    agent, size limit and transport options).
+    - A call sends 50 base64 audio frames a second each way; they barely compress, and
+      compressing each one costs CPU and latency (about 3 % of the server's time under load, by
+      py-spy).
+    - websockets pings the server every ``ping_interval`` seconds and drops the connection when
+      no pong comes within ``ping_timeout`` (a socket that stopped answering, TCP gone quiet).
+    - ``close_timeout`` bounds the close handshake: when the server sends a close frame but
+      keeps TCP open, websockets would wait 10 s before anyone saw the socket was gone (and a
+      send would stall as long); the SDK's transport options do not expose it.
+
+    Otherwise the connection is the SDK's own (openai-agents 0.24: same headers, user agent and
+    size limit).
+
+    Args:
+        ping_interval / ping_timeout / close_timeout: seconds (``MODEL_PING_INTERVAL``,
+            ``MODEL_PING_TIMEOUT``, ``MODEL_CLOSE_TIMEOUT``).
     """
+
+    def __init__(
+        self, ping_interval: float = 1.0, ping_timeout: float = 1.0, close_timeout: float = 1.0
+    ) -> None:
+        super().__init__(
+            transport_config={"ping_interval": ping_interval, "ping_timeout": ping_timeout}
+        )
+        self._close_timeout = close_timeout
 
     async def _create_websocket_connection(
         self,
@@ -35,6 +55,7 @@ class PhoneRealtimeModel(OpenAIRealtimeWebSocketModel):
             "additional_headers": headers,
             "max_size": 8 * 1024 * 1024,
             "compression": None,
+            "close_timeout": self._close_timeout,
         }
         config = transport_config or {}
         for ours, theirs in (

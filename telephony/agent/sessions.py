@@ -182,7 +182,15 @@ class SessionFactory:
 
     async def open(self, tracker: RealtimePlaybackTracker, context: CallContext) -> RealtimeSession:
         """A session for one call (its tools see ``context``); connect it with ``enter()``."""
-        model = self._model_factory() if self._model_factory is not None else PhoneRealtimeModel()
+        model = (
+            self._model_factory()
+            if self._model_factory is not None
+            else PhoneRealtimeModel(
+                self._settings.model_ping_interval,
+                self._settings.model_ping_timeout,
+                self._settings.model_close_timeout,
+            )
+        )
         run_config: RealtimeRunConfig = {"model_settings": dict(self.model_settings)}  # type: ignore[typeddict-item]
         runner = RealtimeRunner(self._agent, model=model, config=run_config)
         return await runner.run(context=context, model_config=self.model_config(tracker))

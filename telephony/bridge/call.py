@@ -20,19 +20,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agents.realtime import RealtimeSession
 
-from ..admission import POLICY_VIOLATION, Refused
+from ..admission import POLICY_VIOLATION
 from ..config import CallFeatures, CallLimits
 from ..observability.call_log import CallLog, CallLogs, describe_error
 from ..observability.call_metrics import CallMetrics
-from ..observability.ratelimit import LogLimiter
 from ..observability.recorder import SessionRecorder
 from ..twilio.media_stream import (
-    Connected,
     Dtmf,
     Mark,
     Media,
@@ -46,12 +45,13 @@ from .control import MediaCallControl
 from .inbound import InboundAudio
 from .outbound import OutboundAudio
 from .socket import Admit, TwilioSocket
-from .supervisor import OpenSession, SessionSupervisor
+from .start import await_start
+from .supervisor import POLITE_ENDINGS, OpenSession, SessionSupervisor
 
 __all__ = ["Admit", "MediaStreamCall", "TwilioSocket"]
 
 logger = logging.getLogger("telephony.bridge")
-_warnings = LogLimiter(logger)  # strangers can cause these: a bounded rate
+HELD_MAX_FRAMES = 1500  # 30 s of caller audio held while a session is replaced
 
 
 class _CallEnded(Exception):
@@ -129,7 +129,11 @@ class MediaStreamCall:
             on_model_failure=on_model_failure,
         )
         self.protocol_errors = 0
-        self.model_errors = 0
+        self.broken = asyncio.Event()  # a send to the model failed
+        self._first_attach = asyncio.Event()
+        self._target: RealtimeSession | None = None  # where caller audio goes
+        self._held: deque[bytes] = deque()  # caller audio while no session takes it
+        self.held_dropped = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -139,7 +143,7 @@ class MediaStreamCall:
             start = await self._await_start()
             if start is None:
                 return
-            await self._supervisor.run(start.call_sid, self._run_session, self._set_reason)
+            await self._bridge(start.call_sid)
         except asyncio.CancelledError:
             self._set_reason("server_shutdown")
             raise
@@ -153,45 +157,16 @@ class MediaStreamCall:
             self._finish()
 
     async def _await_start(self) -> Start | None:
-        """Read ``connected`` then ``start``; anything else before ``start`` is logged, ignored."""
-        deadline = time.monotonic() + self._limits.start_timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._set_reason("no_start")
-                self._close_code = POLICY_VIOLATION
-                _warnings.warning("no start", "call ?: no start message in time")
-                return None
-            try:
-                frame = await asyncio.wait_for(self._socket.receive(), remaining)
-            except TimeoutError:
-                continue
-            if frame is None:
-                self._set_reason("twilio_closed_before_start")
-                logger.info("call ?: socket closed before start")
-                return None
-            try:
-                message = parse_message(frame)
-            except ProtocolError as exc:
-                self.protocol_errors += 1
-                _warnings.warning("bad frame", "call ?: bad frame before start: %s", exc)
-                continue
-            if isinstance(message, Start):
-                admitted: dict[str, Any] = {}
-                if self._admit is not None:
-                    try:
-                        admitted = await self._admit(message, self)
-                    except Refused as refused:
-                        _warnings.warning("refused", "stream refused: %s", refused.reason)
-                        self._set_reason(f"refused: {refused.reason}")
-                        self._close_code = refused.code
-                        return None
-                self._on_start(message, admitted)
-                return message
-            if isinstance(message, Connected):
-                continue
-            self.protocol_errors += 1
-            _warnings.warning("early", "call ?: %r before start, ignored", message.event)
+        """Read ``connected`` then ``start`` and admit it; None when the stream is refused or
+        never starts (the reason and the close code are set)."""
+        outcome = await await_start(self._socket, self._limits.start_timeout, self._admit, self)
+        self.protocol_errors += outcome.bad_frames
+        if outcome.start is None:
+            self._set_reason(outcome.reason)
+            self._close_code = outcome.close_code
+            return None
+        self._on_start(outcome.start, outcome.admitted)
+        return outcome.start
 
     def _on_start(self, start: Start, admitted: dict[str, Any]) -> None:
         self.call_sid = self.control.call_sid = start.call_sid
@@ -219,34 +194,68 @@ class MediaStreamCall:
         if fmt.encoding != "audio/x-mulaw" or fmt.sample_rate != 8000 or fmt.channels != 1:
             self._record("protocol.error", error=f"unexpected media format {fmt!r}")
 
-    async def _run_session(self, session: RealtimeSession) -> str:
-        """Pump one session until something ends it; returns the reason."""
-        self.control.session = session
-        caller = asyncio.create_task(self._caller_pump(session), name=f"caller:{self.call_sid}")
-        model = asyncio.create_task(self._model_pump(session), name=f"model:{self.call_sid}")
-        watchdog = asyncio.create_task(self._watchdog(), name=f"watchdog:{self.call_sid}")
+    async def _bridge(self, call_sid: str) -> None:
+        """The caller pump and the watchdog for the whole call, and the model sessions under the
+        supervisor, until one of them ends the call."""
+        caller = asyncio.create_task(self._caller_pump(), name=f"caller:{call_sid}")
+        watchdog = asyncio.create_task(self._watchdog(), name=f"watchdog:{call_sid}")
+        model = asyncio.create_task(
+            self._supervisor.run(call_sid, self, self._set_reason), name=f"model:{call_sid}"
+        )
+        tasks = (caller, watchdog, model)
         try:
-            done, _ = await asyncio.wait(
-                {caller, model, watchdog}, return_when=asyncio.FIRST_COMPLETED
-            )
-            if caller in done and model not in done and _reason_of(caller) == "model_send_failed":
-                # the model socket is gone: let the model side say how it ended
-                done |= (await asyncio.wait({model}, timeout=self._limits.close_timeout))[0]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (caller, model, watchdog):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(caller, model, watchdog, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(_CallEnded):
             await self.out.flush()
         for task in done:
             exc = task.exception()
             if exc is not None and not isinstance(exc, _CallEnded):
                 raise exc
-        reasons = {task: _reason_of(task) for task in done}
-        caller_reason, model_reason = reasons.get(caller), reasons.get(model)
-        if caller_reason == "model_send_failed" and model_reason:
-            return model_reason  # the model side knows best how it ended
-        return caller_reason or model_reason or reasons.get(watchdog) or "unknown"
+        reason = next((r for t in done if (r := _reason_of(t))), None)
+        if reason is None:
+            return  # the supervisor ended the call, said why and told the caller
+        self._set_reason(reason)
+        if reason in POLITE_ENDINGS:
+            await self._supervisor.apologise(call_sid, reason)
+
+    # ------------------------------------------------------------------ SessionHost
+
+    async def attach(self, session: RealtimeSession) -> None:
+        """Caller audio goes to ``session`` from now on, the audio held meanwhile first."""
+        self.control.session = session
+        while self._held:
+            pcm = self._held.popleft()
+            try:
+                await session.send_audio(pcm)
+            except Exception:
+                self._held.appendleft(pcm)
+                raise
+        self._target = session
+        self.broken.clear()
+        self._first_attach.set()
+
+    def detach(self) -> None:
+        """Hold caller audio until a session is attached again."""
+        self._target = None
+
+    async def on_model_event(self, event: Any) -> None:
+        await self.out.on_session_event(event)
+        self._recorder.on_event(event)
+
+    def quiet(self) -> bool:
+        """Nothing is playing or held back, no response or tool is under way, the caller is
+        not speaking, and no hang-up or transfer is pending."""
+        return self.out.idle and not self._recorder.busy and not self.control.busy
+
+    def _hold(self, pcm: bytes) -> None:
+        if len(self._held) >= HELD_MAX_FRAMES:
+            self._held.popleft()
+            self.held_dropped += 1
+        self._held.append(pcm)
 
     def end(self, reason: str) -> None:
         """Ask the call to end (e.g. ``server_shutdown``): goodbye if it can, then it closes."""
@@ -277,11 +286,13 @@ class MediaStreamCall:
                 raise _CallEnded("idle_timeout")
             wake = min(started + limits.max_duration, self._last_media_at + limits.idle_timeout)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._end_requested.wait(), max(wake - now, 0.01))
+                async with asyncio.timeout(max(wake - now, 0.01)):
+                    await self._end_requested.wait()
 
     # ------------------------------------------------------------------ caller -> model
 
-    async def _caller_pump(self, session: RealtimeSession) -> None:
+    async def _caller_pump(self) -> None:
+        await self._first_attach.wait()  # until the model is ready, frames wait in the socket
         while True:
             frame = await self._socket.receive()
             if frame is None:
@@ -303,11 +314,18 @@ class MediaStreamCall:
                         self._close_code = POLICY_VIOLATION
                         raise _CallEnded("audio_abuse")
                     continue
+                target = self._target
+                if target is None:  # a session is being replaced: hold, deliver later
+                    self._hold(pcm)
+                    continue
                 try:
-                    await session.send_audio(pcm)
+                    await target.send_audio(pcm)
                 except Exception as exc:
-                    self._record("model.error", where="send_audio", error=describe_error(exc))
-                    raise _CallEnded("model_send_failed") from exc
+                    self._hold(pcm)
+                    if self._target is target:
+                        self._record("model.error", where="send_audio", error=describe_error(exc))
+                        self._target = None
+                        self.broken.set()
             elif isinstance(message, Mark):
                 self.out.on_mark_echo(message.name)
             elif isinstance(message, Dtmf):
@@ -323,19 +341,6 @@ class MediaStreamCall:
             # Connected after start: harmless, ignored.
 
     # ------------------------------------------------------------------ model -> caller
-
-    async def _model_pump(self, session: RealtimeSession) -> None:
-        try:
-            async for event in session:
-                await self.out.on_session_event(event)
-                self._recorder.on_event(event)
-        except _CallEnded:
-            raise
-        except Exception as exc:
-            self.model_errors += 1
-            self._record("model.error", where="session", error=describe_error(exc))
-            raise _CallEnded("model_error") from exc
-        raise _CallEnded("model_ended")
 
     async def _send(self, text: str) -> None:
         try:
@@ -377,7 +382,8 @@ class MediaStreamCall:
             **self.inbound.totals(),
             **self.out.totals(),
             "protocol_errors": self.protocol_errors + self.inbound.protocol_errors,
-            "model_errors": self.model_errors + self._recorder.model_errors,
+            "model_errors": self._supervisor.model_errors + self._recorder.model_errors,
+            "renewals": self._supervisor.renewals,
             "usage": self._recorder.usage,
             "metrics": self.metrics.summary(),
         }

@@ -67,6 +67,11 @@ class MediaCallControl:
         self._transfer_task: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()  # digit messages on their way
 
+    @property
+    def busy(self) -> bool:
+        """A hang-up or a transfer is on its way."""
+        return any(t is not None and not t.done() for t in (self._hangup_task, self._transfer_task))
+
     async def stop(self) -> None:
         """Cancel pending digits and a pending hang-up or transfer (the call is over)."""
         for task in (self._dtmf_task, self._hangup_task, self._transfer_task, *self._sending):

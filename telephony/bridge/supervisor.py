@@ -1,11 +1,21 @@
-"""The model session behind one call: connect, run, reconnect once after a failure, replay the
-conversation into the new session, and apologise when the model is gone for good.
+"""The model sessions behind one call: connect, pump, renew before the session's cap, and
+reconnect once after a failure, replaying the conversation into each new session.
 
-A failed first connect gets one retry. A session that fails mid-call (error, close, reset, a
-send that fails) is replaced once: the conversation so far (the transcripts) is replayed as
-``conversation.item.create`` items and the agent is asked to say sorry and go on. A second
-failure, a shutdown or the call's time limit ends the call, politely when it can (``<Say>`` and
-``<Hangup/>`` through Twilio's REST API).
+- **Renewal.** A Realtime session lasts at most an hour (``session.created`` says when it
+  expires; ``MODEL_SESSION_MAX`` when it does not). ``renewal_margin`` before that, at the first
+  quiet moment (nothing playing or held back, no response or tool under way, the caller not
+  speaking), the session is replaced: caller audio is held from that moment, the old session
+  closes, a new one opens with the same agent and settings, the conversation so far is replayed
+  with a note not to greet again, and the held audio goes to the new session. An unplanned
+  ``session_expired`` (a cap we did not know) is handled the same way, at once. Renewals have no
+  budget: they are routine, not failures.
+- **Failures.** A failed first connect gets one retry. A session that fails mid-call (error,
+  close, reset, a send that fails, no pong) is replaced once: the conversation is replayed and
+  the agent says sorry and goes on. A second failure ends the call, politely when it can
+  (``<Say>`` and ``<Hangup/>`` through Twilio's REST API).
+- **Replay.** The newest turns, whole, up to ``history_tokens`` (about 4 characters a token):
+  what the caller and the agent said, and each tool call with its output. Older turns are left
+  out and the note says how many.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from agents.realtime import RealtimePlaybackTracker, RealtimeSession
 from agents.realtime.model_inputs import RealtimeModelSendRawMessage
@@ -24,10 +34,17 @@ from ..agent.tools import CallContext, CallControl
 from ..config import CallLimits
 from ..observability.call_log import describe_error
 from ..observability.call_metrics import CallMetrics
-from ..observability.recorder import SessionRecorder
+from ..observability.recorder import SessionRecorder, Turn
 from .outbound import OutboundAudio
 
-__all__ = ["MODEL_FAILURES", "POLITE_ENDINGS", "OpenSession", "SessionSupervisor"]
+__all__ = [
+    "MODEL_FAILURES",
+    "POLITE_ENDINGS",
+    "RENEWALS",
+    "OpenSession",
+    "SessionHost",
+    "SessionSupervisor",
+]
 
 logger = logging.getLogger("telephony.bridge")
 
@@ -37,12 +54,42 @@ OpenSession = Callable[[RealtimePlaybackTracker, CallContext], Awaitable[Realtim
 MODEL_FAILURES = frozenset(
     {"model_error", "model_ended", "model_send_failed", "model_connect_failed"}
 )
+RENEWALS = frozenset({"model_renewal", "session_expired"})
 POLITE_ENDINGS = frozenset({"server_shutdown", "max_duration"})  # we hang up: say goodbye
-MAX_REPLAY_ITEMS = 40
+CHARS_PER_TOKEN = 4
+QUIET_POLL_S = 0.05
 RESUME_INSTRUCTIONS = (
     "The connection to you dropped for a moment and has just been restored. In one short "
     "sentence, say sorry for the interruption, then continue the conversation where it was."
 )
+RENEWAL_NOTE = (
+    "This phone call is continuing in a new session; the conversation so far follows. Do not "
+    "greet the caller again or say that anything changed: carry on exactly where it was."
+)
+
+
+class SessionHost(Protocol):
+    """The call, as the supervisor drives it."""
+
+    broken: asyncio.Event
+    """Set when a send to the session failed (the session is gone)."""
+
+    async def attach(self, session: RealtimeSession) -> None:
+        """Send caller audio (held audio first) to ``session`` from now on; raises if a send
+        fails."""
+        ...
+
+    def detach(self) -> None:
+        """Hold caller audio from now on (a session is being replaced)."""
+        ...
+
+    async def on_model_event(self, event: Any) -> None:
+        """One session event (audio to the caller, the call log); raises when the call is over."""
+        ...
+
+    def quiet(self) -> bool:
+        """Nothing the caller would notice is under way: a session may be replaced now."""
+        ...
 
 
 class SessionSupervisor:
@@ -50,9 +97,9 @@ class SessionSupervisor:
 
     Args:
         open_session: builds a session for the call.
-        limits: connect and close timeouts.
+        limits: connect and close timeouts, session life, renewal margin, history to replay.
         record: writes a call-log record.
-        recorder: the session recorder (the conversation so far, for the replay).
+        recorder: the session recorder (the conversation so far, what is under way).
         metrics: the call's metrics (a new session restarts the model's audio clock).
         outbound: the call's outbound audio (a new tracker per session).
         control: what the agent's tools act on.
@@ -90,29 +137,33 @@ class SessionSupervisor:
         self._reconnects_left = reconnects
         self._on_model_failure = on_model_failure
         self._sessions = 0
+        self._expires_at = 0.0  # monotonic
+        self._expired = False
+        self.renewals = 0
+        self.model_errors = 0
 
     async def run(
-        self,
-        call_sid: str,
-        run_session: Callable[[RealtimeSession], Awaitable[str]],
-        set_reason: Callable[[str], None],
+        self, call_sid: str, host: SessionHost, set_reason: Callable[[str], None]
     ) -> None:
-        """Run sessions with ``run_session`` (returns why the session ended) until the call
-        ends; ``set_reason`` gets the call's end reason before any apology is said."""
+        """Run sessions until the model is gone for good (then ``set_reason`` gets why, and the
+        caller is told); runs until cancelled otherwise."""
         session = await self._connect(call_sid)
         while True:
             if session is None:
                 reason = "model_connect_failed"
             else:
                 try:
-                    reason = await run_session(session)
+                    reason = await self._drive(session, host)
                 finally:
+                    host.detach()
                     await self._close(session)
-            if reason not in MODEL_FAILURES:
-                set_reason(reason)
-                if reason in POLITE_ENDINGS:
-                    await self.apologise(call_sid, reason)
-                return
+            if reason in RENEWALS:
+                switch_started = time.monotonic()
+                session = await self._connect(call_sid)
+                if session is not None:
+                    await self._replay(session, renewal=reason, since=switch_started)
+                    continue
+                reason = "model_connect_failed"
             if self._reconnects_left > 0:
                 self._reconnects_left -= 1
                 self._record("model.reconnecting", after=reason)
@@ -125,6 +176,82 @@ class SessionSupervisor:
             await self.apologise(call_sid, reason)
             return
 
+    async def _drive(self, session: RealtimeSession, host: SessionHost) -> str:
+        """Attach ``session`` and pump it until it ends, fails or is due for renewal; returns
+        why it stopped."""
+        try:
+            await host.attach(session)
+        except Exception as exc:
+            self._record("model.error", where="send_audio", error=describe_error(exc))
+            return "model_send_failed"
+        self._expired = False
+        self._expires_at = time.monotonic() + self._limits.session_max
+        pump = asyncio.create_task(self._pump(session, host), name="model-pump")
+        renewal = asyncio.create_task(self._renewal_point(host), name="model-renewal")
+        broken = asyncio.create_task(host.broken.wait(), name="model-broken")
+        tasks = {pump, renewal, broken}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if broken in done and pump not in done:  # let the model side say how it ended
+                done |= (await asyncio.wait({pump}, timeout=self._limits.close_timeout))[0]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if pump in done:
+            reason = pump.result()  # raises what the host raised: the call is over
+        elif broken in done:
+            reason = "model_send_failed"
+        else:
+            reason = "model_renewal"
+        if self._expired and reason in MODEL_FAILURES:
+            reason = "session_expired"  # the cap, not a failure
+        return reason
+
+    async def _pump(self, session: RealtimeSession, host: SessionHost) -> str:
+        """The session's events to the host until the session ends; returns how it ended."""
+        events = session.__aiter__()
+        while True:
+            try:
+                event = await events.__anext__()
+            except StopAsyncIteration:
+                return "model_ended"
+            except Exception as exc:
+                self.model_errors += 1
+                self._record("model.error", where="session", error=describe_error(exc))
+                return "model_error"
+            self._watch(event)
+            await host.on_model_event(event)
+
+    def _watch(self, event: Any) -> None:
+        """Learn the session's expiry (``session.created``) and an expired cap."""
+        data = getattr(event, "data", None) if event.type == "raw_model_event" else None
+        server_event = getattr(data, "type", "") == "raw_server_event"
+        raw = getattr(data, "data", None) if server_event else None
+        if not isinstance(raw, dict):
+            return
+        if raw.get("type") == "session.created":
+            expires = (raw.get("session") or {}).get("expires_at")
+            if isinstance(expires, int | float) and expires > 0:
+                self._expires_at = time.monotonic() + (expires - time.time())
+        elif raw.get("type") == "error" and (raw.get("error") or {}).get("code") == (
+            "session_expired"
+        ):
+            self._expired = True
+
+    async def _renewal_point(self, host: SessionHost) -> None:
+        """Returns at the first quiet moment once the session is within ``renewal_margin`` of
+        its expiry (if none comes, the cap's ``session_expired`` does the renewal)."""
+        while True:
+            wait = self._expires_at - self._limits.renewal_margin - time.monotonic()
+            if wait <= 0:
+                break
+            await asyncio.sleep(min(wait, 1.0))  # session.created may still move it
+        while True:
+            if host.quiet():
+                return
+            await asyncio.sleep(QUIET_POLL_S)
+
     async def _connect(self, call_sid: str) -> RealtimeSession | None:
         """Open and connect a session (a fresh tracker each time); None if it failed."""
         self._record("model.connecting", backend=self._backend)
@@ -133,7 +260,8 @@ class SessionSupervisor:
         try:
             context = CallContext(call_sid=call_sid, control=self._control)
             session = await self._open_session(tracker, context)
-            await asyncio.wait_for(session.enter(), self._limits.connect_timeout)
+            async with asyncio.timeout(self._limits.connect_timeout):
+                await session.enter()
         except Exception as exc:
             self._record("model.connect_failed", error=describe_error(exc))
             logger.warning("call %s: model connect failed: %s", call_sid, describe_error(exc))
@@ -144,29 +272,52 @@ class SessionSupervisor:
             return None
         self._sessions += 1
         self._metrics.session_started()
+        self._recorder.session_replaced()
         self._record("model.connected", connect_ms=round((time.monotonic() - t0) * 1000, 1))
         if self._sessions == 1 and self._greeting:
             await greet(session, self._greeting)
             self._record("greeting.requested", text=self._greeting)
         return session
 
-    async def _replay(self, session: RealtimeSession) -> None:
-        """Give a new session the conversation so far, and let the agent pick up the thread."""
-        items = self._recorder.conversation[-MAX_REPLAY_ITEMS:]
-        for role, text in items:
-            content_type = "input_text" if role == "user" else "output_text"
-            item = {
-                "type": "message",
-                "role": role,
-                "content": [{"type": content_type, "text": text}],
-            }
+    async def _replay(
+        self, session: RealtimeSession, renewal: str | None = None, since: float = 0.0
+    ) -> None:
+        """Give a new session the conversation so far (the newest turns within the history
+        budget). After a failure the agent is asked to apologise and go on; after a renewal it
+        is told to carry on unnoticed."""
+        turns, left_out = self._recorder.conversation.newest(
+            self._limits.history_tokens * CHARS_PER_TOKEN
+        )
+        items: list[dict[str, Any]] = []
+        if renewal:
+            note = RENEWAL_NOTE
+            if left_out:
+                note += f" {left_out} earlier turns of this call are not repeated here."
+            items.append(_message("system", note))
+        for n, turn in enumerate(turns):
+            items += _items(turn, f"call_replay_{self._sessions}_{n}")
+        for item in items:
             await session.model.send_event(
                 RealtimeModelSendRawMessage(
                     message={"type": "conversation.item.create", "other_data": {"item": item}}
                 )
             )
+        chars = sum(t.chars for t in turns)
+        if renewal:
+            self.renewals += 1
+            self._record(
+                "model.renewed",
+                after="planned" if renewal == "model_renewal" else renewal,
+                renewal=self.renewals,
+                turns_replayed=len(turns),
+                turns_left_out=left_out,
+                items=len(items),
+                chars=chars,
+                switch_ms=round((time.monotonic() - since) * 1000, 1),
+            )
+            return
         await create_response(session, RESUME_INSTRUCTIONS)
-        self._record("model.replayed", items=len(items))
+        self._record("model.replayed", items=len(items), turns_left_out=left_out, chars=chars)
 
     async def apologise(self, call_sid: str, reason: str) -> None:
         """We are ending the call (model gone, shutdown, time limit): tell the caller if we
@@ -175,17 +326,33 @@ class SessionSupervisor:
             self._record("call.apology", via="none (stream closed)", reason=reason)
             return
         try:
-            via = await asyncio.wait_for(
-                self._on_model_failure(call_sid, reason), self._limits.close_timeout
-            )
+            async with asyncio.timeout(self._limits.close_timeout):
+                via = await self._on_model_failure(call_sid, reason)
             self._record("call.apology", via=via, reason=reason)
         except Exception as exc:
             self._record("call.apology", via="failed", reason=reason, error=describe_error(exc))
 
     async def _close(self, session: RealtimeSession) -> None:
         try:
-            await asyncio.wait_for(session.close(), self._limits.close_timeout)
+            async with asyncio.timeout(self._limits.close_timeout):
+                await session.close()
         except TimeoutError:
             self._record("model.close_timeout", timeout_s=self._limits.close_timeout)
         except Exception as exc:
             self._record("model.close_error", error=describe_error(exc))
+
+
+def _message(role: str, text: str) -> dict[str, Any]:
+    content_type = "output_text" if role == "assistant" else "input_text"
+    return {"type": "message", "role": role, "content": [{"type": content_type, "text": text}]}
+
+
+def _items(turn: Turn, call_id: str) -> list[dict[str, Any]]:
+    """A turn as Realtime conversation items (a tool call is two: the call and its output)."""
+    if turn.role != "tool":
+        return [_message(turn.role, turn.text)]
+    call = {"type": "function_call", "call_id": call_id, "name": turn.name}
+    return [
+        {**call, "arguments": turn.arguments},
+        {"type": "function_call_output", "call_id": call_id, "output": turn.output},
+    ]

@@ -155,7 +155,8 @@ class RedisState(FleetState):
             await self.heartbeat()
         if self._up:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._subscribed.wait(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._subscribed.wait()
             logger.info("fleet: instance %s joined (Redis up)", self.instance)
         else:
             logger.warning(
@@ -309,7 +310,8 @@ class RedisState(FleetState):
                 receivers = await self._client.publish(f"{PREFIX}ctl:{instance}", body)
             if not receivers:
                 return None  # nobody listens there: the instance is gone or lost its channel
-            return await asyncio.wait_for(future, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await future
         except TimeoutError:
             return None
         finally:

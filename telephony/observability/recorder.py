@@ -2,16 +2,78 @@
 
 Media Streams and SIP calls both feed their session's events to a :class:`SessionRecorder`,
 which writes transcripts, responses, tool calls, handoffs, VAD events and model errors, and keeps
-the conversation so far (for a reconnect) and response counters (for ``end_call``). Audio events
-are the caller's concern.
+the conversation so far (a bounded :class:`Conversation`, replayed into a new session) and what
+is going on now (responses and tools in flight, whether the caller is speaking: when a session
+may be replaced unnoticed, and when ``end_call``'s goodbye is over). Audio events are the
+caller's concern.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SessionRecorder"]
+__all__ = ["Conversation", "SessionRecorder", "Turn"]
+
+KEPT_CHARS = 200_000  # about 50k tokens: more than any replay takes; memory stays flat
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One entry of the conversation: what the caller or the agent said, or a tool call.
+
+    ``role`` is ``user``, ``assistant`` or ``tool``; a tool call has ``name``, ``arguments``
+    (JSON text) and ``output``.
+    """
+
+    role: str
+    text: str = ""
+    name: str = ""
+    arguments: str = ""
+    output: str = ""
+
+    @property
+    def chars(self) -> int:
+        return len(self.text) + len(self.name) + len(self.arguments) + len(self.output)
+
+
+class Conversation:
+    """The conversation so far, newest last, holding at most ``kept_chars`` of text (older
+    turns drop off; :attr:`dropped` counts them)."""
+
+    def __init__(self, kept_chars: int = KEPT_CHARS) -> None:
+        self._turns: deque[Turn] = deque()
+        self._chars = 0
+        self._kept_chars = kept_chars
+        self.dropped = 0
+
+    def add(self, turn: Turn) -> None:
+        self._turns.append(turn)
+        self._chars += turn.chars
+        while self._chars > self._kept_chars and len(self._turns) > 1:
+            self._chars -= self._turns.popleft().chars
+            self.dropped += 1
+
+    def newest(self, max_chars: int) -> tuple[list[Turn], int]:
+        """The newest turns, whole, that fit in ``max_chars``, oldest first; and how many
+        older turns (kept here or dropped already) are left out."""
+        chosen: list[Turn] = []
+        used = 0
+        for turn in reversed(self._turns):
+            if used + turn.chars > max_chars and chosen:
+                break
+            chosen.append(turn)
+            used += turn.chars
+        chosen.reverse()
+        return chosen, self.dropped + len(self._turns) - len(chosen)
+
+    def __len__(self) -> int:
+        return len(self._turns)
+
+    def __iter__(self) -> Any:
+        return iter(self._turns)
 
 
 class SessionRecorder:
@@ -23,9 +85,11 @@ class SessionRecorder:
         self._record = record
         self._on_vad = on_vad  # ("speech_started" | "speech_stopped", audio ms)
         self.usage: dict[str, int] = {}  # token counts the model reported
-        self.conversation: list[tuple[str, str]] = []  # (role, text)
+        self.conversation = Conversation()
         self.responses_started = 0
         self.responses_ended = 0
+        self.tools_running = 0
+        self.caller_speaking = False  # between the model VAD's speech_started and _stopped
         self.model_errors = 0
         self._agent_parts: dict[str, list[str]] = {}
 
@@ -33,9 +97,14 @@ class SessionRecorder:
         """One ``RealtimeSession`` event (audio events are ignored here)."""
         kind = event.type
         if kind == "tool_start":
+            self.tools_running += 1
             self._record("tool.start", tool=event.tool.name, arguments=event.arguments)
         elif kind == "tool_end":
-            self._record("tool.end", tool=event.tool.name, output=str(event.output)[:500])
+            self.tools_running = max(0, self.tools_running - 1)
+            output = str(event.output)[:500]
+            self._record("tool.end", tool=event.tool.name, output=output)
+            turn = Turn("tool", name=event.tool.name, arguments=event.arguments, output=output)
+            self.conversation.add(turn)
         elif kind == "handoff":
             self._record("handoff", from_agent=event.from_agent.name, to_agent=event.to_agent.name)
         elif kind == "error":
@@ -51,7 +120,7 @@ class SessionRecorder:
         if kind == "input_audio_transcription_completed":
             self._record("transcript.caller", item_id=data.item_id, text=data.transcript)
             if data.transcript:
-                self.conversation.append(("user", data.transcript))
+                self.conversation.add(Turn("user", data.transcript))
         elif kind == "transcript_delta":
             self._agent_parts.setdefault(data.item_id, []).append(data.delta)
         elif kind == "turn_started":
@@ -65,11 +134,13 @@ class SessionRecorder:
         elif kind == "raw_server_event":
             server_type = data.data.get("type") if isinstance(data.data, dict) else None
             if server_type == "input_audio_buffer.speech_started":
+                self.caller_speaking = True
                 at = data.data.get("audio_start_ms")
                 self._record("speech.started", audio_start_ms=at)
                 if self._on_vad:
                     self._on_vad("speech_started", at)
             elif server_type == "input_audio_buffer.speech_stopped":
+                self.caller_speaking = False
                 at = data.data.get("audio_end_ms")
                 self._record("speech.stopped", audio_end_ms=at)
                 if self._on_vad:
@@ -86,7 +157,24 @@ class SessionRecorder:
         if parts:
             text = "".join(parts)
             self._record("transcript.agent", item_id=item_id, text=text)
-            self.conversation.append(("assistant", text))
+            self.conversation.add(Turn("assistant", text))
+
+    @property
+    def busy(self) -> bool:
+        """A response or a tool is under way, or the caller is speaking."""
+        return (
+            self.responses_ended < self.responses_started
+            or self.tools_running > 0
+            or self.caller_speaking
+        )
+
+    def session_replaced(self) -> None:
+        """A new session starts: what the old one had under way will not finish."""
+        self.responses_ended = self.responses_started
+        self.tools_running = 0
+        self.caller_speaking = False
+        for item_id in list(self._agent_parts):  # what was said of it was said
+            self.agent_said(item_id)
 
     def responses_idle_since(self, started_before: int) -> bool:
         """A response began after ``started_before`` responses, and every response has ended."""

@@ -106,7 +106,8 @@ class SipCall:
         t0 = time.monotonic()
         try:
             session = await self._open_session(CallContext(self.call_id, control=self))
-            await asyncio.wait_for(session.enter(), self._limits.connect_timeout)
+            async with asyncio.timeout(self._limits.connect_timeout):
+                await session.enter()
         except Exception as exc:
             self._log.write("model.connect_failed", error=describe_error(exc))
             return "model_connect_failed"
@@ -127,7 +128,8 @@ class SipCall:
             return "call_ended" if events in done else "ended_by_us"
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(session.close(), self._limits.close_timeout)
+                async with asyncio.timeout(self._limits.close_timeout):
+                    await session.close()
 
     async def _record_events(self, session: Any) -> None:
         try:
