@@ -97,6 +97,7 @@ async def slow_sockets(port: int, base_url: str, count: int) -> dict[str, float]
             writer.write(b"Content-Type: application/x-www-form-urlencoded\r\n\r\nCallSid=")
         opened.append((time.monotonic(), reader, writer))
         await asyncio.sleep(0.005)
+
     async def lifetime(at: float, reader: asyncio.StreamReader) -> float:
         try:
             await asyncio.wait_for(reader.read(), WAIT_S)

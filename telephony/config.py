@@ -160,8 +160,10 @@ class Settings(BaseSettings):
     model_history_tokens: int = Field(
         default=16_000, ge=500, description="Conversation replayed into a new session, at most."
     )
-    model_ping_interval: float = Field(
-        default=1.0, gt=0, description="Seconds between keepalive pings on the model socket."
+    model_silence_timeout: float = Field(
+        default=0.5,
+        gt=0,
+        description="Ping the model socket after this many seconds with nothing received.",
     )
     model_ping_timeout: float = Field(
         default=1.0, gt=0, description="A model socket with no pong this long is dropped."

@@ -1,48 +1,103 @@
-"""The OpenAI Realtime WebSocket model as a phone call uses it."""
+"""The OpenAI Realtime WebSocket models as a phone call uses them: a socket found dead in about
+a second."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Any
 
 import websockets
 from agents.realtime.openai_realtime import (
     _USER_AGENT,
+    OpenAIRealtimeSIPModel,
     OpenAIRealtimeWebSocketModel,
     TransportConfig,
 )
 from websockets.asyncio.client import ClientConnection
 
-__all__ = ["PhoneRealtimeModel"]
+__all__ = ["LivenessConnection", "PhoneRealtimeModel", "PhoneSIPModel"]
+
+logger = logging.getLogger("telephony.agent")
 
 
-class PhoneRealtimeModel(OpenAIRealtimeWebSocketModel):
-    """The SDK's OpenAI WebSocket model, with permessage-deflate off and a socket that is found
-    dead in about a second.
+class LivenessConnection(ClientConnection):
+    """A websockets client connection that notices when its peer has gone quiet.
+
+    Every byte received stamps ``last_heard``. :meth:`watch` starts a watchdog: once nothing
+    has arrived for ``silence_s``, it pings; no pong within ``pong_timeout_s`` aborts the TCP
+    connection at once (no close handshake: a peer that answers nothing will not answer that
+    either), so the reader sees ``ConnectionClosedError`` and the caller's reconnect path runs.
+    websockets' own keepalive pings on a fixed clock whatever arrives, and after a missing pong
+    still waits ``close_timeout`` for the server to close TCP; this one pings only into
+    silence and drops at once.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last_heard = self.loop.time()
+        self.dropped_for_silence = False
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.last_heard = self.loop.time()
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        super().connection_lost(exc)
+
+    def watch(self, silence_s: float, pong_timeout_s: float) -> None:
+        """Start the watchdog (after the opening handshake); it ends with the connection."""
+        self._watchdog = asyncio.create_task(
+            self._watch(silence_s, pong_timeout_s), name="model-socket-watchdog"
+        )
+
+    async def _watch(self, silence_s: float, pong_timeout_s: float) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                quiet_for = self.loop.time() - self.last_heard
+                if quiet_for < silence_s:
+                    await asyncio.sleep(silence_s - quiet_for)
+                    continue
+                pong = await self.ping()
+                try:
+                    async with asyncio.timeout(pong_timeout_s):
+                        await pong
+                except TimeoutError:
+                    self.dropped_for_silence = True
+                    logger.warning(
+                        "model socket silent %.1f s and no pong in %.1f s: dropping it",
+                        self.loop.time() - self.last_heard,
+                        pong_timeout_s,
+                    )
+                    self.transport.abort()
+                    return
+
+
+class _PhoneSocket:
+    """The SDK's connection factory (openai-agents 0.24: same headers, user agent and size
+    limit) with permessage-deflate off, a bounded close handshake and the silence watchdog.
 
     - A call sends 50 base64 audio frames a second each way; they barely compress, and
       compressing each one costs CPU and latency (about 3 % of the server's time under load, by
       py-spy).
-    - websockets pings the server every ``ping_interval`` seconds and drops the connection when
-      no pong comes within ``ping_timeout`` (a socket that stopped answering, TCP gone quiet).
     - ``close_timeout`` bounds the close handshake: when the server sends a close frame but
       keeps TCP open, websockets would wait 10 s before anyone saw the socket was gone (and a
       send would stall as long); the SDK's transport options do not expose it.
-
-    Otherwise the connection is the SDK's own (openai-agents 0.24: same headers, user agent and
-    size limit).
-
-    Args:
-        ping_interval / ping_timeout / close_timeout: seconds (``MODEL_PING_INTERVAL``,
-            ``MODEL_PING_TIMEOUT``, ``MODEL_CLOSE_TIMEOUT``).
+    - :class:`LivenessConnection` finds a socket that stopped answering (TCP gone quiet).
     """
 
-    def __init__(
-        self, ping_interval: float = 1.0, ping_timeout: float = 1.0, close_timeout: float = 1.0
-    ) -> None:
-        super().__init__(
-            transport_config={"ping_interval": ping_interval, "ping_timeout": ping_timeout}
-        )
-        self._close_timeout = close_timeout
+    _silence_s: float
+    _pong_timeout_s: float
+    _close_timeout_s: float
+
+    def _liveness(self, silence_s: float, pong_timeout_s: float, close_timeout_s: float) -> None:
+        self._silence_s = silence_s
+        self._pong_timeout_s = pong_timeout_s
+        self._close_timeout_s = close_timeout_s
 
     async def _create_websocket_connection(
         self,
@@ -55,15 +110,44 @@ class PhoneRealtimeModel(OpenAIRealtimeWebSocketModel):
             "additional_headers": headers,
             "max_size": 8 * 1024 * 1024,
             "compression": None,
-            "close_timeout": self._close_timeout,
+            "close_timeout": self._close_timeout_s,
+            "ping_interval": None,  # LivenessConnection pings into silence instead
+            "create_connection": LivenessConnection,
         }
         config = transport_config or {}
-        for ours, theirs in (
-            ("ping_interval", "ping_interval"),
-            ("ping_timeout", "ping_timeout"),
-            ("open_timeout", "handshake_timeout"),
-            ("max_size", "max_size"),
-        ):
+        for ours, theirs in (("open_timeout", "handshake_timeout"), ("max_size", "max_size")):
             if theirs in config:
                 options[ours] = config[theirs]  # type: ignore[literal-required]
-        return await websockets.connect(url, **options)
+        connection = await websockets.connect(url, **options)
+        assert isinstance(connection, LivenessConnection)
+        connection.watch(self._silence_s, self._pong_timeout_s)
+        return connection
+
+
+class PhoneRealtimeModel(_PhoneSocket, OpenAIRealtimeWebSocketModel):
+    """The SDK's OpenAI WebSocket model on a socket found dead in about a second.
+
+    Args:
+        silence_s: ping the model after this many seconds with nothing received
+            (``MODEL_SILENCE_TIMEOUT``).
+        pong_timeout_s: no pong within this many seconds drops the socket
+            (``MODEL_PING_TIMEOUT``).
+        close_timeout_s: seconds a close handshake may take (``MODEL_CLOSE_TIMEOUT``).
+    """
+
+    def __init__(
+        self, silence_s: float = 0.5, pong_timeout_s: float = 1.0, close_timeout_s: float = 1.0
+    ) -> None:
+        super().__init__()
+        self._liveness(silence_s, pong_timeout_s, close_timeout_s)
+
+
+class PhoneSIPModel(_PhoneSocket, OpenAIRealtimeSIPModel):
+    """The SDK's SIP model (attaches to a live ``call_id``) on the same watched socket; the
+    arguments are :class:`PhoneRealtimeModel`'s."""
+
+    def __init__(
+        self, silence_s: float = 0.5, pong_timeout_s: float = 1.0, close_timeout_s: float = 1.0
+    ) -> None:
+        super().__init__()
+        self._liveness(silence_s, pong_timeout_s, close_timeout_s)

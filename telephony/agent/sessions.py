@@ -25,7 +25,7 @@ from agents.realtime.model_inputs import RealtimeModelSendRawMessage
 from agents.realtime.openai_realtime import OpenAIRealtimeSIPModel
 
 from ..config import Settings
-from .openai_model import PhoneRealtimeModel
+from .openai_model import PhoneRealtimeModel, PhoneSIPModel
 from .tools import CallContext
 
 __all__ = [
@@ -177,8 +177,12 @@ class SessionFactory:
             query = urlencode({"call_id": context.call_sid})
             config["url"] = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
         run_config: RealtimeRunConfig = {"model_settings": self.sip_settings()}
-        runner = RealtimeRunner(self._agent, model=OpenAIRealtimeSIPModel(), config=run_config)
+        runner = RealtimeRunner(self._agent, model=self._sip_model(), config=run_config)
         return await runner.run(context=context, model_config=config)
+
+    def _sip_model(self) -> PhoneSIPModel:
+        s = self._settings
+        return PhoneSIPModel(s.model_silence_timeout, s.model_ping_timeout, s.model_close_timeout)
 
     async def open(self, tracker: RealtimePlaybackTracker, context: CallContext) -> RealtimeSession:
         """A session for one call (its tools see ``context``); connect it with ``enter()``."""
@@ -186,7 +190,7 @@ class SessionFactory:
             self._model_factory()
             if self._model_factory is not None
             else PhoneRealtimeModel(
-                self._settings.model_ping_interval,
+                self._settings.model_silence_timeout,
                 self._settings.model_ping_timeout,
                 self._settings.model_close_timeout,
             )

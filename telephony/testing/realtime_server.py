@@ -44,6 +44,13 @@ class LoopbackRealtimeServer:
         transcript: the caller transcript reported for turn ``n``.
         tool_call: ``(name, arguments)`` of a function call turn ``n`` makes before its audio (the
             SDK runs the tool, sends its output and asks for the next response), or None.
+        session_cap_s: each session ends after this many seconds as OpenAI's do at their cap:
+            an ``error`` with code ``session_expired``, then a close with 1001.
+        announce_expiry: ``session.created`` carries ``expires_at`` (OpenAI's does); False
+            leaves the cap unannounced.
+        playout_delay_s: as on SIP and WebRTC sessions, send ``output_audio_buffer.started``
+            with a response's first audio and ``output_audio_buffer.stopped`` this long after
+            its ``response.done`` (the audio finishing playing at the caller); None: neither.
     """
 
     def __init__(
@@ -59,6 +66,9 @@ class LoopbackRealtimeServer:
         transcript: Callable[[int], str] | None = None,
         reply_text: Callable[[int], str] | None = None,
         tool_call: Callable[[int], tuple[str, dict[str, Any]] | None] | None = None,
+        session_cap_s: float | None = None,
+        announce_expiry: bool = True,
+        playout_delay_s: float | None = None,
     ) -> None:
         self.reply = reply or (lambda _turn: tone(600.0, 1000.0))
         self.chunk_ms = chunk_ms
@@ -70,6 +80,13 @@ class LoopbackRealtimeServer:
         self.transcript = transcript or (lambda turn: f"caller turn {turn}")
         self.reply_text = reply_text or (lambda turn: f"loopback reply {turn}")
         self.tool_call = tool_call or (lambda _turn: None)
+        self.session_cap_s = session_cap_s
+        self.announce_expiry = announce_expiry
+        self.playout_delay_s = playout_delay_s
+        # fail_rule(n) -> "close_frame_only" | "silent" | None: connection n misbehaves when a
+        # reply is first due (at its first speech_stopped) instead of answering: it sends a
+        # close frame but keeps TCP open, or it goes silent (no data, no pongs)
+        self.fail_rule: Callable[[int], str | None] = lambda _n: None
         self.connections: list[RealtimeConnection] = []
         self.reject_next: int = 0  # refuse this many upcoming handshakes with HTTP 503
         # drop_rule(n) -> close code (or None): connection n (0-based) closes itself with that
@@ -116,6 +133,7 @@ class LoopbackRealtimeServer:
             headers=dict(request.headers) if request else {},
         )
         conn.drop_code = self.drop_rule(len(self.connections))
+        conn.fail_mode = self.fail_rule(len(self.connections))
         self.connections.append(conn)
         self._live.add(ws)
         try:

@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,8 @@ class RealtimeConnection:
     speech_stopped_ms: list[int] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     drop_code: int | None = None  # close with this code after drop_after_ms of audio
+    fail_mode: str | None = None  # misbehave when the first reply is due (see fail_rule)
+    expired: bool = False  # the session cap ended it
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     tool_outputs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -96,15 +99,53 @@ class LoopbackSession:
         self.run_ms = 0  # consecutive speech (or silence while speaking) in ms
         self.speech_item: str | None = None
         self.pending = bytearray()
+        self.dead = False  # misbehaving: sends nothing more
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def nid(self, prefix: str) -> str:
         return f"{prefix}_{self.n}_{next(self.ids)}"
 
     async def send(self, event: dict[str, Any]) -> None:
+        if self.dead:
+            return
         event.setdefault("event_id", self.nid("event"))
         await self.ws.send(json.dumps(event))
 
+    def later(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def expire_after(self, seconds: float) -> None:
+        """OpenAI at the session cap: an ``error`` (``session_expired``), then close 1001."""
+        await asyncio.sleep(seconds)
+        self.conn.expired = True
+        await self.send(
+            {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "session_expired",
+                    "message": "Your session hit the maximum duration.",
+                },
+            }
+        )
+        await self.ws.close(1001, "session expired")
+
+    def misbehave(self, mode: str) -> None:
+        """Stop answering: ``close_frame_only`` sends a close frame and keeps TCP open;
+        ``silent`` just stops (no data, no pongs). Either way nothing is read any more."""
+        self.dead = True
+        if mode == "close_frame_only":
+            self.ws.transport.write(b"\x88\x02" + (1001).to_bytes(2, "big"))
+        self.ws.transport.pause_reading()
+
     async def run(self) -> None:
+        cap = self.s.session_cap_s
+        if cap is not None:
+            if self.s.announce_expiry:
+                self.session["expires_at"] = int(time.time() + cap)
+            self.later(self.expire_after(cap))
         await self.send({"type": "session.created", "session": self.session})
         try:
             async for message in self.ws:
@@ -113,10 +154,11 @@ class LoopbackSession:
         except Exception:
             pass
         finally:
-            if self.response_task is not None:
-                self.response_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await self.response_task
+            for task in [self.response_task, *self.tasks]:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
 
     async def on_client_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -197,6 +239,10 @@ class LoopbackSession:
         await self.cancel_response()  # interrupt_response: barge-in cancels the reply
 
     async def speech_stopped(self, at_ms: int) -> None:
+        if self.conn.fail_mode is not None:
+            mode, self.conn.fail_mode = self.conn.fail_mode, None
+            self.misbehave(mode)
+            return
         item_id = self.speech_item or self.nid("item")
         self.conn.speech_stopped_ms.append(at_ms)
         await self.send(
@@ -281,6 +327,13 @@ class LoopbackSession:
             await self.send(
                 {"type": "response.done", "response": _response(response_id, [item], status)}
             )
+        if self.s.playout_delay_s is not None and record["audio_ms"]:
+            self.later(self.played_out(response_id, self.s.playout_delay_s))
+
+    async def played_out(self, response_id: str, delay_s: float) -> None:
+        """The audio finished playing at the caller (SIP and WebRTC sessions only)."""
+        await asyncio.sleep(delay_s)
+        await self.send({"type": "output_audio_buffer.stopped", "response_id": response_id})
 
     async def stream_audio(
         self, response_id: str, item_id: str, audio: bytes, text: str, record: dict[str, Any]
@@ -302,6 +355,9 @@ class LoopbackSession:
             if i == 0:
                 transcript = {"type": "response.output_audio_transcript.delta", "delta": text}
                 await self.send({**base, **transcript, "content_index": 0})
+                if self.s.playout_delay_s is not None:
+                    started = {"type": "output_audio_buffer.started", "response_id": response_id}
+                    await self.send(started)
             await asyncio.sleep(self.s.delta_interval_s)
         await self.send({**base, "type": "response.output_audio.done", "content_index": 0})
         done = {"type": "response.output_audio_transcript.done", "transcript": text}

@@ -105,8 +105,9 @@ async def test_dial_keeps_to_its_prefixes_its_rate_and_public_url(live_server) -
                 abroad = await http.post("/calls", json={"to": "+33144556677"}, headers=auth)
                 assert abroad.status_code == 422
                 statuses = [
-                    (await http.post("/calls", json={"to": "+15551112222"}, headers=forged))
-                    .status_code
+                    (
+                        await http.post("/calls", json={"to": "+15551112222"}, headers=forged)
+                    ).status_code
                     for _ in range(3)
                 ]
     assert statuses == [201, 201, 429]

@@ -1,0 +1,120 @@
+"""Calls outlive their model sessions: planned renewal before the cap, an unannounced cap handled
+the same way, and dead model sockets (a close frame with TCP left open, or silence) found in
+about a second, with the loopback model playing OpenAI's behaviour at each."""
+
+from __future__ import annotations
+
+import numpy as np
+from audio_checks import ulaw_tone
+from helpers import SILENCE, events, final_log
+
+from telephony.testing import tone
+
+PAUSE = SILENCE * 8000 * 2  # 2 s
+
+
+def caller_script(utterances: int) -> bytes:
+    """Short utterances, each followed by a 2 s pause (the agent answers in it)."""
+    return SILENCE * 4000 + b"".join(ulaw_tone(500, 0.6) + PAUSE for _ in range(utterances))
+
+
+def replayed_items(connection) -> list[dict]:
+    return [e["item"] for e in connection.received("conversation.item.create")]
+
+
+async def test_a_call_spans_three_session_caps_and_keeps_talking(live_server) -> None:
+    overrides = {"model_renewal_margin": 1.5, "greeting": "Hello there."}
+    async with live_server(
+        overrides=overrides,
+        session_cap_s=3.0,
+        reply=lambda _: tone(600, 500),
+        transcript=lambda n: f"caller says {n}",
+        reply_text=lambda n: f"agent answers {n}",
+    ) as srv:
+        result = await srv.call(caller_script(4), tail_s=1.0)
+        log = await final_log(srv, result.call_sid)
+    renewed = events(log, "model.renewed")
+    assert len(renewed) >= 3, [r["event"] for r in log]
+    assert all(r["after"] == "planned" for r in renewed)  # before each cap, never at it
+    assert [r["event"] for r in log].count("call.end") == 1
+    end = log[-1]
+    assert end["reason"] == "caller_hangup" and end["renewals"] == len(renewed)
+    connections = srv.model.connections
+    assert len(connections) == len(renewed) + 1
+    assert not any(c.expired for c in connections)  # no session ever reached its cap
+    # the greeting once; no apology, no greeting, no response asked of a renewed session
+    assert len(connections[0].received("response.create")) == 1
+    assert all(not c.received("response.create") for c in connections[1:])
+    # each new session got the conversation so far, in order, after a note not to greet
+    for n, connection in enumerate(connections[1:], start=1):
+        items = replayed_items(connection)
+        assert items[0]["role"] == "system" and "Do not greet" in items[0]["content"][0]["text"]
+        said = [i["content"][0]["text"] for i in items[1:]]
+        assert said == _conversation_before(log, renewed[n - 1]["ts"])
+    assert len(replayed_items(connections[-1])) > 3  # by then, a real history
+    # no caller audio lost across the switches: every frame reached a model
+    heard = sum(len(c.audio) for c in connections)
+    assert heard == result.frames_sent * 960
+    assert end["frames_in"] == result.frames_sent
+    # the caller heard every reply in full and in time: no gap at a switch
+    assert result.stall_s < 0.1
+    assert len([t for t in result.turns if t.frames]) >= 5  # the greeting and 4 answers
+
+
+def _conversation_before(log: list[dict], ts: float) -> list[str]:
+    return [
+        r["text"]
+        for r in log
+        if r["event"] in ("transcript.caller", "transcript.agent") and r["ts"] < ts
+    ]
+
+
+async def test_an_unannounced_cap_is_a_renewal_not_a_failure(live_server) -> None:
+    async with live_server(
+        session_cap_s=2.5, announce_expiry=False, reply=lambda _: tone(600, 400)
+    ) as srv:
+        result = await srv.call(caller_script(3), tail_s=1.0)
+        log = await final_log(srv, result.call_sid)
+    renewed = events(log, "model.renewed")
+    assert renewed and all(r["after"] == "session_expired" for r in renewed)
+    assert log[-1]["reason"] == "caller_hangup"
+    assert not events(log, "model.reconnecting") and not events(log, "call.apology")
+    assert all(not c.received("response.create") for c in srv.model.connections[1:])
+    heard = sum(len(c.audio) for c in srv.model.connections)
+    dropped_at_cap = result.frames_sent * 960 - heard
+    assert dropped_at_cap <= 2 * 960  # at most the frames in flight when the server closed
+
+
+async def _reply_after_failure(live_server, mode: str) -> tuple[float, list[dict]]:
+    async with live_server(reply=lambda _: tone(600, 500)) as srv:
+        srv.model.fail_rule = lambda n: mode if n == 0 else None
+        result = await srv.call(SILENCE * 4000 + ulaw_tone(500, 0.6) + PAUSE * 3, tail_s=0.5)
+        log = await final_log(srv, result.call_sid)
+    speech_end = result.caller_speech[0][1]
+    first_reply = next(t for t in result.turns if t.first_frame_at > speech_end)
+    return first_reply.first_frame_at - speech_end, log
+
+
+async def test_a_close_frame_with_tcp_left_open_is_found_in_about_a_second(live_server) -> None:
+    silence_s, log = await _reply_after_failure(live_server, "close_frame_only")
+    assert events(log, "model.reconnecting") and log[-1]["reason"] == "caller_hangup"
+    assert silence_s < 2.5, f"the caller waited {silence_s:.2f} s for an answer"
+
+
+async def test_a_model_that_stops_answering_is_found_by_its_missing_pong(live_server) -> None:
+    silence_s, log = await _reply_after_failure(live_server, "silent")
+    assert events(log, "model.reconnecting") and log[-1]["reason"] == "caller_hangup"
+    assert silence_s < 2.5, f"the caller waited {silence_s:.2f} s for an answer"
+
+
+def test_history_replay_keeps_the_newest_turns_whole_within_the_budget() -> None:
+    from telephony.observability.recorder import Conversation, Turn
+
+    conversation = Conversation(kept_chars=1000)
+    for n in range(60):
+        conversation.add(Turn("user" if n % 2 == 0 else "assistant", f"turn {n:02d} " + "x" * 20))
+    assert conversation.dropped > 0  # memory stays bounded
+    turns, left_out = conversation.newest(max_chars=300)
+    assert [t.text[:7] for t in turns] == [f"turn {n:02d}" for n in range(50, 60)]
+    assert left_out == 50 and sum(t.chars for t in turns) <= 300
+    assert np.all(np.diff([int(t.text[5:7]) for t in turns]) == 1)  # in order, none skipped
