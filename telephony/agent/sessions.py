@@ -30,23 +30,25 @@ from .tools import CallContext
 
 __all__ = [
     "GREETING_INSTRUCTIONS",
+    "OPERATOR_ENDS",
     "ModelFactory",
     "SessionFactory",
     "announce_transfer",
     "choose_backend",
     "create_response",
     "greet",
+    "is_session_expired",
     "phone_model_settings",
     "say_goodbye",
+    "server_event",
+    "session_expires_at",
 ]
 
 logger = logging.getLogger("telephony.agent")
 
 GREETING_INSTRUCTIONS = "The call has just connected. Greet the caller by saying: {}"
-GOODBYE_INSTRUCTIONS = (
-    "The call is being ended by the operator now. In one short sentence, say goodbye to the "
-    "caller. Do not ask anything."
-)
+GOODBYE_INSTRUCTIONS = "{} In one short sentence, say goodbye to the caller. Do not ask anything."
+OPERATOR_ENDS = "The call is being ended by the operator now."
 TRANSFER_INSTRUCTIONS = (
     "The operator is transferring the caller to {} now. In one short sentence, tell the caller "
     "so. Do not ask anything."
@@ -98,9 +100,37 @@ async def greet(session: RealtimeSession, greeting: str) -> None:
     await create_response(session, GREETING_INSTRUCTIONS.format(greeting))
 
 
-async def say_goodbye(session: RealtimeSession) -> None:
-    """Ask the agent for a short goodbye: the operator is ending the call."""
-    await create_response(session, GOODBYE_INSTRUCTIONS)
+async def say_goodbye(session: RealtimeSession, why: str = OPERATOR_ENDS) -> None:
+    """Ask the agent for a short goodbye; ``why`` tells it why the call ends (one sentence)."""
+    await create_response(session, GOODBYE_INSTRUCTIONS.format(why))
+
+
+def server_event(event: Any) -> dict[str, Any] | None:
+    """The OpenAI server event (a dict, as sent) inside a ``RealtimeSession`` event, or None
+    when it carries none (the SDK wraps each as ``raw_model_event`` → ``raw_server_event``)."""
+    if getattr(event, "type", None) != "raw_model_event":
+        return None
+    data = getattr(event, "data", None)
+    if getattr(data, "type", None) != "raw_server_event":
+        return None
+    raw = getattr(data, "data", None)
+    return raw if isinstance(raw, dict) else None
+
+
+def session_expires_at(raw: dict[str, Any]) -> float | None:
+    """When a session ends (Unix seconds) from OpenAI's ``session.created`` (``expires_at``),
+    or None for any other event."""
+    if raw.get("type") != "session.created":
+        return None
+    expires = (raw.get("session") or {}).get("expires_at")
+    return float(expires) if isinstance(expires, int | float) and expires > 0 else None
+
+
+def is_session_expired(raw: dict[str, Any]) -> bool:
+    """OpenAI's ``error`` event at the session cap (``code: session_expired``)."""
+    return raw.get("type") == "error" and (raw.get("error") or {}).get("code") == (
+        "session_expired"
+    )
 
 
 async def announce_transfer(session: RealtimeSession, destination: str) -> None:

@@ -29,7 +29,13 @@ from typing import Any, Protocol
 from agents.realtime import RealtimePlaybackTracker, RealtimeSession
 from agents.realtime.model_inputs import RealtimeModelSendRawMessage
 
-from ..agent.sessions import create_response, greet
+from ..agent.sessions import (
+    create_response,
+    greet,
+    is_session_expired,
+    server_event,
+    session_expires_at,
+)
 from ..agent.tools import CallContext, CallControl
 from ..config import CallLimits
 from ..observability.call_log import describe_error
@@ -225,18 +231,13 @@ class SessionSupervisor:
 
     def _watch(self, event: Any) -> None:
         """Learn the session's expiry (``session.created``) and an expired cap."""
-        data = getattr(event, "data", None) if event.type == "raw_model_event" else None
-        server_event = getattr(data, "type", "") == "raw_server_event"
-        raw = getattr(data, "data", None) if server_event else None
-        if not isinstance(raw, dict):
+        raw = server_event(event)
+        if raw is None:
             return
-        if raw.get("type") == "session.created":
-            expires = (raw.get("session") or {}).get("expires_at")
-            if isinstance(expires, int | float) and expires > 0:
-                self._expires_at = time.monotonic() + (expires - time.time())
-        elif raw.get("type") == "error" and (raw.get("error") or {}).get("code") == (
-            "session_expired"
-        ):
+        expires = session_expires_at(raw)
+        if expires is not None:
+            self._expires_at = time.monotonic() + (expires - time.time())
+        elif is_session_expired(raw):
             self._expired = True
 
     async def _renewal_point(self, host: SessionHost) -> None:

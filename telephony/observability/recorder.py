@@ -4,12 +4,14 @@ Media Streams and SIP calls both feed their session's events to a :class:`Sessio
 which writes transcripts, responses, tool calls, handoffs, VAD events and model errors, and keeps
 the conversation so far (a bounded :class:`Conversation`, replayed into a new session) and what
 is going on now (responses and tools in flight, whether the caller is speaking: when a session
-may be replaced unnoticed, and when ``end_call``'s goodbye is over). Audio events are the
+may be replaced unnoticed, when ``end_call``'s goodbye is over, and, where the session reports
+its output audio buffer (SIP), when the caller stopped hearing the agent). Audio events are the
 caller's concern.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,11 +93,19 @@ class SessionRecorder:
         self.tools_running = 0
         self.caller_speaking = False  # between the model VAD's speech_started and _stopped
         self.model_errors = 0
+        # the output audio buffer (SIP and WebRTC sessions report it; Media Streams do not)
+        self.playout_reported = False  # an output_audio_buffer.started was seen
+        self.playing = False  # started, not yet stopped or cleared
+        self.last_response_id: str | None = None
+        self.played_out: deque[str] = deque(maxlen=8)  # response_ids of stopped, newest last
+        self.last_activity = time.monotonic()  # anything said, or done, by either side
         self._agent_parts: dict[str, list[str]] = {}
 
     def on_event(self, event: Any) -> None:
         """One ``RealtimeSession`` event (audio events are ignored here)."""
         kind = event.type
+        if kind in ("tool_start", "tool_end"):
+            self.last_activity = time.monotonic()
         if kind == "tool_start":
             self.tools_running += 1
             self._record("tool.start", tool=event.tool.name, arguments=event.arguments)
@@ -117,6 +127,8 @@ class SessionRecorder:
 
     def _on_model_event(self, data: Any) -> None:
         kind = data.type
+        if kind not in ("raw_server_event", "usage"):
+            self.last_activity = time.monotonic()
         if kind == "input_audio_transcription_completed":
             self._record("transcript.caller", item_id=data.item_id, text=data.transcript)
             if data.transcript:
@@ -125,6 +137,7 @@ class SessionRecorder:
             self._agent_parts.setdefault(data.item_id, []).append(data.delta)
         elif kind == "turn_started":
             self.responses_started += 1
+            self.last_response_id = data.response_id
             self._record("response.started", response_id=data.response_id)
         elif kind == "turn_ended":
             self.responses_ended += 1
@@ -134,22 +147,39 @@ class SessionRecorder:
         elif kind == "raw_server_event":
             server_type = data.data.get("type") if isinstance(data.data, dict) else None
             if server_type == "input_audio_buffer.speech_started":
+                self.last_activity = time.monotonic()
                 self.caller_speaking = True
                 at = data.data.get("audio_start_ms")
                 self._record("speech.started", audio_start_ms=at)
                 if self._on_vad:
                     self._on_vad("speech_started", at)
             elif server_type == "input_audio_buffer.speech_stopped":
+                self.last_activity = time.monotonic()
                 self.caller_speaking = False
                 at = data.data.get("audio_end_ms")
                 self._record("speech.stopped", audio_end_ms=at)
                 if self._on_vad:
                     self._on_vad("speech_stopped", at)
+            elif server_type is not None and server_type.startswith("output_audio_buffer."):
+                self._on_playout(server_type, data.data.get("response_id"))
         elif kind == "usage":
             for name in ("requests", "input_tokens", "output_tokens", "total_tokens"):
                 value = getattr(data.usage, name, None)
                 if isinstance(value, int):
                     self.usage[name] = self.usage.get(name, 0) + value
+
+    def _on_playout(self, server_type: str, response_id: Any) -> None:
+        """``output_audio_buffer.started`` / ``.stopped`` / ``.cleared`` (OpenAI, SIP and
+        WebRTC sessions): the caller is hearing the agent, or the buffer ran empty, or a
+        barge-in emptied it."""
+        self.last_activity = time.monotonic()
+        if server_type == "output_audio_buffer.started":
+            self.playout_reported = True
+            self.playing = True
+        elif server_type in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
+            self.playing = False
+            if isinstance(response_id, str):
+                self.played_out.append(response_id)
 
     def agent_said(self, item_id: str) -> None:
         """Write the agent's transcript for ``item_id`` once its parts are all in."""
@@ -161,11 +191,13 @@ class SessionRecorder:
 
     @property
     def busy(self) -> bool:
-        """A response or a tool is under way, or the caller is speaking."""
+        """A response or a tool is under way, the caller is speaking, or the agent's audio is
+        still playing (where the session reports it)."""
         return (
             self.responses_ended < self.responses_started
             or self.tools_running > 0
             or self.caller_speaking
+            or self.playing
         )
 
     def session_replaced(self) -> None:
@@ -173,6 +205,7 @@ class SessionRecorder:
         self.responses_ended = self.responses_started
         self.tools_running = 0
         self.caller_speaking = False
+        self.playing = False
         for item_id in list(self._agent_parts):  # what was said of it was said
             self.agent_said(item_id)
 

@@ -3,6 +3,18 @@
 The audio goes straight from the SIP trunk to OpenAI; we attach a ``RealtimeSession`` to the
 call by its ``call_id`` (the SDK's ``OpenAIRealtimeSIPModel``) and act through the Realtime
 Calls API: ``end_call`` → ``calls.hangup``, ``transfer_call`` → ``calls.refer``.
+
+- **Goodbyes are heard.** A hang-up waits for the goodbye response to be generated and then
+  for OpenAI's ``output_audio_buffer.stopped`` naming it (its audio finished playing at the
+  caller); a session that does not report its output buffer gets ``GOODBYE_MARGIN_S`` instead.
+  ``HANGUP_GRACE`` bounds the wait.
+- **Watchdog.** ``MAX_CALL_DURATION`` after the accept, ``IDLE_TIMEOUT`` without anything said
+  or played by either side, and shortly before the session's cap, the agent says a short
+  goodbye and the call is hung up (``max_duration``, ``idle_timeout``, ``session_cap``). A SIP
+  call cannot outlive its Realtime session: a sideband attaches to the call's one session
+  (OpenAI: "two active connections to the same Realtime session"), so a new sideband does not
+  bring a new session. The call ends at the first quiet moment within ``MODEL_RENEWAL_MARGIN``
+  of ``expires_at``, and at the latest ``HANGUP_GRACE`` + 5 s before it.
 """
 
 from __future__ import annotations
@@ -16,7 +28,14 @@ from typing import Any
 
 from openai import AsyncOpenAI, NotFoundError
 
-from ..agent.sessions import announce_transfer, greet, say_goodbye
+from ..agent.sessions import (
+    OPERATOR_ENDS,
+    announce_transfer,
+    greet,
+    say_goodbye,
+    server_event,
+    session_expires_at,
+)
 from ..agent.tools import CallContext, transfer_refusal
 from ..config import CallFeatures, CallLimits
 from ..observability.call_log import CallLogs, describe_error
@@ -26,7 +45,11 @@ __all__ = ["HEADERS_LOGGED", "SipCall", "untrusted"]
 
 logger = logging.getLogger("telephony.sip")
 
-GOODBYE_MARGIN_S = 2.0  # after the goodbye response is done, its audio is still playing
+GOODBYE_MARGIN_S = 2.0  # no output_audio_buffer events: the goodbye plays on after it is done
+WATCH_INTERVAL_S = 0.25
+CAP_SAFETY_S = 5.0  # beyond HANGUP_GRACE: the goodbye is over before the cap
+IDLE_ENDS = "Nobody has said anything for a while, so the call is ending now."
+TIME_ENDS = "This call has reached its time limit and is ending now."
 HEADERS_LOGGED = ("From", "To", "Call-ID", "Diversion")
 
 
@@ -68,6 +91,7 @@ class SipCall:
         self._transfer_task: asyncio.Task[None] | None = None
         self._session: Any = None
         self._extra = extra or {}
+        self._expires_at = self._started + limits.session_max  # until session.created says
 
     async def run(self) -> None:
         """Attach, greet, record events until the call ends; always writes one ``call.end``."""
@@ -119,10 +143,11 @@ class SipCall:
                 self._log.write("greeting.requested", text=self._features.greeting)
             events = asyncio.create_task(self._record_events(session))
             ended = asyncio.create_task(self._ended.wait())
+            watchdog = asyncio.create_task(self._watchdog(), name="sip-watchdog")
             done, _ = await asyncio.wait({events, ended}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (events, ended):
+            for task in (events, ended, watchdog):
                 task.cancel()
-            await asyncio.gather(events, ended, return_exceptions=True)
+            await asyncio.gather(events, ended, watchdog, return_exceptions=True)
             if events in done and not events.cancelled() and events.exception() is not None:
                 return "model_error"
             return "call_ended" if events in done else "ended_by_us"
@@ -135,6 +160,10 @@ class SipCall:
         try:
             async for event in session:
                 self._events.on_event(event)
+                raw = server_event(event)
+                expires = session_expires_at(raw) if raw is not None else None
+                if expires is not None:
+                    self._expires_at = time.monotonic() + (expires - time.time())
         except Exception as exc:
             self._log.write("model.error", where="session", error=describe_error(exc))
             raise
@@ -146,16 +175,45 @@ class SipCall:
 
     # ---------------------------------------------------------------- CallControl
 
+    async def _watchdog(self) -> None:
+        """End the call politely at ``MAX_CALL_DURATION``, after ``IDLE_TIMEOUT`` of nothing,
+        and before the session's cap; returns once a hang-up or transfer is under way."""
+        limits = self._limits
+        cap_force_s = self._features.hangup_grace + CAP_SAFETY_S
+        while self._hangup_task is None and self._transfer_task is None:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            now = time.monotonic()
+            busy = self._events.busy
+            to_cap = self._expires_at - now
+            if now - self._started >= limits.max_duration:
+                await self._end_politely("max_duration", TIME_ENDS, to_cap=round(to_cap, 1))
+            elif to_cap <= limits.renewal_margin and (not busy or to_cap <= cap_force_s):
+                await self._end_politely("session_cap", TIME_ENDS, to_cap=round(to_cap, 1))
+            elif not busy and now - self._events.last_activity >= limits.idle_timeout:
+                await self._end_politely("idle_timeout", IDLE_ENDS)
+
+    async def _end_politely(
+        self, reason: str, why: str, by: str = "watchdog", **fields: Any
+    ) -> None:
+        """The agent says goodbye (``why`` tells it why), then ``calls.hangup``."""
+        self._log.write("hangup.requested", reason=reason, by=by, **fields)
+        started_before = self._events.responses_started
+        self._hangup_task = asyncio.create_task(self._hang_up_after_goodbye(reason, started_before))
+        await self._ask(lambda session: say_goodbye(session, why))
+
     async def hang_up(self, reason: str) -> str:
         if self._hangup_task is not None:
             return "The call is already ending."
         self._log.write("hangup.requested", reason=reason)
-        self._hangup_task = asyncio.create_task(self._hang_up_after_goodbye())
+        started_before = self._events.responses_started
+        self._hangup_task = asyncio.create_task(
+            self._hang_up_after_goodbye("agent_hangup", started_before)
+        )
         return "The call will end as soon as your goodbye has played. Say a short goodbye now."
 
-    async def _hang_up_after_goodbye(self, reason: str = "agent_hangup") -> None:
+    async def _hang_up_after_goodbye(self, reason: str, started_before: int) -> None:
         t0 = time.monotonic()
-        await self._goodbye_played(self._events.responses_started)
+        waited_for = await self._goodbye_played(started_before)
         try:
             await self._client.realtime.calls.hangup(self.call_id)
             via = "openai_calls_api"
@@ -163,28 +221,48 @@ class SipCall:
             via = "openai_calls_api (call already ended)"
         except Exception as exc:
             via = f"failed: {type(exc).__name__}"
-        self._log.write("call.hangup", via=via, waited_ms=round((time.monotonic() - t0) * 1000))
+        waited_ms = round((time.monotonic() - t0) * 1000)
+        self._log.write("call.hangup", via=via, waited_ms=waited_ms, waited_for=waited_for)
         self.end(reason)
 
-    async def _goodbye_played(self, started_before: int) -> None:
-        """Wait for a response begun after ``started_before`` responses to be generated, plus a
-        margin for OpenAI's real-time playout; at most ``hangup_grace`` seconds in all."""
-        t0 = time.monotonic()
-        grace = self._features.hangup_grace
-        for _ in range(int(grace / 0.02)):  # wait for the goodbye response to be generated
-            if self._events.responses_idle_since(started_before):
-                break
-            await asyncio.sleep(0.02)
-        # OpenAI plays the goodbye in real time; it is generated faster, so allow it to finish
-        await asyncio.sleep(max(0.0, min(GOODBYE_MARGIN_S, grace - (time.monotonic() - t0))))
+    async def _goodbye_played(self, started_before: int) -> str:
+        """Wait until the caller has heard the goodbye (a response begun after
+        ``started_before`` responses), at most ``hangup_grace`` seconds; returns what ended
+        the wait: ``output_audio_buffer.stopped`` (OpenAI says its audio finished playing),
+        ``margin`` (no such event: ``GOODBYE_MARGIN_S`` after it was generated) or
+        ``hangup_grace``."""
+        events = self._events
+        deadline = time.monotonic() + self._features.hangup_grace
+
+        async def until(done: Callable[[], bool]) -> bool:
+            while not done():
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(0.02)
+            return True
+
+        if not await until(lambda: events.responses_idle_since(started_before)):
+            return "hangup_grace"
+        goodbye = events.last_response_id
+        silent_since = time.monotonic()
+
+        def heard() -> bool:  # stopped names the goodbye, or nothing plays for the margin
+            nonlocal silent_since
+            if goodbye in events.played_out:
+                return True
+            if events.playing:
+                silent_since = time.monotonic()
+            return time.monotonic() - silent_since >= GOODBYE_MARGIN_S
+
+        if not await until(heard):
+            return "hangup_grace"
+        return "output_audio_buffer.stopped" if goodbye in events.played_out else "margin"
 
     async def operator_hang_up(self, reason: str) -> str:
         """An operator ends the call (from any instance): goodbye, then ``calls.hangup``."""
         if self._hangup_task is not None:
             return "already ending"
-        self._log.write("hangup.requested", reason=reason, by="operator")
-        self._hangup_task = asyncio.create_task(self._hang_up_after_goodbye("operator_hangup"))
-        await self._ask(say_goodbye)
+        await self._end_politely("operator_hangup", OPERATOR_ENDS, by="operator", asked=reason)
         return "hanging up after the agent's goodbye"
 
     async def operator_transfer(self, destination: str) -> str:

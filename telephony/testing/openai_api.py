@@ -29,9 +29,14 @@ class OpenAIApiStandIn:
         default_factory=list
     )  # (action, call_id, body)
     gone: set[str] = field(default_factory=set)
+    arrived: list[tuple[str, float]] = field(default_factory=list)  # (action, Unix time)
 
     def of(self, action: str) -> list[tuple[str, dict[str, Any]]]:
         return [(call_id, body) for a, call_id, body in self.requests if a == action]
+
+    def times(self, action: str) -> list[float]:
+        """When each ``action`` request arrived (Unix seconds)."""
+        return [at for a, at in self.arrived if a == action]
 
     @property
     def app(self) -> FastAPI:
@@ -42,6 +47,7 @@ class OpenAIApiStandIn:
             raw = await request.body()
             body = json.loads(raw) if raw else {}
             self.requests.append((action, call_id, body))
+            self.arrived.append((action, time.time()))
             if call_id in self.gone:
                 return JSONResponse(
                     {"error": {"message": "Call not found", "type": "invalid_request_error"}},

@@ -48,9 +48,10 @@ class LoopbackRealtimeServer:
             an ``error`` with code ``session_expired``, then a close with 1001.
         announce_expiry: ``session.created`` carries ``expires_at`` (OpenAI's does); False
             leaves the cap unannounced.
-        playout_delay_s: as on SIP and WebRTC sessions, send ``output_audio_buffer.started``
-            with a response's first audio and ``output_audio_buffer.stopped`` this long after
-            its ``response.done`` (the audio finishing playing at the caller); None: neither.
+        playout_delay_s: as on SIP and WebRTC sessions, the output audio buffer: ``started``
+            when a response's audio begins playing with none playing, ``stopped`` this long
+            after the last response's ``response.done`` (its audio finished playing at the
+            caller); None: neither.
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class LoopbackRealtimeServer:
         self.drop_after_ms = 600.0
         self._server: Any = None
         self._live: set[ServerConnection] = set()
+        self.misbehaving: set[ServerConnection] = set()  # reading paused: reset them at exit
         self.url = ""
 
     async def __aenter__(self) -> LoopbackRealtimeServer:
@@ -106,6 +108,8 @@ class LoopbackRealtimeServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for ws in self.misbehaving:  # they would never see a close (nor wait out its timeout)
+            ws.transport.abort()
         self._server.close()
         await self._server.wait_closed()
 

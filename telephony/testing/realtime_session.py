@@ -56,6 +56,7 @@ class RealtimeConnection:
     expired: bool = False  # the session cap ended it
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     tool_outputs: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[tuple[str, float]] = field(default_factory=list)  # (event type, Unix time)
 
     @property
     def audio_ms(self) -> float:
@@ -63,6 +64,10 @@ class RealtimeConnection:
 
     def received(self, event_type: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("type") == event_type]
+
+    def sent_at(self, event_type: str) -> list[float]:
+        """When the server sent each ``event_type`` event (Unix seconds)."""
+        return [at for kind, at in self.sent if kind == event_type]
 
 
 class LoopbackSession:
@@ -101,6 +106,8 @@ class LoopbackSession:
         self.pending = bytearray()
         self.dead = False  # misbehaving: sends nothing more
         self.tasks: set[asyncio.Task[None]] = set()
+        self.playing = False  # the output audio buffer is playing (playout_delay_s)
+        self.playout: asyncio.Task[None] | None = None  # its stopped, pending
 
     def nid(self, prefix: str) -> str:
         return f"{prefix}_{self.n}_{next(self.ids)}"
@@ -110,11 +117,14 @@ class LoopbackSession:
             return
         event.setdefault("event_id", self.nid("event"))
         await self.ws.send(json.dumps(event))
+        if event["type"].startswith(("output_audio_buffer.", "error", "session.")):
+            self.conn.sent.append((event["type"], time.time()))
 
-    def later(self, coroutine: Any) -> None:
+    def later(self, coroutine: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     async def expire_after(self, seconds: float) -> None:
         """OpenAI at the session cap: an ``error`` (``session_expired``), then close 1001."""
@@ -136,6 +146,7 @@ class LoopbackSession:
         """Stop answering: ``close_frame_only`` sends a close frame and keeps TCP open;
         ``silent`` just stops (no data, no pongs). Either way nothing is read any more."""
         self.dead = True
+        self.s.misbehaving.add(self.ws)
         if mode == "close_frame_only":
             self.ws.transport.write(b"\x88\x02" + (1001).to_bytes(2, "big"))
         self.ws.transport.pause_reading()
@@ -328,12 +339,26 @@ class LoopbackSession:
                 {"type": "response.done", "response": _response(response_id, [item], status)}
             )
         if self.s.playout_delay_s is not None and record["audio_ms"]:
-            self.later(self.played_out(response_id, self.s.playout_delay_s))
+            self.playout = self.later(self.played_out(response_id))
 
-    async def played_out(self, response_id: str, delay_s: float) -> None:
-        """The audio finished playing at the caller (SIP and WebRTC sessions only)."""
-        await asyncio.sleep(delay_s)
+    async def played_out(self, response_id: str) -> None:
+        """The output audio buffer ran empty at the caller ``playout_delay_s`` after the last
+        response's ``response.done`` (SIP and WebRTC sessions only): ``stopped`` names the
+        response whose audio played last."""
+        assert self.s.playout_delay_s is not None
+        await asyncio.sleep(self.s.playout_delay_s)
+        self.playing = False
         await self.send({"type": "output_audio_buffer.stopped", "response_id": response_id})
+
+    async def playout_starts(self, response_id: str) -> None:
+        """A response's first audio: the buffer keeps playing (its ``stopped`` is put off), or
+        starts (``output_audio_buffer.started``)."""
+        if self.playout is not None:
+            self.playout.cancel()
+            self.playout = None
+        if not self.playing:
+            self.playing = True
+            await self.send({"type": "output_audio_buffer.started", "response_id": response_id})
 
     async def stream_audio(
         self, response_id: str, item_id: str, audio: bytes, text: str, record: dict[str, Any]
@@ -356,8 +381,7 @@ class LoopbackSession:
                 transcript = {"type": "response.output_audio_transcript.delta", "delta": text}
                 await self.send({**base, **transcript, "content_index": 0})
                 if self.s.playout_delay_s is not None:
-                    started = {"type": "output_audio_buffer.started", "response_id": response_id}
-                    await self.send(started)
+                    await self.playout_starts(response_id)
             await asyncio.sleep(self.s.delta_interval_s)
         await self.send({**base, "type": "response.output_audio.done", "content_index": 0})
         done = {"type": "response.output_audio_transcript.done", "transcript": text}

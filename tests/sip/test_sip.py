@@ -74,11 +74,17 @@ async def sip_server(
             yield Sip(http, api, model, app_settings, app)
 
 
+def generated(model: LoopbackRealtimeServer, responses: int) -> bool:
+    """The first connection has generated ``responses`` responses to the end."""
+    done = [r for c in model.connections[:1] for r in c.responses if "status" in r]
+    return len(done) >= responses
+
+
 async def test_incoming_call_is_accepted_attached_greeted_and_logged(settings) -> None:
     async with sip_server(settings, reply=lambda _: tone(600, 200)) as sip:
         response = await sip.deliver("rtc_one")
         assert response.status_code == 200 and response.json()["status"] == "accepted"
-        await wait_for(lambda: sip.model.connections and sip.model.connections[0].responses)
+        await wait_for(lambda: generated(sip.model, 1))  # the greeting, in full
         (accepted,) = sip.api.of("accept")
         call_id, body = accepted
         assert call_id == "rtc_one" and body["type"] == "realtime"
@@ -223,3 +229,87 @@ async def test_transfer_call_refers_to_an_allowed_destination_only(settings) -> 
 async def test_sip_off_without_a_webhook_secret(live_server) -> None:
     async with live_server() as srv, httpx.AsyncClient(base_url=srv.base_url) as http:
         assert (await http.post("/openai/webhook", content=b"{}")).status_code == 404
+
+
+def hangup_of(log: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(r for r in log if r["event"] == "call.hangup")
+
+
+async def test_the_hang_up_waits_for_openai_to_say_the_goodbye_has_played(settings) -> None:
+    """OpenAI reports ``output_audio_buffer.stopped`` 4 s after the goodbye is generated: the
+    hang-up comes after it, not at the 2 s margin."""
+
+    def script(turn: int) -> tuple[str, dict[str, Any]] | None:
+        return ("end_call", {"reason": "done"}) if turn == 0 else None
+
+    async with sip_server(
+        settings, reply=lambda _: tone(600, 300), tool_call=script, playout_delay_s=4.0
+    ) as sip:
+        await sip.deliver("rtc_heard")
+        log = await sip.ended("rtc_heard")
+        hung_up_at = sip.api.times("hangup")[0]
+        stopped_at = sip.model.connections[0].sent_at("output_audio_buffer.stopped")
+    goodbye_done = [r for r in log if r["event"] == "response.done"][-1]
+    hangup = hangup_of(log)
+    assert hangup["waited_for"] == "output_audio_buffer.stopped"
+    assert hangup["ts"] - goodbye_done["ts"] >= 3.9  # not the 2 s margin
+    assert len(stopped_at) == 1 and stopped_at[0] <= hung_up_at < stopped_at[0] + 0.5
+    assert log[-1]["reason"] == "agent_hangup"
+
+
+async def test_without_playout_events_the_goodbye_gets_the_margin(settings) -> None:
+    def script(turn: int) -> tuple[str, dict[str, Any]] | None:
+        return ("end_call", {"reason": "done"}) if turn == 0 else None
+
+    async with sip_server(settings, reply=lambda _: tone(600, 300), tool_call=script) as sip:
+        await sip.deliver("rtc_margin")
+        log = await sip.ended("rtc_margin")
+    goodbye_done = [r for r in log if r["event"] == "response.done"][-1]
+    hangup = hangup_of(log)
+    assert hangup["waited_for"] == "margin"
+    assert 1.9 <= hangup["ts"] - goodbye_done["ts"] < 2.5
+
+
+async def _watchdog_ending(settings, call_id: str, overrides: dict[str, Any], **loopback: Any):
+    async with sip_server(
+        settings, overrides=overrides, reply=lambda _: tone(600, 300), **loopback
+    ) as sip:
+        await sip.deliver(call_id)
+        log = await sip.ended(call_id)
+        assert [c for c, _ in sip.api.of("hangup")] == [call_id]
+        connection = sip.model.connections[0]
+    goodbye = connection.received("response.create")[-1]["response"]["instructions"]
+    return log, goodbye, connection
+
+
+async def test_a_sip_call_with_nothing_said_ends_after_the_idle_timeout(settings) -> None:
+    log, goodbye, _ = await _watchdog_ending(settings, "rtc_idle", {"idle_timeout": 1.5})
+    requested = next(r for r in log if r["event"] == "hangup.requested")
+    greeting_done = next(r for r in log if r["event"] == "response.done")
+    assert requested["reason"] == "idle_timeout" and requested["by"] == "watchdog"
+    assert 1.5 <= requested["ts"] - greeting_done["ts"] < 2.0
+    assert "Nobody has said anything" in goodbye
+    assert log[-1]["reason"] == "idle_timeout"
+
+
+async def test_a_sip_call_ends_politely_at_max_call_duration(settings) -> None:
+    log, goodbye, _ = await _watchdog_ending(
+        settings, "rtc_long", {"max_call_duration": 2.0, "idle_timeout": 60}
+    )
+    requested = next(r for r in log if r["event"] == "hangup.requested")
+    assert requested["reason"] == "max_duration"
+    assert 2.0 <= requested["ts"] - log[0]["ts"] < 2.6
+    assert "time limit" in goodbye and log[-1]["reason"] == "max_duration"
+
+
+async def test_a_sip_call_ends_politely_before_its_session_cap(settings) -> None:
+    """A new sideband attaches to the same session (same cap), so a SIP call cannot be renewed:
+    it ends with a goodbye within the margin of ``expires_at``, before OpenAI cuts it."""
+    overrides = {"model_renewal_margin": 5.0, "hangup_grace": 1.0, "idle_timeout": 60}
+    log, goodbye, connection = await _watchdog_ending(
+        settings, "rtc_cap", overrides, session_cap_s=8.0
+    )
+    requested = next(r for r in log if r["event"] == "hangup.requested")
+    assert requested["reason"] == "session_cap" and 4.0 <= requested["to_cap"] <= 5.0
+    assert "time limit" in goodbye and log[-1]["reason"] == "session_cap"
+    assert not connection.expired
