@@ -59,12 +59,11 @@ class OutboundAudio:
         self.clears = 0
         self.interruptions = 0
 
-    def new_session(self) -> PhonePlaybackTracker:
-        """A model session is opening: a fresh tracker for it, and marks of the old session's
-        audio no longer reach any tracker."""
-        self.tracker = PhonePlaybackTracker()
+    def new_session(self, tracker: PhonePlaybackTracker) -> None:
+        """A model session takes over the call: ``tracker`` (the one it was opened with) hears
+        of the audio played from now on; marks of the old session's audio reach no tracker."""
+        self.tracker = tracker
         self.generation += 1
-        return self.tracker
 
     @property
     def idle(self) -> bool:

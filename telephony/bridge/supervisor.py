@@ -2,13 +2,15 @@
 reconnect once after a failure, replaying the conversation into each new session.
 
 - **Renewal.** A Realtime session lasts at most an hour (``session.created`` says when it
-  expires; ``MODEL_SESSION_MAX`` when it does not). ``renewal_margin`` before that, at the first
-  quiet moment (nothing playing or held back, no response or tool under way, the caller not
-  speaking), the session is replaced: caller audio is held from that moment, the old session
-  closes, a new one opens with the same agent and settings, the conversation so far is replayed
-  with a note not to greet again, and the held audio goes to the new session. An unplanned
-  ``session_expired`` (a cap we did not know) is handled the same way, at once. Renewals have no
-  budget: they are routine, not failures.
+  expires; ``MODEL_SESSION_MAX`` when it does not). ``renewal_margin`` before that, the next
+  session opens beside the current one (same agent and settings; make before break, so the
+  connect costs the caller nothing), and at the first quiet moment after (nothing playing or
+  held back, no response or tool under way, the caller not speaking) it takes over: caller
+  audio is held from that moment, the conversation so far is replayed into the new session
+  with a note not to greet again, the held audio follows, and the old session closes in the
+  background. An unplanned ``session_expired`` (a cap we did not know, or no quiet moment
+  before it) is handled the same way, at once, with the open spare if there is one. Renewals
+  have no budget: they are routine, not failures.
 - **Failures.** A failed first connect gets one retry. A session that fails mid-call (error,
   close, reset, a send that fails, no pong) is replaced once: the conversation is replayed and
   the agent says sorry and goes on. A second failure ends the call, politely when it can
@@ -42,6 +44,7 @@ from ..observability.call_log import describe_error
 from ..observability.call_metrics import CallMetrics
 from ..observability.recorder import SessionRecorder, Turn
 from .outbound import OutboundAudio
+from .tracker import PhonePlaybackTracker
 
 __all__ = [
     "MODEL_FAILURES",
@@ -64,6 +67,7 @@ RENEWALS = frozenset({"model_renewal", "session_expired"})
 POLITE_ENDINGS = frozenset({"server_shutdown", "max_duration"})  # we hang up: say goodbye
 CHARS_PER_TOKEN = 4
 QUIET_POLL_S = 0.05
+SPARE_RETRY_S = 5.0  # a renewal's failed connect is tried again this often until the cap
 RESUME_INSTRUCTIONS = (
     "The connection to you dropped for a moment and has just been restored. In one short "
     "sentence, say sorry for the interruption, then continue the conversation where it was."
@@ -145,6 +149,10 @@ class SessionSupervisor:
         self._sessions = 0
         self._expires_at = 0.0  # monotonic
         self._expired = False
+        self._call_sid = ""
+        self._spare: RealtimeSession | None = None  # the next session, open, not yet in use
+        self._trackers: dict[RealtimeSession, PhonePlaybackTracker] = {}  # open, not in use
+        self._closing: set[asyncio.Task[None]] = set()
         self.renewals = 0
         self.model_errors = 0
 
@@ -154,56 +162,88 @@ class SessionSupervisor:
         """Run sessions until the model is gone for good (then ``set_reason`` gets why, and the
         caller is told); runs until cancelled otherwise."""
         session = await self._connect(call_sid)
+        try:
+            await self._run(call_sid, host, set_reason, session)
+        finally:
+            if self._spare is not None:
+                await self._close(self._spare)
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def _run(
+        self,
+        call_sid: str,
+        host: SessionHost,
+        set_reason: Callable[[str], None],
+        session: RealtimeSession | None,
+    ) -> None:
+        if session is not None:
+            await self._activate(session)
         while True:
+            spare: RealtimeSession | None = None
+            switch_started = time.monotonic()
             if session is None:
                 reason = "model_connect_failed"
             else:
                 try:
-                    reason = await self._drive(session, host)
-                finally:
+                    reason, spare = await self._drive(session, host)
+                except BaseException:  # the call is over (or cancelled)
                     host.detach()
                     await self._close(session)
-            if reason in RENEWALS:
+                    raise
+                host.detach()
                 switch_started = time.monotonic()
-                session = await self._connect(call_sid)
+                if reason in RENEWALS:  # the old session closes while the new one takes over
+                    self._close_later(session)
+                else:
+                    await self._close(session)
+            if reason in RENEWALS:
+                session = spare or await self._connect(call_sid)
                 if session is not None:
+                    await self._activate(session)
                     await self._replay(session, renewal=reason, since=switch_started)
                     continue
                 reason = "model_connect_failed"
             if self._reconnects_left > 0:
                 self._reconnects_left -= 1
                 self._record("model.reconnecting", after=reason)
-                session = await self._connect(call_sid)
+                session, spare = spare or await self._connect(call_sid), None
                 if session is not None:
+                    await self._activate(session)
                     await self._replay(session)
                     continue
                 reason = "model_connect_failed"
+            if spare is not None:
+                await self._close(spare)
             set_reason(reason)
             await self.apologise(call_sid, reason)
             return
 
-    async def _drive(self, session: RealtimeSession, host: SessionHost) -> str:
+    async def _drive(
+        self, session: RealtimeSession, host: SessionHost
+    ) -> tuple[str, RealtimeSession | None]:
         """Attach ``session`` and pump it until it ends, fails or is due for renewal; returns
-        why it stopped."""
+        why it stopped, and the next session if one was opened for a renewal."""
         try:
             await host.attach(session)
         except Exception as exc:
             self._record("model.error", where="send_audio", error=describe_error(exc))
-            return "model_send_failed"
+            return "model_send_failed", None
         self._expired = False
         self._expires_at = time.monotonic() + self._limits.session_max
         pump = asyncio.create_task(self._pump(session, host), name="model-pump")
-        renewal = asyncio.create_task(self._renewal_point(host), name="model-renewal")
+        renewal = asyncio.create_task(self._renew(), name="model-renewal")
         broken = asyncio.create_task(host.broken.wait(), name="model-broken")
-        tasks = {pump, renewal, broken}
+        quiet = asyncio.create_task(self._quiet_with_spare(host), name="model-quiet")
+        tasks = {pump, renewal, broken, quiet}
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({pump, broken, quiet}, return_when=asyncio.FIRST_COMPLETED)
             if broken in done and pump not in done:  # let the model side say how it ended
                 done |= (await asyncio.wait({pump}, timeout=self._limits.close_timeout))[0]
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        spare, self._spare = self._spare, None
         if pump in done:
             reason = pump.result()  # raises what the host raised: the call is over
         elif broken in done:
@@ -212,7 +252,7 @@ class SessionSupervisor:
             reason = "model_renewal"
         if self._expired and reason in MODEL_FAILURES:
             reason = "session_expired"  # the cap, not a failure
-        return reason
+        return reason, spare
 
     async def _pump(self, session: RealtimeSession, host: SessionHost) -> str:
         """The session's events to the host until the session ends; returns how it ended."""
@@ -240,29 +280,44 @@ class SessionSupervisor:
         elif is_session_expired(raw):
             self._expired = True
 
-    async def _renewal_point(self, host: SessionHost) -> None:
-        """Returns at the first quiet moment once the session is within ``renewal_margin`` of
-        its expiry (if none comes, the cap's ``session_expired`` does the renewal)."""
+    async def _renew(self) -> None:
+        """Once the session is within ``renewal_margin`` of its expiry, open the next one
+        beside it (make before break: the caller keeps the old one while the new one
+        connects); a failed connect is tried again until the cap."""
         while True:
             wait = self._expires_at - self._limits.renewal_margin - time.monotonic()
             if wait <= 0:
                 break
             await asyncio.sleep(min(wait, 1.0))  # session.created may still move it
-        while True:
-            if host.quiet():
-                return
+        call_sid = self._call_sid
+        while self._spare is None:
+            self._spare = await self._connect(call_sid, purpose="renewal")
+            if self._spare is None:
+                await asyncio.sleep(SPARE_RETRY_S)
+
+    async def _quiet_with_spare(self, host: SessionHost) -> None:
+        """Returns at the first quiet moment once the next session is open (if none comes,
+        the cap's ``session_expired`` does the renewal, with the spare if it is open)."""
+        while self._spare is None or not host.quiet():  # noqa: ASYNC110 (quiet() is a poll)
             await asyncio.sleep(QUIET_POLL_S)
 
-    async def _connect(self, call_sid: str) -> RealtimeSession | None:
-        """Open and connect a session (a fresh tracker each time); None if it failed."""
-        self._record("model.connecting", backend=self._backend)
-        tracker = self._outbound.new_session()
+    async def _connect(self, call_sid: str, purpose: str = "call") -> RealtimeSession | None:
+        """Open and connect a session with a fresh tracker (the call is not given to it yet:
+        see :meth:`_activate`); None if it failed."""
+        self._call_sid = call_sid
+        self._record("model.connecting", backend=self._backend, purpose=purpose)
+        tracker = PhonePlaybackTracker()
         t0 = time.monotonic()
+        session: RealtimeSession | None = None
         try:
             context = CallContext(call_sid=call_sid, control=self._control)
             session = await self._open_session(tracker, context)
             async with asyncio.timeout(self._limits.connect_timeout):
                 await session.enter()
+        except asyncio.CancelledError:
+            if session is not None:  # half open: it must not outlive the call
+                self._close_later(session)
+            raise
         except Exception as exc:
             self._record("model.connect_failed", error=describe_error(exc))
             logger.warning("call %s: model connect failed: %s", call_sid, describe_error(exc))
@@ -271,14 +326,26 @@ class SessionSupervisor:
                 self._record("model.reconnecting", after="model_connect_failed")
                 return await self._connect(call_sid)
             return None
+        self._trackers[session] = tracker
+        self._record("model.connected", connect_ms=round((time.monotonic() - t0) * 1000, 1))
+        return session
+
+    async def _activate(self, session: RealtimeSession) -> None:
+        """``session`` takes the call: its tracker hears of the audio played, the model's audio
+        clock restarts, what the old session had under way is forgotten; the first one
+        greets."""
         self._sessions += 1
+        self._outbound.new_session(self._trackers.pop(session))
         self._metrics.session_started()
         self._recorder.session_replaced()
-        self._record("model.connected", connect_ms=round((time.monotonic() - t0) * 1000, 1))
         if self._sessions == 1 and self._greeting:
             await greet(session, self._greeting)
             self._record("greeting.requested", text=self._greeting)
-        return session
+
+    def _close_later(self, session: RealtimeSession) -> None:
+        task = asyncio.create_task(self._close(session), name="model-close")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _replay(
         self, session: RealtimeSession, renewal: str | None = None, since: float = 0.0
@@ -334,6 +401,7 @@ class SessionSupervisor:
             self._record("call.apology", via="failed", reason=reason, error=describe_error(exc))
 
     async def _close(self, session: RealtimeSession) -> None:
+        self._trackers.pop(session, None)
         try:
             async with asyncio.timeout(self._limits.close_timeout):
                 await session.close()

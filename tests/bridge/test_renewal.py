@@ -23,10 +23,10 @@ def replayed_items(connection) -> list[dict]:
 
 
 async def test_a_call_spans_three_session_caps_and_keeps_talking(live_server) -> None:
-    overrides = {"model_renewal_margin": 1.5, "greeting": "Hello there."}
+    overrides = {"model_renewal_margin": 1.2, "greeting": "Hello there."}
     async with live_server(
         overrides=overrides,
-        session_cap_s=3.0,
+        session_cap_s=4.0,
         reply=lambda _: tone(600, 500),
         transcript=lambda n: f"caller says {n}",
         reply_text=lambda n: f"agent answers {n}",
