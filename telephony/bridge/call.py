@@ -52,6 +52,7 @@ __all__ = ["Admit", "MediaStreamCall", "TwilioSocket"]
 
 logger = logging.getLogger("telephony.bridge")
 HELD_MAX_FRAMES = 1500  # 30 s of caller audio held while a session is replaced
+PREROLL_FRAMES = 15  # the last 300 ms the old session heard, heard again by the next one
 
 
 class _CallEnded(Exception):
@@ -120,7 +121,6 @@ class MediaStreamCall:
             self._limits,
             self._record,
             self._recorder,
-            self.metrics,
             self.out,
             self.control,
             greeting=features.greeting,
@@ -133,6 +133,7 @@ class MediaStreamCall:
         self._first_attach = asyncio.Event()
         self._target: RealtimeSession | None = None  # where caller audio goes
         self._held: deque[bytes] = deque()  # caller audio while no session takes it
+        self._recent: deque[bytes] = deque(maxlen=PREROLL_FRAMES)  # sent to the session
         self.held_dropped = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -227,6 +228,7 @@ class MediaStreamCall:
     async def attach(self, session: RealtimeSession) -> None:
         """Caller audio goes to ``session`` from now on, the audio held meanwhile first."""
         self.control.session = session
+        self.metrics.session_started(self.metrics.frames - len(self._held))
         while self._held:
             pcm = self._held.popleft()
             try:
@@ -234,13 +236,20 @@ class MediaStreamCall:
             except Exception:
                 self._held.appendleft(pcm)
                 raise
+            self._recent.append(pcm)
         self._target = session
         self.broken.clear()
         self._first_attach.set()
 
     def detach(self) -> None:
-        """Hold caller audio until a session is attached again."""
+        """Hold caller audio until a session is attached again. The last ``PREROLL_FRAMES``
+        the old session heard go first: a speech onset its VAD had not reported yet (or a
+        dying session never processed) reaches the next session whole."""
+        if self._target is None:
+            return
         self._target = None
+        self._held.extendleft(reversed(self._recent))
+        self._recent.clear()
 
     async def on_model_event(self, event: Any) -> None:
         await self.out.on_session_event(event)
@@ -321,11 +330,13 @@ class MediaStreamCall:
                 try:
                     await target.send_audio(pcm)
                 except Exception as exc:
-                    self._hold(pcm)
                     if self._target is target:
                         self._record("model.error", where="send_audio", error=describe_error(exc))
-                        self._target = None
+                        self.detach()
                         self.broken.set()
+                    self._hold(pcm)
+                    continue
+                self._recent.append(pcm)
             elif isinstance(message, Mark):
                 self.out.on_mark_echo(message.name)
             elif isinstance(message, Dtmf):

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agents.realtime import RealtimePlaybackTracker, RealtimeSession
@@ -41,7 +42,6 @@ from ..agent.sessions import (
 from ..agent.tools import CallContext, CallControl
 from ..config import CallLimits
 from ..observability.call_log import describe_error
-from ..observability.call_metrics import CallMetrics
 from ..observability.recorder import SessionRecorder, Turn
 from .outbound import OutboundAudio
 from .tracker import PhonePlaybackTracker
@@ -90,7 +90,8 @@ class SessionHost(Protocol):
         ...
 
     def detach(self) -> None:
-        """Hold caller audio from now on (a session is being replaced)."""
+        """Hold caller audio from now on (a session is being replaced); the next session
+        hears the last moments the old one heard again, then the held audio."""
         ...
 
     async def on_model_event(self, event: Any) -> None:
@@ -110,7 +111,6 @@ class SessionSupervisor:
         limits: connect and close timeouts, session life, renewal margin, history to replay.
         record: writes a call-log record.
         recorder: the session recorder (the conversation so far, what is under way).
-        metrics: the call's metrics (a new session restarts the model's audio clock).
         outbound: the call's outbound audio (a new tracker per session).
         control: what the agent's tools act on.
         greeting: said by the agent on the first session ('' for none).
@@ -126,7 +126,6 @@ class SessionSupervisor:
         limits: CallLimits,
         record: Callable[..., Any],
         recorder: SessionRecorder,
-        metrics: CallMetrics,
         outbound: OutboundAudio,
         control: CallControl,
         *,
@@ -139,7 +138,6 @@ class SessionSupervisor:
         self._limits = limits
         self._record = record
         self._recorder = recorder
-        self._metrics = metrics
         self._outbound = outbound
         self._control = control
         self._greeting = greeting
@@ -153,6 +151,10 @@ class SessionSupervisor:
         self._spare: RealtimeSession | None = None  # the next session, open, not yet in use
         self._trackers: dict[RealtimeSession, PhonePlaybackTracker] = {}  # open, not in use
         self._closing: set[asyncio.Task[None]] = set()
+        self._primed: dict[RealtimeSession, _Primed] = {}  # replayed into, not yet in use
+        self._item_ids = 0
+        self._renewed: dict[str, Any] | None = None  # a renewal's record, until it has the call
+        self._switch_started = 0.0
         self.renewals = 0
         self.model_errors = 0
 
@@ -200,7 +202,8 @@ class SessionSupervisor:
                 session = spare or await self._connect(call_sid)
                 if session is not None:
                     await self._activate(session)
-                    await self._replay(session, renewal=reason, since=switch_started)
+                    await self._replay(session, renewal=reason)
+                    self._switch_started = switch_started
                     continue
                 reason = "model_connect_failed"
             if self._reconnects_left > 0:
@@ -228,6 +231,10 @@ class SessionSupervisor:
         except Exception as exc:
             self._record("model.error", where="send_audio", error=describe_error(exc))
             return "model_send_failed", None
+        if self._renewed is not None:  # the caller's audio flows again: the switch is over
+            held_ms = round((time.monotonic() - self._switch_started) * 1000, 1)
+            self._record("model.renewed", **self._renewed, switch_ms=held_ms)
+            self._renewed = None
         self._expired = False
         self._expires_at = time.monotonic() + self._limits.session_max
         pump = asyncio.create_task(self._pump(session, host), name="model-pump")
@@ -290,10 +297,21 @@ class SessionSupervisor:
                 break
             await asyncio.sleep(min(wait, 1.0))  # session.created may still move it
         call_sid = self._call_sid
-        while self._spare is None:
-            self._spare = await self._connect(call_sid, purpose="renewal")
-            if self._spare is None:
-                await asyncio.sleep(SPARE_RETRY_S)
+        while True:
+            spare = await self._connect(call_sid, purpose="renewal")
+            if spare is not None:
+                break
+            await asyncio.sleep(SPARE_RETRY_S)
+        try:
+            await self._prime(spare)
+        except Exception as exc:  # it is not fit to take the call
+            self._record("model.error", where="prime", error=describe_error(exc))
+            self._close_later(spare)
+            return
+        except asyncio.CancelledError:
+            self._close_later(spare)
+            raise
+        self._spare = spare
 
     async def _quiet_with_spare(self, host: SessionHost) -> None:
         """Returns at the first quiet moment once the next session is open (if none comes,
@@ -331,12 +349,10 @@ class SessionSupervisor:
         return session
 
     async def _activate(self, session: RealtimeSession) -> None:
-        """``session`` takes the call: its tracker hears of the audio played, the model's audio
-        clock restarts, what the old session had under way is forgotten; the first one
-        greets."""
+        """``session`` takes the call: its tracker hears of the audio played, what the old
+        session had under way is forgotten; the first one greets."""
         self._sessions += 1
         self._outbound.new_session(self._trackers.pop(session))
-        self._metrics.session_started()
         self._recorder.session_replaced()
         if self._sessions == 1 and self._greeting:
             await greet(session, self._greeting)
@@ -347,45 +363,72 @@ class SessionSupervisor:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _replay(
-        self, session: RealtimeSession, renewal: str | None = None, since: float = 0.0
-    ) -> None:
-        """Give a new session the conversation so far (the newest turns within the history
-        budget). After a failure the agent is asked to apologise and go on; after a renewal it
-        is told to carry on unnoticed."""
-        turns, left_out = self._recorder.conversation.newest(
-            self._limits.history_tokens * CHARS_PER_TOKEN
+    async def _prime(self, session: RealtimeSession) -> None:
+        """Replay the conversation so far into a session opened for a renewal, before it takes
+        the call (the switch then replays only what was said since)."""
+        total = self._recorder.conversation.total
+        turns, left_out, items = await self._send_history(session, renewal=True)
+        self._primed[session] = _Primed(
+            total, len(turns), left_out, items, sum(t.chars for t in turns)
         )
+
+    async def _send_history(
+        self, session: RealtimeSession, renewal: bool, turns: list[Turn] | None = None
+    ) -> tuple[list[Turn], int, int]:
+        """Send ``turns`` (default: the newest within the history budget, after a note not to
+        greet when ``renewal``) as conversation items; returns the turns, how many older ones
+        were left out, and the items sent."""
+        left_out = 0
         items: list[dict[str, Any]] = []
-        if renewal:
-            note = RENEWAL_NOTE
-            if left_out:
-                note += f" {left_out} earlier turns of this call are not repeated here."
-            items.append(_message("system", note))
-        for n, turn in enumerate(turns):
-            items += _items(turn, f"call_replay_{self._sessions}_{n}")
+        if turns is None:
+            turns, left_out = self._recorder.conversation.newest(
+                self._limits.history_tokens * CHARS_PER_TOKEN
+            )
+            if renewal:
+                note = RENEWAL_NOTE
+                if left_out:
+                    note += f" {left_out} earlier turns of this call are not repeated here."
+                items.append(_message("system", note))
+        for turn in turns:
+            self._item_ids += 1
+            items += _items(turn, f"call_replay_{self._item_ids}")
         for item in items:
             await session.model.send_event(
                 RealtimeModelSendRawMessage(
                     message={"type": "conversation.item.create", "other_data": {"item": item}}
                 )
             )
-        chars = sum(t.chars for t in turns)
+        return turns, left_out, len(items)
+
+    async def _replay(self, session: RealtimeSession, renewal: str | None = None) -> None:
+        """Give a new session the conversation so far (the newest turns within the history
+        budget; for a session primed while the old one still ran, what was said since). After
+        a failure the agent is asked to apologise and go on; after a renewal it is told to
+        carry on unnoticed."""
+        primed = self._primed.pop(session, None)
+        if primed is None:
+            turns, left_out, items = await self._send_history(session, renewal=bool(renewal))
+            primed = _Primed(0, 0, left_out, 0, 0)
+        else:
+            later = self._recorder.conversation.since(primed.total)
+            turns, _, items = await self._send_history(session, renewal=False, turns=later)
+        replayed = primed.turns + len(turns)
+        items += primed.items
+        chars = primed.chars + sum(t.chars for t in turns)
         if renewal:
             self.renewals += 1
-            self._record(
-                "model.renewed",
-                after="planned" if renewal == "model_renewal" else renewal,
-                renewal=self.renewals,
-                turns_replayed=len(turns),
-                turns_left_out=left_out,
-                items=len(items),
-                chars=chars,
-                switch_ms=round((time.monotonic() - since) * 1000, 1),
-            )
+            self._renewed = {  # recorded once the session has the call
+                "after": "planned" if renewal == "model_renewal" else renewal,
+                "renewal": self.renewals,
+                "turns_replayed": replayed,
+                "turns_at_switch": len(turns),
+                "turns_left_out": primed.left_out,
+                "items": items,
+                "chars": chars,
+            }
             return
         await create_response(session, RESUME_INSTRUCTIONS)
-        self._record("model.replayed", items=len(items), turns_left_out=left_out, chars=chars)
+        self._record("model.replayed", items=items, turns_left_out=primed.left_out, chars=chars)
 
     async def apologise(self, call_sid: str, reason: str) -> None:
         """We are ending the call (model gone, shutdown, time limit): tell the caller if we
@@ -402,6 +445,7 @@ class SessionSupervisor:
 
     async def _close(self, session: RealtimeSession) -> None:
         self._trackers.pop(session, None)
+        self._primed.pop(session, None)
         try:
             async with asyncio.timeout(self._limits.close_timeout):
                 await session.close()
@@ -409,6 +453,17 @@ class SessionSupervisor:
             self._record("model.close_timeout", timeout_s=self._limits.close_timeout)
         except Exception as exc:
             self._record("model.close_error", error=describe_error(exc))
+
+
+@dataclass(frozen=True)
+class _Primed:
+    """What was replayed into a session before it took the call."""
+
+    total: int  # the conversation's turns (ever) when it was replayed
+    turns: int
+    left_out: int
+    items: int
+    chars: int
 
 
 def _message(role: str, text: str) -> dict[str, Any]:

@@ -83,9 +83,16 @@ class CallMetrics:
                 for _ in range(frames):
                     self._on_frame("out", seconds / frames)
 
-    def session_started(self) -> None:
-        """A (re)connected model session starts its audio clock at the next caller frame."""
-        self._session_first_frame = self._frames
+    @property
+    def frames(self) -> int:
+        """Caller frames forwarded so far."""
+        return self._frames
+
+    def session_started(self, first_frame: int | None = None) -> None:
+        """A model session took the call: its audio clock starts at caller frame
+        ``first_frame`` (0-based; default: the next frame). Held or replayed caller audio
+        makes it earlier than the next."""
+        self._session_first_frame = self._frames if first_frame is None else first_frame
 
     def _arrival_of(self, audio_ms: int | float | None) -> float | None:
         if audio_ms is None or not self._arrivals:

@@ -20,6 +20,7 @@ from typing import Any
 __all__ = ["Conversation", "SessionRecorder", "Turn"]
 
 KEPT_CHARS = 200_000  # about 50k tokens: more than any replay takes; memory stays flat
+SETTLE_S = 3.0  # a caller's turn settles (reply begun, transcript in) within this, or never
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,16 @@ class Conversation:
         chosen.reverse()
         return chosen, self.dropped + len(self._turns) - len(chosen)
 
+    @property
+    def total(self) -> int:
+        """Turns ever added (kept or dropped)."""
+        return self.dropped + len(self._turns)
+
+    def since(self, total: int) -> list[Turn]:
+        """The turns added after the first ``total`` (those still kept), oldest first."""
+        count = min(len(self._turns), max(0, self.total - total))
+        return list(self._turns)[len(self._turns) - count :] if count else []
+
     def __len__(self) -> int:
         return len(self._turns)
 
@@ -99,6 +110,10 @@ class SessionRecorder:
         self.last_response_id: str | None = None
         self.played_out: deque[str] = deque(maxlen=8)  # response_ids of stopped, newest last
         self.last_activity = time.monotonic()  # anything said, or done, by either side
+        # the caller's last turn ended (speech_stopped) and is settling: its reply has not begun
+        # or its transcript is not in yet
+        self._settling_since: float | None = None
+        self._reply_begun = self._transcribed = False
         self._agent_parts: dict[str, list[str]] = {}
 
     def on_event(self, event: Any) -> None:
@@ -118,8 +133,13 @@ class SessionRecorder:
         elif kind == "handoff":
             self._record("handoff", from_agent=event.from_agent.name, to_agent=event.to_agent.name)
         elif kind == "error":
-            self.model_errors += 1
-            self._record("model.error", where="event", error=str(event.error)[:500])
+            error = event.error
+            code = error.get("code") if isinstance(error, dict) else getattr(error, "code", None)
+            if code == "session_expired":  # the session's cap: a renewal follows, not a failure
+                self._record("model.session_expired")
+            else:
+                self.model_errors += 1
+                self._record("model.error", where="event", error=str(error)[:500])
         elif kind == "audio_end":
             self.agent_said(event.item_id)
         elif kind == "raw_model_event":
@@ -130,12 +150,14 @@ class SessionRecorder:
         if kind not in ("raw_server_event", "usage"):
             self.last_activity = time.monotonic()
         if kind == "input_audio_transcription_completed":
+            self._transcribed = True
             self._record("transcript.caller", item_id=data.item_id, text=data.transcript)
             if data.transcript:
                 self.conversation.add(Turn("user", data.transcript))
         elif kind == "transcript_delta":
             self._agent_parts.setdefault(data.item_id, []).append(data.delta)
         elif kind == "turn_started":
+            self._reply_begun = True
             self.responses_started += 1
             self.last_response_id = data.response_id
             self._record("response.started", response_id=data.response_id)
@@ -154,12 +176,15 @@ class SessionRecorder:
                 if self._on_vad:
                     self._on_vad("speech_started", at)
             elif server_type == "input_audio_buffer.speech_stopped":
-                self.last_activity = time.monotonic()
+                self.last_activity = self._settling_since = time.monotonic()
+                self._reply_begun = self._transcribed = False
                 self.caller_speaking = False
                 at = data.data.get("audio_end_ms")
                 self._record("speech.stopped", audio_end_ms=at)
                 if self._on_vad:
                     self._on_vad("speech_stopped", at)
+            elif server_type == "conversation.item.input_audio_transcription.failed":
+                self._transcribed = True
             elif server_type is not None and server_type.startswith("output_audio_buffer."):
                 self._on_playout(server_type, data.data.get("response_id"))
         elif kind == "usage":
@@ -191,14 +216,24 @@ class SessionRecorder:
 
     @property
     def busy(self) -> bool:
-        """A response or a tool is under way, the caller is speaking, or the agent's audio is
-        still playing (where the session reports it)."""
+        """A response or a tool is under way, the caller is speaking or their turn is still
+        settling (its reply not begun or its transcript not in, for up to ``SETTLE_S``), or
+        the agent's audio is still playing (where the session reports it)."""
         return (
             self.responses_ended < self.responses_started
             or self.tools_running > 0
             or self.caller_speaking
+            or self.settling
             or self.playing
         )
+
+    @property
+    def settling(self) -> bool:
+        """The caller's last turn ended less than ``SETTLE_S`` ago and its reply has not begun
+        or its transcript is not in (the model answers every turn: server VAD)."""
+        if self._settling_since is None or (self._reply_begun and self._transcribed):
+            return False
+        return time.monotonic() - self._settling_since < SETTLE_S
 
     def session_replaced(self) -> None:
         """A new session starts: what the old one had under way will not finish."""
@@ -206,6 +241,7 @@ class SessionRecorder:
         self.tools_running = 0
         self.caller_speaking = False
         self.playing = False
+        self._settling_since = None
         for item_id in list(self._agent_parts):  # what was said of it was said
             self.agent_said(item_id)
 

@@ -52,6 +52,8 @@ class LoopbackRealtimeServer:
             when a response's audio begins playing with none playing, ``stopped`` this long
             after the last response's ``response.done`` (its audio finished playing at the
             caller); None: neither.
+        keep_audio: keep the caller audio each connection received (False: count it only, for
+            hours-long benchmark calls).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class LoopbackRealtimeServer:
         session_cap_s: float | None = None,
         announce_expiry: bool = True,
         playout_delay_s: float | None = None,
+        keep_audio: bool = True,
     ) -> None:
         self.reply = reply or (lambda _turn: tone(600.0, 1000.0))
         self.chunk_ms = chunk_ms
@@ -84,6 +87,7 @@ class LoopbackRealtimeServer:
         self.session_cap_s = session_cap_s
         self.announce_expiry = announce_expiry
         self.playout_delay_s = playout_delay_s
+        self.keep_audio = keep_audio
         # fail_rule(n) -> "close_frame_only" | "silent" | None: connection n misbehaves when a
         # reply is first due (at its first speech_stopped) instead of answering: it sends a
         # close frame but keeps TCP open, or it goes silent (no data, no pongs)

@@ -45,7 +45,8 @@ class RealtimeConnection:
     path: str
     headers: dict[str, str]
     events: list[dict[str, Any]] = field(default_factory=list)
-    audio: bytearray = field(default_factory=bytearray)
+    audio: bytearray = field(default_factory=bytearray)  # unless the server's keep_audio=False
+    audio_bytes: int = 0  # received, kept or not
     truncations: list[dict[str, Any]] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)
     speech_started_ms: list[int] = field(default_factory=list)
@@ -60,7 +61,7 @@ class RealtimeConnection:
 
     @property
     def audio_ms(self) -> float:
-        return len(self.audio) / BYTES_PER_MS
+        return self.audio_bytes / BYTES_PER_MS
 
     def received(self, event_type: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("type") == event_type]
@@ -175,7 +176,9 @@ class LoopbackSession:
         kind = event.get("type")
         if kind == "input_audio_buffer.append":
             chunk = base64.b64decode(event.get("audio", ""))
-            self.conn.audio += chunk
+            self.conn.audio_bytes += len(chunk)
+            if self.s.keep_audio:
+                self.conn.audio += chunk
             if self.conn.drop_code is not None and self.conn.audio_ms >= self.s.drop_after_ms:
                 code, self.conn.drop_code = self.conn.drop_code, None
                 # close from another task: this loop must keep reading, or the client's close
