@@ -4,7 +4,7 @@ Knows nothing of Twilio or OpenAI: bytes in, bytes out. Formats: μ-law is one b
 8 kHz; pcm16 is 16-bit signed little-endian mono.
 """
 
-from .g711 import ULAW_SILENCE, ulaw_decode, ulaw_encode
+from .g711 import ULAW_SILENCE, quiet_codes, ulaw_decode, ulaw_encode
 from .resample import GROUP_DELAY_MS, Downsampler3, Upsampler3
 from .transcoder import FRAME_BYTES, CallerToModel, Framer, ModelToCaller
 
@@ -17,6 +17,7 @@ __all__ = [
     "Framer",
     "ModelToCaller",
     "Upsampler3",
+    "quiet_codes",
     "ulaw_decode",
     "ulaw_encode",
 ]

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ULAW_DECODE_TABLE", "ULAW_ENCODE_TABLE", "ULAW_SILENCE", "ulaw_decode", "ulaw_encode"]
+__all__ = [
+    "ULAW_DECODE_TABLE",
+    "ULAW_ENCODE_TABLE",
+    "ULAW_SILENCE",
+    "quiet_codes",
+    "ulaw_decode",
+    "ulaw_encode",
+]
 
 ULAW_SILENCE = 0xFF
 """The μ-law code Twilio sends for digital silence (decodes to 0)."""
@@ -74,3 +81,10 @@ def ulaw_encode(pcm16: bytes) -> bytes:
         raise ValueError(f"pcm16 needs an even byte count, got {len(pcm16)}")
     samples = np.frombuffer(pcm16, dtype="<u2")
     return ULAW_ENCODE_TABLE[samples].tobytes()
+
+
+def quiet_codes(peak: int) -> bytes:
+    """The μ-law codes whose linear value (G.191 expansion) is below ``peak`` in magnitude
+    (pcm16 units, 0..32767), for a loudness test without decoding:
+    ``frame.translate(None, quiet) != b""`` is true when any sample reaches ``peak``."""
+    return bytes(c for c in range(256) if abs(int(ULAW_DECODE_TABLE[c])) < peak)

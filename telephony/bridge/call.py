@@ -53,6 +53,8 @@ __all__ = ["Admit", "MediaStreamCall", "TwilioSocket"]
 logger = logging.getLogger("telephony.bridge")
 HELD_MAX_FRAMES = 1500  # 30 s of caller audio held while a session is replaced
 PREROLL_FRAMES = 15  # the last 300 ms the old session heard, heard again by the next one
+END_SLACK_FRAMES = 3  # a loud frame this close to the model's end of speech is part of it
+UNHEARD_LOUD_S = 2.0  # loud audio the model never called speech (noise, echo) blocks no longer
 
 
 class _CallEnded(Exception):
@@ -257,8 +259,24 @@ class MediaStreamCall:
 
     def quiet(self) -> bool:
         """Nothing is playing or held back, no response or tool is under way, the caller is
-        not speaking, and no hang-up or transfer is pending."""
-        return self.out.idle and not self._recorder.busy and not self.control.busy
+        not speaking (by the model's VAD, and by our own ear: see :meth:`_caller_done`), and
+        no hang-up or transfer is pending."""
+        return (
+            self.out.idle
+            and not self._recorder.busy
+            and not self.control.busy
+            and self._caller_done()
+        )
+
+    def _caller_done(self) -> bool:
+        """Every loud caller frame sent so far is behind the model's last reported end of
+        speech, or older than ``UNHEARD_LOUD_S``. The model's VAD events trail the audio (its
+        hangover, the network, our own event loop): a switch in that window would leave the
+        start of a turn with the old session."""
+        loud = self.inbound.last_loud_frame
+        if loud < 0 or loud <= self.metrics.speech_end_frame + END_SLACK_FRAMES:
+            return True
+        return time.monotonic() - self.inbound.last_loud_at >= UNHEARD_LOUD_S
 
     def _hold(self, pcm: bytes) -> None:
         if len(self._held) >= HELD_MAX_FRAMES:

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..audio import CallerToModel
+from ..audio import CallerToModel, quiet_codes
 from ..observability.call_metrics import CallMetrics
 from ..twilio.media_stream import Connected, Dtmf, Mark, Media, ProtocolError, Start, Stop
 
@@ -33,6 +33,8 @@ ERROR_WINDOW_S = 10.0
 LOGGED_ERRORS = 20
 MAX_PAYLOAD_BYTES = 1600  # 200 ms of μ-law; Twilio sends 160
 MAX_SEQUENCE_JUMP = 10_000  # a jump beyond this is not a lost packet but a forged counter
+LOUD_PEAK = 1000  # pcm16 units (about -30 dBFS): a frame reaching it may be speech
+_QUIET = quiet_codes(LOUD_PEAK)
 
 
 class InboundAudio:
@@ -54,6 +56,8 @@ class InboundAudio:
         self.stream_sid: str | None = None
         self.last_sequence = 0
         self.frames_in = 0
+        self.last_loud_frame = -1  # index of the last frame with a sample reaching LOUD_PEAK
+        self.last_loud_at = 0.0  # when it arrived (time.monotonic())
         self.bytes_in = 0
         self.protocol_errors = 0
         self.dropped_ms = 0.0
@@ -100,7 +104,8 @@ class InboundAudio:
         when it arrived ahead of real time and was dropped.
 
         ``now`` is when it arrived (``time.monotonic()``); ``t0`` when its parsing began
-        (``time.perf_counter()``), for the per-frame CPU figure.
+        (``time.perf_counter()``), for the per-frame CPU figure. A frame with a sample reaching
+        ``LOUD_PEAK`` sets :attr:`last_loud_frame` and :attr:`last_loud_at`.
         """
         frame_ms = len(ulaw) / 8
         if self._first_at is None:
@@ -114,6 +119,9 @@ class InboundAudio:
         self._accepted_ms += frame_ms
         self._metrics.frame_arrived(now)
         self.frames_in += 1
+        if ulaw.translate(None, _QUIET):  # some sample reaches LOUD_PEAK
+            self.last_loud_frame = self.frames_in - 1
+            self.last_loud_at = now
         self.bytes_in += len(ulaw)
         if self.frames_in % COUNTER_EVERY_FRAMES == 0:
             self._record(

@@ -55,6 +55,7 @@ class CallMetrics:
         self._arrivals: deque[float] = deque(maxlen=ARRIVALS_KEPT)  # recent caller frames
         self._frames = 0  # caller frames so far
         self._session_first_frame = 0  # index of the first frame the current session heard
+        self.speech_end_frame = -1  # caller frame at the model's last reported end of speech
         self._speech_end: float | None = None  # pending end of speech, not yet answered
         self._speech_start: float | None = None  # pending start of speech, not yet cleared
         self._item_delta_at: dict[str, float] = {}
@@ -107,6 +108,8 @@ class CallMetrics:
 
     def speech_stopped(self, audio_ms: int | None) -> None:
         self._speech_end = self._arrival_of(audio_ms)
+        if audio_ms is not None:
+            self.speech_end_frame = self._session_first_frame + int(audio_ms) // FRAME_MS
 
     def model_delta(self, item_id: str, now: float) -> None:
         self._item_delta_at.setdefault(item_id, now)

@@ -226,3 +226,17 @@ def test_framer_cuts_and_pads() -> None:
     last = framer.flush()
     assert len(last) == 1 and len(last[0]) == FRAME_BYTES and last[0].endswith(b"\xff" * 80)
     assert framer.flush() == []
+
+
+def test_quiet_codes_split_the_codes_at_the_peak() -> None:
+    """``frame.translate(None, quiet_codes(p))`` is empty exactly when no sample reaches p."""
+    from telephony.audio import quiet_codes, ulaw_decode
+
+    quiet = quiet_codes(1000)
+    levels = np.abs(np.frombuffer(ulaw_decode(bytes(range(256))), dtype="<i2").astype(int))
+    assert sorted(quiet) == [c for c in range(256) if levels[c] < 1000]
+    assert 0 < len(quiet) < 256
+    silence = ulaw_encode(np.zeros(160, dtype="<i2").tobytes())
+    just_loud = ulaw_encode(np.full(160, 1100, dtype="<i2").tobytes())
+    assert silence.translate(None, quiet) == b""
+    assert just_loud.translate(None, quiet) != b""

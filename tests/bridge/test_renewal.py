@@ -135,3 +135,31 @@ def test_history_replay_keeps_the_newest_turns_whole_within_the_budget() -> None
     assert [t.text[:7] for t in turns] == [f"turn {n:02d}" for n in range(50, 60)]
     assert left_out == 50 and sum(t.chars for t in turns) <= 300
     assert np.all(np.diff([int(t.text[5:7]) for t in turns]) == 1)  # in order, none skipped
+
+
+async def test_no_switch_while_the_model_has_not_yet_heard_the_caller_start(live_server) -> None:
+    """The model reports speech 800 ms after it starts (its VAD and the network trail the
+    audio). A switch in that window would leave the start of the turn with the old session
+    (the new one hears only the last 300 ms again); our own ear on the caller audio holds the
+    switch until the model has reported the end of every loud frame."""
+    utterance_ms, pause_s = 1200, 1.0
+    script = SILENCE * 2000 + b"".join(
+        ulaw_tone(500, utterance_ms / 1000) + SILENCE * int(8000 * pause_s) for _ in range(7)
+    )
+    async with live_server(
+        overrides={"model_renewal_margin": 1.5, "greeting": ""},
+        session_cap_s=3.0,
+        speech_start_ms=800,
+        reply=lambda _: tone(600, 150),
+    ) as srv:
+        result = await srv.call(script, tail_s=1.0)
+        log = await final_log(srv, result.call_sid)
+    assert len(events(log, "model.renewed")) >= 3
+    # each utterance was heard whole by one session and answered once
+    spans = [
+        stop - start
+        for c in srv.model.connections
+        for start, stop in zip(c.speech_started_ms, c.speech_stopped_ms, strict=False)
+    ]
+    assert len(spans) == 7 and all(abs(s - utterance_ms) <= 60 for s in spans), spans
+    assert len(events(log, "response.done")) == 7
