@@ -44,6 +44,7 @@ async def test_a_call_spans_three_session_caps_and_keeps_talking(live_server) ->
     connections = srv.model.connections
     assert len(connections) == len(renewed) + 1
     assert not any(c.expired for c in connections)  # no session ever reached its cap
+    assert not events(log, "call.apology") and not events(log, "model.reconnecting")
     # the greeting once; no apology, no greeting, no response asked of a renewed session
     assert len(connections[0].received("response.create")) == 1
     assert all(not c.received("response.create") for c in connections[1:])
