@@ -243,15 +243,17 @@ class MediaStreamCall:
         self.broken.clear()
         self._first_attach.set()
 
-    def detach(self) -> None:
+    def detach(self) -> bool:
         """Hold caller audio until a session is attached again. The last ``PREROLL_FRAMES``
         the old session heard go first: a speech onset its VAD had not reported yet (or a
-        dying session never processed) reaches the next session whole."""
+        dying session never processed) reaches the next session whole. False if it was
+        already held."""
         if self._target is None:
-            return
+            return False
         self._target = None
         self._held.extendleft(reversed(self._recent))
         self._recent.clear()
+        return True
 
     async def on_model_event(self, event: Any) -> None:
         await self.out.on_session_event(event)

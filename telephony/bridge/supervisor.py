@@ -67,6 +67,7 @@ RENEWALS = frozenset({"model_renewal", "session_expired"})
 POLITE_ENDINGS = frozenset({"server_shutdown", "max_duration"})  # we hang up: say goodbye
 CHARS_PER_TOKEN = 4
 QUIET_POLL_S = 0.05
+HISTORY_BATCH = 25  # replayed items sent between two turns of the event loop
 SPARE_RETRY_S = 5.0  # a renewal's failed connect is tried again this often until the cap
 RESUME_INSTRUCTIONS = (
     "The connection to you dropped for a moment and has just been restored. In one short "
@@ -89,9 +90,10 @@ class SessionHost(Protocol):
         fails."""
         ...
 
-    def detach(self) -> None:
+    def detach(self) -> bool:
         """Hold caller audio from now on (a session is being replaced); the next session
-        hears the last moments the old one heard again, then the held audio."""
+        hears the last moments the old one heard again, then the held audio. False if it was
+        already held."""
         ...
 
     async def on_model_event(self, event: Any) -> None:
@@ -192,8 +194,10 @@ class SessionSupervisor:
                     host.detach()
                     await self._close(session)
                     raise
-                host.detach()
-                switch_started = time.monotonic()
+                if host.detach():
+                    switch_started = time.monotonic()
+                else:  # held since the quiet moment
+                    switch_started = self._switch_started
                 if reason in RENEWALS:  # the old session closes while the new one takes over
                     self._close_later(session)
                 else:
@@ -314,10 +318,18 @@ class SessionSupervisor:
         self._spare = spare
 
     async def _quiet_with_spare(self, host: SessionHost) -> None:
-        """Returns at the first quiet moment once the next session is open (if none comes,
-        the cap's ``session_expired`` does the renewal, with the spare if it is open)."""
+        """Returns at the first quiet moment once the next session is open, with caller audio
+        held from that moment (if none comes, the cap's ``session_expired`` does the renewal,
+        with the spare if it is open).
+
+        The hold starts in the same step as the ``quiet()`` that allowed it: frames already
+        waiting in the socket (after the event loop was busy) would otherwise reach the old
+        session while the switch is under way, and a turn the caller starts in them would be
+        heard by a session about to close."""
         while self._spare is None or not host.quiet():  # noqa: ASYNC110 (quiet() is a poll)
             await asyncio.sleep(QUIET_POLL_S)
+        host.detach()
+        self._switch_started = time.monotonic()
 
     async def _connect(self, call_sid: str, purpose: str = "call") -> RealtimeSession | None:
         """Open and connect a session with a fresh tracker (the call is not given to it yet:
@@ -392,7 +404,9 @@ class SessionSupervisor:
         for turn in turns:
             self._item_ids += 1
             items += _items(turn, f"call_replay_{self._item_ids}")
-        for item in items:
+        for n, item in enumerate(items, 1):
+            if n % HISTORY_BATCH == 0:
+                await asyncio.sleep(0)  # other calls' audio moves between batches
             await session.model.send_event(
                 RealtimeModelSendRawMessage(
                     message={"type": "conversation.item.create", "other_data": {"item": item}}

@@ -4,12 +4,15 @@ about a second, with the loopback model playing OpenAI's behaviour at each."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import numpy as np
 from audio_checks import ulaw_tone
 from helpers import SILENCE, events, final_log
 
+from telephony.bridge.supervisor import SessionSupervisor
+from telephony.config import CallLimits
 from telephony.testing import tone
 
 PAUSE = SILENCE * 8000 * 2  # 2 s
@@ -164,3 +167,38 @@ async def test_no_switch_while_the_model_has_not_yet_heard_the_caller_start(live
     ]
     assert len(spans) == 7 and all(abs(s - utterance_ms) <= 60 for s in spans), spans
     assert len(events(log, "response.done")) == 7
+
+
+async def test_caller_audio_is_held_from_the_quiet_moment_that_allows_a_switch() -> None:
+    """When the event loop was busy, caller frames wait in the socket; the caller pump may
+    forward them all in the next turn of the loop. Had the switch been decided on a stale
+    quiet() and the audio held only later, a turn the caller started in those frames went to
+    the old session, which then closed with it unanswered (bench/renewal.py lost 187 of 1081
+    replies that way)."""
+    waiting_frame_reached: list[str] = []
+
+    class Call:
+        target = "old session"
+        broken = asyncio.Event()
+
+        def quiet(self) -> bool:  # a frame waiting in the socket is forwarded next
+            loop.call_soon(lambda: waiting_frame_reached.append(self.target or "held"))
+            return True
+
+        def detach(self) -> bool:
+            held, self.target = self.target is not None, None
+            return held
+
+    loop = asyncio.get_running_loop()
+    supervisor = SessionSupervisor(
+        None,
+        CallLimits(),
+        lambda *a, **k: None,
+        None,
+        None,
+        None,  # type: ignore[arg-type]
+    )
+    supervisor._spare = object()  # type: ignore[assignment]  # the next session is ready
+    await supervisor._quiet_with_spare(Call())
+    await asyncio.sleep(0)
+    assert waiting_frame_reached == ["held"]
