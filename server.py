@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import multiprocess
 
 from telephony.agent.local import LocalModelUnavailable
@@ -59,6 +60,7 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         if self._reuse_port:
             sockets = [_reuse_port_socket(self.config.host, self.config.port)]
+        logging.getLogger("telephony.server").info("serving with %s", runtime(self.config))
         await super().startup(sockets=sockets)
 
     async def _drain(self) -> None:
@@ -68,6 +70,19 @@ class DrainingServer(uvicorn.Server):
             await services.registry.drain(drain_s)
         finally:
             self.should_exit = True
+
+
+def runtime(config: uvicorn.Config) -> str:
+    """What carries the calls in this process, e.g. ``event loop uvloop, HTTP httptools,
+    WebSocket websockets-sansio`` (uvicorn falls back to asyncio, h11 and others silently when
+    uvloop or httptools is missing: each costs CPU on every frame)."""
+    loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]
+    http = "httptools" if issubclass(config.http_protocol_class, HttpToolsProtocol) else "h11"
+    ws = config.ws_protocol_class
+    ws_name = (
+        ws.__module__.rpartition(".")[2].removesuffix("_impl").replace("_", "-") if ws else "none"
+    )
+    return f"event loop {loop}, HTTP {http}, WebSocket {ws_name}"
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:

@@ -137,3 +137,58 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     )
     time.sleep(0.2)
     return process
+
+
+def other_checkout(root: Path) -> Path:
+    """``root`` (another checkout of this repository, e.g. ``git worktree add /tmp/before
+    HEAD~3``) made ready to run: the audio core's compiled extension is copied from this
+    checkout when its C source is the same (a checkout without it would run the numpy
+    fallback and measure that). Raises SystemExit when the source differs and none is built."""
+    root = root.resolve()
+    audio = root / "telephony" / "audio"
+    if not list(audio.glob("_fir*.so")):
+        ours = ROOT / "telephony" / "audio"
+        built = list(ours.glob("_fir*.so"))
+        same = (audio / "_fir.c").read_bytes() == (ours / "_fir.c").read_bytes()
+        if not (built and same):
+            raise SystemExit(f"{root}: build its extension first (pip install -e {root})")
+        for so in built:
+            (audio / so.name).write_bytes(so.read_bytes())
+    return root
+
+
+class Profiler:
+    """``py-spy record`` of a process tree (raw, folded stacks) while a block runs; then
+    :meth:`top` gives the share of samples in which each function was on the stack."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 250) -> None:
+        self.out = out
+        self._process = subprocess.Popen(
+            ["py-spy", "record", "-p", str(pid), "-r", str(rate), "-f", "raw", "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            executable=str(Path(sys.executable).parent / "py-spy"),
+        )
+
+    def stop(self) -> None:
+        self._process.send_signal(2)  # SIGINT: py-spy writes what it has
+        self._process.wait(30)
+
+    def top(
+        self, count: int = 25, leaf: bool = False, within: str = "Runner.run"
+    ) -> list[tuple[float, str]]:
+        """``(share %, frame)`` for the ``count`` frames most often on the stack (or at its
+        top, with ``leaf``), among the busy samples of stacks through ``within`` (by default
+        the event loop's thread: idle helper threads waiting on a queue are left out)."""
+        totals: dict[str, int] = {}
+        samples = 0
+        for line in self.out.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            if within not in stack:
+                continue
+            samples += int(n)
+            frames = stack.split(";")
+            for frame in [frames[-1]] if leaf else set(frames):
+                totals[frame] = totals.get(frame, 0) + int(n)
+        ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:count]
+        return [(100 * n / max(samples, 1), frame) for frame, n in ranked]

@@ -1,12 +1,18 @@
 """Load benchmark: N concurrent real-time calls against one server process pinned to one core.
 
     python bench/load.py [--n 10 25 50 100 150] [--seconds 15] [--workers 2]
+                         [--compare OTHER_CHECKOUT] [--profile DIR]
 
 ``server.py`` runs under ``taskset -c 0``; this process (the simulated Twilio side and the
 loopback OpenAI Realtime model, which answers every turn at once) is pinned to core 1. With
 ``--workers W`` (more than 1), ``WORKERS=W`` server processes share a local Redis and nothing
 is pinned: the workers, Redis and this generator share every core, so the row says what the
 machine carries, not what one server core does; the CPU split per worker process is printed.
+
+With ``--compare``, each N runs twice back to back: first ``server.py`` of the other checkout
+(``before``), then this one (``after``), since absolute figures drift between runs. With
+``--profile DIR``, py-spy records the server through each run (``DIR/N-label.txt``, folded
+stacks) and the frames most often on the stack are printed.
 
 Each call streams, in real time, four caller utterances (1 s each) with pauses; the agent
 answers each with 1.5 s of audio, and the caller talks over one of the answers (a barge-in).
@@ -40,7 +46,16 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port, start_redis, start_server, tree_cpu_seconds, tree_rss_kib
+from common import (
+    ROOT,
+    Profiler,
+    free_port,
+    other_checkout,
+    start_redis,
+    start_server,
+    tree_cpu_seconds,
+    tree_rss_kib,
+)
 
 from telephony.audio import ulaw_encode
 from telephony.observability.call_log import read_call_log
@@ -69,7 +84,13 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def one_run(n: int, seconds: float, workers: int = 1) -> dict[str, Any]:
+async def one_run(
+    n: int,
+    seconds: float,
+    workers: int = 1,
+    server_root: Path = ROOT,
+    profile: Path | None = None,
+) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix=f"load-{n}-"))
     audio = caller_script(seconds)
     port = free_port()
@@ -81,6 +102,7 @@ async def one_run(n: int, seconds: float, workers: int = 1) -> dict[str, Any]:
         "MAX_CONCURRENT_CALLS": str(n + 10),
         "GREETING": "",
         "LOG_LEVEL": "warning",
+        "PYTHONPATH": str(server_root),
     }
     redis = None
     if workers > 1:
@@ -93,7 +115,10 @@ async def one_run(n: int, seconds: float, workers: int = 1) -> dict[str, Any]:
         )
     async with LoopbackRealtimeServer(reply=lambda _: tone(600, REPLY_MS)) as model:
         env["OPENAI_REALTIME_URL"] = model.url
-        server = start_server(env, logs, core=0 if workers == 1 else None)
+        server = start_server(
+            env, logs, core=0 if workers == 1 else None, script=server_root / "server.py"
+        )
+        profiler: Profiler | None = None
         try:
             await asyncio.sleep(0.5 if workers == 1 else 3.0)  # every worker has started
             rss_before, cpu_before = tree_rss_kib(server.pid), tree_cpu_seconds(server.pid)
@@ -106,6 +131,8 @@ async def one_run(n: int, seconds: float, workers: int = 1) -> dict[str, Any]:
                     await asyncio.sleep(0.25)
 
             sampler = asyncio.create_task(sample_rss())
+            if profile is not None:
+                profiler = Profiler(server.pid, profile)
             t0 = time.monotonic()
 
             async def call(i: int) -> SimulationResult | Exception:
@@ -124,6 +151,8 @@ async def one_run(n: int, seconds: float, workers: int = 1) -> dict[str, Any]:
 
             results = await asyncio.gather(*(call(i) for i in range(n)))
             wall = time.monotonic() - t0
+            if profiler is not None:
+                profiler.stop()
             sampler.cancel()
             gen_after = resource.getrusage(resource.RUSAGE_SELF)
             cpu_after = tree_cpu_seconds(server.pid)
@@ -196,7 +225,28 @@ async def one_run(n: int, seconds: float, workers: int = 1) -> dict[str, Any]:
         "gen_cpu_pct": 100 * gen_cpu / wall,
         "cpu_split": sorted((round(c / wall * 100) for c in cpu_by_pid.values()), reverse=True),
         "calls_by_instance": sorted(calls_by_instance.values(), reverse=True),
+        "profile": profiler.top() if profiler is not None else [],
     }
+
+
+def print_row(label: str, row: dict[str, Any], workers: int) -> None:
+    print(
+        f"{label:>6} {row['n']:>4} {row['failed']:>4} {row['m2w_p50']:>6.2f}ms "
+        f"{row['m2w_p99']:>6.2f}ms {row['turn_p50']:>7.0f}ms {row['turn_p99']:>7.0f}ms "
+        f"{row['stalls_pct']:>6.2f}% {row['trunc_p50']:>7.0f}ms {row['trunc_worst']:>7.0f}ms "
+        f"{row['cpu_per_min']:>9.3f} {row['rss_per_call_mib']:>8.2f} "
+        f"{row['rss_after_mib']:>9.1f} {row['gen_late_p99_ms']:>10.1f}ms "
+        f"{row['gen_cpu_pct']:>6.0f}%",
+        flush=True,
+    )
+    if workers > 1:
+        print(
+            f"       CPU % of one core per server process: {row['cpu_split']}; "
+            f"calls per worker: {row['calls_by_instance']}",
+            flush=True,
+        )
+    for share, frame in row["profile"]:
+        print(f"       {share:5.1f}% {frame[:110]}", flush=True)
 
 
 def main() -> int:
@@ -206,31 +256,27 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[10, 25, 50, 100, 150])
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each call")
     parser.add_argument("--workers", type=int, default=1, help="WORKERS (over 1: with Redis)")
+    parser.add_argument("--compare", type=Path, help="another checkout, run before this one")
+    parser.add_argument("--profile", type=Path, help="py-spy each run into this folder")
     args = parser.parse_args()
+    servers = [("after", ROOT)]
+    if args.compare is not None:
+        servers.insert(0, ("before", other_checkout(args.compare)))
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     pin = args.workers == 1 and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1
     if pin:
         os.sched_setaffinity(0, {1})  # the generator and the model stay off the server's core
     print(
-        f"{'N':>4} {'fail':>4} {'m2w p50':>8} {'m2w p99':>8} {'turn p50':>9} {'turn p99':>9} "
-        f"{'stalls':>7} {'trunc p50':>9} {'trunc max':>9} {'cpu s/min':>9} {'MiB/call':>8} "
-        f"{'MiB after':>9} {'gen late p99':>12} {'gen cpu':>7}"
+        f"{'':>6} {'N':>4} {'fail':>4} {'m2w p50':>8} {'m2w p99':>8} {'turn p50':>9} "
+        f"{'turn p99':>9} {'stalls':>7} {'trunc p50':>9} {'trunc max':>9} {'cpu s/min':>9} "
+        f"{'MiB/call':>8} {'MiB after':>9} {'gen late p99':>12} {'gen cpu':>7}"
     )
     for n in args.n:
-        row = asyncio.run(one_run(n, args.seconds, args.workers))
-        print(
-            f"{row['n']:>4} {row['failed']:>4} {row['m2w_p50']:>6.2f}ms {row['m2w_p99']:>6.2f}ms "
-            f"{row['turn_p50']:>7.0f}ms {row['turn_p99']:>7.0f}ms {row['stalls_pct']:>6.2f}% "
-            f"{row['trunc_p50']:>7.0f}ms {row['trunc_worst']:>7.0f}ms {row['cpu_per_min']:>9.3f} "
-            f"{row['rss_per_call_mib']:>8.2f} {row['rss_after_mib']:>9.1f} "
-            f"{row['gen_late_p99_ms']:>10.1f}ms {row['gen_cpu_pct']:>6.0f}%",
-            flush=True,
-        )
-        if args.workers > 1:
-            print(
-                f"     CPU % of one core per server process: {row['cpu_split']}; "
-                f"calls per worker: {row['calls_by_instance']}",
-                flush=True,
-            )
+        for label, root in servers:
+            profile = args.profile / f"{n}-{label}.txt" if args.profile else None
+            row = asyncio.run(one_run(n, args.seconds, args.workers, root, profile))
+            print_row(label, row, args.workers)
     print("m2w: model's first audio delta -> our first frame; turn: caller's end of speech -> that")
     print(
         "frame (includes the model's 500 ms VAD silence); trunc: truncate position - audio heard."

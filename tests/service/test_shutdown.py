@@ -16,6 +16,8 @@ from telephony.observability.call_log import read_call_log
 from telephony.simulate import answer_call, simulate_call
 from telephony.testing import LoopbackRealtimeServer, tone
 
+RUNTIME = "serving with event loop uvloop, HTTP httptools, WebSocket websockets-sansio"
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -57,6 +59,8 @@ async def test_sigterm_drains_calls_and_every_log_ends(tmp_path: Path) -> None:
         finally:
             server.stop()
     assert code == 0, server.output[-2000:]
+    # each process runs on uvloop and httptools (uvicorn falls back silently)
+    assert server.output.count(RUNTIME) == 1, server.output[-3000:]
     assert all(r.closed_by_server for r in results)  # ended by us, not by the callers
     logs = [read_call_log(p) for p in sorted((tmp_path / "calls").glob("*.jsonl"))]
     ended = [log for log in logs if any(r["event"] == "stream.start" for r in log)]

@@ -16,6 +16,8 @@ from telephony.observability.call_log import read_call_log
 from telephony.simulate import simulate_call
 from telephony.testing import LoopbackRealtimeServer, tone
 
+RUNTIME = "serving with event loop uvloop, HTTP httptools, WebSocket websockets-sansio"
+
 
 def test_more_than_one_worker_without_redis_is_refused(tmp_path: Path) -> None:
     result = subprocess.run(
@@ -71,6 +73,8 @@ async def test_two_workers_share_the_calls_and_drain_on_sigterm(tmp_path: Path) 
             server.stop()
             redis.kill()
     assert code == 0, server.output[-3000:]
+    # each process runs on uvloop and httptools (uvicorn falls back silently)
+    assert server.output.count(RUNTIME) == 2, server.output[-3000:]
     assert all(r.closed_by_server for r in results)
     logs = [read_call_log(p) for p in sorted((tmp_path / "calls").glob("*.jsonl"))]
     streamed = [log for log in logs if any(r["event"] == "stream.start" for r in log)]
