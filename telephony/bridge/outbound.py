@@ -1,7 +1,9 @@
 """Model audio to the caller: transcoding, 20 ms framing, marks, and the barge-in ``clear``.
 
-Each model audio delta (pcm16 24 kHz) becomes μ-law 8 kHz ``media`` messages of 160 bytes,
-followed by one ``mark``. Twilio echoes a mark once the audio before it has played (or at once
+Each model audio delta (pcm16 24 kHz) becomes one μ-law 8 kHz ``media`` message of whole
+20 ms frames (a multiple of 160 bytes, at most ``MAX_FRAMES_PER_MESSAGE``; what does not fill a
+frame waits for the next delta, and the item's last frame is padded with silence), followed by
+one ``mark``. Twilio echoes a mark once the audio before it has played (or at once
 when a ``clear`` dropped it); the echoes feed :class:`~.playback.Playback` and the session's
 :class:`~.tracker.PhonePlaybackTracker`, which the SDK reads to truncate the agent's item at
 the caller's ear when the caller barges in.
@@ -15,13 +17,14 @@ from typing import Any
 
 from ..audio import Framer, ModelToCaller
 from ..observability.call_metrics import CallMetrics
-from ..twilio.media_stream import clear_message, mark_message, media_message
+from ..twilio.media_stream import MediaMessages, clear_message, mark_message
 from .playback import Playback
 from .tracker import PhonePlaybackTracker
 
 __all__ = ["OutboundAudio"]
 
 ULAW_BYTES_PER_MS = 8
+MAX_FRAMES_PER_MESSAGE = 50  # 1 s of audio in one media message at most
 PCM16_24K_BYTES_PER_MS = 48
 
 
@@ -46,7 +49,8 @@ class OutboundAudio:
         self._record = record
         self._metrics = metrics
         self._on_first_frame: Callable[[float], None] | None = on_first_frame
-        self.stream_sid: str | None = None
+        self._stream_sid: str | None = None
+        self._media: MediaMessages | None = None
         self.playback = Playback()
         self.tracker = PhonePlaybackTracker()
         self.generation = 0  # which model session the audio now comes from
@@ -58,6 +62,16 @@ class OutboundAudio:
         self.model_audio_bytes = 0
         self.clears = 0
         self.interruptions = 0
+
+    @property
+    def stream_sid(self) -> str | None:
+        """The Twilio StreamSid audio goes to (None until ``start``)."""
+        return self._stream_sid
+
+    @stream_sid.setter
+    def stream_sid(self, stream_sid: str | None) -> None:
+        self._stream_sid = stream_sid
+        self._media = MediaMessages(stream_sid) if stream_sid is not None else None
 
     def new_session(self, tracker: PhonePlaybackTracker) -> None:
         """A model session takes over the call: ``tracker`` (the one it was opened with) hears
@@ -122,8 +136,9 @@ class OutboundAudio:
         latencies = self._metrics.frame_sent(self._out_item[0], now)
         if latencies:
             self._record("latency", item_id=self._out_item[0], **latencies)
-        for frame in frames:
-            await self._send(media_message(self.stream_sid, frame))
+        assert self._media is not None
+        for i in range(0, len(frames), MAX_FRAMES_PER_MESSAGE):
+            await self._send(self._media.media(b"".join(frames[i : i + MAX_FRAMES_PER_MESSAGE])))
         self.frames_out += len(frames)
         item_id, content_index = self._out_item
         ms = sum(len(f) for f in frames) / ULAW_BYTES_PER_MS

@@ -51,6 +51,8 @@ class SimulationResult:
     parameters: dict[str, str]
     frames_sent: int = 0
     frames: list[tuple[float, bytes]] = field(default_factory=list)  # (received at, μ-law)
+    # of 20 ms: each media payload is played (and listed here) in 160-byte pieces
+    media_messages: list[int] = field(default_factory=list)  # payload bytes of each one
     played: list[tuple[float, bytes]] = field(default_factory=list)  # (plays at, μ-law)
     marks: list[tuple[str, float]] = field(default_factory=list)  # (name, received at)
     echoes: list[tuple[str, float, bool]] = field(default_factory=list)  # (name, at, cleared)
@@ -164,7 +166,10 @@ class TwilioSide:
                 if msg.get("streamSid") != self.r.stream_sid:
                     raise ValueError(f"wrong streamSid {msg.get('streamSid')!r}")
                 if event == "media":
-                    self.on_media(now, base64.b64decode(msg["media"]["payload"], validate=True))
+                    payload = base64.b64decode(msg["media"]["payload"], validate=True)
+                    self.r.media_messages.append(len(payload))
+                    for i in range(0, len(payload), FRAME_BYTES):  # played as 20 ms packets
+                        self.on_media(now, payload[i : i + FRAME_BYTES])
                 elif event == "mark":
                     self.on_mark(now, str(msg["mark"]["name"]))
                 elif event == "clear":

@@ -20,6 +20,7 @@ __all__ = [
     "Dtmf",
     "Mark",
     "Media",
+    "MediaMessages",
     "ProtocolError",
     "Start",
     "Stop",
@@ -203,9 +204,25 @@ def parse_message(frame: str | bytes) -> Connected | Start | Media | Mark | Dtmf
 
 
 def media_message(stream_sid: str, ulaw: bytes) -> str:
-    """Outbound ``media``: μ-law 8 kHz bytes (no header) for Twilio to play."""
+    """Outbound ``media``: μ-law 8 kHz bytes (no header) for Twilio to play. Twilio plays a
+    payload of any length; whole 20 ms frames (multiples of 160 bytes) keep it smooth."""
     payload = base64.b64encode(ulaw).decode("ascii")
     return json.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": payload}})
+
+
+class MediaMessages:
+    """Outbound ``media`` messages of one stream, the JSON around the payload built once:
+    ``media(ulaw)`` is ``media_message(stream_sid, ulaw)``, in the same characters."""
+
+    def __init__(self, stream_sid: str) -> None:
+        head = json.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": ""}})
+        self._head, _, self._tail = head.rpartition('""')
+        self._head += '"'
+        self._tail = '"' + self._tail
+
+    def media(self, ulaw: bytes) -> str:
+        """μ-law 8 kHz bytes (no header) as one ``media`` message."""
+        return self._head + binascii.b2a_base64(ulaw, newline=False).decode("ascii") + self._tail
 
 
 def mark_message(stream_sid: str, name: str) -> str:

@@ -96,6 +96,9 @@ async def test_model_speech_reaches_caller_as_160_byte_ulaw_frames(live_server) 
     assert all(len(frame) == 160 for _, frame in result.frames)
     # every sample of the reply, plus the 2 ms filter tail, padded to a whole frame
     assert len(result.frames) == -(-(len(speech_8k) + 17) // 160)
+    # one media message per model delta (100 ms here), each of whole 20 ms frames
+    assert all(n % 160 == 0 and 0 < n <= 8000 for n in result.media_messages)
+    assert len(result.media_messages) <= -(-len(result.frames) // 5) + 1
     heard = pcm(ulaw_decode(result.reply_audio))
     corr, lag = best_lag_correlation(speech_8k, heard, 40)
     assert corr > 0.99 and lag == 16

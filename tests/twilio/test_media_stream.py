@@ -8,12 +8,14 @@ import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from strategies import EVENTS, frames
 
 from telephony.twilio.media_stream import (
     Dtmf,
     Mark,
     Media,
+    MediaMessages,
     ProtocolError,
     Start,
     Stop,
@@ -101,6 +103,12 @@ def test_outbound_messages_have_twilio_shape() -> None:
         "mark": {"name": "m7"},
     }
     assert json.loads(clear_message("MZ1")) == {"event": "clear", "streamSid": "MZ1"}
+
+
+@given(st.text(max_size=40), st.binary(max_size=2000))
+def test_media_messages_are_media_message_character_for_character(sid: str, ulaw: bytes) -> None:
+    """The prebuilt outbound ``media`` (the hot path) is the plain one, for any StreamSid."""
+    assert MediaMessages(sid).media(ulaw) == media_message(sid, ulaw)
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
