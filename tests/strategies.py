@@ -70,3 +70,40 @@ frames = st.one_of(
     st.binary(max_size=200),
     json_values.map(json.dumps),
 )
+
+
+counters = st.one_of(
+    st.integers(-5, 10**12).map(str),
+    st.integers(-5, 10**12),
+    st.sampled_from(["", " 7", "7 ", "+7", "07", "7.0", "1e3", "0x10", "١٢"]),
+    st.floats(allow_nan=True),
+    json_values,
+)
+
+
+media_messages = st.fixed_dictionaries(
+    {"event": st.sampled_from(["media", "media", "Media", "mark"])},
+    optional={
+        "streamSid": st.one_of(st.just(STREAM_SID), st.sampled_from(["", " "]), json_values),
+        "sequenceNumber": counters,
+        "media": st.one_of(
+            st.fixed_dictionaries(
+                {
+                    "payload": st.one_of(
+                        st.binary(max_size=320).map(lambda b: base64.b64encode(b).decode()),
+                        st.binary(min_size=1, max_size=40).map(
+                            lambda b: base64.b64encode(b).decode().rstrip("=")
+                        ),
+                        st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode() + "\n"),
+                        st.binary(max_size=40).map(lambda b: base64.urlsafe_b64encode(b).decode()),
+                        payloads,
+                    )
+                },
+                optional={"chunk": counters, "timestamp": counters, "track": json_values},
+            ),
+            json_values,
+        ),
+    },
+)
+"""Media messages, mostly well formed, with the counters, payloads and fields Twilio might
+vary: for checking that the lean media decode accepts nothing the full validation refuses."""

@@ -12,6 +12,7 @@ moved audio.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
 import functools
 import logging
@@ -19,6 +20,7 @@ from typing import Any
 
 import websockets
 from agents.realtime import openai_realtime
+from agents.realtime.model_inputs import RealtimeModelSendAudio, RealtimeModelSendEvent
 from agents.realtime.openai_realtime import (
     _USER_AGENT,
     OpenAIRealtimeSIPModel,
@@ -28,7 +30,13 @@ from agents.realtime.openai_realtime import (
 from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection
 
-__all__ = ["LivenessConnection", "PhoneRealtimeModel", "PhoneSIPModel", "cached_type_adapter"]
+__all__ = [
+    "LivenessConnection",
+    "PhoneRealtimeModel",
+    "PhoneSIPModel",
+    "append_message",
+    "cached_type_adapter",
+]
 
 logger = logging.getLogger("telephony.agent")
 
@@ -154,8 +162,23 @@ class _PhoneSocket:
         return connection
 
 
+_APPEND_HEAD = '{"audio":"'
+_APPEND_TAIL = '","type":"input_audio_buffer.append"}'
+
+
+def append_message(audio: bytes) -> str:
+    """The ``input_audio_buffer.append`` client event for ``audio`` (pcm16 24 kHz bytes), as
+    the SDK writes it (``OpenAIInputAudioBufferAppendEvent.model_dump_json(exclude_unset=True)``:
+    the same characters, pinned by a test), built without pydantic objects."""
+    return _APPEND_HEAD + binascii.b2a_base64(audio, newline=False).decode("ascii") + _APPEND_TAIL
+
+
 class PhoneRealtimeModel(_PhoneSocket, OpenAIRealtimeWebSocketModel):
-    """The SDK's OpenAI WebSocket model on a socket found dead in about a second.
+    """The SDK's OpenAI WebSocket model on a socket found dead in about a second, with a lean
+    path for caller audio: each 20 ms frame's ``input_audio_buffer.append`` goes straight to the
+    socket (:func:`append_message`) instead of through the SDK's pydantic event, its
+    ``model_dump_json`` and its dispatch (about 8 % of the server's time under load). Every
+    other event, and audio with ``commit``, takes the SDK's own path.
 
     Args:
         silence_s: ping the model after this many seconds with nothing received
@@ -170,6 +193,12 @@ class PhoneRealtimeModel(_PhoneSocket, OpenAIRealtimeWebSocketModel):
     ) -> None:
         super().__init__()
         self._liveness(silence_s, pong_timeout_s, close_timeout_s)
+
+    async def send_event(self, event: RealtimeModelSendEvent) -> None:
+        if type(event) is RealtimeModelSendAudio and not event.commit and self._websocket:
+            await self._websocket.send(append_message(event.audio))
+            return
+        await super().send_event(event)
 
 
 class PhoneSIPModel(_PhoneSocket, OpenAIRealtimeSIPModel):

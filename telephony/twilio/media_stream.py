@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 __all__ = [
@@ -83,7 +84,7 @@ class Start(_Msg):
         return self.start.custom_parameters
 
 
-class MediaInfo(_Msg):
+class _MediaInfoModel(_Msg):
     track: str = "inbound"
     chunk: int = 0
     timestamp: int = 0
@@ -100,17 +101,42 @@ class MediaInfo(_Msg):
             raise ValueError(f"payload is not valid base64: {exc}") from None
 
 
-class Media(_Msg):
-    """Twilio ``media``: ``media.payload`` is decoded μ-law 8 kHz bytes (160 = 20 ms)."""
+class _MediaModel(_Msg):
+    """``media`` as the full validation sees it (used when the lean decode refuses a frame:
+    the error says why, and anything it accepts is accepted as before)."""
 
     event: Literal["media"]
     sequence_number: int = Field(0, alias="sequenceNumber")
     stream_sid: str = Field(alias="streamSid", min_length=1)
+    media: _MediaInfoModel
+
+
+class MediaInfo(msgspec.Struct, frozen=True):
+    """``media.payload`` decoded (μ-law 8 kHz bytes), ``track``, ``chunk``, ``timestamp``."""
+
+    payload: bytes
+    track: str = "inbound"
+    chunk: int = 0
+    timestamp: int = 0
+
+
+class Media(msgspec.Struct, frozen=True, tag_field="event", tag="media", rename="camel"):
+    """Twilio ``media``: ``media.payload`` is decoded μ-law 8 kHz bytes (160 = 20 ms).
+
+    A msgspec struct, decoded straight from the frame's JSON (50 a second per call: about
+    0.3 µs against 3.9 µs for JSON plus pydantic); the other messages are pydantic models."""
+
+    event: ClassVar[str] = "media"
+    stream_sid: Annotated[str, msgspec.Meta(min_length=1)]
     media: MediaInfo
+    sequence_number: int = 0
 
     @property
     def payload(self) -> bytes:
         return self.media.payload
+
+
+_MEDIA = msgspec.json.Decoder(Media, strict=False)  # strict=False: Twilio's counters are strings
 
 
 class MarkInfo(_Msg):
@@ -163,10 +189,13 @@ class Stop(_Msg):
     stop: StopInfo = Field(default_factory=StopInfo)
 
 
-TwilioMessage = Annotated[
-    Connected | Start | Media | Mark | Dtmf | Stop, Field(discriminator="event")
+TwilioMessage = Connected | Start | Media | Mark | Dtmf | Stop
+_Validated = Annotated[
+    Connected | Start | _MediaModel | Mark | Dtmf | Stop, Field(discriminator="event")
 ]
-_ADAPTER: TypeAdapter[Connected | Start | Media | Mark | Dtmf | Stop] = TypeAdapter(TwilioMessage)
+_ADAPTER: TypeAdapter[Connected | Start | _MediaModel | Mark | Dtmf | Stop] = TypeAdapter(
+    _Validated
+)
 _EVENTS = ("connected", "start", "media", "mark", "dtmf", "stop")
 
 
@@ -186,6 +215,14 @@ def parse_message(frame: str | bytes) -> Connected | Start | Media | Mark | Dtmf
     if len(frame) > MAX_MESSAGE_CHARS:
         raise ProtocolError(f"frame of {len(frame)} characters exceeds {MAX_MESSAGE_CHARS}")
     try:
+        return _MEDIA.decode(frame)  # the lean path: a well-formed media message
+    except msgspec.DecodeError:  # anything else: full validation, or the reason it fails
+        return _validated(frame)
+
+
+def _validated(frame: str) -> TwilioMessage:
+    """:func:`parse_message` by full validation (JSON, then the pydantic models)."""
+    try:
         raw = json.loads(frame)
     except ValueError as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
@@ -195,12 +232,20 @@ def parse_message(frame: str | bytes) -> Connected | Start | Media | Mark | Dtmf
     if event not in _EVENTS:
         raise ProtocolError(f"unknown event {str(event)[:40]!r}")
     try:
-        return _ADAPTER.validate_python(raw)
+        message = _ADAPTER.validate_python(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'][1:]) or event}: {e['msg']}" for e in exc.errors()
         )
         raise ProtocolError(f"bad {event!r} message: {problems}") from None
+    if isinstance(message, _MediaModel):
+        info = message.media
+        return Media(
+            stream_sid=message.stream_sid,
+            media=MediaInfo(info.payload, info.track, info.chunk, info.timestamp),
+            sequence_number=message.sequence_number,
+        )
+    return message
 
 
 def media_message(stream_sid: str, ulaw: bytes) -> str:

@@ -9,10 +9,14 @@ import json
 import time
 
 from agents.realtime import RealtimePlaybackTracker
-from agents.realtime.model_inputs import RealtimeModelSendRawMessage
+from agents.realtime.model_inputs import RealtimeModelSendAudio, RealtimeModelSendRawMessage
+from agents.realtime.openai_realtime import _ConversionHelper
 from helpers import wait_for, with_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from telephony.agent.default import build_default_agent
+from telephony.agent.openai_model import append_message
 from telephony.agent.sessions import SessionFactory
 from telephony.agent.tools import CallContext
 from telephony.testing import LoopbackRealtimeServer, tone
@@ -60,3 +64,52 @@ async def test_replayed_items_reach_the_model_verbatim_without_stalling_the_loop
     ]
     # 400 raw messages at 6 ms each held the loop 2.4 s; now they cost well under 1 ms each
     assert max(gaps) < 0.2, f"the event loop stalled {max(gaps) * 1000:.0f} ms"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000).map(lambda b: b[: len(b) // 2 * 2]))
+def test_the_lean_append_is_the_sdks_wire_message(audio: bytes) -> None:
+    """Caller audio bypasses the SDK's event objects; what goes on the wire must stay what the
+    SDK would send (an SDK upgrade that changes it fails here)."""
+    sdk = _ConversionHelper.convert_audio_to_input_audio_buffer_append(
+        RealtimeModelSendAudio(audio=audio, commit=False)
+    ).model_dump_json(exclude_unset=True)
+    assert append_message(audio) == sdk
+
+
+async def test_caller_audio_takes_the_lean_path_and_arrives_whole(settings) -> None:
+    frames = [bytes([n]) * 960 for n in range(50)]
+    async with LoopbackRealtimeServer(reply=lambda _: tone(600, 100)) as server:
+        factory = SessionFactory(
+            with_settings(settings, openai_realtime_url=server.url), build_default_agent()
+        )
+        context = CallContext(call_sid="CA" + "0" * 32)
+        session = await factory.open(RealtimePlaybackTracker(), context)
+        sent: list[str] = []
+        async with session:
+            socket = session.model._websocket
+            original = socket.send
+
+            async def spy(message, *args, **kwargs):  # what reaches the socket, as is
+                sent.append(message)
+                return await original(message, *args, **kwargs)
+
+            socket.send = spy
+            through_sdk: list[str] = []
+            sdk_send = session.model._send_raw_message
+
+            async def sdk_spy(event):  # the SDK's pydantic path
+                through_sdk.append(event.type)
+                return await sdk_send(event)
+
+            session.model._send_raw_message = sdk_spy
+            for frame in frames:
+                await session.send_audio(frame)
+            await session.send_audio(b"\x00\x00" * 480, commit=True)  # the SDK's own path
+            connection = server.connections[0]
+            await wait_for(lambda: connection.audio_bytes == 51 * 960)
+    assert sent[:50] == [append_message(frame) for frame in frames]
+    audio_through_sdk = [kind for kind in through_sdk if kind.startswith("input_audio_buffer")]
+    assert audio_through_sdk == ["input_audio_buffer.append", "input_audio_buffer.commit"]
+    assert bytes(connection.audio) == b"".join(frames) + b"\x00\x00" * 480
+    assert connection.received("input_audio_buffer.commit")

@@ -9,7 +9,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import EVENTS, frames
+from strategies import EVENTS, frames, media_messages
 
 from telephony.twilio.media_stream import (
     Dtmf,
@@ -24,6 +24,7 @@ from telephony.twilio.media_stream import (
     media_message,
     parse_message,
 )
+from telephony.twilio.media_stream import _validated as fully_validated
 
 START = {
     "event": "start",
@@ -120,3 +121,19 @@ def test_parser_never_raises_anything_but_protocol_error(frame: str | bytes) -> 
         assert str(exc)
     else:
         assert message.event in EVENTS
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(media_messages)
+def test_the_lean_media_path_accepts_only_what_full_validation_accepts(message: dict) -> None:
+    """``media`` frames skip pydantic; the lean decode must agree with full validation on every
+    frame it accepts (what it refuses goes to full validation, which has the last word)."""
+    frame = json.dumps(message)
+    try:
+        lean = parse_message(frame)
+    except ProtocolError:
+        with pytest.raises(ProtocolError):
+            fully_validated(frame)
+        return
+    assert lean == fully_validated(frame)
+    assert isinstance(lean, Media) or lean.event != "media"
