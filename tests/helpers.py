@@ -39,7 +39,8 @@ async def ended_log(log_dir: Path, call_id: str, seconds: float = 6.0) -> list[d
     """A call's log once its last record is ``call.end`` (polls the file); fails if it never is."""
     path = log_dir / f"{call_id}.jsonl"
     for _ in range(int(seconds / 0.02)):
-        if path.exists() and read_call_log(path)[-1]["event"] == "call.end":
+        records = read_call_log(path) if path.exists() else []
+        if records and records[-1]["event"] == "call.end":
             return read_call_log(path)
         await asyncio.sleep(0.02)
     raise AssertionError(f"no call.end for {call_id}")

@@ -124,7 +124,7 @@ class Media(msgspec.Struct, frozen=True, tag_field="event", tag="media", rename=
     """Twilio ``media``: ``media.payload`` is decoded μ-law 8 kHz bytes (160 = 20 ms).
 
     A msgspec struct, decoded straight from the frame's JSON (50 a second per call: about
-    0.3 µs against 3.9 µs for JSON plus pydantic); the other messages are pydantic models."""
+    0.7 µs against 3.9 µs for JSON plus pydantic); the other messages are pydantic models."""
 
     event: ClassVar[str] = "media"
     stream_sid: Annotated[str, msgspec.Meta(min_length=1)]
@@ -136,7 +136,38 @@ class Media(msgspec.Struct, frozen=True, tag_field="event", tag="media", rename=
         return self.media.payload
 
 
-_MEDIA = msgspec.json.Decoder(Media, strict=False)  # strict=False: Twilio's counters are strings
+class _RawMediaInfo(msgspec.Struct, frozen=True):
+    payload: bytes
+    track: str = "inbound"
+    chunk: str = "0"
+    timestamp: str = "0"
+
+
+class _RawMedia(msgspec.Struct, frozen=True, tag_field="event", tag="media", rename="camel"):
+    stream_sid: Annotated[str, msgspec.Meta(min_length=1)]
+    media: _RawMediaInfo
+    sequence_number: str = "0"
+
+
+_RAW_MEDIA = msgspec.json.Decoder(_RawMedia)
+
+
+def _lean_media(frame: str) -> Media | None:
+    """A ``media`` frame as Twilio sends it (counters as strings of ASCII digits), decoded
+    without pydantic; None for anything else (full validation decides)."""
+    try:
+        raw = _RAW_MEDIA.decode(frame)
+    except msgspec.DecodeError:
+        return None
+    info = raw.media
+    counters = (raw.sequence_number, info.chunk, info.timestamp)
+    if not all(c.isascii() and c.isdigit() for c in counters):
+        return None
+    return Media(
+        stream_sid=raw.stream_sid,
+        media=MediaInfo(info.payload, info.track, int(info.chunk), int(info.timestamp)),
+        sequence_number=int(raw.sequence_number),
+    )
 
 
 class MarkInfo(_Msg):
@@ -214,10 +245,7 @@ def parse_message(frame: str | bytes) -> Connected | Start | Media | Mark | Dtmf
         raise ProtocolError("binary frame (Twilio sends JSON text frames only)")
     if len(frame) > MAX_MESSAGE_CHARS:
         raise ProtocolError(f"frame of {len(frame)} characters exceeds {MAX_MESSAGE_CHARS}")
-    try:
-        return _MEDIA.decode(frame)  # the lean path: a well-formed media message
-    except msgspec.DecodeError:  # anything else: full validation, or the reason it fails
-        return _validated(frame)
+    return _lean_media(frame) or _validated(frame)
 
 
 def _validated(frame: str) -> TwilioMessage:

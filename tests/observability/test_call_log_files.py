@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from pathlib import Path
 
 import pytest
 
-from telephony.observability.call_log import CallLogs, safe_call_id
+from telephony.observability.call_log import (
+    FLUSH_EVERY_S,
+    CallLog,
+    CallLogs,
+    read_call_log,
+    safe_call_id,
+)
 
 
 def test_call_logs_are_owner_only(tmp_path: Path) -> None:
@@ -23,3 +30,19 @@ def test_call_logs_are_owner_only(tmp_path: Path) -> None:
 def test_unsafe_call_ids_are_refused_as_file_names(call_id: str) -> None:
     with pytest.raises(ValueError):
         safe_call_id(call_id)
+
+
+async def test_records_reach_the_file_within_a_second_and_all_at_close(tmp_path: Path) -> None:
+    """Records are batched into the file (not one write each) but never wait more than
+    FLUSH_EVERY_S: a process that dies loses at most the last second."""
+    log = CallLog(tmp_path, "CA" + "1" * 32)
+    log.write("first")  # the first record of the second is written at once
+    log.write("model.audio", bytes=4800)
+    log.write("mark.sent", name="m1")
+    assert [r["event"] for r in read_call_log(log.path)] == ["first"]
+    await asyncio.sleep(FLUSH_EVERY_S + 0.1)
+    assert [r["event"] for r in read_call_log(log.path)] == ["first", "model.audio", "mark.sent"]
+    log.write("call.end", reason="caller_hangup", text="¿qué?")
+    log.close()
+    records = read_call_log(log.path)
+    assert records[-1]["event"] == "call.end" and records[-1]["text"] == "¿qué?"
