@@ -62,7 +62,7 @@ class CallLog:
         self.path = directory / f"{call_id}.jsonl"
         # owner-only: phone numbers and transcripts are personal data
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._file: BinaryIO | None = os.fdopen(fd, "ab", buffering=64 * 1024)
+        self._file: BinaryIO | None = os.fdopen(fd, "ab", buffering=16 * 1024)
         self._flushed_at = -FLUSH_EVERY_S  # the first record goes to the file at once
         self._flush_later: asyncio.TimerHandle | None = None
 
