@@ -63,6 +63,12 @@ class RedactSecrets(logging.Filter):
         return _SHAPES.sub(_shape, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            # uvicorn's access formatter unpacks the five arguments (client, method, path,
+            # version, status): redact each, keep the shape
+            record.args = tuple(self.redact(a) if isinstance(a, str) else a for a in record.args)
+            record.msg = self.redact(str(record.msg))
+            return True
         try:
             message = record.getMessage()
         except Exception:
