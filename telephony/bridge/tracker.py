@@ -36,19 +36,19 @@ class PhonePlaybackTracker(RealtimePlaybackTracker):
         """Audio of an item went to Twilio (queued for playback)."""
         key = (item_id, item_content_index)
         queued = self._queued_ms.get(key, 0.0)
-        if self._anchor is not None and key == self._current_item and self._elapsed_ms is not None:
-            runs_dry_at = self._anchor + (self._elapsed_ms + queued) / 1000
+        confirmed = self._confirmed_ms(key)
+        if self._anchor is not None and confirmed is not None:
+            runs_dry_at = self._anchor + (confirmed + queued) / 1000
             if time.monotonic() > runs_dry_at:  # Twilio had nothing to play meanwhile
                 self._anchor = None
         self._queued_ms[key] = queued + ms
 
     def on_play_ms(self, item_id: str, item_content_index: int, ms: float) -> None:
         key = (item_id, item_content_index)
-        new_item = key != self._current_item
+        new_item = self._confirmed_ms(key) is None
         super().on_play_ms(item_id, item_content_index, ms)
         self._queued_ms[key] = max(0.0, self._queued_ms.get(key, 0.0) - ms)
-        assert self._elapsed_ms is not None
-        anchor = time.monotonic() - self._elapsed_ms / 1000
+        anchor = time.monotonic() - (self._confirmed_ms(key) or 0.0) / 1000
         if new_item or self._anchor is None:
             self._anchor = anchor
         else:
@@ -58,6 +58,13 @@ class PhonePlaybackTracker(RealtimePlaybackTracker):
         super().on_interrupted()
         self._queued_ms.clear()
         self._anchor = None
+
+    def _confirmed_ms(self, key: tuple[str, int]) -> float | None:
+        """Audio of item ``key`` its echoes confirmed played; None unless it is the current one."""
+        state = super().get_state()
+        if (state["current_item_id"], state["current_item_content_index"] or 0) != key:
+            return None
+        return state["elapsed_ms"]
 
     def get_state(self) -> RealtimePlaybackState:
         state = super().get_state()
