@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import websockets
 from agents.realtime import (
     RealtimeAgent,
     RealtimeModel,
@@ -35,6 +36,7 @@ __all__ = [
     "SessionFactory",
     "announce_transfer",
     "choose_backend",
+    "closed_going_away",
     "create_response",
     "greet",
     "is_session_expired",
@@ -130,6 +132,17 @@ def is_session_expired(raw: dict[str, Any]) -> bool:
     """OpenAI's ``error`` event at the session cap (``code: session_expired``)."""
     return raw.get("type") == "error" and (raw.get("error") or {}).get("code") == (
         "session_expired"
+    )
+
+
+def closed_going_away(exc: BaseException) -> bool:
+    """True when a send failed because the model's server closed the socket cleanly with 1001
+    (going away): what OpenAI does at the session cap, after its ``session_expired`` error. Who
+    reads the session's events decides whether that was the cap or a failure."""
+    return (
+        isinstance(exc, websockets.ConnectionClosedOK)
+        and exc.rcvd is not None
+        and exc.rcvd.code == 1001
     )
 
 

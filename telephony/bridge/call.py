@@ -27,6 +27,7 @@ from typing import Any
 from agents.realtime import RealtimeSession
 
 from ..admission import POLICY_VIOLATION
+from ..agent.sessions import closed_going_away
 from ..config import CallFeatures, CallLimits
 from ..observability.call_log import CallLog, CallLogs, describe_error
 from ..observability.call_metrics import CallMetrics
@@ -351,7 +352,10 @@ class MediaStreamCall:
                     await target.send_audio(pcm)
                 except Exception as exc:
                     if self._target is target:
-                        self._record("model.error", where="send_audio", error=describe_error(exc))
+                        # a clean 1001 is the cap or a server going away: the supervisor,
+                        # which reads the session's last events, says which
+                        event = "model.closed" if closed_going_away(exc) else "model.error"
+                        self._record(event, where="send_audio", error=describe_error(exc))
                         self.detach()
                         self.broken.set()
                     self._hold(pcm)
