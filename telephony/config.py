@@ -73,6 +73,25 @@ class CallFeatures:
     dtmf_timeout: float = 2.0
     hangup_grace: float = 10.0
     transfer_targets: dict[str, str] = field(default_factory=dict)
+    barge_in: BargeInRules | None = None
+
+
+@dataclass
+class BargeInRules:
+    """When caller speech over the agent is an interruption (see :mod:`telephony.bridge.barge_in`).
+
+    Args:
+        pause_ms: caller speech (ms, by our own detector) after which the agent's audio pauses.
+        min_speech_ms: caller speech that makes an interruption on its own.
+        backchannels: words and phrases (lower case) that are listening, not taking the turn.
+        echo_cancellation: cancel the agent's own voice in the caller's audio (WebRTC AEC3)
+            before anything hears it.
+    """
+
+    pause_ms: int = 200
+    min_speech_ms: int = 600
+    backchannels: frozenset[str] = field(default_factory=frozenset)
+    echo_cancellation: bool = False
 
 
 class Settings(BaseSettings):
@@ -196,6 +215,45 @@ class Settings(BaseSettings):
     )
     hangup_grace: float = Field(
         default=10.0, gt=0, description="Longest wait for the goodbye to play before hanging up."
+    )
+    turn_detection: Literal["server_vad", "semantic_vad"] = Field(
+        default="server_vad", description="The Realtime session's turn detection."
+    )
+    vad_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="server_vad: speech probability that starts speech."
+    )
+    vad_prefix_padding_ms: int = Field(
+        default=300, ge=0, le=2000, description="server_vad: audio kept before detected speech."
+    )
+    vad_silence_duration_ms: int = Field(
+        default=500, ge=100, le=5000, description="server_vad: silence that ends the caller's turn."
+    )
+    vad_eagerness: Literal["low", "medium", "high", "auto"] = Field(
+        default="auto", description="semantic_vad: how soon the model takes the turn."
+    )
+    input_noise_reduction: Literal["near_field", "far_field", "off"] = Field(
+        default="near_field", description="The model's input noise reduction (a handset is near)."
+    )
+    barge_in_guard: bool = Field(
+        default=True,
+        description="We decide interruptions (echo, backchannels, noise do not interrupt).",
+    )
+    barge_in_pause_ms: int = Field(
+        default=200, ge=20, le=2000, description="Caller speech that pauses the agent's audio."
+    )
+    barge_in_min_speech_ms: int = Field(
+        default=600, ge=100, le=5000, description="Caller speech that interrupts on its own."
+    )
+    backchannel_words: str = Field(
+        default=(
+            "mm-hm,mhm,mm,hmm,uh-huh,uh huh,yeah,yes,yep,yup,okay,ok,right,sure,alright,"
+            "all right,i see,got it,ah,oh,cool,great,nice,good"
+        ),
+        description="Comma-separated phrases that are listening, not taking the turn.",
+    )
+    echo_cancellation: bool = Field(
+        default=False,
+        description="Cancel the agent's own voice in caller audio (WebRTC AEC3, while it plays).",
     )
     transfer_targets: str = Field(
         default="",
@@ -392,6 +450,20 @@ class Settings(BaseSettings):
             dtmf_timeout=self.dtmf_timeout,
             hangup_grace=self.hangup_grace,
             transfer_targets=self.transfer_destinations,
+            barge_in=self.barge_in_rules(),
+        )
+
+    def barge_in_rules(self) -> BargeInRules | None:
+        """``BARGE_IN_*``, ``BACKCHANNEL_WORDS``, ``ECHO_CANCELLATION``; None when
+        ``BARGE_IN_GUARD`` is off (every speech start interrupts, as the model decides)."""
+        if not self.barge_in_guard:
+            return None
+        words = (w.strip().lower() for w in self.backchannel_words.split(","))
+        return BargeInRules(
+            pause_ms=self.barge_in_pause_ms,
+            min_speech_ms=self.barge_in_min_speech_ms,
+            backchannels=frozenset(w for w in words if w),
+            echo_cancellation=self.echo_cancellation,
         )
 
     @field_validator(

@@ -20,6 +20,7 @@ from typing import Any
 
 import websockets
 from agents.realtime import openai_realtime
+from agents.realtime.model_events import RealtimeModelRawServerEvent
 from agents.realtime.model_inputs import RealtimeModelSendAudio, RealtimeModelSendEvent
 from agents.realtime.openai_realtime import (
     _USER_AGENT,
@@ -199,6 +200,27 @@ class PhoneRealtimeModel(_PhoneSocket, OpenAIRealtimeWebSocketModel):
             await self._websocket.send(append_message(event.audio))
             return
         await super().send_event(event)
+
+    async def _handle_ws_event(self, event: dict[str, Any]) -> None:
+        """As the SDK, except that with ``interrupt_response`` off a ``speech_started`` is
+        only reported (``raw_server_event``): the SDK would emit ``audio_interrupted`` and
+        truncate the agent's item at once, and whoever turned the model's own barge-in off
+        decides interruptions (:mod:`telephony.bridge.barge_in`)."""
+        if (
+            isinstance(event, dict)
+            and event.get("type") == "input_audio_buffer.speech_started"
+            and not self._interrupts_on_speech()
+        ):
+            await self._emit_event(RealtimeModelRawServerEvent(data=event))
+            return
+        await super()._handle_ws_event(event)
+
+    def _interrupts_on_speech(self) -> bool:
+        """The session's ``turn_detection.interrupt_response`` (True when unknown)."""
+        session = self._created_session
+        audio_input = session.audio.input if session is not None and session.audio else None
+        detection = audio_input.turn_detection if audio_input is not None else None
+        return detection is None or detection.interrupt_response is not False
 
 
 class PhoneSIPModel(_PhoneSocket, OpenAIRealtimeSIPModel):

@@ -60,21 +60,40 @@ ModelFactory = Callable[[], RealtimeModel]
 
 
 def phone_model_settings(settings: Settings) -> RealtimeSessionModelSettings:
-    """Session settings for a phone call: pcm16 both ways, server VAD with barge-in, transcripts."""
-    return {
+    """Session settings for a phone call: pcm16 both ways, turn detection and input noise
+    reduction from the settings (``TURN_DETECTION``, ``VAD_*``, ``INPUT_NOISE_REDUCTION``),
+    caller transcripts.
+
+    With ``BARGE_IN_GUARD`` on, the model neither cancels its reply when the caller starts
+    speaking (``interrupt_response``) nor answers by itself when they stop
+    (``create_response``): the bridge decides both (:mod:`telephony.bridge.barge_in`).
+    """
+    guarded = settings.barge_in_guard
+    turn_detection: dict[str, Any] = {
+        "type": settings.turn_detection,
+        "interrupt_response": not guarded,
+        "create_response": not guarded,
+    }
+    if settings.turn_detection == "server_vad":
+        turn_detection |= {
+            "threshold": settings.vad_threshold,
+            "prefix_padding_ms": settings.vad_prefix_padding_ms,
+            "silence_duration_ms": settings.vad_silence_duration_ms,
+        }
+    else:
+        turn_detection["eagerness"] = settings.vad_eagerness
+    model_settings: RealtimeSessionModelSettings = {
         "model_name": settings.openai_realtime_model,
         "voice": settings.voice,
         "modalities": ["audio"],
         "input_audio_format": "pcm16",
         "output_audio_format": "pcm16",
         "input_audio_transcription": {"model": "gpt-4o-mini-transcribe"},
-        "turn_detection": {
-            "type": "server_vad",
-            "interrupt_response": True,
-            "create_response": True,
-            "silence_duration_ms": 500,
-        },
+        "turn_detection": turn_detection,  # type: ignore[typeddict-item]
     }
+    if settings.input_noise_reduction != "off":
+        model_settings["input_audio_noise_reduction"] = {"type": settings.input_noise_reduction}
+    return model_settings
 
 
 def choose_backend(settings: Settings) -> str:
@@ -186,10 +205,16 @@ class SessionFactory:
 
     def sip_settings(self) -> RealtimeSessionModelSettings:
         """Settings for a SIP call: SIP negotiates the audio format (G.711) itself, and a
-        ``call_id`` attach may not name a model."""
+        ``call_id`` attach may not name a model. OpenAI plays the audio on SIP, so it keeps
+        deciding barge-in and answering (no bridge sees the audio to guard it)."""
         settings = dict(self.model_settings)
         for key in ("model_name", "input_audio_format", "output_audio_format"):
             settings.pop(key, None)
+        settings["turn_detection"] = {
+            **settings["turn_detection"],  # type: ignore[typeddict-item]
+            "interrupt_response": True,
+            "create_response": True,
+        }
         return settings  # type: ignore[return-value]
 
     async def sip_accept_payload(self, context: CallContext) -> dict[str, Any]:

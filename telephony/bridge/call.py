@@ -27,7 +27,7 @@ from typing import Any
 from agents.realtime import RealtimeSession
 
 from ..admission import POLICY_VIOLATION
-from ..agent.sessions import closed_going_away
+from ..agent.sessions import closed_going_away, server_event
 from ..config import CallFeatures, CallLimits
 from ..observability.call_log import CallLog, CallLogs, describe_error
 from ..observability.call_metrics import CallMetrics
@@ -42,6 +42,7 @@ from ..twilio.media_stream import (
     parse_message,
 )
 from ..twilio.rest import TwilioCalls
+from .barge_in import BargeInGuard, SessionActions
 from .control import MediaCallControl
 from .inbound import InboundAudio
 from .outbound import OutboundAudio
@@ -131,6 +132,17 @@ class MediaStreamCall:
             reconnects=reconnects,
             on_model_failure=on_model_failure,
         )
+        self.guard: BargeInGuard | None = None
+        if features.barge_in is not None:
+            actions = SessionActions(self.out, lambda: self._target, self._record)
+            self.guard = BargeInGuard(
+                features.barge_in,
+                actions,
+                audible=lambda: self.out.playing or self.out.paused,
+                agent_words=self._recorder.agent_words,
+                record=self._record,
+            )
+            self.out.reference = self.guard.reference
         self.protocol_errors = 0
         self.broken = asyncio.Event()  # a send to the model failed
         self._first_attach = asyncio.Event()
@@ -156,6 +168,8 @@ class MediaStreamCall:
             self._record("error", where="bridge", error=describe_error(exc))
             self._set_reason("internal_error")
         finally:
+            if self.guard is not None:
+                await self.guard.close()
             await self.control.stop()
             await self._socket.close(self._close_code)
             self._finish()
@@ -259,6 +273,23 @@ class MediaStreamCall:
     async def on_model_event(self, event: Any) -> None:
         await self.out.on_session_event(event)
         self._recorder.on_event(event)
+        if self.guard is not None and (raw := server_event(event)) is not None:
+            await self._guard_event(self.guard, raw)
+
+    @staticmethod
+    async def _guard_event(guard: BargeInGuard, raw: dict[str, Any]) -> None:
+        """The model's VAD and transcripts, to the barge-in guard."""
+        kind, item_id = raw.get("type"), raw.get("item_id")
+        if not isinstance(item_id, str):
+            return
+        if kind == "input_audio_buffer.speech_started":
+            await guard.speech_started(item_id)
+        elif kind == "input_audio_buffer.speech_stopped":
+            await guard.speech_stopped(item_id)
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            guard.transcript(item_id, str(raw.get("transcript") or ""))
+        elif kind == "conversation.item.input_audio_transcription.failed":
+            guard.transcript(item_id, "")
 
     def quiet(self) -> bool:
         """Nothing is playing or held back, no response or tool is under way, the caller is
@@ -337,8 +368,11 @@ class MediaStreamCall:
                     raise _CallEnded("protocol_abuse") from None
                 continue
             if isinstance(message, Media):
-                self._last_media_at = time.monotonic()
-                pcm = self.inbound.audio(message.payload, self._last_media_at, t0)
+                self._last_media_at = now = time.monotonic()
+                ulaw = message.payload
+                if self.guard is not None:
+                    ulaw = await self.guard.caller_frame(ulaw, now)
+                pcm = self.inbound.audio(ulaw, now, t0)
                 if pcm is None:  # ahead of real time: dropped
                     if self.inbound.abusive:
                         self._close_code = POLICY_VIOLATION
@@ -419,6 +453,7 @@ class MediaStreamCall:
             "protocol_errors": self.protocol_errors + self.inbound.protocol_errors,
             "model_errors": self._supervisor.model_errors + self._recorder.model_errors,
             "renewals": self._supervisor.renewals,
+            **(self.guard.totals() if self.guard is not None else {}),
             "usage": self._recorder.usage,
             "metrics": self.metrics.summary(),
         }

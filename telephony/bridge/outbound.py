@@ -11,15 +11,17 @@ the caller's ear when the caller barges in.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..audio import Framer, ModelToCaller
+from ..audio import Framer, ModelToCaller, ulaw_decode
+from ..audio.echo import PlayoutReference
 from ..observability.call_metrics import CallMetrics
 from ..twilio.media_stream import MediaMessages, clear_message, mark_message
 from .playback import Playback
-from .tracker import PhonePlaybackTracker
+from .tracker import PACKET_MS, PhonePlaybackTracker
 
 __all__ = ["OutboundAudio"]
 
@@ -58,10 +60,18 @@ class OutboundAudio:
         self._framer = Framer()
         self._interrupted_items: set[str] = set()
         self._out_item: tuple[str, int] | None = None  # item whose audio the framer holds
+        self._item_key: tuple[str, int] | None = None  # item whose frames _item_frames holds
         self.frames_out = 0
         self.model_audio_bytes = 0
         self.clears = 0
         self.interruptions = 0
+        self.reference: PlayoutReference | None = None  # set when echo cancelling is on
+        self._mark_samples: dict[str, int] = {}  # mark -> reference samples before it
+        self._item_frames: list[bytes] = []  # the current item's frames, for a resume
+        self._paused_at: int | None = None  # frame of the current item a pause stopped at
+        self._paused_since = 0.0
+        self.pauses = 0
+        self.resumes = 0
 
     @property
     def stream_sid(self) -> str | None:
@@ -82,7 +92,22 @@ class OutboundAudio:
     @property
     def idle(self) -> bool:
         """Everything sent has played and nothing is held back for the current item."""
-        return self.playback.unplayed_ms == 0 and self._out_item is None
+        return self.playback.unplayed_ms == 0 and self._out_item is None and not self.paused
+
+    @property
+    def playing(self) -> bool:
+        """Audio sent to Twilio has not all played yet."""
+        return self.playback.unplayed_ms > 0
+
+    @property
+    def current_item(self) -> str | None:
+        """The item whose audio went out last (playing, paused or done)."""
+        return self._item_key[0] if self._item_key is not None else None
+
+    @property
+    def paused(self) -> bool:
+        """A pause stopped the agent's audio; the rest waits for :meth:`resume`."""
+        return self._paused_at is not None
 
     async def on_session_event(self, event: Any) -> None:
         """The audio events of a ``RealtimeSession`` (others are ignored here)."""
@@ -113,6 +138,11 @@ class OutboundAudio:
         self._metrics.model_delta(item_id, time.monotonic())
         if self._out_item is not None and self._out_item != (item_id, content_index):
             await self.flush()  # a new item starts: finish the previous one first
+        if self._out_item is None and self._item_key != (item_id, content_index):
+            if self.paused:  # the paused item is over: the next one plays
+                await self.resume()
+            self._item_frames = []
+            self._item_key = (item_id, content_index)
         self._out_item = (item_id, content_index)
         t0 = time.perf_counter()
         frames = self._framer.push(self._down.feed(data))
@@ -129,44 +159,112 @@ class OutboundAudio:
     async def _send_frames(self, frames: list[bytes]) -> None:
         if not frames or self._out_item is None or self.stream_sid is None:
             return
+        self._item_frames.extend(frames)
+        if self.paused:  # kept for the resume
+            return
+        await self._emit(frames, self._out_item)
+
+    async def _emit(self, frames: list[bytes], key: tuple[str, int]) -> None:
+        """Frames of item ``key`` to Twilio, then their mark."""
         now = time.monotonic()
         if self._on_first_frame is not None:
             self._on_first_frame(now)
             self._on_first_frame = None
-        latencies = self._metrics.frame_sent(self._out_item[0], now)
+        item_id, content_index = key
+        latencies = self._metrics.frame_sent(item_id, now)
         if latencies:
-            self._record("latency", item_id=self._out_item[0], **latencies)
-        assert self._media is not None
+            self._record("latency", item_id=item_id, **latencies)
+        assert self._media is not None and self.stream_sid is not None
         for i in range(0, len(frames), MAX_FRAMES_PER_MESSAGE):
             await self._send(self._media.media(b"".join(frames[i : i + MAX_FRAMES_PER_MESSAGE])))
         self.frames_out += len(frames)
-        item_id, content_index = self._out_item
         ms = sum(len(f) for f in frames) / ULAW_BYTES_PER_MS
         mark = self.playback.sent(item_id, content_index, ms, self.generation)
         self.tracker.on_sent_ms(item_id, content_index, ms)
+        if self.reference is not None:
+            self._mark_samples[mark.name] = self.reference.play(ulaw_decode(b"".join(frames)), now)
         await self._send(mark_message(self.stream_sid, mark.name))
         self._record("mark.sent", name=mark.name, item_id=item_id, ms=ms, frames=len(frames))
 
     async def on_interrupted(self, item_id: str) -> None:
-        """Barge-in: Twilio drops its buffer (``clear``); we drop what we hold for the item."""
+        """Barge-in: Twilio drops its buffer (``clear``); we drop what we hold for the item
+        (after a pause, Twilio's buffer is empty already and what the pause kept goes)."""
         self.interruptions += 1
         self._interrupted_items.add(item_id)
         self._down.reset()
         self._framer.reset()
         self._out_item = None
+        self._item_frames = []
+        self._item_key = None
+        if self.paused:
+            self._paused_at = None
+            self._record("playback.dropped", item_id=item_id)
+            return
+        await self._clear(item_id)
+
+    async def _clear(self, item_id: str | None, speech_start: float | None = None) -> None:
+        now = time.monotonic()
         playing = self.playback.unplayed_ms > 0
         dropped_ms = self.playback.cleared()
+        if self.reference is not None:
+            self.reference.stop(now)
+            self._mark_samples.clear()
         if self.stream_sid is not None:
             await self._send(clear_message(self.stream_sid))
         self.clears += 1
-        reaction_ms = self._metrics.clear_sent(time.monotonic(), playing)
+        reaction_ms = self._metrics.clear_sent(now, playing, speech_start)
         self._record(
             "clear.sent",
             item_id=item_id,
             playing=playing,
             dropped_ms=round(dropped_ms, 1),
             barge_in_ms=reaction_ms,
+            paused=self.paused,
         )
+
+    async def pause(self, speech_start: float | None = None) -> bool:
+        """Stop the agent's audio where the caller is now hearing it (``clear``) and keep the
+        rest of the item, and what the model still sends of it, for :meth:`resume`. False
+        when nothing was playing. ``speech_start`` (``time.monotonic()``): when the caller
+        began speaking, for the barge-in reaction figure."""
+        if self.paused or not self.playing or self._item_key is None:
+            return False
+        state = self.tracker.get_state()
+        item_id = self._item_key[0]
+        heard_ms = 0.0
+        if state["current_item_id"] == item_id and state["elapsed_ms"] is not None:
+            heard_ms = float(state["elapsed_ms"])
+        self._paused_at = min(math.ceil(heard_ms / PACKET_MS), len(self._item_frames))
+        self._paused_since = time.monotonic()
+        self.pauses += 1
+        await self._clear(item_id, speech_start)
+        self.tracker.freeze(self._paused_at * PACKET_MS)
+        self._record(
+            "playback.paused",
+            item_id=item_id,
+            heard_ms=self._paused_at * PACKET_MS,
+            kept_ms=(len(self._item_frames) - self._paused_at) * PACKET_MS,
+        )
+        return True
+
+    async def resume(self) -> None:
+        """Play on from where :meth:`pause` stopped: nothing skipped, nothing repeated."""
+        if self._paused_at is None or self._item_key is None:
+            self._paused_at = None
+            return
+        start, self._paused_at = self._paused_at, None
+        frames = self._item_frames[start:]
+        self.resumes += 1
+        gap_ms = round((time.monotonic() - self._paused_since) * 1000, 1)
+        self._record(
+            "playback.resumed",
+            item_id=self._item_key[0],
+            from_ms=start * PACKET_MS,
+            ms=len(frames) * PACKET_MS,
+            gap_ms=gap_ms,
+        )
+        if frames:
+            await self._emit(frames, self._item_key)
 
     def on_mark_echo(self, name: str) -> None:
         """Twilio echoed mark ``name``: its audio played (or a ``clear`` dropped it)."""
@@ -180,6 +278,8 @@ class OutboundAudio:
         for mark in played:
             if mark.generation == self.generation:  # not audio of a session since replaced
                 self.tracker.on_play_ms(mark.item_id, mark.content_index, mark.ms)
+            if self.reference is not None and mark.name in self._mark_samples:
+                self.reference.played_until(self._mark_samples.pop(mark.name), time.monotonic())
             self._record("mark.played", name=mark.name, item_id=mark.item_id, ms=mark.ms)
 
     def totals(self) -> dict[str, Any]:
@@ -196,4 +296,6 @@ class OutboundAudio:
             "dropped_ms": round(playback.dropped_ms, 1),
             "clears": self.clears,
             "interruptions": self.interruptions,
+            "pauses": self.pauses,
+            "resumes": self.resumes,
         }

@@ -54,6 +54,19 @@ class PhonePlaybackTracker(RealtimePlaybackTracker):
         else:
             self._anchor = min(self._anchor, anchor)
 
+    def freeze(self, heard_ms: float) -> None:
+        """Playback of the current item stopped at ``heard_ms`` (a pause: a ``clear`` that
+        keeps the rest to play later); audio sent again from there counts on from it."""
+        state = super().get_state()
+        item, elapsed = state["current_item_id"], state["elapsed_ms"]
+        if item is None or elapsed is None:
+            return
+        content_index = state["current_item_content_index"] or 0
+        if heard_ms > elapsed:
+            super().on_play_ms(item, content_index, heard_ms - elapsed)
+        self._queued_ms[(item, content_index)] = 0.0
+        self._anchor = None
+
     def on_interrupted(self) -> None:
         super().on_interrupted()
         self._queued_ms.clear()

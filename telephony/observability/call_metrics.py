@@ -133,9 +133,15 @@ class CallMetrics:
             self._speech_end = None
         return result or None
 
-    def clear_sent(self, now: float, playing: bool) -> float | None:
-        """A ``clear`` went out; returns the barge-in reaction (ms) when audio was playing."""
+    def clear_sent(
+        self, now: float, playing: bool, speech_start: float | None = None
+    ) -> float | None:
+        """A ``clear`` went out; returns the barge-in reaction (ms) when audio was playing.
+        ``speech_start``: when the caller's speech began by our own detector, when it heard it
+        before the model's VAD (whichever is earlier counts)."""
         start, self._speech_start = self._speech_start, None
+        if speech_start is not None:
+            start = speech_start if start is None else min(start, speech_start)
         if start is None or not playing:
             return None
         reaction = round((now - start) * 1000, 1)

@@ -214,6 +214,11 @@ class SessionRecorder:
             self._record("transcript.agent", item_id=item_id, text=text)
             self.conversation.add(Turn("assistant", text))
 
+    def agent_words(self) -> str:
+        """What the agent is saying now and said last (transcripts), for the echo check."""
+        said = [t.text for t in self.conversation if t.role == "assistant"][-1:]
+        return " ".join(said + ["".join(parts) for parts in self._agent_parts.values()])
+
     @property
     def busy(self) -> bool:
         """A response or a tool is under way, the caller is speaking or their turn is still

@@ -42,6 +42,10 @@ class LoopbackRealtimeServer:
         speech_threshold: RMS (int16 units) above which a 20 ms chunk is speech.
         speech_start_ms / silence_ms: VAD hangover for start and end of speech, in audio time.
         transcript: the caller transcript reported for turn ``n``.
+        heard: the caller transcript of the ``n``-th speech the VAD found (0-based), when
+            transcripts follow what was said rather than the turns; overrides ``transcript``.
+        transcript_delay_s: the transcript follows ``committed`` this much later (OpenAI's
+            come a few hundred ms after it).
         tool_call: ``(name, arguments)`` of a function call turn ``n`` makes before its audio (the
             SDK runs the tool, sends its output and asks for the next response), or None.
         session_cap_s: each session ends after this many seconds as OpenAI's do at their cap:
@@ -67,6 +71,8 @@ class LoopbackRealtimeServer:
         speech_start_ms: int = 60,
         silence_ms: int = 500,
         transcript: Callable[[int], str] | None = None,
+        heard: Callable[[int], str] | None = None,
+        transcript_delay_s: float = 0.0,
         reply_text: Callable[[int], str] | None = None,
         tool_call: Callable[[int], tuple[str, dict[str, Any]] | None] | None = None,
         session_cap_s: float | None = None,
@@ -82,6 +88,8 @@ class LoopbackRealtimeServer:
         self.speech_start_ms = speech_start_ms
         self.silence_ms = silence_ms
         self.transcript = transcript or (lambda turn: f"caller turn {turn}")
+        self.heard = heard
+        self.transcript_delay_s = transcript_delay_s
         self.reply_text = reply_text or (lambda turn: f"loopback reply {turn}")
         self.tool_call = tool_call or (lambda _turn: None)
         self.session_cap_s = session_cap_s

@@ -56,6 +56,7 @@ class RealtimeConnection:
     fail_mode: str | None = None  # misbehave when the first reply is due (see fail_rule)
     expired: bool = False  # the session cap ended it
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  # conversation.item.delete item ids
     tool_outputs: list[dict[str, Any]] = field(default_factory=list)
     sent: list[tuple[str, float]] = field(default_factory=list)  # (event type, Unix time)
 
@@ -207,6 +208,9 @@ class LoopbackSession:
             self.start_response()
         elif kind == "response.cancel":
             await self.cancel_response()
+        elif kind == "conversation.item.delete":
+            self.conn.deleted.append(str(event.get("item_id", "")))
+            await self.send({"type": "conversation.item.deleted", "item_id": event.get("item_id")})
         elif kind == "conversation.item.create":
             item = dict(event.get("item") or {})
             if item.get("type") == "function_call_output":
@@ -250,7 +254,8 @@ class LoopbackSession:
                 "item_id": self.speech_item,
             }
         )
-        await self.cancel_response()  # interrupt_response: barge-in cancels the reply
+        if self.detection().get("interrupt_response", True):
+            await self.cancel_response()  # barge-in cancels the reply
 
     async def speech_stopped(self, at_ms: int) -> None:
         if self.conn.fail_mode is not None:
@@ -263,16 +268,31 @@ class LoopbackSession:
             {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": at_ms, "item_id": item_id}
         )
         await self.send({"type": "input_audio_buffer.committed", "item_id": item_id})
-        await self.send(
-            {
-                "type": "conversation.item.input_audio_transcription.completed",
-                "item_id": item_id,
-                "content_index": 0,
-                "transcript": self.s.transcript(self.turn),
-                "usage": {"type": "duration", "seconds": 1.0},
-            }
+        utterance = len(self.conn.speech_stopped_ms) - 1
+        transcript = (
+            self.s.heard(utterance) if self.s.heard is not None else self.s.transcript(self.turn)
         )
-        self.start_response()
+        transcribed = {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": item_id,
+            "content_index": 0,
+            "transcript": transcript,
+            "usage": {"type": "duration", "seconds": 1.0},
+        }
+        if self.s.transcript_delay_s:
+            self.later(self.send_later(self.s.transcript_delay_s, transcribed))
+        else:
+            await self.send(transcribed)
+        if self.detection().get("create_response", True):
+            self.start_response()
+
+    def detection(self) -> dict[str, Any]:
+        """The session's ``audio.input.turn_detection`` as the client last set it."""
+        return ((self.session.get("audio") or {}).get("input") or {}).get("turn_detection") or {}
+
+    async def send_later(self, seconds: float, event: dict[str, Any]) -> None:
+        await asyncio.sleep(seconds)
+        await self.send(event)
 
     def start_response(self) -> None:
         if self.response_task is not None and not self.response_task.done():

@@ -109,7 +109,12 @@ async def test_model_speech_reaches_caller_as_160_byte_ulaw_frames(live_server) 
 async def test_marks_report_played_audio_and_barge_in_clears(live_server) -> None:
     # caller speaks, listens for a while, then talks over the 5 s reply
     caller = fixture_audio("goforward.ulaw") + SILENCE * 9600 + fixture_audio("numbers.ulaw")
-    async with live_server(reply=lambda turn: tone(600, 5000 if turn == 0 else 300)) as srv:
+    # the model's own barge-in (BARGE_IN_GUARD=false): any speech start over the reply
+    # interrupts; the guard's rules are tests/bridge/test_barge_in.py
+    async with live_server(
+        overrides={"barge_in_guard": False},
+        reply=lambda turn: tone(600, 5000 if turn == 0 else 300),
+    ) as srv:
         result = await srv.call(caller, speed=4, tail_s=0.5, min_turns=2)
         records = await final_log(srv, result.call_sid)
     conn = srv.model.connections[0]

@@ -69,12 +69,19 @@ class LocalRealtimeModel(RealtimeModel):
         self._response: asyncio.Task[None] | None = None
         self._last_item: tuple[str, float] | None = None  # (item id, audio ms)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # turn_detection.interrupt_response / create_response, as the session sets them
+        self._interrupts = True
+        self._answers = True
+        self._heard: dict[str, str] = {}  # item id -> transcript, until answered or forgotten
+        self._last_heard: str | None = None  # the newest transcribed item
+        self._answer_next = False  # a response.create came before the transcript
 
     # ------------------------------------------------------------------ RealtimeModel
 
     async def connect(self, options: RealtimeModelConfig) -> None:
         self._tracker = options.get("playback_tracker")
         self._update_tools(options.get("initial_model_settings", {}))
+        self._update_turns(options.get("initial_model_settings", {}))
         self._turns = TurnDetector(self._stack.new_vad(), self._silence_ms)
 
     def add_listener(self, listener: RealtimeModelListener) -> None:
@@ -94,15 +101,25 @@ class LocalRealtimeModel(RealtimeModel):
             if event.start_response:
                 self._start(self._say(after_tool(event.tool_call.name)))
         elif isinstance(event, RealtimeModelSendRawMessage):
-            if event.message["type"] == "response.create":
-                instructions = (
-                    event.message.get("other_data", {}).get("response", {}).get("instructions", "")
-                )
+            kind = event.message["type"]
+            other: dict[str, Any] = event.message.get("other_data") or {}  # type: ignore[assignment]
+            if kind == "conversation.item.delete":
+                self._heard.pop(str(other.get("item_id")), None)
+            elif kind == "response.create" and not other.get("response"):
+                # the bridge answers the caller's last turn (create_response off): now, or
+                # once its transcript is in
+                if self._last_heard is None:
+                    self._answer_next = True
+                else:
+                    self._answer_heard(self._last_heard)
+            elif kind == "response.create":
+                instructions = other.get("response", {}).get("instructions", "")
                 self._start(self._say(greeting_text(instructions)))
         elif isinstance(event, RealtimeModelSendInterrupt):
             await self._cancel_response()
         elif isinstance(event, RealtimeModelSendSessionUpdate):
             self._update_tools(event.session_settings)
+            self._update_turns(event.session_settings)
 
     async def close(self) -> None:
         await self._cancel_response()
@@ -131,7 +148,7 @@ class LocalRealtimeModel(RealtimeModel):
                 }
             )
         )
-        if self._still_playing():  # barge-in: the caller talks over the agent
+        if self._interrupts and self._still_playing():  # barge-in: talk over the agent
             item_id, _ = self._last_item  # type: ignore[misc]
             await self._cancel_response()
             self._last_item = None
@@ -161,12 +178,23 @@ class LocalRealtimeModel(RealtimeModel):
 
     async def _answer(self, item_id: str, audio: np.ndarray) -> None:
         transcript = await asyncio.to_thread(self._stack.transcribe, audio)
+        if not self._answers:  # the bridge decides whether this turn gets an answer
+            self._heard[item_id] = transcript
+            self._last_heard = item_id
         await self._emit(
             RealtimeModelInputAudioTranscriptionCompletedEvent(
                 item_id=item_id, transcript=transcript
             )
         )
-        await self._act(reply_to(transcript, self._tools))
+        if self._answers:
+            await self._act(reply_to(transcript, self._tools))
+        elif self._answer_next and self._last_heard == item_id:
+            self._answer_heard(item_id)
+
+    def _answer_heard(self, item_id: str) -> None:
+        self._answer_next = False
+        self._last_heard = None
+        self._start(self._act(reply_to(self._heard.pop(item_id, ""), self._tools)))
 
     # ------------------------------------------------------------------ answering
 
@@ -237,6 +265,13 @@ class LocalRealtimeModel(RealtimeModel):
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}_local_{next(self._ids)}"
+
+    def _update_turns(self, settings: Any) -> None:
+        """``turn_detection.interrupt_response`` and ``create_response`` (default on)."""
+        detection = settings.get("turn_detection") if isinstance(settings, dict) else None
+        if isinstance(detection, dict):
+            self._interrupts = detection.get("interrupt_response", True) is not False
+            self._answers = detection.get("create_response", True) is not False
 
     def _update_tools(self, settings: Any) -> None:
         tools = settings.get("tools") if isinstance(settings, dict) else None

@@ -1,0 +1,357 @@
+"""Barge-in we decide: the agent's own echo, "mm-hm", a cough or line noise do not cut it off.
+
+With the guard on, the model neither cancels its reply when its VAD hears speech
+(``interrupt_response: false``) nor answers by itself at the end of it (``create_response:
+false``); this module decides both, from what only the bridge knows: every byte of the agent's
+audio and, from the mark echoes, when the caller heard it.
+
+Per caller frame while the agent's audio plays (or a pause holds it):
+
+1. **Echo.** The frame is paired with what was playing when it was captured
+   (:class:`~telephony.audio.echo.PlayoutReference`) and WebRTC's AEC3 removes the agent's
+   voice (``ECHO_CANCELLATION``); the cleaned audio is what the model hears. Speech that our
+   detector hears before cancelling and not after is the agent's echo, counted as such.
+2. **Pause.** Once the caller has spoken ``pause_ms`` (WebRTC VAD on the cleaned audio), the
+   agent's audio stops at the caller's ear (``clear``), the rest kept: this is the barge-in
+   reaction, as quick as before the guard.
+3. **Interrupt or resume.** Speech reaching ``min_speech_ms`` is a real interruption: the
+   reply is truncated where the caller stopped hearing it and cancelled. Speech that ends
+   before (``RESUME_AFTER_MS`` of quiet) resumes the agent's audio where it stopped, nothing
+   skipped or repeated.
+4. **Words.** When the model's VAD reports the short speech as an item, its transcript
+   decides: words other than backchannels ("mm-hm", "yeah", "okay", ...) and not the agent's
+   own are a real turn after all (interrupt, then answer); otherwise the item is deleted from
+   the conversation so the model's view stays true, and the suppressed interruption is logged
+   with its kind: ``echo``, ``short_speech``, ``backchannel`` or ``noise``.
+
+Speech while the agent is silent is a turn as before: answered when the model's VAD ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agents.realtime import RealtimeSession
+from agents.realtime.model_inputs import RealtimeModelSendRawMessage
+
+from ..audio import ulaw_decode, ulaw_encode
+from ..audio.echo import EchoCanceller, PlayoutReference
+from ..audio.speech import SpeechDetector
+from ..config import BargeInRules
+from ..observability.call_log import describe_error
+from .outbound import OutboundAudio
+
+__all__ = ["SUPPRESSED_KINDS", "BargeInGuard", "GuardActions", "SessionActions"]
+
+FRAME_MS = 20
+ECHO_TAIL_S = 0.6  # echo of audio played this long ago may still arrive
+RESUME_AFTER_MS = 60  # quiet that ends a short speech (a pause resumes then)
+GAP_MS = 100  # quiet within one speech (between syllables) that does not end it
+TRANSCRIPT_WAIT_S = 2.0  # a guarded item's transcript, waited for at most
+ECHO_WORD_SHARE = 0.6  # a transcript mostly of the agent's own recent words is its echo
+SUPPRESSED_KINDS = ("echo", "short_speech", "backchannel", "noise")
+_WORDS = re.compile(r"[a-z0-9']+")
+
+
+class GuardActions(Protocol):
+    """What the guard asks of the call."""
+
+    async def pause(self, speech_start: float) -> bool: ...
+    async def resume(self) -> None: ...
+    async def interrupt(self) -> None: ...
+    async def respond(self) -> None: ...
+    async def forget(self, item_id: str) -> None: ...
+
+
+@dataclass
+class _Speech:
+    """Caller sound heard while the agent's audio played."""
+
+    started_at: float
+    last_at: float
+    speech_ms: int = 0
+    raw_ms: int = 0  # before echo cancelling
+    quiet_ms: int = 0  # since the last speech frame
+    paused: bool = False
+    interrupted: bool = False
+    ended: bool = False
+
+
+@dataclass
+class _Item:
+    """A caller audio item of the model's VAD (``speech_started`` .. ``committed``)."""
+
+    guarded: bool  # it began while the agent's audio played
+    real: bool = False  # decided a real turn
+    stopped: bool = False
+    outlasted: bool = True  # the agent's audio went on past the caller's speech
+    transcript: str | None = None
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class BargeInGuard:
+    """One call's barge-in guard.
+
+    Args:
+        rules: the thresholds, backchannels and echo cancelling (``BARGE_IN_*``).
+        actions: pause, resume, interrupt, respond and forget an item.
+        audible: True while the agent's audio plays at the caller or a pause holds it.
+        reference: the far end's playout (fed by the outbound side) when echo cancelling is on.
+        agent_words: the agent's words of the last reply or two (for the echo check).
+        record: writes a call-log record.
+    """
+
+    def __init__(
+        self,
+        rules: BargeInRules,
+        actions: GuardActions,
+        audible: Callable[[], bool],
+        agent_words: Callable[[], str],
+        record: Callable[..., Any],
+    ) -> None:
+        self.rules = rules
+        self._actions = actions
+        self._audible = audible
+        self._agent_words = agent_words
+        self._record = record
+        self.reference = PlayoutReference() if rules.echo_cancellation else None
+        self._canceller: EchoCanceller | None = None
+        self._detect = SpeechDetector()
+        self._detect_raw = SpeechDetector()
+        self._speech: _Speech | None = None
+        self._items: dict[str, _Item] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.suppressed: dict[str, int] = dict.fromkeys(SUPPRESSED_KINDS, 0)
+        self._last_audible_at = -1.0  # when a caller frame last found the agent audible
+        self._last_speech_at = -1.0  # when our detector last heard the caller speak
+        self.frames_guarded = 0
+        self.cancel_s = 0.0  # CPU in the echo canceller and the detectors
+
+    # ------------------------------------------------------------------ caller audio
+
+    async def caller_frame(self, ulaw: bytes, now: float) -> bytes:
+        """One caller frame (μ-law 8 kHz, 20 ms); returns what the model should hear (the
+        same bytes unless echo was cancelled). Drives pause, resume and interrupt."""
+        reference = self.reference
+        echo = reference is not None and reference.audible(now, ECHO_TAIL_S)
+        audible = self._audible()
+        if audible:
+            self._last_audible_at = now
+        if not (echo or self._speech is not None or audible):
+            return ulaw
+        t0 = time.perf_counter()
+        self.frames_guarded += 1
+        raw = ulaw_decode(ulaw)
+        heard, raw_speech = raw, False
+        if echo and reference is not None and len(raw) % 160 == 0:
+            if self._canceller is None:
+                self._canceller = EchoCanceller()
+            heard = self._canceller.process(raw, reference.take(now, len(raw) // 2))
+            ulaw = ulaw_encode(heard)
+            raw_speech = len(raw) == 320 and self._detect_raw(raw)
+        speech = len(heard) == 320 and self._detect(heard)
+        self.cancel_s += time.perf_counter() - t0
+        await self._on_frame(speech, raw_speech, now)
+        return ulaw
+
+    async def _on_frame(self, speech: bool, raw_speech: bool, now: float) -> None:
+        s = self._speech
+        if s is None:
+            if not ((speech or raw_speech) and self._audible()):
+                return
+            s = self._speech = _Speech(started_at=now - FRAME_MS / 1000, last_at=now)
+        if speech:
+            self._last_speech_at = now
+        if speech or raw_speech:
+            s.last_at = now
+            s.quiet_ms = 0
+            s.speech_ms += FRAME_MS if speech else 0
+            s.raw_ms += FRAME_MS if raw_speech else 0
+        else:
+            s.quiet_ms += FRAME_MS
+        quiet_ms = s.quiet_ms  # in audio time: replays faster than real time decide alike
+        if s.interrupted:
+            if quiet_ms >= GAP_MS:
+                self._speech = None
+            return
+        if s.speech_ms >= self.rules.min_speech_ms:
+            s.interrupted = True
+            self._record("barge_in.interruption", speech_ms=s.speech_ms, why="long_speech")
+            await self._interrupt(s)
+            return
+        if not s.paused and s.speech_ms >= self.rules.pause_ms:
+            s.paused = await self._actions.pause(s.started_at)
+        if quiet_ms >= (RESUME_AFTER_MS if s.paused else GAP_MS):
+            await self._speech_over(s)
+
+    async def _speech_over(self, s: _Speech) -> None:
+        """Caller speech shorter than an interruption ended."""
+        self._speech = None
+        if s.paused:
+            await self._actions.resume()
+        if s.speech_ms < self.rules.pause_ms and s.raw_ms >= self.rules.pause_ms:
+            self._suppress("echo", speech_ms=s.raw_ms)  # heard only before cancelling
+        elif s.paused:
+            self._record("barge_in.resumed", speech_ms=s.speech_ms)
+
+    async def _interrupt(self, s: _Speech | None = None) -> None:
+        if s is not None and not s.paused and self._audible():
+            await self._actions.pause(s.started_at)
+        for item in self._items.values():
+            if item.guarded and not item.stopped:
+                item.real = True
+        await self._actions.interrupt()
+
+    # ------------------------------------------------------------------ the model's VAD
+
+    async def speech_started(self, item_id: str) -> None:
+        """``input_audio_buffer.speech_started``: a caller audio item begins."""
+        guarded = self._audible() or self._speech is not None
+        self._items[item_id] = _Item(guarded=guarded)
+        if guarded and self._speech is not None and self._speech.interrupted:
+            self._items[item_id].real = True
+
+    async def speech_stopped(self, item_id: str) -> None:
+        """``input_audio_buffer.speech_stopped``: the item is complete (committed next)."""
+        item = self._items.setdefault(item_id, _Item(guarded=self._audible()))
+        item.stopped = True
+        # a backchannel goes under the agent's speech; speech the agent stopped before is
+        # an answer to it ("...shall I go ahead?" "Yes.")
+        item.outlasted = self._audible() or self._last_audible_at > self._last_speech_at
+        if not item.guarded or item.real:
+            self._items.pop(item_id, None)
+            await self._actions.respond()
+            return
+        task = asyncio.create_task(self._decide(item_id, item), name=f"barge-in:{item_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def transcript(self, item_id: str, text: str) -> None:
+        """The item's transcript (``...input_audio_transcription.completed``; '' when it
+        failed)."""
+        item = self._items.get(item_id)
+        if item is not None:
+            item.transcript = text
+            item.answered.set()
+
+    async def _decide(self, item_id: str, item: _Item) -> None:
+        """A guarded item that did not interrupt by its length: its words decide."""
+        try:
+            async with asyncio.timeout(TRANSCRIPT_WAIT_S):
+                await item.answered.wait()
+        except TimeoutError:
+            pass
+        self._items.pop(item_id, None)
+        if item.real:
+            await self._actions.respond()
+            return
+        kind = self.kind_of(item.transcript)
+        if kind in ("backchannel", "short_speech") and not item.outlasted:
+            kind = None  # the agent had finished: a short answer is a turn
+        if kind is None:
+            self._record("barge_in.interruption", item_id=item_id, why="words")
+            if self._audible():
+                await self._interrupt()
+            await self._actions.respond()
+            return
+        self._suppress(kind, item_id=item_id, transcript=item.transcript)
+        await self._actions.forget(item_id)
+
+    def kind_of(self, transcript: str | None) -> str | None:
+        """Why a transcript is not a turn (``short_speech``: none came; ``noise``: no words;
+        ``backchannel``; ``echo``: mostly the agent's own recent words), or None: it is one."""
+        if transcript is None:
+            return "short_speech"
+        text = transcript.lower().strip()
+        words = _WORDS.findall(text)
+        if not words:
+            return "noise"
+        phrase = " ".join(words)
+        backchannels = self.rules.backchannels
+        if phrase in backchannels or all(w in backchannels for w in words):
+            return "backchannel"
+        said = set(_WORDS.findall(self._agent_words().lower()))
+        if said and sum(w in said for w in words) >= ECHO_WORD_SHARE * len(words):
+            return "echo"
+        return None
+
+    def _suppress(self, kind: str, **fields: Any) -> None:
+        self.suppressed[kind] += 1
+        self._record("barge_in.suppressed", kind=kind, **fields)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def totals(self) -> dict[str, Any]:
+        """For ``call.end``: suppressed interruptions by kind, and the guard's CPU."""
+        return {
+            "suppressed_interruptions": dict(self.suppressed),
+            "guard_frames": self.frames_guarded,
+            "guard_us_per_frame": (
+                round(self.cancel_s / self.frames_guarded * 1e6, 1) if self.frames_guarded else 0
+            ),
+        }
+
+
+class SessionActions:
+    """:class:`GuardActions` on one call: the outbound audio and the current model session.
+
+    Args:
+        out: the call's outbound audio (pause, resume, drop).
+        session: the session caller audio goes to now (None while one is being replaced:
+            the action is skipped).
+        record: writes a call-log record.
+    """
+
+    def __init__(
+        self,
+        out: OutboundAudio,
+        session: Callable[[], RealtimeSession | None],
+        record: Callable[..., Any],
+    ) -> None:
+        self._out = out
+        self._session = session
+        self._record = record
+
+    async def pause(self, speech_start: float) -> bool:
+        return await self._out.pause(speech_start)
+
+    async def resume(self) -> None:
+        await self._out.resume()
+
+    async def interrupt(self) -> None:
+        """Truncate the agent's item where the caller stopped hearing it and cancel the reply
+        (the SDK's interrupt: ``conversation.item.truncate`` at the tracker's position, which a
+        pause froze, and ``response.cancel``); drop what a pause kept."""
+        item = self._out.current_item
+        await self._send(lambda s: s.interrupt(), "interrupt")
+        if self._out.paused and item is not None:  # the SDK knew of no item to interrupt
+            await self._out.on_interrupted(item)
+
+    async def respond(self) -> None:
+        await self._send(lambda s: s.model.send_event(_raw({"type": "response.create"})), "respond")
+
+    async def forget(self, item_id: str) -> None:
+        message = {"type": "conversation.item.delete", "other_data": {"item_id": item_id}}
+        await self._send(lambda s: s.model.send_event(_raw(message)), "forget")
+
+    async def _send(self, act: Callable[[RealtimeSession], Awaitable[None]], what: str) -> None:
+        session = self._session()
+        if session is None:
+            self._record("barge_in.skipped", action=what, why="no session")
+            return
+        try:
+            await act(session)
+        except Exception as exc:  # the supervisor finds a broken session on its own
+            self._record("barge_in.skipped", action=what, why=describe_error(exc))
+
+
+def _raw(message: dict[str, Any]) -> RealtimeModelSendRawMessage:
+    return RealtimeModelSendRawMessage(message=message)  # type: ignore[arg-type]
