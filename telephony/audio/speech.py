@@ -6,6 +6,7 @@ about every caller frame while the agent speaks. Knows nothing of Twilio or Open
 
 from __future__ import annotations
 
+import numpy as np
 import webrtcvad
 
 __all__ = ["SpeechDetector"]
@@ -14,13 +15,19 @@ __all__ = ["SpeechDetector"]
 class SpeechDetector:
     """WebRTC VAD on pcm16 8 kHz mono.
 
+    The WebRTC VAD hardly looks at level: the faint remains of a cancelled echo (30-40 dB
+    down) still sound like speech to it. A frame also needs ``min_rms``.
+
     Args:
         aggressiveness: 0 (most speech kept) to 3 (fewest non-speech frames called speech);
             3 suits a barge-in decision, where a false "speech" costs a pause.
+        min_rms: RMS level (pcm16 units) below which a frame is not speech; 150 is about
+            -47 dBFS, well under a caller's speech on a phone line (-35 to -15 dBFS).
     """
 
-    def __init__(self, aggressiveness: int = 3) -> None:
+    def __init__(self, aggressiveness: int = 3, min_rms: float = 150.0) -> None:
         self._vad = webrtcvad.Vad(aggressiveness)
+        self._min_square = min_rms * min_rms
 
     def __call__(self, pcm: bytes) -> bool:
         """True when the frame (pcm16 8 kHz bytes, 10, 20 or 30 ms) holds speech.
@@ -30,4 +37,7 @@ class SpeechDetector:
         """
         if len(pcm) not in (160, 320, 480):
             raise ValueError(f"a 10, 20 or 30 ms frame is 160, 320 or 480 bytes, not {len(pcm)}")
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+        if float(np.dot(samples, samples)) < self._min_square * len(samples):
+            return False
         return self._vad.is_speech(pcm, 8000)

@@ -52,6 +52,7 @@ FRAME_MS = 20
 ECHO_TAIL_S = 0.6  # echo of audio played this long ago may still arrive
 RESUME_AFTER_MS = 60  # quiet that ends a short speech (a pause resumes then)
 GAP_MS = 100  # quiet within one speech (between syllables) that does not end it
+MERGE_MS = 400  # speech again within this of the last continues it (a pause between words)
 TRANSCRIPT_WAIT_S = 2.0  # a guarded item's transcript, waited for at most
 ECHO_WORD_SHARE = 0.6  # a transcript mostly of the agent's own recent words is its echo
 SUPPRESSED_KINDS = ("echo", "short_speech", "backchannel", "noise")
@@ -78,8 +79,9 @@ class _Speech:
     raw_ms: int = 0  # before echo cancelling
     quiet_ms: int = 0  # since the last speech frame
     paused: bool = False
+    resumed: bool = False  # a pause of it was taken back
     interrupted: bool = False
-    ended: bool = False
+    ended: bool = False  # quiet since; more speech within MERGE_MS continues it
 
 
 @dataclass
@@ -172,12 +174,17 @@ class BargeInGuard:
             s.quiet_ms = 0
             s.speech_ms += FRAME_MS if speech else 0
             s.raw_ms += FRAME_MS if raw_speech else 0
+            s.ended = False
         else:
-            s.quiet_ms += FRAME_MS
-        quiet_ms = s.quiet_ms  # in audio time: replays faster than real time decide alike
+            s.quiet_ms += FRAME_MS  # audio time: replays faster than real time decide alike
         if s.interrupted:
-            if quiet_ms >= GAP_MS:
+            if s.quiet_ms >= GAP_MS:
                 self._speech = None
+            return
+        if s.ended:  # resumed: more speech soon continues the same speech ("wait, stop")
+            if s.quiet_ms >= MERGE_MS:
+                self._speech = None
+                self._speech_done(s)
             return
         if s.speech_ms >= self.rules.min_speech_ms:
             s.interrupted = True
@@ -186,17 +193,18 @@ class BargeInGuard:
             return
         if not s.paused and s.speech_ms >= self.rules.pause_ms:
             s.paused = await self._actions.pause(s.started_at)
-        if quiet_ms >= (RESUME_AFTER_MS if s.paused else GAP_MS):
-            await self._speech_over(s)
+        if s.quiet_ms >= (RESUME_AFTER_MS if s.paused else GAP_MS):
+            s.ended = True
+            if s.paused:
+                s.paused = False
+                s.resumed = True
+                await self._actions.resume()
 
-    async def _speech_over(self, s: _Speech) -> None:
-        """Caller speech shorter than an interruption ended."""
-        self._speech = None
-        if s.paused:
-            await self._actions.resume()
+    def _speech_done(self, s: _Speech) -> None:
+        """Caller speech shorter than an interruption is over for good."""
         if s.speech_ms < self.rules.pause_ms and s.raw_ms >= self.rules.pause_ms:
             self._suppress("echo", speech_ms=s.raw_ms)  # heard only before cancelling
-        elif s.paused:
+        elif s.resumed:
             self._record("barge_in.resumed", speech_ms=s.speech_ms)
 
     async def _interrupt(self, s: _Speech | None = None) -> None:

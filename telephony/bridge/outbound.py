@@ -265,6 +265,7 @@ class OutboundAudio:
         )
         if frames:
             await self._emit(frames, self._item_key)
+            self.tracker.restart()
 
     def on_mark_echo(self, name: str) -> None:
         """Twilio echoed mark ``name``: its audio played (or a ``clear`` dropped it)."""

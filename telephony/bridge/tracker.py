@@ -67,6 +67,13 @@ class PhonePlaybackTracker(RealtimePlaybackTracker):
         self._queued_ms[(item, content_index)] = 0.0
         self._anchor = None
 
+    def restart(self) -> None:
+        """Audio of the current item was sent again after :meth:`freeze`: Twilio's buffer was
+        empty, so it plays from now on (the position moves before its first echo)."""
+        state = super().get_state()
+        if state["current_item_id"] is not None and state["elapsed_ms"] is not None:
+            self._anchor = time.monotonic() - state["elapsed_ms"] / 1000
+
     def on_interrupted(self) -> None:
         super().on_interrupted()
         self._queued_ms.clear()

@@ -14,7 +14,7 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import connect
 
 from .audio_files import speech_segments
-from .twilio_side import SimulationResult, TwilioSide
+from .twilio_side import Echo, SimulationResult, TwilioSide
 
 __all__ = ["Answer", "answer_call", "simulate_call"]
 
@@ -120,6 +120,7 @@ async def simulate_call(
     min_turns: int = 0,
     dtmf: Sequence[tuple[float, str]] = (),
     answer: Answer | None = None,
+    echo: Echo | None = None,
 ) -> SimulationResult:
     """Play one Twilio call against the server at ``base_url`` (``http://host:port``).
 
@@ -135,6 +136,7 @@ async def simulate_call(
         dtmf: keys to press, as ``(call time in seconds, digit)``; sent as Twilio ``dtmf``.
         answer: a webhook answer already obtained (:func:`answer_call`, possibly
             :meth:`Answer.via` another instance); no webhook is posted then.
+        echo: the caller's line echoes the agent's audio back (with line noise); None: no echo.
 
     Returns:
         A :class:`SimulationResult`. Raises ``ValueError`` if the TwiML has no stream.
@@ -151,7 +153,7 @@ async def simulate_call(
     result = SimulationResult(call_sid, stream_sid, answer.twiml, answer.stream_url, parameters)
     result.caller_speech = speech_segments(audio)
     async with connect(answer.stream_url, additional_headers=answer.headers, max_size=2**20) as ws:
-        twilio = TwilioSide(ws, result, speed)
+        twilio = TwilioSide(ws, result, speed, echo)
         await twilio.open(account_sid)
         await twilio.run(audio, tail_s, max_tail_s, min_turns, dtmf, hang_up, account_sid)
         await ws.close()

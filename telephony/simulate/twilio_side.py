@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..audio import FRAME_BYTES, ULAW_SILENCE
+import numpy as np
 
-__all__ = ["FRAME_S", "SimulationResult", "Turn", "TwilioSide"]
+from ..audio import FRAME_BYTES, ULAW_SILENCE, ulaw_decode, ulaw_encode
+
+__all__ = ["FRAME_S", "Echo", "SimulationResult", "Turn", "TwilioSide"]
 
 FRAME_S = 0.02
 STALL_GAP_S = 0.3  # a frame within this of the previous one continues the same reply
@@ -38,6 +40,21 @@ class Turn:
     @property
     def bytes(self) -> int:
         return self.frames * FRAME_BYTES
+
+
+@dataclass(frozen=True)
+class Echo:
+    """The caller's line sends back what it plays: a speakerphone, a car kit, hybrid echo.
+
+    The agent's audio as it played is mixed into the caller's audio ``delay_ms`` later at
+    ``gain_db`` (negative), with white line noise at ``noise_dbfs`` (None: none), then
+    μ-law encoded again as the phone network carries it.
+    """
+
+    gain_db: float = -10.0
+    delay_ms: float = 80.0
+    noise_dbfs: float | None = None
+    seed: int = 1
 
 
 @dataclass
@@ -75,8 +92,12 @@ class SimulationResult:
 class TwilioSide:
     """The Twilio side of one media stream, on a virtual clock ``speed`` times real time."""
 
-    def __init__(self, ws: Any, result: SimulationResult, speed: float) -> None:
+    def __init__(
+        self, ws: Any, result: SimulationResult, speed: float, echo: Echo | None = None
+    ) -> None:
         self.ws = ws
+        self.echo = echo
+        self._noise = np.random.default_rng(echo.seed) if echo is not None else None
         self.r = result
         self.speed = speed
         self.t0 = time.monotonic()
@@ -263,6 +284,8 @@ class TwilioSide:
                     return
                 frame = silence
             await self.sleep_until(at + FRAME_S)  # a frame leaves once its 20 ms were captured
+            if self.echo is not None:
+                frame = self.with_echo(frame, at)
             while keys and keys[0][0] <= at:
                 _, digit = keys.pop(0)
                 await self.send(
@@ -287,6 +310,28 @@ class TwilioSide:
             self.r.frames_sent += 1
             self.r.send_lateness_s.append(max(0.0, self.now() - (at + FRAME_S)) / self.speed)
             chunk += 1
+
+    def with_echo(self, frame: bytes, at: float) -> bytes:
+        """The caller's frame captured at ``at`` with the echo of what played ``delay_ms``
+        before it, and line noise."""
+        assert self.echo is not None and self._noise is not None
+        mixed = np.frombuffer(ulaw_decode(frame), dtype="<i2").astype(np.float64)
+        t0 = at - self.echo.delay_ms / 1000
+        gain = 10 ** (self.echo.gain_db / 20)
+        n = len(mixed)
+        for start, end, played in reversed(self.queue):
+            if end <= t0 - 1.0:
+                break
+            if end <= t0 or start >= t0 + n / 8000:
+                continue
+            offset = round((t0 - start) * 8000)  # the played frame's sample at mixed[0]
+            samples = np.frombuffer(ulaw_decode(played), dtype="<i2")
+            lo, hi = max(0, -offset), min(n, len(samples) - offset)
+            if hi > lo:
+                mixed[lo:hi] += gain * samples[offset + lo : offset + hi]
+        if self.echo.noise_dbfs is not None:
+            mixed += self._noise.normal(0.0, 32768 * 10 ** (self.echo.noise_dbfs / 20), n)
+        return ulaw_encode(np.clip(np.rint(mixed), -32768, 32767).astype("<i2").tobytes())
 
     def played_frames(self) -> list[tuple[float, bytes]]:
         now = self.now()
