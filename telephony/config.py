@@ -59,24 +59,6 @@ class CallLimits:
 
 
 @dataclass
-class CallFeatures:
-    """What a call does beyond bridging audio (both call paths).
-
-    Args:
-        greeting: said by the agent as soon as the call starts ('' for none).
-        dtmf_timeout: seconds after the last key before collected digits go to the agent.
-        hangup_grace: longest wait (seconds) for the goodbye to play before ``end_call`` hangs up.
-        transfer_targets: allowed transfer destinations, ``{name: +E.164 or sip: URI}``.
-    """
-
-    greeting: str = ""
-    dtmf_timeout: float = 2.0
-    hangup_grace: float = 10.0
-    transfer_targets: dict[str, str] = field(default_factory=dict)
-    barge_in: BargeInRules | None = None
-
-
-@dataclass
 class BargeInRules:
     """When caller speech over the agent is an interruption (see :mod:`telephony.bridge.barge_in`).
 
@@ -92,6 +74,25 @@ class BargeInRules:
     min_speech_ms: int = 600
     backchannels: frozenset[str] = field(default_factory=frozenset)
     echo_cancellation: bool = False
+
+
+@dataclass
+class CallFeatures:
+    """What a call does beyond bridging audio (both call paths).
+
+    Args:
+        greeting: said by the agent as soon as the call starts ('' for none).
+        dtmf_timeout: seconds after the last key before collected digits go to the agent.
+        hangup_grace: longest wait (seconds) for the goodbye to play before ``end_call`` hangs up.
+        transfer_targets: allowed transfer destinations, ``{name: +E.164 or sip: URI}``.
+        barge_in: the barge-in guard's rules; None: the model decides barge-in itself.
+    """
+
+    greeting: str = ""
+    dtmf_timeout: float = 2.0
+    hangup_grace: float = 10.0
+    transfer_targets: dict[str, str] = field(default_factory=dict)
+    barge_in: BargeInRules | None = None
 
 
 class Settings(BaseSettings):

@@ -7,9 +7,10 @@ audio and, from the mark echoes, when the caller heard it.
 
 Per caller frame while the agent's audio plays (or a pause holds it):
 
-1. **Echo.** The frame is paired with what was playing when it was captured
-   (:class:`~telephony.audio.echo.PlayoutReference`) and WebRTC's AEC3 removes the agent's
-   voice (``ECHO_CANCELLATION``); the cleaned audio is what the model hears. Speech that our
+1. **Echo** (with ``ECHO_CANCELLATION``, off by default). The frame is paired with what was
+   playing when it was captured (:attr:`BargeInGuard.reference`, a
+   :class:`~telephony.audio.echo.PlayoutReference` the outbound side feeds) and WebRTC's AEC3
+   removes the agent's voice; the cleaned audio is what the model hears. Speech that our
    detector hears before cancelling and not after is the agent's echo, counted as such.
 2. **Pause.** Once the caller has spoken ``pause_ms`` (WebRTC VAD on the cleaned audio), the
    agent's audio stops at the caller's ear (``clear``), the rest kept: this is the barge-in
@@ -74,7 +75,6 @@ class _Speech:
     """Caller sound heard while the agent's audio played."""
 
     started_at: float
-    last_at: float
     speech_ms: int = 0
     raw_ms: int = 0  # before echo cancelling
     quiet_ms: int = 0  # since the last speech frame
@@ -103,7 +103,6 @@ class BargeInGuard:
         rules: the thresholds, backchannels and echo cancelling (``BARGE_IN_*``).
         actions: pause, resume, interrupt, respond and forget an item.
         audible: True while the agent's audio plays at the caller or a pause holds it.
-        reference: the far end's playout (fed by the outbound side) when echo cancelling is on.
         agent_words: the agent's words of the last reply or two (for the echo check).
         record: writes a call-log record.
     """
@@ -166,11 +165,10 @@ class BargeInGuard:
         if s is None:
             if not ((speech or raw_speech) and self._audible()):
                 return
-            s = self._speech = _Speech(started_at=now - FRAME_MS / 1000, last_at=now)
+            s = self._speech = _Speech(started_at=now - FRAME_MS / 1000)
         if speech:
             self._last_speech_at = now
         if speech or raw_speech:
-            s.last_at = now
             s.quiet_ms = 0
             s.speech_ms += FRAME_MS if speech else 0
             s.raw_ms += FRAME_MS if raw_speech else 0

@@ -3,9 +3,11 @@
 It is a stand-in for trying the phone path end to end, **not an assistant**: it listens
 (:mod:`.turns`), hears (Whisper, :mod:`.stack`), decides what to say (:mod:`.responder`) and
 speaks (Piper). It emits the same model events as the OpenAI model, so the session, the bridge,
-the playback tracker and the call log are unchanged. Speech while the agent's audio is still
-playing (per the session's playback tracker) is a barge-in: ``audio_interrupted``, so the bridge
-sends ``clear``.
+the playback tracker and the call log are unchanged. Like OpenAI's, it follows the session's
+``turn_detection``: with ``interrupt_response`` on, speech while the agent's audio is still
+playing (per the playback tracker) is a barge-in (``audio_interrupted``, so the bridge sends
+``clear``); with ``create_response`` off it answers a turn only when ``response.create`` asks,
+and ``conversation.item.delete`` forgets one (the bridge's barge-in guard).
 """
 
 from __future__ import annotations
