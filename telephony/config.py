@@ -10,12 +10,13 @@ Imports nothing of the package.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -58,6 +59,65 @@ class CallLimits:
     history_tokens: int = 16_000
 
 
+PRICES_SOURCE = "OpenAI gpt-realtime-1.5 model page and Twilio US voice list prices, 2026-11-29"
+TOKEN_KINDS = (
+    "text_input",
+    "text_cached_input",
+    "audio_input",
+    "audio_cached_input",
+    "text_output",
+    "audio_output",
+)
+
+
+@dataclass(frozen=True)
+class Prices:
+    """USD per million tokens of each kind, and per carrier minute (billed in whole minutes,
+    as Twilio bills). The defaults are :data:`PRICES_SOURCE`; ``PRICES`` overrides any."""
+
+    text_input: float = 4.00
+    text_cached_input: float = 0.40
+    audio_input: float = 32.00
+    audio_cached_input: float = 0.40
+    text_output: float = 16.00
+    audio_output: float = 64.00
+    carrier_inbound_per_minute: float = 0.0085
+    carrier_outbound_per_minute: float = 0.0130
+
+    @classmethod
+    def with_overrides(cls, overrides: dict[str, float]) -> Prices:
+        """The defaults with some replaced. Raises ValueError on an unknown name or a
+        negative price."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise ValueError(f"unknown prices {sorted(unknown)}; known: {sorted(names)}")
+        if any(value < 0 for value in overrides.values()):
+            raise ValueError("prices cannot be negative")
+        return replace(cls(), **{k: float(v) for k, v in overrides.items()})
+
+    def model_usd(self, tokens: dict[str, int]) -> float:
+        """The model's share for ``tokens`` (kinds of :data:`TOKEN_KINDS`)."""
+        table = asdict(self)
+        return sum(tokens.get(kind, 0) * table[kind] for kind in TOKEN_KINDS) / 1_000_000
+
+    def carrier_usd(self, seconds: float, outbound: bool) -> float:
+        """The carrier's share for a call of ``seconds`` (each started minute billed)."""
+        minutes = math.ceil(max(0.0, seconds) / 60)
+        rate = self.carrier_outbound_per_minute if outbound else self.carrier_inbound_per_minute
+        return minutes * rate
+
+    def call_cost(self, tokens: dict[str, int], seconds: float, outbound: bool) -> dict[str, Any]:
+        """``{"model": …, "carrier": …, "total": …}`` in USD, rounded to 1/10000 cent."""
+        model = self.model_usd(tokens)
+        carrier = self.carrier_usd(seconds, outbound)
+        return {
+            "model": round(model, 6),
+            "carrier": round(carrier, 6),
+            "total": round(model + carrier, 6),
+        }
+
+
 @dataclass
 class BargeInRules:
     """When caller speech over the agent is an interruption (see :mod:`telephony.bridge.barge_in`).
@@ -86,6 +146,7 @@ class CallFeatures:
         hangup_grace: longest wait (seconds) for the goodbye to play before ``end_call`` hangs up.
         transfer_targets: allowed transfer destinations, ``{name: +E.164 or sip: URI}``.
         barge_in: the barge-in guard's rules; None: the model decides barge-in itself.
+        prices: what tokens and carrier minutes cost, for ``call.end``'s ``cost_usd``.
     """
 
     greeting: str = ""
@@ -93,6 +154,7 @@ class CallFeatures:
     hangup_grace: float = 10.0
     transfer_targets: dict[str, str] = field(default_factory=dict)
     barge_in: BargeInRules | None = None
+    prices: Prices = field(default_factory=Prices)
 
 
 class Settings(BaseSettings):
@@ -256,6 +318,10 @@ class Settings(BaseSettings):
         default=False,
         description="Cancel the agent's own voice in caller audio (WebRTC AEC3, while it plays).",
     )
+    prices: dict[str, float] = Field(
+        default_factory=dict,
+        description="JSON: prices that differ from the defaults (see 'What each call cost').",
+    )
     transfer_targets: str = Field(
         default="",
         description="Allowed transfer destinations: name=+E164 or name=sip:uri, comma-separated.",
@@ -350,6 +416,12 @@ class Settings(BaseSettings):
     def _long_enough_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_SECRET_CHARS:
             raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters")
+        return value
+
+    @field_validator("prices")
+    @classmethod
+    def _known_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        Prices.with_overrides(value)  # raises ValueError naming what is wrong
         return value
 
     @field_validator("dial_allowed_prefixes")
@@ -452,6 +524,7 @@ class Settings(BaseSettings):
             hangup_grace=self.hangup_grace,
             transfer_targets=self.transfer_destinations,
             barge_in=self.barge_in_rules(),
+            prices=Prices.with_overrides(self.prices),
         )
 
     def barge_in_rules(self) -> BargeInRules | None:

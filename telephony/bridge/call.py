@@ -105,7 +105,8 @@ class MediaStreamCall:
         self._admit = admit
         features = features or CallFeatures()
         self.metrics = CallMetrics(time.monotonic(), on_frame=on_frame)
-        self._recorder = SessionRecorder(self._record, on_vad=self._on_vad)
+        self._recorder = SessionRecorder(self._record, on_vad=self._on_vad, prices=features.prices)
+        self._outbound_call = False  # Twilio's Direction says outbound-api (carrier pricing)
         self._end_requested = asyncio.Event()
         self._end_reason = "ended_by_server"
         self._close_code = 1000
@@ -188,6 +189,7 @@ class MediaStreamCall:
 
     def _on_start(self, start: Start, admitted: dict[str, Any]) -> None:
         self.call_sid = self.control.call_sid = start.call_sid
+        self._outbound_call = start.custom_parameters.get("Direction", "").startswith("outbound")
         self.stream_sid = self.out.stream_sid = self.inbound.stream_sid = start.stream_sid
         self.inbound.last_sequence = start.sequence_number
         self._last_media_at = self._stream_started_at = time.monotonic()
@@ -444,9 +446,11 @@ class MediaStreamCall:
 
     def _finish(self) -> None:
         reason = self.end_reason or "unknown"
+        duration = time.monotonic() - self._started_at
+        tokens = self._recorder.tokens
         totals = {
             "reason": reason,
-            "duration_s": round(time.monotonic() - self._started_at, 3),
+            "duration_s": round(duration, 3),
             "stream_sid": self.stream_sid,
             **self.inbound.totals(),
             **self.out.totals(),
@@ -455,6 +459,8 @@ class MediaStreamCall:
             "renewals": self._supervisor.renewals,
             **(self.guard.totals() if self.guard is not None else {}),
             "usage": self._recorder.usage,
+            "tokens": tokens,
+            "cost_usd": self._recorder.prices.call_cost(tokens, duration, self._outbound_call),
             "metrics": self.metrics.summary(),
         }
         self._record("call.end", **totals)

@@ -111,6 +111,12 @@ class ServiceMetrics:
             "out": self.frame_processing.labels(direction="out"),
         }
         self.model_errors = Counter("telephony_model_errors", "Model errors", registry=r)
+        self.cost = Counter(
+            "telephony_call_cost_usd",
+            "Estimated cost of ended calls (model tokens and carrier minutes), USD, by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self.rejected = Counter(
             "telephony_rejected", "Requests refused, by reason", ["reason"], registry=r
         )
@@ -130,7 +136,11 @@ class ServiceMetrics:
         elif event == "call.rejected":
             self.rejected.labels(reason="busy").inc()
         elif event == "call.end":
-            self.calls.labels(outcome=outcome(record.get("reason"))).inc()
+            label = outcome(record.get("reason"))
+            self.calls.labels(outcome=label).inc()
+            cost = (record.get("cost_usd") or {}).get("total")
+            if isinstance(cost, int | float) and cost > 0:
+                self.cost.labels(outcome=label).inc(cost)
 
     def frame(self, direction: str, seconds: float) -> None:
         """One 20 ms frame's processing time (``direction``: ``in`` or ``out``)."""

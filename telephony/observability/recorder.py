@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .cost import TOKEN_KINDS, Prices, add_tokens, tokens_of
+
 __all__ = ["Conversation", "SessionRecorder", "Turn"]
 
 KEPT_CHARS = 200_000  # about 50k tokens: more than any replay takes; memory stays flat
@@ -93,11 +95,16 @@ class SessionRecorder:
     """Turns session events into call-log records through ``record(event, **fields)``."""
 
     def __init__(
-        self, record: Callable[..., Any], on_vad: Callable[[str, int | None], None] | None = None
+        self,
+        record: Callable[..., Any],
+        on_vad: Callable[[str, int | None], None] | None = None,
+        prices: Prices | None = None,
     ) -> None:
         self._record = record
         self._on_vad = on_vad  # ("speech_started" | "speech_stopped", audio ms)
         self.usage: dict[str, int] = {}  # token counts the model reported
+        self.tokens: dict[str, int] = dict.fromkeys(TOKEN_KINDS, 0)  # by kind (cost.py)
+        self.prices = prices or Prices()
         self.conversation = Conversation()
         self.responses_started = 0
         self.responses_ended = 0
@@ -183,6 +190,8 @@ class SessionRecorder:
                 self._record("speech.stopped", audio_end_ms=at)
                 if self._on_vad:
                     self._on_vad("speech_stopped", at)
+            elif server_type == "response.done":
+                self._on_response_done(data.data.get("response"))
             elif server_type == "conversation.item.input_audio_transcription.failed":
                 self._transcribed = True
             elif server_type is not None and server_type.startswith("output_audio_buffer."):
@@ -192,6 +201,20 @@ class SessionRecorder:
                 value = getattr(data.usage, name, None)
                 if isinstance(value, int):
                     self.usage[name] = self.usage.get(name, 0) + value
+
+    def _on_response_done(self, response: Any) -> None:
+        """OpenAI's ``response.done``: its ``usage``, by kind and priced, as ``model.usage``."""
+        usage = response.get("usage") if isinstance(response, dict) else None
+        if not isinstance(usage, dict):
+            return
+        tokens = tokens_of(usage)
+        add_tokens(self.tokens, tokens)
+        self._record(
+            "model.usage",
+            response_id=response.get("id"),
+            tokens=tokens,
+            cost_usd=round(self.prices.model_usd(tokens), 6),
+        )
 
     def _on_playout(self, server_type: str, response_id: Any) -> None:
         """``output_audio_buffer.started`` / ``.stopped`` / ``.cleared`` (OpenAI, SIP and

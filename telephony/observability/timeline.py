@@ -5,8 +5,8 @@ One time axis (seconds since the stream started), three lanes:
 - **caller**: speech as the model's VAD heard it, and what was transcribed;
 - **agent**: audio sent to Twilio (light) and audio Twilio played, from echoed marks (dark);
   what the agent said;
-- **events**: ``clear`` (red lines across all lanes), tool calls, DTMF, model errors and
-  reconnects.
+- **events**: ``clear`` (red lines across all lanes), tool calls, DTMF, model errors,
+  reconnects, and each response's tokens and cost where the model reports its usage.
 
 Latencies are drawn as arrows with their values: greeting, each turn (end of speech to the
 first frame of the reply) and each barge-in (start of speech to ``clear``). The output is a
@@ -37,6 +37,9 @@ EVENT_LABELS = {
     "call.hangup": lambda r: "hang-up",
     "call.transfer": lambda r: f"transfer {r.get('destination')}",
     "greeting.requested": lambda r: "greeting",
+    "model.usage": lambda r: (
+        f"{sum((r.get('tokens') or {}).values())} tok ${r.get('cost_usd', 0):.4f}"
+    ),
 }
 STYLE = (
     ".title{font:bold 14px sans-serif}.lane{fill:#f6f6f6;stroke:#ddd}"

@@ -57,6 +57,7 @@ class RealtimeConnection:
     expired: bool = False  # the session cap ended it
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  # conversation.item.delete item ids
+    usage: list[dict[str, Any]] = field(default_factory=list)  # each response.done's usage
     tool_outputs: list[dict[str, Any]] = field(default_factory=list)
     sent: list[tuple[str, float]] = field(default_factory=list)  # (event type, Unix time)
 
@@ -110,6 +111,8 @@ class LoopbackSession:
         self.tasks: set[asyncio.Task[None]] = set()
         self.playing = False  # the output audio buffer is playing (playout_delay_s)
         self.playout: asyncio.Task[None] | None = None  # its stopped, pending
+        self.billed_audio_bytes = 0  # caller audio some response's usage has counted
+        self.cached = {"text_tokens": 0, "audio_tokens": 0}  # the previous response's input
 
     def nid(self, prefix: str) -> str:
         return f"{prefix}_{self.n}_{next(self.ids)}"
@@ -358,11 +361,38 @@ class LoopbackSession:
         done = {"type": "response.output_item.done", "response_id": response_id, "output_index": 0}
         with contextlib.suppress(Exception):
             await self.send({**done, "item": item})
-            await self.send(
-                {"type": "response.done", "response": _response(response_id, [item], status)}
-            )
+            done_response = _response(response_id, [item], status)
+            done_response["usage"] = self.usage(record["audio_ms"], text)
+            await self.send({"type": "response.done", "response": done_response})
         if self.s.playout_delay_s is not None and record["audio_ms"]:
             self.playout = self.later(self.played_out(response_id))
+
+    def usage(self, reply_ms: float, text: str) -> dict[str, Any]:
+        """``response.usage`` as OpenAI reports it, at OpenAI's rates: audio in at 10 tokens a
+        second of caller audio since the last response, audio out at 20 a second; text in
+        300 tokens of instructions, growing 50 and the reply's text each turn; the previous
+        response's whole input counted again as cached (the conversation prefix); the
+        reply's transcript as text output (a token per 4 characters)."""
+        heard_s = (self.conn.audio_bytes - self.billed_audio_bytes) / BYTES_PER_MS / 1000
+        self.billed_audio_bytes = self.conn.audio_bytes
+        audio_in = round(heard_s * 10) + self.cached["audio_tokens"]
+        text_in = (self.cached["text_tokens"] or 250) + 50 + len(text) // 4
+        cached = dict(self.cached)
+        self.cached = {"text_tokens": text_in, "audio_tokens": audio_in}
+        text_out, audio_out = max(1, len(text) // 4), round(reply_ms / 1000 * 20)
+        self.conn.usage.append({"input": (text_in, audio_in), "output": (text_out, audio_out)})
+        return {
+            "total_tokens": text_in + audio_in + text_out + audio_out,
+            "input_tokens": text_in + audio_in,
+            "output_tokens": text_out + audio_out,
+            "input_token_details": {
+                "text_tokens": text_in,
+                "audio_tokens": audio_in,
+                "cached_tokens": cached["text_tokens"] + cached["audio_tokens"],
+                "cached_tokens_details": cached,
+            },
+            "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
+        }
 
     async def played_out(self, response_id: str) -> None:
         """The output audio buffer ran empty at the caller ``playout_delay_s`` after the last
