@@ -318,6 +318,19 @@ class Settings(BaseSettings):
         default=False,
         description="Cancel the agent's own voice in caller audio (WebRTC AEC3, while it plays).",
     )
+    outbound_amd: bool = Field(
+        default=True,
+        description="Detect who answers outbound calls (Twilio's asynchronous AMD).",
+    )
+    voicemail_message: str = Field(
+        default=(
+            "Hello, this is the automated assistant returning your call. Sorry we missed you. "
+            "Please call us back when it suits you. Goodbye."
+        ),
+        min_length=1,
+        max_length=500,
+        description="What the agent says to an answering machine (POST /calls may override).",
+    )
     prices: dict[str, float] = Field(
         default_factory=dict,
         description="JSON: prices that differ from the defaults (see 'What each call cost').",

@@ -20,6 +20,7 @@ from .admission import CallRegistry
 from .fleet import FleetState, FleetUnavailable
 from .observability.call_log import CallLogs
 from .sip import SipCalls
+from .twilio.dial import MACHINE
 from .twilio.ids import is_call_sid
 from .twilio.rest import TwilioCalls
 from .twilio.twiml import dial_twiml
@@ -102,6 +103,31 @@ class RemoteControl:
         self._log(call_id, "transfer", result, destination=destination)
         return result
 
+    async def answered(self, call_id: str, answered_by: str, message: str) -> ControlResult:
+        """Twilio's answering machine detection result for ``call_id`` reaches its owner,
+        which leaves ``message`` on a machine or hangs up on a fax. Without an owner, the
+        carrier acts: a fax or unknown answer is hung up, a machine hears ``message`` in
+        Twilio's text-to-speech voice first (the agent's session is gone).
+
+        Raises:
+            CallNotFound, ControlUnavailable: as for :meth:`hang_up` (only when the carrier
+            had to act).
+        """
+        args = {"answered_by": answered_by, "message": message}
+        result = await self._via_owner("amd", call_id, args)
+        if result is None and answered_by in MACHINE:
+            if self._rest is None or not is_call_sid(call_id):
+                raise ControlUnavailable("no owner and no Twilio REST credentials")
+            if not await self._rest.say_and_hang_up(call_id, message):
+                raise CallNotFound(call_id)
+            result = ControlResult("twilio_rest")
+        elif result is None and answered_by in ("fax", "unknown"):
+            result = await self._carrier_hang_up(call_id)
+        elif result is None:
+            result = ControlResult("none")  # a human answered and nobody needs to act
+        self._log(call_id, "amd", result, answered_by=answered_by)
+        return result
+
     async def on_message(self, message: dict[str, Any]) -> dict[str, Any]:
         """The owner's side: act on a control message for one of our calls."""
         call = self._registry.live.get(str(message.get("call")))
@@ -112,6 +138,9 @@ class RemoteControl:
             detail = await call.operator_hang_up(str(args.get("reason", "operator")))
         elif message.get("op") == "transfer":
             detail = await call.operator_transfer(str(args.get("destination", "")))
+        elif message.get("op") == "amd" and hasattr(call, "on_answered"):
+            answered_by, text = str(args.get("answered_by")), str(args.get("message", ""))
+            detail = await call.on_answered(answered_by, text)
         else:
             return {"ok": False, "error": "unknown op"}
         return {"ok": True, "detail": detail}

@@ -40,6 +40,7 @@ __all__ = [
     "create_response",
     "greet",
     "is_session_expired",
+    "leave_voicemail",
     "phone_model_settings",
     "say_goodbye",
     "server_event",
@@ -163,6 +164,17 @@ def closed_going_away(exc: BaseException) -> bool:
         and exc.rcvd is not None
         and exc.rcvd.code == 1001
     )
+
+
+VOICEMAIL_INSTRUCTIONS = (
+    "You have reached an answering machine and its beep has sounded. Leave this message now, "
+    "word for word, then stop; do not ask anything: {}"
+)
+
+
+async def leave_voicemail(session: RealtimeSession, message: str) -> None:
+    """Ask the agent to say ``message`` to an answering machine, in its own voice."""
+    await create_response(session, VOICEMAIL_INSTRUCTIONS.format(message))
 
 
 async def announce_transfer(session: RealtimeSession, destination: str) -> None:

@@ -329,6 +329,10 @@ class MediaStreamCall:
         """An operator ends the call (from any instance): goodbye, then hang up."""
         return await self.control.operator_hang_up(reason)
 
+    async def on_answered(self, answered_by: str, message: str) -> str:
+        """Who answered this outbound call (Twilio's ``AnsweredBy``, from any instance)."""
+        return await self.control.on_answered(answered_by, message)
+
     async def operator_transfer(self, destination: str) -> str:
         """An operator transfers the call to an allowed destination name."""
         return await self.control.operator_transfer(destination)

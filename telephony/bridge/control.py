@@ -1,6 +1,7 @@
 """Call control on a Media Streams call: keypad digits to the agent, ``end_call`` and
-``transfer_call`` through Twilio's REST API, and the same two asked for by an operator
-(``POST /calls/{sid}/hangup|transfer`` on any instance), the agent speaking first.
+``transfer_call`` through Twilio's REST API, the same two asked for by an operator
+(``POST /calls/{sid}/hangup|transfer`` on any instance), the agent speaking first, and what to
+do when answering machine detection says a machine or a fax answered an outbound call.
 
 Implements :class:`telephony.agent.tools.CallControl` for the bridge.
 """
@@ -15,11 +16,12 @@ from typing import Any
 
 from agents.realtime import RealtimeSession
 
-from ..agent.sessions import announce_transfer, say_goodbye
+from ..agent.sessions import announce_transfer, leave_voicemail, say_goodbye
 from ..agent.tools import transfer_refusal
 from ..config import CallFeatures
 from ..observability.call_log import describe_error
 from ..observability.recorder import SessionRecorder
+from ..twilio.dial import MACHINE
 from ..twilio.rest import TwilioCalls
 from ..twilio.twiml import dial_twiml
 from .outbound import OutboundAudio
@@ -167,6 +169,56 @@ class MediaCallControl:
         self._transfer_task = asyncio.create_task(announce_then_transfer())
         await self._ask(lambda session: announce_transfer(session, destination))
         return "transferring after the agent's announcement"
+
+    # ------------------------------------------------------------------ who answered
+
+    async def on_answered(self, answered_by: str, message: str) -> str:
+        """Twilio's answering machine detection said who answered this outbound call: a
+        machine (its greeting and beep over) gets ``message`` in the agent's voice, then the
+        call hangs up once it has played; a fax or an unknown answer is hung up at once; a
+        human changes nothing."""
+        self._record("answered_by", answered_by=answered_by)
+        if answered_by not in MACHINE and answered_by not in ("fax", "unknown"):
+            return "the conversation goes on"
+        if self._hangup_task is not None:
+            return "already ending"
+        if answered_by in MACHINE:
+            self._hangup_task = asyncio.create_task(self._leave_voicemail(message))
+            return "leaving a voicemail"
+        reason = "fax" if answered_by == "fax" else "amd_unknown"
+        self._hangup_task = asyncio.create_task(self._hang_up_now(reason))
+        return "hanging up"
+
+    async def _leave_voicemail(self, message: str) -> None:
+        """Stop whatever the agent was saying to the greeting, say the message, wait for it to
+        play (marks), log ``voicemail.left``, hang up."""
+        session = self.session
+        out = self._outbound
+        if session is not None and (out.playing or out.paused):
+            try:
+                await session.interrupt()
+            except Exception as exc:
+                self._record("model.error", where="voicemail", error=describe_error(exc))
+            if (out.playing or out.paused) and out.current_item is not None:
+                await out.on_interrupted(out.current_item)
+        started_before = self._recorder.responses_started
+        t0 = time.monotonic()
+        await self._ask(lambda s: leave_voicemail(s, message))
+        await self._goodbye_played(started_before)
+        if self._recorder.responses_started > started_before:
+            self._record(
+                "voicemail.left", chars=len(message), ms=round((time.monotonic() - t0) * 1000)
+            )
+        else:
+            self._record("voicemail.failed", why="the model gave no response")
+        via = await self._rest("hang up", lambda twilio, sid: twilio.hang_up(sid))
+        self._record("call.hangup", via=via, reason="voicemail")
+        self._end("voicemail")
+
+    async def _hang_up_now(self, reason: str) -> None:
+        via = await self._rest("hang up", lambda twilio, sid: twilio.hang_up(sid))
+        self._record("call.hangup", via=via, reason=reason)
+        self._end(reason)
 
     async def _ask(self, say: Callable[[RealtimeSession], Awaitable[None]]) -> None:
         """Ask the session for a response (a goodbye, an announcement); errors are logged."""

@@ -2,7 +2,7 @@
 404 when unset). The token is checked before a byte of the body is read, and bodies are at most
 4 KiB (:mod:`.limits`):
 
-- ``POST /calls``: place an outbound call;
+- ``POST /calls``: place an outbound call (``{"to": …, "voicemail_message": …}``);
 - ``POST /calls/{sid}/hangup``: end a live call on any instance (the agent says goodbye first);
 - ``POST /calls/{sid}/transfer``: transfer a live call to an allowed destination name.
 """
@@ -30,9 +30,11 @@ logger = logging.getLogger("telephony.routes.calls")
 
 
 class DialRequest(BaseModel):
-    """Body of ``POST /calls``."""
+    """Body of ``POST /calls``: the number, and optionally the message to leave when an
+    answering machine picks up (``VOICEMAIL_MESSAGE`` otherwise)."""
 
     to: str
+    voicemail_message: str | None = Field(default=None, min_length=1, max_length=500)
 
 
 class HangupRequest(BaseModel):
@@ -75,7 +77,7 @@ async def place(request: Request, services: ServicesDep) -> dict[str, str]:
     if not services.dial_rate.take():
         raise HTTPException(429, "DIAL_RATE_LIMIT reached; try again in a minute")
     try:
-        call_sid = await dial(settings, rest, body.to, settings.public_url)
+        call_sid = await dial(settings, rest, body.to, settings.public_url, body.voicemail_message)
     except DialError as exc:
         raise HTTPException(422, str(exc)) from None
     return {"call_sid": call_sid}

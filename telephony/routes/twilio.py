@@ -3,7 +3,8 @@
 - ``POST /incoming-call`` (signed) → TwiML ``<Connect><Stream>`` with a per-call stream token,
   or ``<Reject reason="busy"/>`` at capacity or while draining;
 - ``WS /media-stream`` (signed handshake; token checked at ``start``) → the bridge;
-- ``POST /call-status`` (signed) → ``call.status`` in the call's log.
+- ``POST /call-status`` (signed) → ``call.status`` in the call's log;
+- ``POST /amd-status`` (signed) → who answered an outbound call, to the call's owner.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, WebSocket
 from starlette.websockets import WebSocketState
 
+from ..remote_control import CallNotFound, ControlUnavailable
 from ..services import Services
+from ..twilio.dial import AMD_PATH
 from ..twilio.ids import is_call_sid
 from ..twilio.signatures import request_url
 from ..twilio.twiml import MEDIA_STREAM_PATH, connect_stream, media_stream_url, reject
@@ -201,6 +204,27 @@ async def media_stream(websocket: WebSocket, services: ServicesDep) -> None:
         registry.awaiting_start.discard(call)
         registry.sockets.pop(task, None)
         await registry.release(call.call_sid if call.stream_sid else None)
+
+
+@router.post(AMD_PATH)
+async def amd_status(request: Request, params: TwilioForm, services: ServicesDep) -> Response:
+    """Twilio's asynchronous answering machine detection result (``AnsweredBy``) for an
+    outbound call; it reaches the call's owner on whichever instance runs it. The message to
+    leave on a machine rides in this URL's ``voicemail`` query (signed with it)."""
+    call_sid = params["CallSid"]
+    answered_by = caller_text(params.get("AnsweredBy")) or "unknown"
+    message = request.query_params.get("voicemail") or services.settings.voicemail_message
+    with services.logs.open(call_sid, observe=False) as log:
+        log.write(
+            "amd",
+            answered_by=answered_by,
+            detection_ms=caller_text(params.get("MachineDetectionDuration")),
+        )
+    try:
+        await services.control.answered(call_sid, answered_by, message[:500])
+    except (CallNotFound, ControlUnavailable) as exc:
+        logger.info("call %s: AMD %s and nobody could act: %s", call_sid, answered_by, exc)
+    return Response(status_code=204)
 
 
 @router.post("/call-status")

@@ -76,12 +76,30 @@ class TwilioCalls:
         return True
 
     async def create_call(
-        self, to: str, from_: str, url: str, status_callback: str, status_events: list[str]
+        self,
+        to: str,
+        from_: str,
+        url: str,
+        status_callback: str,
+        status_events: list[str],
+        amd_callback: str | None = None,
     ) -> str:
-        """Place an outbound call whose TwiML comes from ``url``; returns its CallSid.
+        """Place an outbound call whose TwiML comes from ``url``; returns its CallSid. With
+        ``amd_callback``, Twilio's answering machine detection runs asynchronously
+        (``MachineDetection=DetectMessageEnd``, ``AsyncAmd``): the call connects at once and
+        the result (``AnsweredBy``) is posted to ``amd_callback`` once known, after the
+        greeting and beep for a machine.
 
         Raises ``TwilioRestException`` when Twilio refuses it.
         """
+        amd: dict[str, str] = {}
+        if amd_callback is not None:
+            amd = {
+                "machine_detection": "DetectMessageEnd",
+                "async_amd": "true",
+                "async_amd_status_callback": amd_callback,
+                "async_amd_status_callback_method": "POST",
+            }
 
         def create() -> str:
             call = self._client.calls.create(
@@ -92,6 +110,7 @@ class TwilioCalls:
                 status_callback=status_callback,
                 status_callback_event=status_events,
                 status_callback_method="POST",
+                **amd,
             )
             return str(call.sid)
 
