@@ -147,6 +147,9 @@ class CallFeatures:
         transfer_targets: allowed transfer destinations, ``{name: +E.164 or sip: URI}``.
         barge_in: the barge-in guard's rules; None: the model decides barge-in itself.
         prices: what tokens and carrier minutes cost, for ``call.end``'s ``cost_usd``.
+        hold_delay: seconds a tool may run before the caller hears ``hold_sound``; None: never.
+        hold_sound: the hold loop, μ-law 8 kHz, whole 20 ms frames (the services load it
+            from ``HOLD_SOUND`` once).
     """
 
     greeting: str = ""
@@ -155,6 +158,8 @@ class CallFeatures:
     transfer_targets: dict[str, str] = field(default_factory=dict)
     barge_in: BargeInRules | None = None
     prices: Prices = field(default_factory=Prices)
+    hold_delay: float | None = None
+    hold_sound: bytes = b""
 
 
 class Settings(BaseSettings):
@@ -317,6 +322,15 @@ class Settings(BaseSettings):
     echo_cancellation: bool = Field(
         default=False,
         description="Cancel the agent's own voice in caller audio (WebRTC AEC3, while it plays).",
+    )
+    filler_delay: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds a tool may run before the caller hears the hold sound; 0: never.",
+    )
+    hold_sound: Path | None = Field(
+        default=None,
+        description="Hold loop while a tool runs: headerless μ-law 8 kHz; unset: soft tones.",
     )
     outbound_amd: bool = Field(
         default=True,
@@ -538,6 +552,7 @@ class Settings(BaseSettings):
             transfer_targets=self.transfer_destinations,
             barge_in=self.barge_in_rules(),
             prices=Prices.with_overrides(self.prices),
+            hold_delay=self.filler_delay or None,
         )
 
     def barge_in_rules(self) -> BargeInRules | None:

@@ -25,6 +25,7 @@ from .admission import (
 from .agent.default import build_default_agent, load_agent
 from .agent.local import LocalRealtimeModel, load_local_stack
 from .agent.sessions import ModelFactory, SessionFactory, choose_backend
+from .audio.hold import load_hold_sound
 from .bridge import MediaStreamCall, TwilioSocket
 from .config import CallFeatures, CallLimits, Settings
 from .fleet import FleetState, LocalState
@@ -142,10 +143,12 @@ def build_services(
     """Build every shared service from ``settings`` (see :func:`telephony.app.create_app`).
 
     Raises:
-        ValueError: a bad ``AGENT``.
+        ValueError: a bad ``AGENT``, or a ``HOLD_SOUND`` file under 20 ms.
+        OSError: ``HOLD_SOUND`` cannot be read.
         telephony.agent.local.LocalModelUnavailable: the offline model's extra is missing.
     """
     features = settings.call_features()
+    features.hold_sound = load_hold_sound(settings.hold_sound)  # read once, at start
     if agent is None:
         agent = (
             load_agent(settings.agent)

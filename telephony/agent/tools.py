@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agents import FunctionTool, RunContextWrapper, function_tool
+from agents import FunctionTool, RunContextWrapper, Tool, function_tool
 
 __all__ = [
     "CallContext",
@@ -25,7 +25,25 @@ __all__ = [
     "end_call",
     "transfer_refusal",
     "transfer_tool",
+    "wants_filler",
+    "without_filler",
 ]
+
+_NO_FILLER = "_telephony_no_filler"
+
+
+def without_filler(tool: Tool) -> Tool:
+    """Mark ``tool`` as needing no hold sound while it runs (it answers at once, or it ends
+    the call); returns the same tool, so it can wrap a definition:
+    ``lookup = without_filler(function_tool(lookup))``."""
+    setattr(tool, _NO_FILLER, True)
+    return tool
+
+
+def wants_filler(tool: Any) -> bool:
+    """Whether the caller should hear the hold sound while ``tool`` runs (see
+    :mod:`telephony.bridge.hold`)."""
+    return not getattr(tool, _NO_FILLER, False)
 
 
 class CallControl(Protocol):
@@ -84,7 +102,10 @@ def transfer_tool(destinations: Iterable[str]) -> FunctionTool:
             return "This session is not a phone call; there is nothing to transfer."
         return await control.transfer(destination)
 
-    return transfer_call
+    return without_filler(transfer_call)  # type: ignore[return-value]
+
+
+without_filler(end_call)  # it ends the call: no hold sound before the goodbye
 
 
 def call_control_tools(transfer_destinations: Iterable[str] = ()) -> list[FunctionTool]:

@@ -44,6 +44,7 @@ from ..twilio.media_stream import (
 from ..twilio.rest import TwilioCalls
 from .barge_in import BargeInGuard, SessionActions
 from .control import MediaCallControl
+from .hold import ToolFiller
 from .inbound import InboundAudio
 from .outbound import OutboundAudio
 from .socket import Admit, TwilioSocket
@@ -144,6 +145,17 @@ class MediaStreamCall:
                 record=self._record,
             )
             self.out.reference = self.guard.reference
+        self.filler: ToolFiller | None = None
+        if features.hold_delay is not None and features.hold_sound:
+            self.filler = ToolFiller(
+                features.hold_sound,
+                features.hold_delay,
+                send_media=self.out.send_untracked,
+                send=self._send,
+                stream_sid=lambda: self.stream_sid,
+                idle=lambda: self.out.idle,
+                record=self._record,
+            )
         self.protocol_errors = 0
         self.broken = asyncio.Event()  # a send to the model failed
         self._first_attach = asyncio.Event()
@@ -171,6 +183,8 @@ class MediaStreamCall:
         finally:
             if self.guard is not None:
                 await self.guard.close()
+            if self.filler is not None:
+                await self.filler.close()
             await self.control.stop()
             await self._socket.close(self._close_code)
             self._finish()
@@ -273,10 +287,23 @@ class MediaStreamCall:
         return True
 
     async def on_model_event(self, event: Any) -> None:
+        if self.filler is not None:
+            await self._filler_event(self.filler, event)
         await self.out.on_session_event(event)
         self._recorder.on_event(event)
         if self.guard is not None and (raw := server_event(event)) is not None:
             await self._guard_event(self.guard, raw)
+
+    @staticmethod
+    async def _filler_event(filler: ToolFiller, event: Any) -> None:
+        """Tool calls start and end the hold sound; the reply's audio stops it."""
+        kind = event.type
+        if kind == "audio":
+            await filler.reply_starts()
+        elif kind == "tool_start":
+            filler.tool_started(event.tool)
+        elif kind == "tool_end":
+            filler.tool_ended(event.tool)
 
     @staticmethod
     async def _guard_event(guard: BargeInGuard, raw: dict[str, Any]) -> None:

@@ -186,6 +186,12 @@ class OutboundAudio:
         await self._send(mark_message(self.stream_sid, mark.name))
         self._record("mark.sent", name=mark.name, item_id=item_id, ms=ms, frames=len(frames))
 
+    async def send_untracked(self, ulaw: bytes) -> None:
+        """μ-law audio that is not the agent's (the hold sound): one ``media`` message, no
+        mark, no playback position."""
+        if self._media is not None:
+            await self._send(self._media.media(ulaw))
+
     async def on_interrupted(self, item_id: str) -> None:
         """Barge-in: Twilio drops its buffer (``clear``); we drop what we hold for the item
         (after a pause, Twilio's buffer is empty already and what the pause kept goes)."""

@@ -79,7 +79,10 @@ async def test_offline_barge_in_cuts_the_reply(offline) -> None:
         / 48
     )
     heard_ms = sum(20 for at, _ in result.played if cut.first_frame_at <= at < result.clears[-1])
-    assert 1000 < heard_ms < reply_ms - 200  # over a second of it played, then it was cut
+    # over a second of it played, then it was cut before its end (the barge-in guard pauses
+    # at the caller's first word and resumes in the gaps between numbers until the caller has
+    # spoken 600 ms, so the cut comes a little later than the first word)
+    assert 1000 < heard_ms < reply_ms - 40
 
 
 async def test_offline_goodbye_ends_the_call_through_the_tool(offline) -> None:
