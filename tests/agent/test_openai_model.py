@@ -63,7 +63,9 @@ async def test_replayed_items_reach_the_model_verbatim_without_stalling_the_loop
         {"type": "conversation.item.create", "item": item(n)} for n in range(ITEMS)
     ]
     # 400 raw messages at 6 ms each held the loop 2.4 s; now they cost well under 1 ms each
-    assert max(gaps) < 0.2, f"the event loop stalled {max(gaps) * 1000:.0f} ms"
+    # (the bound leaves room for a CI machine busy with the real-time tests beside this one:
+    # 200 ms was once exceeded by 0.3 ms there)
+    assert max(gaps) < 0.5, f"the event loop stalled {max(gaps) * 1000:.0f} ms"
 
 
 @settings(max_examples=300, deadline=None)
