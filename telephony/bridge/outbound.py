@@ -28,6 +28,7 @@ __all__ = ["OutboundAudio"]
 ULAW_BYTES_PER_MS = 8
 MAX_FRAMES_PER_MESSAGE = 50  # 1 s of audio in one media message at most
 PCM16_24K_BYTES_PER_MS = 48
+RESUME_MARK_FRAMES = 5  # after a pause, audio sent again carries a mark every 100 ms
 
 
 class OutboundAudio:
@@ -269,9 +270,10 @@ class OutboundAudio:
             ms=len(frames) * PACKET_MS,
             gap_ms=gap_ms,
         )
-        if frames:
-            await self._emit(frames, self._item_key)
-            self.tracker.restart()
+        for i in range(0, len(frames), RESUME_MARK_FRAMES):  # echoes soon re-anchor it
+            await self._emit(frames[i : i + RESUME_MARK_FRAMES], self._item_key)
+            if i == 0:
+                self.tracker.restart()
 
     def on_mark_echo(self, name: str) -> None:
         """Twilio echoed mark ``name``: its audio played (or a ``clear`` dropped it)."""

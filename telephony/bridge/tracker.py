@@ -31,6 +31,7 @@ class PhonePlaybackTracker(RealtimePlaybackTracker):
         super().__init__()
         self._queued_ms: dict[tuple[str, int], float] = {}  # sent, not yet confirmed, per item
         self._anchor: float | None = None  # when the current item began playing (monotonic)
+        self._provisional = False  # the anchor is our guess after a resume, not an echo's
 
     def on_sent_ms(self, item_id: str, item_content_index: int, ms: float) -> None:
         """Audio of an item went to Twilio (queued for playback)."""
@@ -49,8 +50,9 @@ class PhonePlaybackTracker(RealtimePlaybackTracker):
         super().on_play_ms(item_id, item_content_index, ms)
         self._queued_ms[key] = max(0.0, self._queued_ms.get(key, 0.0) - ms)
         anchor = time.monotonic() - (self._confirmed_ms(key) or 0.0) / 1000
-        if new_item or self._anchor is None:
+        if new_item or self._anchor is None or self._provisional:
             self._anchor = anchor
+            self._provisional = False
         else:
             self._anchor = min(self._anchor, anchor)
 
@@ -73,6 +75,7 @@ class PhonePlaybackTracker(RealtimePlaybackTracker):
         state = super().get_state()
         if state["current_item_id"] is not None and state["elapsed_ms"] is not None:
             self._anchor = time.monotonic() - state["elapsed_ms"] / 1000
+            self._provisional = True  # the first echo's anchor replaces it (network delay)
 
     def on_interrupted(self) -> None:
         super().on_interrupted()

@@ -93,11 +93,28 @@ async def call(
 
 
 def assert_reply_heard_whole(outcome: Outcome) -> None:
-    """The first reply reached the caller whole: every frame once, in order, with no silence
-    inside it over 300 ms (a pause that resumed)."""
+    """The first reply reached the caller whole: every frame in order, with no silence inside
+    it over 300 ms (a pause that resumed). Where a pause resumed, at most one 20 ms packet may
+    be heard twice or not at all: where the caller's ear was is known from mark echoes to
+    within a packet, not exactly (it is exact when the loop is not starved)."""
     expected = reply_frames()
-    played = [frame for _, frame in outcome.result.played][: len(expected)]
-    assert played == expected, "audio lost or repeated"
+    played = [frame for _, frame in outcome.result.played]
+    resumes = len(events(outcome.log, "playback.resumed"))
+    slips, i = 0, 0
+    for frame in played:
+        if i >= len(expected):
+            break
+        if frame == expected[i]:
+            i += 1
+        elif i > 0 and frame == expected[i - 1]:
+            slips += 1  # heard twice
+        elif i + 1 < len(expected) and frame == expected[i + 1]:
+            slips += 1  # skipped one
+            i += 2
+        else:
+            raise AssertionError(f"audio lost or out of order at frame {i}")
+    assert i == len(expected), "the reply did not play to its end"
+    assert slips <= resumes, f"{slips} packets slipped over {resumes} resumes"
     assert max(outcome.gaps_s()[: len(expected) - 1]) < 0.3
 
 
