@@ -150,6 +150,7 @@ class CallFeatures:
         hold_delay: seconds a tool may run before the caller hears ``hold_sound``; None: never.
         hold_sound: the hold loop, μ-law 8 kHz, whole 20 ms frames (the services load it
             from ``HOLD_SOUND`` once).
+        record: write a stereo recording next to each call's log.
     """
 
     greeting: str = ""
@@ -160,6 +161,7 @@ class CallFeatures:
     prices: Prices = field(default_factory=Prices)
     hold_delay: float | None = None
     hold_sound: bytes = b""
+    record: bool = False
 
 
 class Settings(BaseSettings):
@@ -322,6 +324,15 @@ class Settings(BaseSettings):
     echo_cancellation: bool = Field(
         default=False,
         description="Cancel the agent's own voice in caller audio (WebRTC AEC3, while it plays).",
+    )
+    record_calls: bool = Field(
+        default=False,
+        description="Write a stereo WAV per call next to its log (tell callers: see README).",
+    )
+    recording_disclosure: str = Field(
+        default="This call may be recorded.",
+        max_length=300,
+        description="With RECORD_CALLS, said before the greeting; empty: nothing is said.",
     )
     filler_delay: float = Field(
         default=1.0,
@@ -545,14 +556,18 @@ class Settings(BaseSettings):
 
     def call_features(self) -> CallFeatures:
         """Greeting, keypad, hang-up and transfer behaviour for every call."""
+        greeting = self.greeting
+        if self.record_calls and self.recording_disclosure:
+            greeting = f"{self.recording_disclosure} {greeting}".strip()
         return CallFeatures(
-            greeting=self.greeting,
+            greeting=greeting,
             dtmf_timeout=self.dtmf_timeout,
             hangup_grace=self.hangup_grace,
             transfer_targets=self.transfer_destinations,
             barge_in=self.barge_in_rules(),
             prices=Prices.with_overrides(self.prices),
             hold_delay=self.filler_delay or None,
+            record=self.record_calls,
         )
 
     def barge_in_rules(self) -> BargeInRules | None:

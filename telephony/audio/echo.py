@@ -12,6 +12,7 @@ Knows nothing of Twilio or OpenAI. Formats: pcm16 little-endian mono, 8 kHz, byt
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ __all__ = ["RATE", "EchoCanceller", "PlayoutReference"]
 
 RATE = 8000
 APM_FRAME = 80  # WebRTC's audio processing takes 10 ms frames
+PACKET = 160  # samples in a 20 ms packet
 
 
 @dataclass(slots=True)
@@ -28,6 +30,7 @@ class _Segment:
     start: float  # when its first sample plays (seconds, our clock)
     samples: np.ndarray  # int16
     first: int  # index of its first sample among all samples ever scheduled
+    run: int  # segments of one run play back to back, with nothing between them
 
     @property
     def end(self) -> float:
@@ -38,8 +41,11 @@ class PlayoutReference:
     """What the far end plays, and when, on the caller of these methods' clock (seconds).
 
     Audio handed to :meth:`play` plays after whatever is still playing (as a media server plays
-    queued audio); :meth:`played_until` moves the schedule to when the far end said it
-    finished a point (a Twilio mark echo); :meth:`stop` drops what had not played (a
+    queued audio); audio arriving when nothing is queued starts a new *run*. The first
+    :meth:`played_until` of a run (a Twilio mark echo) moves the whole run to when the far end
+    said it finished that point: a media server plays a run back to back, so one offset (our
+    send time to its playout) holds for all of it, and later echoes, late by however long our
+    event loop took to read them, move nothing. :meth:`stop` drops what had not played (a
     ``clear``). :meth:`take` returns what was playing during a span, silence where nothing was.
 
     Args:
@@ -51,6 +57,8 @@ class PlayoutReference:
         self._keep_s = keep_s
         self._end = 0.0  # when the last scheduled sample finishes
         self.scheduled = 0  # samples scheduled so far
+        self._run = 0
+        self._corrected_run = -1  # the newest run an echo has placed
 
     def play(self, pcm: bytes, now: float) -> int:
         """Schedule ``pcm`` (pcm16 8 kHz bytes) after what is queued, starting no earlier than
@@ -62,8 +70,10 @@ class PlayoutReference:
         if len(pcm) % 2:
             raise ValueError("pcm16 needs an even number of bytes")
         samples = np.frombuffer(pcm, dtype="<i2")
+        if now > self._end:  # nothing queued: a new run starts now
+            self._run += 1
         start = max(now, self._end)
-        self._segments.append(_Segment(start, samples, self.scheduled))
+        self._segments.append(_Segment(start, samples, self.scheduled, self._run))
         self.scheduled += len(samples)
         self._end = start + len(samples) / RATE
         while self._segments and self._segments[0].end < now - self._keep_s:
@@ -71,29 +81,33 @@ class PlayoutReference:
         return self.scheduled
 
     def played_until(self, index: int, at: float) -> None:
-        """The far end finished playing the samples before ``index`` at ``at``: what is
-        scheduled from there on moves by the difference."""
+        """The far end finished playing the samples before ``index`` at ``at``: the first
+        such report of a run moves the run (and what is queued behind it) by the difference."""
         for seg in self._segments:
             if seg.first < index <= seg.first + len(seg.samples):
                 shift = at - (seg.start + (index - seg.first) / RATE)
+                run = seg.run
                 break
         else:
             return
-        if abs(shift) < 0.005:
+        if run <= self._corrected_run:
             return
+        self._corrected_run = run
         for seg in self._segments:
-            if seg.first + len(seg.samples) >= index:
+            if seg.run >= run:
                 seg.start += shift
         self._end += shift
 
     def stop(self, now: float) -> None:
-        """Nothing plays after ``now`` (queued audio was dropped)."""
+        """Queued audio was dropped at ``now``: the 20 ms packet playing then plays to its
+        end (a media server plays packets whole), nothing after it."""
         while self._segments and self._segments[-1].start >= now:
             self._segments.pop()
         if self._segments and self._segments[-1].end > now:
             seg = self._segments[-1]
-            seg.samples = seg.samples[: int((now - seg.start) * RATE)]
-        self._end = min(self._end, now)
+            played = (now - seg.start) * RATE
+            seg.samples = seg.samples[: math.ceil(played / PACKET) * PACKET]
+        self._end = min(self._end, self._segments[-1].end if self._segments else now)
 
     def audible(self, now: float, tail_s: float) -> bool:
         """Something played (or plays) within ``tail_s`` before ``now``."""

@@ -28,10 +28,13 @@ from agents.realtime import RealtimeSession
 
 from ..admission import POLICY_VIOLATION
 from ..agent.sessions import closed_going_away, server_event
+from ..audio import ulaw_decode
+from ..audio.echo import PlayoutReference
 from ..config import CallFeatures, CallLimits
 from ..observability.call_log import CallLog, CallLogs, describe_error
 from ..observability.call_metrics import CallMetrics
 from ..observability.recorder import SessionRecorder
+from ..observability.recording import CallRecording
 from ..twilio.media_stream import (
     Dtmf,
     Mark,
@@ -58,6 +61,8 @@ HELD_MAX_FRAMES = 1500  # 30 s of caller audio held while a session is replaced
 PREROLL_FRAMES = 15  # the last 300 ms the old session heard, heard again by the next one
 END_SLACK_FRAMES = 3  # a loud frame this close to the model's end of speech is part of it
 UNHEARD_LOUD_S = 2.0  # loud audio the model never called speech (noise, echo) blocks no longer
+RECORD_LAG_S = 1.0  # a recorded frame waits this long for the echoes that place the agent's audio
+RECORD_RESYNC_S = 0.25  # caller frames this far off their audio clock set it again
 
 
 class _CallEnded(Exception):
@@ -145,6 +150,12 @@ class MediaStreamCall:
                 record=self._record,
             )
             self.out.reference = self.guard.reference
+        self._record_calls = features.record
+        if self._record_calls and self.out.reference is None:  # the agent as heard, for it
+            self.out.reference = PlayoutReference()
+        self.recording: CallRecording | None = None
+        self._unwritten: deque[tuple[float, bytes]] = deque()  # caller frames to record
+        self._record_clock: float | None = None  # when the next caller frame should arrive
         self.filler: ToolFiller | None = None
         if features.hold_delay is not None and features.hold_sound:
             self.filler = ToolFiller(
@@ -212,6 +223,11 @@ class MediaStreamCall:
             self._log = self._logs.open(start.call_sid)
         except ValueError as exc:
             logger.warning("call %r: no call log: %s", start.call_sid[:80], exc)
+        if self._record_calls and self._log is not None:
+            try:
+                self.recording = CallRecording(self._logs.directory / f"{start.call_sid}.wav")
+            except OSError as exc:
+                self._record("recording.error", error=describe_error(exc))
         fmt = start.start.media_format
         self._record(
             "stream.start",
@@ -341,6 +357,24 @@ class MediaStreamCall:
             return True
         return time.monotonic() - self.inbound.last_loud_at >= UNHEARD_LOUD_S
 
+    def _record_frame(self, ulaw: bytes | None, now: float) -> None:
+        """Caller frames wait ``RECORD_LAG_S`` before they are written with the agent audio
+        that played during them: by then the mark echoes have placed that audio. Both go on
+        the caller's audio clock (frame after frame from the first one's arrival, so nothing is
+        skipped or doubled by arrival jitter), set again if arrivals drift ``RECORD_RESYNC_S``
+        away from it. ``None`` writes everything still waiting (the call is over)."""
+        if ulaw is not None:
+            clock = self._record_clock
+            if clock is None or abs(now - clock) > RECORD_RESYNC_S:
+                clock = now  # the first frame (or a long gap): the clock starts from it
+            self._unwritten.append((clock, ulaw))
+            self._record_clock = clock + len(ulaw) / 8000
+        reference, recording = self.out.reference, self.recording
+        assert reference is not None and recording is not None
+        while self._unwritten and (ulaw is None or self._unwritten[0][0] < now - RECORD_LAG_S):
+            at, frame = self._unwritten.popleft()
+            recording.write(ulaw_decode(frame), reference.take(at, len(frame)))
+
     def _hold(self, pcm: bytes) -> None:
         if len(self._held) >= HELD_MAX_FRAMES:
             self._held.popleft()
@@ -403,6 +437,8 @@ class MediaStreamCall:
             if isinstance(message, Media):
                 self._last_media_at = now = time.monotonic()
                 ulaw = message.payload
+                if self.recording is not None:
+                    self._record_frame(ulaw, now)
                 if self.guard is not None:
                     ulaw = await self.guard.caller_frame(ulaw, now)
                 pcm = self.inbound.audio(ulaw, now, t0)
@@ -494,6 +530,14 @@ class MediaStreamCall:
             "cost_usd": self._recorder.prices.call_cost(tokens, duration, self._outbound_call),
             "metrics": self.metrics.summary(),
         }
+        if self.recording is not None:
+            with contextlib.suppress(OSError):
+                self._record_frame(None, time.monotonic())
+                self.recording.close()
+            totals["recording"] = {
+                "file": self.recording.path.name,
+                "seconds": round(self.recording.seconds, 2),
+            }
         self._record("call.end", **totals)
         logger.info("call %s ended: %s", self.call_sid, reason)
         with contextlib.suppress(Exception):
