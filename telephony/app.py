@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from .agent.sessions import ModelFactory
 from .config import CallLimits, Settings, load_settings
 from .observability.logs import LOG_FORMAT, install_redaction
-from .routes import calls, ops, sip, twilio
+from .routes import calls, console, ops, sip, twilio
 from .routes.limits import BodyLimits
 from .services import Services, build_services
 
@@ -71,7 +71,7 @@ def create_app(
     )
     app.add_middleware(BodyLimits)
     app.state.services = services
-    for router in (twilio.router, calls.router, sip.router, ops.router):
+    for router in (twilio.router, calls.router, sip.router, ops.router, console.router):
         app.include_router(router)
     return app
 

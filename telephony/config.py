@@ -325,6 +325,13 @@ class Settings(BaseSettings):
         default=False,
         description="Cancel the agent's own voice in caller audio (WebRTC AEC3, while it plays).",
     )
+    console_token: SecretStr | None = Field(
+        default=None,
+        description="Turns the operator console (/console) on; at least 24 characters.",
+    )
+    console_show_numbers: bool = Field(
+        default=False, description="The console shows whole phone numbers (else the last 4)."
+    )
     record_calls: bool = Field(
         default=False,
         description="Write a stereo WAV per call next to its log (tell callers: see README).",
@@ -442,7 +449,7 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("dial_api_token", "metrics_token")
+    @field_validator("dial_api_token", "metrics_token", "console_token")
     @classmethod
     def _long_enough_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
@@ -592,6 +599,7 @@ class Settings(BaseSettings):
         "redis_url",
         "metrics_token",
         "twilio_webhook_shared_key",
+        "console_token",
         mode="before",
     )
     @classmethod

@@ -6,8 +6,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +32,7 @@ from .agent.sessions import ModelFactory, SessionFactory, choose_backend
 from .audio.hold import load_hold_sound
 from .bridge import MediaStreamCall, TwilioSocket
 from .config import CallFeatures, CallLimits, Settings
+from .console import CallIndex
 from .fleet import FleetState, LocalState
 from .fleet.redis_state import RedisState
 from .observability.call_log import CallLogs
@@ -63,6 +68,7 @@ class Services:
         state: the fleet state (Redis with ``REDIS_URL``, else this process only).
         logs: opens call logs tagged with this instance.
         control: hang-up and transfer from any instance.
+        console: the console's call index; None without ``CONSOLE_TOKEN``.
     """
 
     settings: Settings
@@ -80,6 +86,7 @@ class Services:
     control: RemoteControl
     dial_rate: RateLimit
     refusals: LogLimiter = field(default_factory=lambda: LogLimiter(_refusal_logger))
+    console: CallIndex | None = None
 
     async def admit(self, start: Start, call: MediaStreamCall) -> dict[str, Any]:
         """The admission check at ``start``, counted when it refuses: a well-formed CallSid
@@ -195,7 +202,8 @@ def build_services(
         if token and settings.twilio_account_sid
         else None
     )
-    logs = CallLogs(settings.call_log_dir, settings.instance_id, metrics.observe)
+    console = _console_index(settings)
+    logs = CallLogs(settings.call_log_dir, settings.instance_id, _observer(metrics, console))
     sip = _sip_calls(settings, sessions, features, limits, registry, logs)
     control = RemoteControl(
         registry, state, logs, rest, sip, features.transfer_targets, settings.control_timeout
@@ -216,7 +224,37 @@ def build_services(
         logs,
         control,
         RateLimit(settings.dial_rate_limit),
+        console=console,
     )
+
+
+def _console_index(settings: Settings) -> CallIndex | None:
+    """The console's call index (with ``CONSOLE_TOKEN``), rebuilt in the background from the
+    logs when its file is missing."""
+    if settings.console_token is None:
+        return None
+    settings.call_log_dir.mkdir(parents=True, exist_ok=True)
+    index = CallIndex(settings.call_log_dir)
+    if not index.exists:
+        threading.Thread(target=index.rebuild, name="console-index", daemon=True).start()
+    return index
+
+
+def _observer(metrics: ServiceMetrics, index: CallIndex | None) -> Callable[[dict[str, Any]], None]:
+    """Every call-log record to the metrics; a ``call.end`` also to the console's index (the
+    log is read off the event loop)."""
+    if index is None:
+        return metrics.observe
+
+    def observe(record: dict[str, Any]) -> None:
+        metrics.observe(record)
+        if record.get("event") == "call.end" and isinstance(record.get("call_sid"), str):
+            with contextlib.suppress(RuntimeError):  # no running loop: not a live call
+                loop = asyncio.get_running_loop()
+                # next turn of the loop: the log is closed (flushed) right after call.end
+                loop.call_soon(loop.run_in_executor, None, index.add_log, record["call_sid"])
+
+    return observe
 
 
 def _fleet_state(settings: Settings) -> FleetState:

@@ -121,7 +121,8 @@ class MediaStreamCall:
         self.call_sid: str | None = None
         self.stream_sid: str | None = None
         self.end_reason: str | None = None
-        self._started_at = time.monotonic()
+        self._started_at = self.started_at = time.monotonic()
+        self.caller: str | None = None
         self.inbound = InboundAudio(self._record, self.metrics, self._limits.audio_ahead)
         self.out = OutboundAudio(self._send, self._record, self.metrics, self._first_frame_out)
         self.control = MediaCallControl(
@@ -215,6 +216,7 @@ class MediaStreamCall:
     def _on_start(self, start: Start, admitted: dict[str, Any]) -> None:
         self.call_sid = self.control.call_sid = start.call_sid
         self._outbound_call = start.custom_parameters.get("Direction", "").startswith("outbound")
+        self.caller = start.custom_parameters.get("From")  # for the console's live list
         self.stream_sid = self.out.stream_sid = self.inbound.stream_sid = start.stream_sid
         self.inbound.last_sequence = start.sequence_number
         self._last_media_at = self._stream_started_at = time.monotonic()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-__all__ = ["render_page", "render_svg"]
+__all__ = ["geometry", "render_page", "render_svg"]
 
 WIDTH = 1400
 LEFT = 110
@@ -171,6 +171,17 @@ class _Canvas:
             'orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="#7b2cbf"/></marker></defs>'
             f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>' + "".join(self.out) + "</svg>"
         )
+
+
+def geometry(records: list[dict[str, Any]]) -> tuple[float, float]:
+    """``(left, scale)`` of the picture :func:`render_svg` draws: call time ``t`` seconds (since
+    the stream started) is at ``x = left + t * scale`` in the SVG's own units.
+
+    Raises:
+        ValueError: no records.
+    """
+    canvas = _Canvas(records)
+    return float(LEFT), canvas.scale
 
 
 def render_svg(records: list[dict[str, Any]]) -> str:
