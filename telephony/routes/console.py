@@ -1,7 +1,8 @@
 """The operator console: ``/console`` (off, 404, unless ``CONSOLE_TOKEN`` is set).
 
 Sign in with the token (a form that sets an HttpOnly, SameSite=Strict cookie holding a keyed
-hash of it, never the token; or ``Authorization: Bearer``); a wrong token gets 401. Pages:
+hash of it, never the token; or ``Authorization: Bearer``); a wrong token gets 401, the list
+without a session goes to the form, and everything else without one answers 401. Pages:
 
 - ``GET /console``: calls in progress (updated every second from ``/console/live.json``, each
   with a hang-up button) and ended calls, newest first, paginated, filtered by outcome and
@@ -112,7 +113,7 @@ async def calls(
 ) -> Response:
     token = _enabled(services)
     if not _signed_in(request, token):
-        return TEMPLATES.TemplateResponse(request, "login.html", {"failed": False}, status_code=401)
+        return RedirectResponse("/console/login", status_code=303)
     index = services.console
     assert index is not None
     offset = max(0, offset)

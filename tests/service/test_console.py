@@ -35,7 +35,9 @@ async def test_sign_in_list_search_open_a_call_and_its_recording(live_server) ->
     async with live_server(overrides=overrides, reply=lambda _: tone(600, 400)) as srv:
         result = await srv.call(fixture_audio("goforward.ulaw"), speed=4, tail_s=0.5)
         async with httpx.AsyncClient(base_url=srv.base_url) as http:
-            assert (await http.get("/console")).status_code == 401  # the sign-in form
+            to_form = await http.get("/console")
+            assert to_form.status_code == 303 and to_form.headers["location"] == "/console/login"
+            assert (await http.get(f"/console/calls/{result.call_sid}")).status_code == 401
             wrong = await http.post("/console/login", data={"token": "x" * 30})
             assert wrong.status_code == 401
             signed = await http.post("/console/login", data={"token": TOKEN})
