@@ -6,6 +6,7 @@ Routes are in :mod:`telephony.routes`; the services they share are built by
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 from .agent.sessions import ModelFactory
 from .config import CallLimits, Settings, load_settings
 from .observability.logs import LOG_FORMAT, install_redaction
+from .observability.retention import sweep_forever
 from .routes import calls, console, ops, sip, twilio
 from .routes.limits import BodyLimits
 from .services import Services, build_services
@@ -56,10 +58,15 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         _announce(services)
         await services.state.start()
+        retention = _retention(services)
         try:
             yield
             await services.registry.drain(0, goodbye_s=services.settings.drain_timeout or 5.0)
         finally:
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
             await services.state.stop()
 
     app = FastAPI(
@@ -74,6 +81,17 @@ def create_app(
     for router in (twilio.router, calls.router, sip.router, ops.router, console.router):
         app.include_router(router)
     return app
+
+
+def _retention(services: Services) -> asyncio.Task[None] | None:
+    """The hourly sweep of old logs and recordings (``RETENTION_DAYS``), if set."""
+    days = services.settings.retention_days
+    if not days:
+        return None
+    directory = services.settings.call_log_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    forget = services.console.forget if services.console is not None else None
+    return asyncio.create_task(sweep_forever(directory, days, forget), name="retention")
 
 
 def configure_logging(settings: Settings) -> None:

@@ -341,6 +341,11 @@ class Settings(BaseSettings):
         max_length=300,
         description="With RECORD_CALLS, said before the greeting; empty: nothing is said.",
     )
+    retention_days: float = Field(
+        default=0,
+        ge=0,
+        description="Delete call logs and recordings older than this many days; 0: keep all.",
+    )
     filler_delay: float = Field(
         default=1.0,
         ge=0,

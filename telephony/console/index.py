@@ -191,6 +191,11 @@ class CallIndex:
             ).fetchall()
         return [CallRow(*r) for r in found], int(total)
 
+    def forget(self, call_ids: list[str]) -> None:
+        """Drop rows (their logs were deleted)."""
+        with self._lock, self._connect() as db:
+            db.executemany("DELETE FROM calls WHERE call_sid = ?", [(c,) for c in call_ids])
+
     def outcomes(self) -> list[str]:
         with self._lock, self._connect() as db:
             return [r[0] for r in db.execute("SELECT DISTINCT reason FROM calls ORDER BY 1")]

@@ -102,3 +102,29 @@ def test_the_index_rebuilds_from_the_logs(tmp_path) -> None:
     rows, total = index.page(limit=10, outcome="idle_timeout")
     assert total == 15 and len(rows) == 10
     assert rows[0].started > rows[-1].started  # newest first
+
+
+def test_retention_deletes_old_logs_and_recordings_and_their_index_rows(tmp_path) -> None:
+    import os
+
+    from telephony.observability.retention import sweep
+
+    old, new = "CA" + "1" * 32, "CA" + "2" * 32
+    for sid in (old, new):
+        records = [{"ts": 1, "call_sid": sid, "event": "call.end", "reason": "caller_hangup"}]
+        (tmp_path / f"{sid}.jsonl").write_text(json.dumps(records[0]) + "\n")
+        (tmp_path / f"{sid}.wav").write_bytes(b"RIFF")
+    now = 1_900_000_000.0
+    for suffix in (".jsonl", ".wav"):
+        os.utime(tmp_path / f"{old}{suffix}", (now - 31 * 86400,) * 2)
+        os.utime(tmp_path / f"{new}{suffix}", (now - 29 * 86400,) * 2)
+    index = CallIndex(tmp_path)
+    index.rebuild()
+    gone = sweep(tmp_path, 30, now=now)
+    index.forget(gone)
+    assert gone == [old]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        f"{new}.jsonl",
+        f"{new}.wav",
+    ]
+    assert [r.call_sid for r in index.page()[0]] == [new]
