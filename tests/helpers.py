@@ -145,3 +145,14 @@ async def twilio_api() -> AsyncIterator[tuple[TwilioApiStandIn, dict[str, Any]]]
     stand_in = TwilioApiStandIn()
     async with run_server(stand_in.app) as url:
         yield stand_in, {"twilio_account_sid": ACCOUNT_SID, "twilio_api_base_url": url}
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A ``/metrics`` exposition as ``{(sample name, sorted labels): value}``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

@@ -19,10 +19,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ..dial import dial
 from ..remote_control import CallNotFound, ControlResult, ControlUnavailable
-from ..sip.ids import is_sip_call_id
 from ..twilio.dial import DialError
-from ..twilio.ids import is_call_sid
-from .deps import ServicesDep
+from .deps import ServicesDep, known_call_id
 
 __all__ = ["DialRequest", "TransferRequest", "router"]
 
@@ -88,7 +86,7 @@ async def hang_up(sid: str, request: Request, services: ServicesDep) -> dict[str
     """End a live call: its owner makes the agent say goodbye first; without an owner, the
     carrier hangs up. Optional body ``{"reason": …}``. 404 for an unknown call, 503 when nobody
     can act."""
-    _known_format(sid)
+    known_call_id(sid, "no such live call")
     body = await _body(request, HangupRequest, optional=True)
     reason = body.reason if body else "operator"
     return _answer(sid, await _act(services.control.hang_up(sid, reason)))
@@ -97,7 +95,7 @@ async def hang_up(sid: str, request: Request, services: ServicesDep) -> dict[str
 @router.post("/calls/{sid}/transfer")
 async def transfer(sid: str, request: Request, services: ServicesDep) -> dict[str, str | None]:
     """Transfer a live call to an allowed destination name (422 for any other)."""
-    _known_format(sid)
+    known_call_id(sid, "no such live call")
     body = await _body(request, TransferRequest)
     if body.destination not in services.features.transfer_targets:
         raise HTTPException(422, f"{body.destination!r} is not one of TRANSFER_TARGETS")
@@ -125,11 +123,6 @@ async def _body(request: Request, model: type[Body], optional: bool = False) -> 
         return model.model_validate_json(raw)
     except ValidationError as exc:
         raise HTTPException(422, exc.errors(include_url=False, include_input=False)) from None
-
-
-def _known_format(sid: str) -> None:
-    if not (is_call_sid(sid) or is_sip_call_id(sid)):
-        raise HTTPException(404, "no such live call")
 
 
 def _answer(sid: str, result: ControlResult) -> dict[str, str | None]:

@@ -33,9 +33,7 @@ from ..observability.call_log import read_call_log
 from ..observability.timeline import geometry, render_svg
 from ..remote_control import CallNotFound, ControlUnavailable
 from ..services import Services
-from ..sip.ids import is_sip_call_id
-from ..twilio.ids import is_call_sid
-from .deps import ServicesDep
+from .deps import ServicesDep, known_call_id
 
 __all__ = ["router"]
 
@@ -160,7 +158,7 @@ async def live(services: ServicesDep) -> list[dict[str, Any]]:
 async def hang_up(sid: str, request: Request, services: ServicesDep) -> dict[str, str | None]:
     if request.headers.get("x-console") != "1":  # a plain cross-site form cannot set it
         raise HTTPException(403, "missing X-Console header")
-    _known(sid)
+    known_call_id(sid)
     try:
         result = await services.control.hang_up(sid, "console")
     except CallNotFound:
@@ -172,7 +170,7 @@ async def hang_up(sid: str, request: Request, services: ServicesDep) -> dict[str
 
 @router.get("/calls/{sid}", response_class=HTMLResponse, dependencies=[SignedIn])
 async def call_page(sid: str, request: Request, services: ServicesDep) -> Response:
-    _known(sid)
+    known_call_id(sid)
     path = services.settings.call_log_dir / f"{sid}.jsonl"
     if not path.exists():
         raise HTTPException(404, "no log for that call")
@@ -213,16 +211,11 @@ async def call_page(sid: str, request: Request, services: ServicesDep) -> Respon
 
 @router.get("/calls/{sid}/recording.wav", dependencies=[SignedIn])
 async def recording(sid: str, services: ServicesDep) -> FileResponse:
-    _known(sid)
+    known_call_id(sid)
     path = services.settings.call_log_dir / f"{sid}.wav"
     if not path.exists():
         raise HTTPException(404, "no recording for that call")
     return FileResponse(path, media_type="audio/wav")
-
-
-def _known(sid: str) -> None:
-    if not (is_call_sid(sid) or is_sip_call_id(sid)):
-        raise HTTPException(404, "no such call")
 
 
 def _day(text: str, plus_days: int = 0) -> float | None:

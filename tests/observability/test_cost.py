@@ -8,8 +8,7 @@ import math
 import httpx
 import pytest
 from audio_checks import ulaw_tone
-from helpers import SILENCE, events, final_log
-from prometheus_client.parser import text_string_to_metric_families
+from helpers import SILENCE, events, final_log, metric_samples
 
 from telephony.config import Prices, Settings
 from telephony.observability.cost import tokens_of
@@ -17,15 +16,6 @@ from telephony.observability.timeline import render_svg
 from telephony.testing import tone
 
 PAUSE = SILENCE * 8000 * 2
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """``/metrics`` as ``{(name, labels): value}``."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def priced(usage: list[dict], prices: Prices) -> float:
@@ -51,10 +41,10 @@ async def test_call_end_cost_is_the_price_table_applied_to_the_reported_usage(
     cost_sample = ("telephony_call_cost_usd_total", (("outcome", "caller_hangup"),))
     async with live_server(overrides=overrides, reply=lambda _: tone(600, 1000)) as srv:
         async with httpx.AsyncClient(base_url=srv.base_url) as http:
-            before = samples((await http.get("/metrics")).text).get(cost_sample, 0.0)
+            before = metric_samples((await http.get("/metrics")).text).get(cost_sample, 0.0)
             result = await srv.call(caller, speed=2, tail_s=0.5)
             log = await final_log(srv, result.call_sid)
-            after = samples((await http.get("/metrics")).text)[cost_sample]
+            after = metric_samples((await http.get("/metrics")).text)[cost_sample]
     usage = srv.model.connections[0].usage
     assert len(usage) == 3  # the greeting and two answers
     prices = Prices(audio_output=20.0)

@@ -10,19 +10,11 @@ from helpers import (
     SILENCE,
     ended_log,
     fixture_audio,
+    metric_samples,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 from telephony.observability.prometheus import ServiceMetrics
 from telephony.testing import tone
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
 
 
 async def test_call_end_metrics_match_what_the_caller_measured(live_server) -> None:
@@ -73,12 +65,12 @@ async def test_call_end_metrics_match_what_the_caller_measured(live_server) -> N
 async def test_metrics_endpoint_parses_and_moves_with_calls(live_server) -> None:
     async with live_server(reply=lambda _: tone(600, 200)) as srv:
         async with httpx.AsyncClient(base_url=srv.base_url) as http:
-            before = samples((await http.get("/metrics")).text)
+            before = metric_samples((await http.get("/metrics")).text)
             await srv.call(fixture_audio("goforward.ulaw"), speed=8, tail_s=0.3, min_turns=1)
             await srv.call(fixture_audio("goforward.ulaw"), speed=8, tail_s=0.3, min_turns=1)
             await http.post("/incoming-call", data={"CallSid": "CA" + "1" * 32})  # unsigned
             await asyncio.sleep(0.2)
-            after = samples((await http.get("/metrics")).text)
+            after = metric_samples((await http.get("/metrics")).text)
 
     def value(name: str, **labels: str) -> float:
         return after.get((name, tuple(sorted(labels.items()))), 0.0) - before.get(
