@@ -341,6 +341,18 @@ class Settings(BaseSettings):
         max_length=300,
         description="With RECORD_CALLS, said before the greeting; empty: nothing is said.",
     )
+    local_turn_end_ms: int = Field(
+        default=250,
+        ge=100,
+        le=3000,
+        description="Offline model: quiet that ends a turn whose words sound finished.",
+    )
+    local_turn_silence_ms: int = Field(
+        default=900,
+        ge=200,
+        le=5000,
+        description="Offline model: quiet that ends any turn (a hesitation waits this long).",
+    )
     retention_days: float = Field(
         default=0,
         ge=0,

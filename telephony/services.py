@@ -166,7 +166,12 @@ def build_services(
     backend = "custom" if model_factory is not None else choose_backend(settings)
     if backend == "local":
         stack = load_local_stack()  # raises LocalModelUnavailable with what to install
-        model_factory = functools.partial(LocalRealtimeModel, stack)
+        model_factory = functools.partial(
+            LocalRealtimeModel,
+            stack,
+            silence_ms=settings.local_turn_silence_ms,
+            end_ms=settings.local_turn_end_ms,
+        )
     sessions = SessionFactory(settings, agent, model_factory)
     state = _fleet_state(settings)
     metrics = ServiceMetrics(

@@ -56,9 +56,9 @@ async def test_offline_call_hears_the_caller_and_reads_it_back(offline, caplog) 
 
 
 async def test_offline_barge_in_cuts_the_reply(offline) -> None:
-    # the reply ("You said: go forward ten meters.", about 2.3 s) starts about 1.3 s after the
-    # caller stops; the caller talks again 2.7 s after stopping: over the reply, 1 s or more in
-    caller = fixture_audio("goforward.ulaw") + SILENCE * 14400 + fixture_audio("numbers.ulaw")
+    # the reply ("You said: go forward ten meters.", about 2.3 s) starts about 0.5 s after the
+    # caller stops; the caller talks again 1.7 s after stopping: over the reply, 1 s or more in
+    caller = fixture_audio("goforward.ulaw") + SILENCE * 6400 + fixture_audio("numbers.ulaw")
     app = create_app(offline.model_copy(update={"greeting": ""}))
     async with run_server(app, offline.port) as url:
         result = await simulate_call(
@@ -105,3 +105,19 @@ def test_missing_extra_is_one_clear_line(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "faster_whisper", None)  # as if not installed
     with pytest.raises(local_model.LocalModelUnavailable, match=r"pip install -e '\.\[local\]'"):
         local_model.LocalStack()
+
+
+async def test_offline_turn_waits_through_a_hesitation(offline) -> None:
+    """"I'd like to... (0.7 s) um... (0.6 s) book a table for two": one turn, not three, and
+    its reply still comes quickly once the sentence is finished."""
+    caller = SILENCE * 8000 + fixture_audio("hesitation_table.ulaw") + SILENCE * 24000
+    app = create_app(offline.model_copy(update={"greeting": ""}))
+    async with run_server(app, offline.port) as url:
+        result = await simulate_call(url, caller, speed=1, tail_s=1.0, auth_token=AUTH_TOKEN)
+        log = await ended_log(offline.call_log_dir, result.call_sid)
+    stops = [r for r in log if r["event"] == "speech.stopped"]
+    assert len(stops) == 1, [r["audio_end_ms"] for r in stops]
+    heard = next(r for r in log if r["event"] == "transcript.caller")["text"].lower()
+    assert "like" in heard and "table" in heard  # the whole sentence is one turn
+    assert result.turns and result.turns[0].latency_s is not None
+    assert result.turns[0].latency_s < 1.2  # the 900 ms wait applies only to unfinished words

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -44,11 +45,12 @@ from agents.realtime.model_inputs import (
 
 from .responder import Say, UseTool, after_tool, greeting_text, reply_to
 from .stack import LocalStack
-from .turns import SpeechStarted, TurnDetector
+from .turns import Paused, SpeechStarted, TurnDetector, sounds_finished
 
 __all__ = ["LocalRealtimeModel"]
 
 CHUNK_MS = 100  # audio per emitted delta
+SPECULATE_MS = 150  # quiet after which the words so far are transcribed early
 
 
 class LocalRealtimeModel(RealtimeModel):
@@ -59,9 +61,11 @@ class LocalRealtimeModel(RealtimeModel):
         silence_ms: silence that ends the caller's turn.
     """
 
-    def __init__(self, stack: LocalStack, silence_ms: int = 600) -> None:
+    def __init__(self, stack: LocalStack, silence_ms: int = 600, end_ms: int | None = None) -> None:
         self._stack = stack
         self._silence_ms = silence_ms
+        self._end_ms = end_ms
+        self._early: tuple[int, asyncio.Task[str]] | None = None  # (pause, its transcription)
         self._listeners: list[RealtimeModelListener] = []
         self._ids = itertools.count(1)
         self._tracker: Any = None
@@ -84,7 +88,10 @@ class LocalRealtimeModel(RealtimeModel):
         self._tracker = options.get("playback_tracker")
         self._update_tools(options.get("initial_model_settings", {}))
         self._update_turns(options.get("initial_model_settings", {}))
-        self._turns = TurnDetector(self._stack.new_vad(), self._silence_ms)
+        speculate = None if self._end_ms is None else min(SPECULATE_MS, self._end_ms)
+        self._turns = TurnDetector(
+            self._stack.new_vad(), self._silence_ms, speculate, self._end_ms or 0
+        )
 
     def add_listener(self, listener: RealtimeModelListener) -> None:
         if listener not in self._listeners:
@@ -132,12 +139,31 @@ class LocalRealtimeModel(RealtimeModel):
     # ------------------------------------------------------------------ listening
 
     async def _hear(self, pcm24: bytes) -> None:
-        assert self._turns is not None, "send_event before connect"
-        for event in self._turns.feed(pcm24):
+        turns = self._turns
+        assert turns is not None, "send_event before connect"
+        for event in turns.feed(pcm24):
             if isinstance(event, SpeechStarted):
+                self._early = None
                 await self._speech_started(event.at_ms)
+            elif isinstance(event, Paused):  # transcribe the words so far while the caller is quiet
+                task = asyncio.create_task(asyncio.to_thread(self._stack.transcribe, event.audio))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                self._early = (event.pause, task)
             else:
-                await self._speech_stopped(event.at_ms, event.audio)
+                await self._speech_stopped(event.at_ms, event.audio, self._early_for(event.pause))
+        early = self._early
+        if early is not None and early[1].done() and not early[1].cancelled():
+            if early[1].exception() is None and sounds_finished(early[1].result()):
+                stopped = turns.end_now(early[0])  # finished words: the turn ends now
+                if stopped is not None:
+                    await self._speech_stopped(stopped.at_ms, stopped.audio, early[1])
+
+    def _early_for(self, pause: int) -> asyncio.Task[str] | None:
+        """The early transcription of quiet stretch ``pause``: the whole turn, as nothing was
+        said after it began."""
+        early, self._early = self._early, None
+        return early[1] if early is not None and pause and early[0] == pause else None
 
     async def _speech_started(self, at_ms: int) -> None:
         self._speech_item = self._id("item")
@@ -165,7 +191,10 @@ class LocalRealtimeModel(RealtimeModel):
             return True  # none of it confirmed played yet
         return (state["elapsed_ms"] or 0.0) < length_ms - 2 * CHUNK_MS / 5
 
-    async def _speech_stopped(self, at_ms: int, audio: np.ndarray) -> None:
+    async def _speech_stopped(
+        self, at_ms: int, audio: np.ndarray, early: asyncio.Task[str] | None = None
+    ) -> None:
+        self._early = None
         item_id = self._speech_item or self._id("item")
         await self._emit(
             RealtimeModelRawServerEvent(
@@ -176,10 +205,17 @@ class LocalRealtimeModel(RealtimeModel):
                 }
             )
         )
-        self._start(self._answer(item_id, audio))
+        self._start(self._answer(item_id, audio, early))
 
-    async def _answer(self, item_id: str, audio: np.ndarray) -> None:
-        transcript = await asyncio.to_thread(self._stack.transcribe, audio)
+    async def _answer(
+        self, item_id: str, audio: np.ndarray, early: asyncio.Task[str] | None = None
+    ) -> None:
+        transcript = ""
+        if early is not None:
+            with contextlib.suppress(Exception):
+                transcript = await early
+        if early is None or (not transcript and len(audio)):
+            transcript = await asyncio.to_thread(self._stack.transcribe, audio)
         if not self._answers:  # the bridge decides whether this turn gets an answer
             self._heard[item_id] = transcript
             self._last_heard = item_id
@@ -220,26 +256,31 @@ class LocalRealtimeModel(RealtimeModel):
         await self._emit(RealtimeModelTurnEndedEvent(response_id=response_id))
 
     async def _say(self, text: str) -> None:
+        """Speak ``text`` clause by clause: the first one's audio goes out while the rest is
+        synthesised (the first clause is often a fixed phrase, synthesised once and kept)."""
         response_id, item_id = self._id("resp"), self._id("item")
         await self._emit(RealtimeModelTurnStartedEvent(response_id=response_id))
         try:
-            audio = await asyncio.to_thread(self._stack.speak, text)
-            self._last_item = (item_id, len(audio) / 48)
             await self._emit(
                 RealtimeModelTranscriptDeltaEvent(
                     item_id=item_id, delta=text, response_id=response_id
                 )
             )
+            said_ms = 0.0
             step = CHUNK_MS * 48
-            for i in range(0, len(audio), step):
-                await self._emit(
-                    RealtimeModelAudioEvent(
-                        data=audio[i : i + step],
-                        response_id=response_id,
-                        item_id=item_id,
-                        content_index=0,
+            for part in clauses(text):
+                audio = await asyncio.to_thread(self._stack.speak, part)
+                said_ms += len(audio) / 48
+                self._last_item = (item_id, said_ms)
+                for i in range(0, len(audio), step):
+                    await self._emit(
+                        RealtimeModelAudioEvent(
+                            data=audio[i : i + step],
+                            response_id=response_id,
+                            item_id=item_id,
+                            content_index=0,
+                        )
                     )
-                )
             await self._emit(RealtimeModelAudioDoneEvent(item_id=item_id, content_index=0))
         finally:
             await self._emit(RealtimeModelTurnEndedEvent(response_id=response_id))
@@ -279,6 +320,15 @@ class LocalRealtimeModel(RealtimeModel):
         tools = settings.get("tools") if isinstance(settings, dict) else None
         if tools is not None:
             self._tools = {getattr(t, "name", ""): t for t in tools}
+
+
+def clauses(text: str) -> list[str]:
+    """``text`` split after its first ``:``, ``.``, ``?`` or ``!`` (the first clause is spoken
+    while the rest is synthesised); one piece when there is none."""
+    match = re.search(r"[:.?!]\s+", text)
+    if match is None or match.end() >= len(text):
+        return [text]
+    return [text[: match.end()].strip(), text[match.end() :].strip()]
 
 
 def _text_of(user_input: Any) -> str:

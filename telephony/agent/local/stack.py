@@ -75,7 +75,12 @@ class LocalStack:
         return " ".join(s.text.strip() for s in segments).strip()
 
     def speak(self, text: str) -> bytes:
-        """Piper speech as pcm16 24 kHz little-endian mono bytes; blocking."""
+        """Piper speech as pcm16 24 kHz little-endian mono bytes; blocking. The last 64 texts
+        are kept (a phrase like "You said:" is synthesised once)."""
+        return self._speak_cached(text)
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 (one stack per process, never freed)
+    def _speak_cached(self, text: str) -> bytes:
         chunks = list(self._voice.synthesize(text))
         if not chunks:
             return b""
@@ -86,9 +91,15 @@ class LocalStack:
         return np.clip(np.rint(resampled * 32767), -32768, 32767).astype("<i2").tobytes()
 
 
+WARM_PHRASES = ("You said:",)  # the first clause of most replies: synthesised at load
+
+
 @functools.lru_cache(maxsize=1)
 def load_local_stack() -> LocalStack:
-    """Load the offline models once per process. Raises :class:`LocalModelUnavailable`."""
+    """Load the offline models once per process, and synthesise the replies' usual first
+    clause, so a reply's first audio needs no synthesis. Raises :class:`LocalModelUnavailable`."""
     stack = LocalStack()
+    for phrase in WARM_PHRASES:
+        stack.speak(phrase)
     logger.info("offline voice model loaded in %.1f s", stack.load_s)
     return stack
