@@ -342,7 +342,7 @@ class Settings(BaseSettings):
         description="With RECORD_CALLS, said before the greeting; empty: nothing is said.",
     )
     local_turn_end_ms: int = Field(
-        default=250,
+        default=300,
         ge=100,
         le=3000,
         description="Offline model: quiet that ends a turn whose words sound finished.",

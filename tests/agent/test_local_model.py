@@ -108,7 +108,7 @@ def test_missing_extra_is_one_clear_line(monkeypatch) -> None:
 
 
 async def test_offline_turn_waits_through_a_hesitation(offline) -> None:
-    """"I'd like to... (0.7 s) um... (0.6 s) book a table for two": one turn, not three, and
+    """ "I'd like to... (0.7 s) um... (0.6 s) book a table for two": one turn, not three, and
     its reply still comes quickly once the sentence is finished."""
     caller = SILENCE * 8000 + fixture_audio("hesitation_table.ulaw") + SILENCE * 24000
     app = create_app(offline.model_copy(update={"greeting": ""}))

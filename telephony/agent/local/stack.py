@@ -91,7 +91,7 @@ class LocalStack:
         return np.clip(np.rint(resampled * 32767), -32768, 32767).astype("<i2").tobytes()
 
 
-WARM_PHRASES = ("You said:",)  # the first clause of most replies: synthesised at load
+WARM_PHRASES = ("You said:", "Thank you for calling.")  # replies' usual first clauses
 
 
 @functools.lru_cache(maxsize=1)

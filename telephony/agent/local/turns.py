@@ -51,14 +51,18 @@ UNFINISHED_ENDINGS = frozenset(
 )
 
 
+MIN_FINISHED_WORDS = 3  # "Okay." or "Yes, well." may go on: fewer words wait the full silence
+
+
 def sounds_finished(text: str) -> bool:
-    """Whether a transcript reads as a finished turn: it ends with ``.``, ``?`` or ``!`` (not
-    ``...``) and not on a filler or a word that needs more after it."""
+    """Whether a transcript reads as a finished turn: at least ``MIN_FINISHED_WORDS`` words,
+    ending with ``.``, ``?`` or ``!`` (not ``...``) and not on a filler or a word that needs
+    more after it."""
     text = text.strip()
     if not text or text.endswith("...") or text[-1] not in ".?!":
         return False
-    words = re.findall(r"[a-z']+", text.lower())
-    return bool(words) and words[-1] not in UNFINISHED_ENDINGS
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    return len(words) >= MIN_FINISHED_WORDS and words[-1] not in UNFINISHED_ENDINGS
 
 
 @dataclass(frozen=True)
