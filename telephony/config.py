@@ -353,6 +353,12 @@ class Settings(BaseSettings):
         le=5000,
         description="Offline model: quiet that ends any turn (a hesitation waits this long).",
     )
+    local_stt_window_s: float = Field(
+        default=10.0,
+        ge=1,
+        le=30,
+        description="Offline model: Whisper's shortest encoder window (30 is Whisper's own).",
+    )
     retention_days: float = Field(
         default=0,
         ge=0,

@@ -165,7 +165,8 @@ def build_services(
     limits = limits or settings.call_limits()
     backend = "custom" if model_factory is not None else choose_backend(settings)
     if backend == "local":
-        stack = load_local_stack()  # raises LocalModelUnavailable with what to install
+        # raises LocalModelUnavailable with what to install
+        stack = load_local_stack(settings.local_stt_window_s)
         model_factory = functools.partial(
             LocalRealtimeModel,
             stack,

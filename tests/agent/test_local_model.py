@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import numpy as np
@@ -97,6 +98,9 @@ async def test_offline_goodbye_ends_the_call_through_the_tool(offline) -> None:
         and next(r for r in log if r["event"] == "tool.start")["tool"] == "end_call"
     )
     assert "call.hangup" in kinds and log[-1]["reason"] == "agent_hangup"
+    # the pause after "...very much." may end a turn; then "Goodbye." comes over the read-back
+    # and its words (the model's transcript, which the barge-in guard reads) make it a turn
+    assert not [r for r in log if r["event"] == "barge_in.suppressed"]
     assert result.closed_by_server
     assert "goodbye" in heard_text(result).lower()  # it said goodbye before hanging up
 
@@ -121,3 +125,45 @@ async def test_offline_turn_waits_through_a_hesitation(offline) -> None:
     assert "like" in heard and "table" in heard  # the whole sentence is one turn
     assert result.turns and result.turns[0].latency_s is not None
     assert result.turns[0].latency_s < 1.2  # the 900 ms wait applies only to unfinished words
+
+
+def test_a_short_whisper_window_hears_what_the_full_one_does() -> None:
+    """Whisper's encoder on the utterance plus 1 s (10 s at least) instead of 30 s: the same
+    words on the real recordings."""
+    stack = local_model.load_local_stack()
+    assert stack.stt_window_s == 10
+    clips = [fixture_audio(name) for name in ("goforward.ulaw", "numbers.ulaw")]
+    audio = [np.frombuffer(ulaw_decode(c), "<i2").astype(np.float32) / 32768 for c in clips]
+    short = [stack.transcribe(a) for a in audio]
+    stack.stt_window_s = 30
+    try:
+        full = [stack.transcribe(a) for a in audio]
+    finally:
+        stack.stt_window_s = 10
+    assert "forward" in short[0].lower()
+    assert [spoken(t) for t in short] == [spoken(t) for t in full]
+
+
+def spoken(text: str) -> list[str]:
+    """Words and digits as said: "33, 4" and "33 for" are both three, three, four."""
+    homophones = {"for": "4", "four": "4"}
+    return [homophones.get(w, w) for w in re.findall(r"[a-z']+|\d", text.lower())]
+
+
+def test_the_whisper_encoder_sees_the_audio_and_a_second_of_padding() -> None:
+    """faster-whisper pads features with zeros to 3000 frames; the encoder gets the frames with
+    audio, 1 s more, rounded up to whole seconds, and no less than the window."""
+    seen: list[tuple[int, ...]] = []
+
+    class Encoder:
+        def encode(self, features: np.ndarray) -> None:
+            seen.append(features.shape)
+
+    model = local_model.stack.short_window_whisper(Encoder)()
+    model.window_frames = 1000
+    for audio_frames in (279, 1250, 2950, 0):
+        features = np.zeros((1, 80, 3000), np.float32)
+        features[0, :, :audio_frames] = -0.5
+        model.encode(features)
+    model.encode(np.zeros((80, 3000), np.float32))  # unbatched, as faster-whisper allows
+    assert seen == [(1, 80, 1000), (1, 80, 1400), (1, 80, 3000), (1, 80, 1000), (1, 80, 1000)]

@@ -219,6 +219,18 @@ class LocalRealtimeModel(RealtimeModel):
         if not self._answers:  # the bridge decides whether this turn gets an answer
             self._heard[item_id] = transcript
             self._last_heard = item_id
+        # as the OpenAI model does: the server event raw (the barge-in guard reads it), then
+        # the SDK's typed event
+        await self._emit(
+            RealtimeModelRawServerEvent(
+                data={
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "transcript": transcript,
+                }
+            )
+        )
         await self._emit(
             RealtimeModelInputAudioTranscriptionCompletedEvent(
                 item_id=item_id, transcript=transcript
