@@ -10,6 +10,8 @@ reads back what it heard. Per clip it prints:
 - reply: the caller's end of speech to the first frame of the reply (the simulator's clock);
 - STT: the model's end of turn to its transcript (``speech.stopped`` → ``transcript.caller``);
 - WER: word error rate of the transcript against the known text (numbers as words);
+- CPU %: the server's CPU time during the call over the call's length (100 = one core busy):
+  what one call of the offline model costs while the caller speaks and the agent answers;
 - ends: how many times the model ended the caller's turn during the clip (1 is right; the
   hesitation clips pause 0.6-0.8 s mid-sentence, where a turn must not end).
 
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import importlib.metadata
 import json
+import os
 import re
 import resource
 import statistics
@@ -48,9 +51,21 @@ CLIPS = {  # file: what is said (numbers as words); None: no known text
     "wait_stop.ulaw": "wait stop i have a question",
     "hesitation_table.ulaw": "i'd like to um book a table for two",
     "hesitation_account.ulaw": "my account number is four two seven one",
+    "hesitation_goforward.ulaw": "go forward ten meters",
+    "hesitation_numbers.ulaw": None,
 }
-HESITATIONS = ("hesitation_table.ulaw", "hesitation_account.ulaw")  # one turn each
-REAL_SPEECH = ("goforward.ulaw", "numbers.ulaw")  # human recordings; the rest is espeak-ng
+HESITATIONS = (  # one turn each
+    "hesitation_table.ulaw",
+    "hesitation_account.ulaw",
+    "hesitation_goforward.ulaw",
+    "hesitation_numbers.ulaw",
+)
+REAL_SPEECH = (  # human recordings (the hesitation_ ones with pauses put in); the rest is espeak
+    "goforward.ulaw",
+    "numbers.ulaw",
+    "hesitation_goforward.ulaw",
+    "hesitation_numbers.ulaw",
+)  # human recordings; the rest is espeak-ng
 NUMBERS = {"10": "ten"}
 DIGITS = "zero one two three four five six seven eight nine".split()
 EXTRA = [  # the local extra and what it brings
@@ -105,9 +120,11 @@ async def run_clip(name: str, script: Path | None) -> dict[str, float | str | in
             env["PYTHONPATH"] = str(script.parent)
         server = start_server(env, Path(tmp), script=script)
         try:
+            cpu0, t0 = cpu_s(server.pid), time.monotonic()
             result = await simulate_call(
                 f"http://127.0.0.1:{port}", audio, tail_s=1.5, auth_token=TOKEN
             )
+            cpu = (cpu_s(server.pid) - cpu0) / (time.monotonic() - t0)
         finally:
             server.terminate()
             server.wait(10)
@@ -127,8 +144,15 @@ async def run_clip(name: str, script: Path | None) -> dict[str, float | str | in
         "stt_ms": round(stt[-1]) if stt else None,
         "wer": round(wer(reference, transcript), 2) if reference else None,
         "ends": ends,
+        "cpu": round(cpu * 100),
         "transcript": transcript,
     }
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` has used (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def installed_mb() -> float:
@@ -155,21 +179,26 @@ async def main() -> None:
     )
     for label, script in runs:
         print(f"== {label}")
-        print(f"{'clip':26} {'reply ms':>9} {'STT ms':>7} {'WER':>5} {'ends':>5}  transcript")
+        print(
+            f"{'clip':26} {'reply ms':>9} {'STT ms':>7} {'WER':>5} {'ends':>5} {'CPU %':>6}"
+            "  transcript"
+        )
         replies: list[float] = []
         real: list[float] = []
         false_ends = 0
+        cpu: list[float] = []
         for name in [n for n in CLIPS for _ in range(args.repeat)]:
             r = await run_clip(name, script)
             if r["reply_ms"] is not None:
                 replies.append(float(r["reply_ms"]))
                 if name in REAL_SPEECH:
                     real.append(float(r["reply_ms"]))
+            cpu.append(float(r["cpu"] or 0))
             if name in HESITATIONS:
                 false_ends += int(r["ends"] or 0) - 1
             print(
                 f"{name:26} {r['reply_ms']!s:>9} {r['stt_ms']!s:>7} {r['wer']!s:>5} "
-                f"{r['ends']!s:>5}  {r['transcript']}",
+                f"{r['ends']!s:>5} {r['cpu']!s:>6}  {r['transcript']}",
                 flush=True,
             )
         for which, figures in (("all clips", replies), ("real speech", real)):
@@ -179,6 +208,7 @@ async def main() -> None:
                     f"worst {max(figures):.0f} ms"
                 )
         print(f"false turn ends on the hesitation clips: {false_ends}")
+        print(f"CPU during a call: median {statistics.median(cpu):.0f} % of one core")
     t0 = time.monotonic()
     load_local_stack()
     print(
