@@ -16,7 +16,8 @@ reads back what it heard. Per clip it prints:
   hesitation clips pause 0.6-0.8 s mid-sentence, where a turn must not end).
 
 ``--repeat N`` makes N calls per clip (each a row; the median and worst take them all). The
-summary is given over all clips and over the real-speech ones (human recordings).
+summary is given over all clips, over the real-speech ones (human recordings), and over those
+recordings with hesitation pauses put in.
 With ``--compare``, every clip runs first on the other checkout's ``server.py`` (``before``),
 then on this one (``after``). Last, for this checkout: the models' load time, the peak memory
 of a process that loaded them, and the installed size of the ``local`` extra.
@@ -60,12 +61,8 @@ HESITATIONS = (  # one turn each
     "hesitation_goforward.ulaw",
     "hesitation_numbers.ulaw",
 )
-REAL_SPEECH = (  # human recordings (the hesitation_ ones with pauses put in); the rest is espeak
-    "goforward.ulaw",
-    "numbers.ulaw",
-    "hesitation_goforward.ulaw",
-    "hesitation_numbers.ulaw",
-)  # human recordings; the rest is espeak-ng
+REAL_SPEECH = ("goforward.ulaw", "numbers.ulaw")  # human recordings; the rest is espeak-ng
+REAL_PAUSED = ("hesitation_goforward.ulaw", "hesitation_numbers.ulaw")  # the same, paused
 NUMBERS = {"10": "ten"}
 DIGITS = "zero one two three four five six seven eight nine".split()
 EXTRA = [  # the local extra and what it brings
@@ -185,6 +182,7 @@ async def main() -> None:
         )
         replies: list[float] = []
         real: list[float] = []
+        paused: list[float] = []
         false_ends = 0
         cpu: list[float] = []
         for name in [n for n in CLIPS for _ in range(args.repeat)]:
@@ -193,6 +191,8 @@ async def main() -> None:
                 replies.append(float(r["reply_ms"]))
                 if name in REAL_SPEECH:
                     real.append(float(r["reply_ms"]))
+                if name in REAL_PAUSED:
+                    paused.append(float(r["reply_ms"]))
             cpu.append(float(r["cpu"] or 0))
             if name in HESITATIONS:
                 false_ends += int(r["ends"] or 0) - 1
@@ -201,7 +201,11 @@ async def main() -> None:
                 f"{r['ends']!s:>5} {r['cpu']!s:>6}  {r['transcript']}",
                 flush=True,
             )
-        for which, figures in (("all clips", replies), ("real speech", real)):
+        for which, figures in (
+            ("all clips", replies),
+            ("real speech", real),
+            ("real speech with pauses put in", paused),
+        ):
             if figures:
                 print(
                     f"reply, {which}: median {statistics.median(figures):.0f} ms, "
