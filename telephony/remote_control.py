@@ -10,7 +10,10 @@ through the carrier directly: Twilio's REST API for a CallSid, OpenAI's Calls AP
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +61,8 @@ class RemoteControl:
         sip: the SIP path (its Calls API client); None when off.
         targets: allowed transfer destinations, ``{name: +E.164 or sip: URI}``.
         timeout_s: how long to wait for the owner's reply (``CONTROL_TIMEOUT``).
+        show_number: how a caller's number is shown in :meth:`live` (masked by default: it
+            crosses the fleet's control channel).
     """
 
     def __init__(
@@ -69,8 +74,10 @@ class RemoteControl:
         sip: SipCalls | None,
         targets: dict[str, str],
         timeout_s: float = 2.0,
+        show_number: Callable[[str | None], str] = lambda number: "",
     ) -> None:
         self._registry = registry
+        self._show_number = show_number
         self._state = state
         self._logs = logs
         self._rest = rest
@@ -128,8 +135,47 @@ class RemoteControl:
         self._log(call_id, "amd", result, answered_by=answered_by)
         return result
 
+    def local_live(self) -> list[dict[str, Any]]:
+        """This instance's calls in progress: ``call_sid``, ``caller`` (as ``show_number``
+        shows it), ``seconds`` since the call started, ``instance``."""
+        now = time.monotonic()
+        return [
+            {
+                "call_sid": call_id,
+                "caller": self._show_number(getattr(call, "caller", None)),
+                "seconds": round(now - getattr(call, "started_at", now), 1),
+                "instance": self._state.instance,
+            }
+            for call_id, call in self._registry.live.items()
+        ]
+
+    async def live(self) -> list[dict[str, Any]]:
+        """Calls in progress on every instance of the fleet (each asked over the control
+        channel, at once, for at most ``CONTROL_TIMEOUT``), longest first. An instance that
+        does not answer is left out; with the fleet state down, only this instance's calls."""
+        rows = self.local_live()
+        try:
+            others = [i for i in await self._state.instances() if i != self._state.instance]
+        except FleetUnavailable:
+            others = []
+
+        async def ask(instance: str) -> list[dict[str, Any]]:
+            try:
+                reply = await self._state.request(instance, {"op": "live"}, self._timeout_s)
+            except FleetUnavailable:
+                return []
+            calls = reply.get("calls") if reply else None
+            return [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+
+        for found in await asyncio.gather(*(ask(i) for i in others)):
+            rows.extend(found)
+        return sorted(rows, key=lambda row: -float(row.get("seconds") or 0))
+
     async def on_message(self, message: dict[str, Any]) -> dict[str, Any]:
-        """The owner's side: act on a control message for one of our calls."""
+        """The owner's side: act on a control message for one of our calls (or, for ``live``,
+        list them)."""
+        if message.get("op") == "live":
+            return {"ok": True, "calls": self.local_live()}
         call = self._registry.live.get(str(message.get("call")))
         if call is None:
             return {"ok": False, "error": "not here"}

@@ -32,7 +32,7 @@ from .agent.sessions import ModelFactory, SessionFactory, choose_backend
 from .audio.hold import load_hold_sound
 from .bridge import MediaStreamCall, TwilioSocket
 from .config import CallFeatures, CallLimits, Settings
-from .console import CallIndex
+from .console import CallIndex, show_number
 from .fleet import FleetState, LocalState
 from .fleet.redis_state import RedisState
 from .observability.call_log import CallLogs
@@ -212,7 +212,14 @@ def build_services(
     logs = CallLogs(settings.call_log_dir, settings.instance_id, _observer(metrics, console))
     sip = _sip_calls(settings, sessions, features, limits, registry, logs)
     control = RemoteControl(
-        registry, state, logs, rest, sip, features.transfer_targets, settings.control_timeout
+        registry,
+        state,
+        logs,
+        rest,
+        sip,
+        features.transfer_targets,
+        settings.control_timeout,
+        show_number=functools.partial(show_number, show=settings.console_show_numbers),
     )
     state.on_control = control.on_message
     return Services(

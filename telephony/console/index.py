@@ -59,6 +59,12 @@ def mask_number(number: str | None, keep: int = 4) -> str:
     return "+" + digits[0] + "•" * (len(digits) - keep - 1) + "".join(digits[-keep:])
 
 
+def show_number(number: str | None, show: bool) -> str:
+    """A phone number as the console shows it: whole with ``show`` (``CONSOLE_SHOW_NUMBERS``),
+    else :func:`mask_number`."""
+    return (number or "") if show else mask_number(number)
+
+
 def summarise(path: Path) -> CallRow | None:
     """The list row of one call log, or None when the call has not ended (no ``call.end``)."""
     first: dict[str, Any] | None = None

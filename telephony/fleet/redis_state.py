@@ -13,6 +13,8 @@ Keys (prefix ``tel:``), each touched by one atomic step, with only Redis 7.0 com
   script); expires unless renewed;
 - ``tel:inst:{instance}``: hash ``state`` (ready/draining), ``calls``, ``updated``; expires after
   three missed heartbeats; ``tel:ready``: ZSET of ready instances, score = expiry;
+  ``tel:members``: ZSET of every instance, ready or draining, score = expiry (the console's
+  fleet-wide list of calls in progress asks each of them);
 - ``tel:ctl:{instance}``: the pub/sub channel of an instance's control messages and replies.
 
 Everything here is soft state that its owner re-asserts every heartbeat, so a Redis restart
@@ -46,6 +48,7 @@ logger = logging.getLogger("telephony.fleet")
 PREFIX = "tel:"
 FLEET_KEY = PREFIX + "fleet"
 READY_KEY = PREFIX + "ready"
+MEMBERS_KEY = PREFIX + "members"
 STOP_TIMEOUT_S = 2.0
 
 # KEYS[1] tel:fleet; ARGV: member, ttl ms, max (0: none). Returns 1 if held, 0 when full.
@@ -177,6 +180,7 @@ class RedisState(FleetState):
             async with asyncio.timeout(STOP_TIMEOUT_S):
                 async with self._client.pipeline(transaction=False) as pipe:
                     pipe.zrem(READY_KEY, self.instance)
+                    pipe.zrem(MEMBERS_KEY, self.instance)
                     pipe.delete(f"{PREFIX}inst:{self.instance}")
                     await pipe.execute()
         with contextlib.suppress(RedisError, OSError, TimeoutError):
@@ -256,6 +260,13 @@ class RedisState(FleetState):
         with contextlib.suppress(FleetUnavailable):
             await self.heartbeat()
 
+    async def instances(self) -> list[str]:
+        now_ms = int(time.time() * 1000)
+        async with self._redis():
+            members = await self._client.zrangebyscore(MEMBERS_KEY, now_ms, "+inf")
+        names = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+        return sorted(names | {self.instance})
+
     # ------------------------------------------------------------------ heartbeat
 
     async def _beat(self) -> None:
@@ -280,6 +291,8 @@ class RedisState(FleetState):
                     pipe.zrem(READY_KEY, self.instance)
                 else:
                     pipe.zadd(READY_KEY, {self.instance: member_expiry})
+                pipe.zadd(MEMBERS_KEY, {self.instance: member_expiry})
+                pipe.zremrangebyscore(MEMBERS_KEY, "-inf", now_ms)
                 for call_id, path in calls.items():
                     call_key = f"{PREFIX}call:{call_id}"
                     pipe.hset(call_key, mapping={"owner": self.instance, "path": path})

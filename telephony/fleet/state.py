@@ -94,6 +94,10 @@ class FleetState(ABC):
     async def set_draining(self, draining: bool) -> None:
         """Announce that this instance is draining (it leaves the ready set) or ready."""
 
+    async def instances(self) -> list[str]:
+        """The instances in the fleet (ready or draining), this one included; sorted."""
+        return [self.instance]
+
     @abstractmethod
     async def request(
         self, instance: str, message: dict[str, Any], timeout_s: float

@@ -4,9 +4,10 @@ Sign in with the token (a form that sets an HttpOnly, SameSite=Strict cookie hol
 hash of it, never the token; or ``Authorization: Bearer``); a wrong token gets 401, the list
 without a session goes to the form, and everything else without one answers 401. Pages:
 
-- ``GET /console``: calls in progress (updated every second from ``/console/live.json``, each
-  with a hang-up button) and ended calls, newest first, paginated, filtered by outcome and
-  date, searched by CallSid or number (from :class:`telephony.console.CallIndex`);
+- ``GET /console``: calls in progress on every instance of the fleet (updated every second
+  from ``/console/live.json``, each with a hang-up button) and ended calls, newest first,
+  paginated, filtered by outcome and date, searched by CallSid or number (from
+  :class:`telephony.console.CallIndex`);
 - ``GET /console/calls/{sid}``: the timeline, the transcript, the per-call metrics, the events
   and the recording, whose player position is drawn on the timeline (click it to seek);
 - ``POST /console/calls/{sid}/hangup``: the same path as ``POST /calls/{sid}/hangup``.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from ..console import CallRow, mask_number
+from ..console import CallRow, show_number
 from ..observability.call_log import read_call_log
 from ..observability.timeline import geometry, render_svg
 from ..remote_control import CallNotFound, ControlUnavailable
@@ -138,20 +138,8 @@ async def calls(
 
 @router.get("/live.json", dependencies=[SignedIn])
 async def live(services: ServicesDep) -> list[dict[str, Any]]:
-    """This instance's calls in progress."""
-    now = time.monotonic()
-    out = []
-    for call_id, call in services.registry.live.items():
-        started = getattr(call, "started_at", now)
-        caller = getattr(call, "caller", None)
-        out.append(
-            {
-                "call_sid": call_id,
-                "caller": _number(caller, services),
-                "seconds": round(now - started, 1),
-            }
-        )
-    return out
+    """Calls in progress on every instance of the fleet (this one's alone without Redis)."""
+    return await services.control.live()
 
 
 @router.post("/calls/{sid}/hangup", dependencies=[SignedIn])
@@ -227,9 +215,7 @@ def _day(text: str, plus_days: int = 0) -> float | None:
 
 
 def _number(number: str | None, services: Services) -> str:
-    if services.settings.console_show_numbers:
-        return number or ""
-    return mask_number(number)
+    return show_number(number, services.settings.console_show_numbers)
 
 
 def _display(row: CallRow, services: Services) -> dict[str, Any]:

@@ -367,3 +367,38 @@ async def test_redis_outage_mid_call(tmp_path: Path) -> None:
         await end_stream(first)
         metrics = await ctx.metrics("B")
         assert "telephony_redis_up 1.0" in metrics
+
+
+async def test_the_console_lists_the_calls_of_every_instance(tmp_path: Path) -> None:
+    """The console's live list on one instance shows a call another instance runs (asked over
+    the control channel), masked; an instance that does not answer is left out in time."""
+    token = "console-token-0123456789abcdef"
+    async with running_fleet(tmp_path, ("A", "B"), CONSOLE_TOKEN=token) as ctx:
+
+        def live(name: str) -> list[dict[str, Any]]:
+            request = urllib.request.Request(
+                ctx.fleet[name].base_url + "/console/live.json",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+
+        answer = await ctx.answer("A")
+        ws = await hold_stream(answer.via(ctx.fleet["B"].base_url))
+        try:
+            await wait_for_attach(ctx, "B", answer.call_sid)
+            rows = await asyncio.to_thread(live, "A")
+            assert [(r["call_sid"], r["instance"]) for r in rows] == [(answer.call_sid, "B")]
+            assert rows[0]["caller"].startswith("+1•") and rows[0]["seconds"] >= 0
+            on_b = await asyncio.to_thread(live, "B")  # the owner lists it the same way
+            assert [{**r, "seconds": 0} for r in on_b] == [{**rows[0], "seconds": 0}]
+
+            ctx.fleet["B"].signal(signal.SIGSTOP)  # B cannot answer: A lists what it knows
+            try:
+                t0 = time.monotonic()
+                assert await asyncio.to_thread(live, "A") == []
+                assert time.monotonic() - t0 < 2.5  # CONTROL_TIMEOUT is 1 s
+            finally:
+                ctx.fleet["B"].signal(signal.SIGCONT)
+        finally:
+            await end_stream(ws)
