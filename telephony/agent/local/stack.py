@@ -41,7 +41,8 @@ def short_window_whisper(base: type) -> type:
     (3000 frames, ``faster_whisper.audio.pad_or_trim``) before ``encode``; CTranslate2's Whisper
     encoder takes shorter inputs too, and its cost grows with their length (tiny.en, int8,
     2 threads: 171 ms for 30 s, 20 ms for 10 s). This subclass cuts the zero padding back to
-    1 s after the audio, and to no less than ``window_s`` seconds in all: shorter windows lose
+    1 s after the audio, and to no less than ``window_frames`` in all (``LOCAL_STT_WINDOW_S``
+    × 100; the class default, 3000, trims nothing): shorter windows lose
     words (measured: "I'd like to" for "I'd like to book a table for two" at 3 s), 10 s kept
     every word the 30 s window heard on the test clips. Decoding, temperature fallback and
     the hallucination checks are faster-whisper's own, unchanged."""
@@ -50,7 +51,8 @@ def short_window_whisper(base: type) -> type:
         window_frames = 3000
 
         def encode(self, features: np.ndarray) -> Any:
-            """``features``: float32 log-mel, (80, frames) or (1, 80, frames), zero-padded."""
+            """``features``: float32 log-mel, (80, frames) or (1, 80, frames), zero-padded; the
+            audio's extent is read from the first (faster-whisper encodes one at a time)."""
             batch = features if features.ndim == 3 else features[None]
             audio_frames = np.flatnonzero(np.any(batch[0] != 0, axis=0))
             used = int(audio_frames[-1]) + 1 if len(audio_frames) else 0
