@@ -65,8 +65,11 @@ def outcomes(report: Path) -> dict[str, tuple[str, str]]:
         for tag in ("failure", "error", "skipped"):
             element = case.find(tag)
             if element is not None:
-                outcome = "skipped" if tag == "skipped" else "failed"
-                why = (element.get("message") or "").splitlines()[0][:160] if tag != "skipped" else ""
+                if tag == "skipped":
+                    outcome = "skipped"
+                else:
+                    outcome = "failed"
+                    why = ((element.get("message") or "").splitlines() or [""])[0][:160]
                 break
         result[node] = (outcome, why)
     return result
