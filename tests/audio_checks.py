@@ -61,3 +61,20 @@ def ulaw_tone(freq: float, seconds: float, amplitude: float = 6000.0) -> bytes:
     from telephony.audio import ulaw_encode
 
     return ulaw_encode(np.rint(sine(freq, 8000, seconds, amplitude)).astype("<i2").tobytes())
+
+
+def bridged_frames(*deltas: bytes) -> list[bytes]:
+    """Model audio deltas (pcm16 24 kHz bytes) as the bridge sends them to the caller: one
+    stream through the transcoder, 20 ms μ-law frames, the last one padded with silence."""
+    from telephony.audio import FRAME_BYTES, ModelToCaller
+
+    down = ModelToCaller()
+    ulaw = b"".join(down.feed(d) for d in deltas) + down.flush()
+    ulaw += b"\xff" * (-len(ulaw) % FRAME_BYTES)
+    return [ulaw[i : i + FRAME_BYTES] for i in range(0, len(ulaw), FRAME_BYTES)]
+
+
+def contains_run(frames: list[bytes], run: list[bytes]) -> bool:
+    """Whether ``run`` occurs in ``frames`` whole, in order and back to back."""
+    n = len(run)
+    return any(frames[i : i + n] == run for i in range(len(frames) - n + 1))

@@ -19,11 +19,12 @@ socket), :mod:`.audio_files` (recordings in and out), :mod:`.cli` (the command).
 from .audio_files import load_caller_audio, save_wav, speech_segments
 from .call import Answer, answer_call, simulate_call
 from .cli import main, summary
-from .twilio_side import Echo, SimulationResult, Turn
+from .twilio_side import Echo, Say, SimulationResult, Turn
 
 __all__ = [
     "Answer",
     "Echo",
+    "Say",
     "SimulationResult",
     "Turn",
     "answer_call",

@@ -5,13 +5,18 @@ from __future__ import annotations
 import math
 import wave
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..audio import ulaw_decode, ulaw_encode
-from .twilio_side import FRAME_S, SimulationResult
 
-__all__ = ["load_caller_audio", "save_wav", "speech_segments"]
+if TYPE_CHECKING:
+    from .twilio_side import SimulationResult
+
+__all__ = ["FRAME_S", "load_caller_audio", "save_wav", "speech_segments"]
+
+FRAME_S = 0.02  # one Media Streams frame, seconds
 
 
 def load_caller_audio(path: Path) -> bytes:

@@ -14,7 +14,7 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import connect
 
 from .audio_files import speech_segments
-from .twilio_side import Echo, SimulationResult, TwilioSide
+from .twilio_side import Echo, Say, SimulationResult, TwilioSide
 
 __all__ = ["Answer", "answer_call", "simulate_call"]
 
@@ -121,6 +121,7 @@ async def simulate_call(
     dtmf: Sequence[tuple[float, str]] = (),
     answer: Answer | None = None,
     echo: Echo | None = None,
+    script: Sequence[Say] = (),
 ) -> SimulationResult:
     """Play one Twilio call against the server at ``base_url`` (``http://host:port``).
 
@@ -137,6 +138,8 @@ async def simulate_call(
         answer: a webhook answer already obtained (:func:`answer_call`, possibly
             :meth:`Answer.via` another instance); no webhook is posted then.
         echo: the caller's line echoes the agent's audio back (with line noise); None: no echo.
+        script: utterances said after ``audio``, each timed by what the caller heard of the
+            agent (:class:`Say`); the call lasts until all were said (within ``max_tail_s``).
 
     Returns:
         A :class:`SimulationResult`. Raises ``ValueError`` if the TwiML has no stream.
@@ -155,7 +158,9 @@ async def simulate_call(
     async with connect(answer.stream_url, additional_headers=answer.headers, max_size=2**20) as ws:
         twilio = TwilioSide(ws, result, speed, echo)
         await twilio.open(account_sid)
-        await twilio.run(audio, tail_s, max_tail_s, min_turns, dtmf, hang_up, account_sid)
+        await twilio.run(
+            audio, tail_s, max_tail_s, min_turns, dtmf, hang_up, account_sid, script=script
+        )
         await ws.close()
         result.close_code = ws.close_code
     return result

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import json
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from ..audio import FRAME_BYTES, ULAW_SILENCE, ulaw_decode, ulaw_encode
+from .audio_files import FRAME_S, speech_segments
 
-__all__ = ["FRAME_S", "Echo", "SimulationResult", "Turn", "TwilioSide"]
+__all__ = ["FRAME_S", "Echo", "Say", "SimulationResult", "Turn", "TwilioSide"]
 
-FRAME_S = 0.02
 STALL_GAP_S = 0.3  # a frame within this of the previous one continues the same reply
 
 
@@ -40,6 +42,29 @@ class Turn:
     @property
     def bytes(self) -> int:
         return self.frames * FRAME_BYTES
+
+
+@dataclass(frozen=True)
+class Say:
+    """A caller utterance timed by what the caller heard, as a person answers, not by the clock.
+
+    It starts once the caller has heard ``heard_s`` seconds of agent reply number ``reply``
+    (0 is the first, a greeting included; played 20 ms packets are counted, so a pause or a
+    late reply moves it with the audio), or, with ``heard_s=None``, ``quiet_s`` after that
+    reply stopped playing. Utterances play one after another, each after the caller's audio
+    before it (the file passed to the call, then the earlier utterances) has been sent.
+
+    Args:
+        audio: μ-law 8 kHz bytes.
+        reply: the agent reply (a :class:`Turn` index) it answers.
+        heard_s: seconds of that reply heard first; None: wait for it to end.
+        quiet_s: with ``heard_s=None``, seconds of quiet after the reply ended.
+    """
+
+    audio: bytes
+    reply: int
+    heard_s: float | None = None
+    quiet_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +107,7 @@ class SimulationResult:
     agent_audio_s: float = 0.0  # reply audio received
     stall_s: float = 0.0  # reply audio that arrived after it was due (the caller heard a gap)
     send_lateness_s: list[float] = field(default_factory=list)  # our own pacing error per frame
+    said: list[float] = field(default_factory=list)  # call time each :class:`Say` began
 
     @property
     def reply_audio(self) -> bytes:
@@ -108,6 +134,7 @@ class TwilioSide:
         self.seq = 0
         self.last_frame_at = -1.0
         self.turn: Turn | None = None
+        self.starts: list[list[float]] = []  # per turn: the call times its frames start playing
         self.send_lock = asyncio.Lock()
 
     def now(self) -> float:
@@ -154,12 +181,15 @@ class TwilioSide:
         dtmf: Sequence[tuple[float, str]],
         hang_up: bool,
         account_sid: str,
+        script: Sequence[Say] = (),
     ) -> None:
         """Stream the caller's audio while playing and echoing the agent's, until the caller is
         done (then ``stop`` if ``hang_up``) or the server closes the socket."""
         receiver = asyncio.create_task(self.receive_loop())
         marker = asyncio.create_task(self.mark_loop())
-        streamer = asyncio.create_task(self.stream(audio, tail_s, max_tail_s, min_turns, dtmf))
+        streamer = asyncio.create_task(
+            self.stream(audio, tail_s, max_tail_s, min_turns, dtmf, script)
+        )
         try:
             done, _ = await asyncio.wait({receiver, streamer}, return_when=asyncio.FIRST_COMPLETED)
             if receiver in done:
@@ -215,8 +245,10 @@ class TwilioSide:
         elif self.turn is None or not self.playing():
             self.turn = Turn(len(self.r.turns), now, _latency(now, self.r.caller_speech))
             self.r.turns.append(self.turn)
+            self.starts.append([])
         self.turn.frames += 1
         start = max(now, self.play_until)
+        self.starts[self.turn.index].append(start)
         self.play_until = start + len(frame) / 8000
         self.queue.append((start, self.play_until, frame))
 
@@ -231,6 +263,8 @@ class TwilioSide:
             self.turn.cleared = True
         self.turn = None
         self.queue = [q for q in self.queue if q[0] < now]  # frames that began playing stay
+        if self.starts:
+            del self.starts[-1][bisect.bisect_left(self.starts[-1], now) :]
         self.play_until = min(self.play_until, now)
         marks, self.pending_marks = self.pending_marks, []
         for name, _ in marks:  # Twilio echoes the marks a clear dropped, at once
@@ -258,6 +292,22 @@ class TwilioSide:
             )
 
     # --- outbound caller audio
+    def heard_s(self, reply: int, now: float) -> float:
+        """Seconds of agent reply ``reply`` that had begun playing by call time ``now``."""
+        if reply >= len(self.starts):
+            return 0.0
+        return bisect.bisect_right(self.starts[reply], now) * FRAME_S
+
+    def cue_due(self, say: Say, now: float) -> bool:
+        """Whether the caller starts ``say`` at call time ``now``."""
+        if say.reply >= len(self.starts) or not self.starts[say.reply]:
+            return False
+        if say.heard_s is not None:
+            return self.heard_s(say.reply, now) >= say.heard_s - 1e-9
+        ended = self.starts[say.reply][-1] + FRAME_S
+        later_reply = len(self.starts) > say.reply + 1
+        return (later_reply or not self.playing()) and now >= ended + say.quiet_s
+
     async def stream(
         self,
         audio: bytes,
@@ -265,21 +315,29 @@ class TwilioSide:
         max_tail_s: float,
         min_turns: int = 0,
         dtmf: Sequence[tuple[float, str]] = (),
+        script: Sequence[Say] = (),
     ) -> None:
         keys = sorted(dtmf)
+        cues = deque(script)
         chunk = 0
-        frames = [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
+        frames = _frames(audio)
         silence = bytes([ULAW_SILENCE]) * FRAME_BYTES
         end_of_file = len(frames) * FRAME_S
         while True:
             at = chunk * FRAME_S
+            if chunk >= len(frames) and cues and self.cue_due(cues[0], at):
+                say = cues.popleft()
+                self.r.said.append(at)
+                self.r.caller_speech += [(at + a, at + b) for a, b in speech_segments(say.audio)]
+                frames += _frames(say.audio)
+                end_of_file = len(frames) * FRAME_S
             if chunk < len(frames):
                 frame = frames[chunk].ljust(FRAME_BYTES, bytes([ULAW_SILENCE]))
             else:
                 idle_since = max(
                     end_of_file, self.play_until, self.r.frames[-1][0] if self.r.frames else 0
                 )
-                waiting = len(self.r.turns) < min_turns
+                waiting = len(self.r.turns) < min_turns or bool(cues)
                 if (at >= idle_since + tail_s and not waiting) or at >= end_of_file + max_tail_s:
                     return
                 frame = silence
@@ -336,6 +394,10 @@ class TwilioSide:
     def played_frames(self) -> list[tuple[float, bytes]]:
         now = self.now()
         return [(s, f) for s, e, f in self.queue if s < now]
+
+
+def _frames(audio: bytes) -> list[bytes]:
+    return [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
 
 
 def _latency(at: float, speech: list[tuple[float, float]]) -> float | None:

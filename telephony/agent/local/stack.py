@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RATE", "VAD_RATE", "LocalModelUnavailable", "LocalStack", "load_local_stack"]
+__all__ = [
+    "DETERMINISTIC_SPEECH",
+    "RATE",
+    "VAD_RATE",
+    "LocalModelUnavailable",
+    "LocalStack",
+    "load_local_stack",
+]
 
 logger = logging.getLogger("telephony.agent.local")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,6 +36,13 @@ VAD_RATE = 8000  # Silero VAD and Whisper input, before Whisper's own 16 kHz (Hz
 class LocalModelUnavailable(RuntimeError):
     """The ``local`` extra is not installed; the message says what to install."""
 
+
+# Piper's VITS samples noise for its phoneme lengths (noise_w) and its audio (noise_scale) at
+# every synthesis (the voice's defaults 0.8 and 0.667), so one text sounded a little different
+# each time, and what a listener (or Whisper, in the tests) heard of it varied from call to
+# call. At 0 the same text always gives the same audio; intelligibility through G.711 was the
+# same on the read-backs tried (Whisper tiny.en heard the same words).
+DETERMINISTIC_SPEECH = {"noise_scale": 0.0, "noise_w_scale": 0.0}
 
 WHISPER_FRAMES_PER_S = 100  # Whisper's log-mel frames: 10 ms hop at 16 kHz
 WHISPER_PAD_FRAMES = 100  # trailing padding kept after the audio: 1 s
@@ -107,6 +121,12 @@ class LocalStack:
     def stt_window_s(self, seconds: float) -> None:
         self._whisper.window_frames = round(seconds * WHISPER_FRAMES_PER_S)
 
+    @staticmethod
+    def _speech_config() -> Any:
+        from piper.config import SynthesisConfig
+
+        return SynthesisConfig(**DETERMINISTIC_SPEECH)
+
     def new_vad(self) -> Any:
         return self._vad_class(VAD_RATE)
 
@@ -125,13 +145,14 @@ class LocalStack:
         return " ".join(s.text.strip() for s in segments).strip()
 
     def speak(self, text: str) -> bytes:
-        """Piper speech as pcm16 24 kHz little-endian mono bytes; blocking. The last 64 texts
-        are kept (a phrase like "You said:" is synthesised once)."""
+        """Piper speech as pcm16 24 kHz little-endian mono bytes; blocking. The same text
+        always gives the same audio (:data:`DETERMINISTIC_SPEECH`). The last 64 texts are kept
+        (a phrase like "You said:" is synthesised once)."""
         return self._speak_cached(text)
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 (one stack per process, never freed)
     def _speak_cached(self, text: str) -> bytes:
-        chunks = list(self._voice.synthesize(text))
+        chunks = list(self._voice.synthesize(text, syn_config=self._speech_config()))
         if not chunks:
             return b""
         rate = chunks[0].sample_rate
