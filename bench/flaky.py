@@ -12,15 +12,21 @@ way a shared CI runner is. ``--checkout DIR`` runs another checkout's suite with
 
 Prints a line per run (passed, failed, wall time) as it goes, then every test that did not pass
 every time, with its pass count and the first line of each distinct failure, and the wall-time
-spread of the runs. Exits 1 if any test failed in any run. There are no reruns: a test that
-fails once is reported as flaky, which is the point.
+spread of the runs. Then the distribution of every wall-clock figure a test bounds on purpose
+(``helpers.within``: the tests note them in ``$TEST_FIGURES``, which this sets): how many
+values, the median, the worst, and the bound, so each bound shows the measurement behind it.
+``--keep DIR`` keeps the JUnit report of every run with a failure there (whole tracebacks).
+Exits 1 if any test failed in any run. There are no reruns: a test that fails once is
+reported as flaky, which is the point.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -75,14 +81,40 @@ def outcomes(report: Path) -> dict[str, tuple[str, str]]:
     return result
 
 
-def run_once(checkout: Path, paths: list[str], extra: list[str], report: Path) -> float:
+def run_once(
+    checkout: Path, paths: list[str], extra: list[str], report: Path, figures: Path
+) -> float:
     python = checkout / ".venv" / "bin" / "python"
     cmd = [str(python), "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"]
+    env = {**os.environ, "TEST_FIGURES": str(figures)}
     t0 = time.monotonic()
     subprocess.run(
-        [*cmd, *extra, *paths], cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*cmd, *extra, *paths],
+        cwd=checkout,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return time.monotonic() - t0
+
+
+def print_figures(figures: Path) -> None:
+    """Each bounded figure's values over all runs: count, median, worst, bound."""
+    if not figures.exists():
+        return
+    values: dict[str, list[float]] = defaultdict(list)
+    bounds: dict[str, float] = {}
+    for line in figures.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        values[row["figure"]].append(row["value"])
+        bounds[row["figure"]] = row["bound"]
+    print("\nbounded wall-clock figures (helpers.within):")
+    for name in sorted(values):
+        v = values[name]
+        print(
+            f"  {name}: n={len(v)} median {statistics.median(v):.3f} "
+            f"worst {max(v):.3f} bound {bounds[name]}"
+        )
 
 
 def main() -> int:
@@ -92,6 +124,7 @@ def main() -> int:
     parser.add_argument("--busy", type=int, default=0, help="cores kept busy meanwhile")
     parser.add_argument("--checkout", type=Path, default=ROOT)
     parser.add_argument("--pytest-args", default="", help="more pytest arguments, one string")
+    parser.add_argument("--keep", type=Path, help="keep the reports of failed runs here")
     args = parser.parse_args()
     checkout = args.checkout.resolve()
     passes: dict[str, Counter[str]] = defaultdict(Counter)
@@ -100,7 +133,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, busy_cores(args.busy):
         for run in range(1, args.runs + 1):
             report = Path(tmp) / f"run{run}.xml"
-            walls.append(run_once(checkout, args.paths, args.pytest_args.split(), report))
+            figures = Path(tmp) / "figures.jsonl"
+            walls.append(run_once(checkout, args.paths, args.pytest_args.split(), report, figures))
             if not report.exists():
                 print(f"run {run}: pytest wrote no report (collection error?)", flush=True)
                 passes["<collection>"]["failed"] += 1
@@ -111,17 +145,21 @@ def main() -> int:
                 if why:
                     reasons[node][why] += 1
             failed = sorted(n for n, (o, _) in results.items() if o == "failed")
+            if failed and args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(report, args.keep / report.name)
             print(
                 f"run {run}: {sum(o == 'passed' for o, _ in results.values())} passed, "
                 f"{len(failed)} failed, {walls[-1]:.0f} s" + "".join(f"\n    {n}" for n in failed),
                 flush=True,
             )
-    flaky = {n: c for n, c in passes.items() if c["failed"]}
-    print(f"\n{len(passes)} tests, {args.runs} runs, busy cores: {args.busy}")
-    print(
-        f"wall time per run: median {statistics.median(walls):.0f} s, "
-        f"min {min(walls):.0f} s, max {max(walls):.0f} s"
-    )
+        flaky = {n: c for n, c in passes.items() if c["failed"]}
+        print(f"\n{len(passes)} tests, {args.runs} runs, busy cores: {args.busy}")
+        print(
+            f"wall time per run: median {statistics.median(walls):.0f} s, "
+            f"min {min(walls):.0f} s, max {max(walls):.0f} s"
+        )
+        print_figures(Path(tmp) / "figures.jsonl")
     if not flaky:
         print("every test passed in every run")
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -58,6 +59,17 @@ async def wait_for(predicate: Callable[[], Any], seconds: float = 10.0) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+def within(figure: str, value: float, bound: float, why: Any = "") -> None:
+    """Assert ``value <= bound`` for a wall-clock figure that a test bounds on purpose, and
+    note the value in ``$TEST_FIGURES`` when set (``bench/flaky.py --figures`` sets it and
+    prints each figure's distribution over its runs: the measurement behind the bound)."""
+    path = os.environ.get("TEST_FIGURES")
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"figure": figure, "value": value, "bound": bound}) + "\n")
+    assert value <= bound, f"{figure}: {value:.3f} over {bound}. {why}"
 
 
 def with_settings(settings: Settings, **overrides: Any) -> Settings:

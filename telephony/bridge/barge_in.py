@@ -63,8 +63,8 @@ _WORDS = re.compile(r"[a-z0-9']+")
 class GuardActions(Protocol):
     """What the guard asks of the call."""
 
-    async def pause(self, speech_start: float) -> bool: ...
-    async def resume(self) -> None: ...
+    async def pause(self, speech_start: float, caller_ms: int) -> bool: ...
+    async def resume(self, caller_ms: int) -> None: ...
     async def interrupt(self) -> None: ...
     async def respond(self) -> None: ...
     async def forget(self, item_id: str) -> None: ...
@@ -128,6 +128,7 @@ class BargeInGuard:
         self._items: dict[str, _Item] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.suppressed: dict[str, int] = dict.fromkeys(SUPPRESSED_KINDS, 0)
+        self.caller_ms = 0  # the caller's audio clock: ms of caller audio seen so far
         self._last_audible_at = -1.0  # when a caller frame last found the agent audible
         self._last_speech_at = -1.0  # when our detector last heard the caller speak
         self.frames_guarded = 0
@@ -137,7 +138,10 @@ class BargeInGuard:
 
     async def caller_frame(self, ulaw: bytes, now: float) -> bytes:
         """One caller frame (μ-law 8 kHz, 20 ms); returns what the model should hear (the
-        same bytes unless echo was cancelled). Drives pause, resume and interrupt."""
+        same bytes unless echo was cancelled). Drives pause, resume and interrupt, on the
+        caller's audio clock (:attr:`caller_ms`): the same audio decides alike however fast
+        it arrives."""
+        self.caller_ms += len(ulaw) // 8
         reference = self.reference
         echo = reference is not None and reference.audible(now, ECHO_TAIL_S)
         audible = self._audible()
@@ -190,13 +194,13 @@ class BargeInGuard:
             await self._interrupt(s)
             return
         if not s.paused and s.speech_ms >= self.rules.pause_ms:
-            s.paused = await self._actions.pause(s.started_at)
+            s.paused = await self._actions.pause(s.started_at, self.caller_ms)
         if s.quiet_ms >= (RESUME_AFTER_MS if s.paused else GAP_MS):
             s.ended = True
             if s.paused:
                 s.paused = False
                 s.resumed = True
-                await self._actions.resume()
+                await self._actions.resume(self.caller_ms)
 
     def _speech_done(self, s: _Speech) -> None:
         """Caller speech shorter than an interruption is over for good."""
@@ -207,7 +211,7 @@ class BargeInGuard:
 
     async def _interrupt(self, s: _Speech | None = None) -> None:
         if s is not None and not s.paused and self._audible():
-            await self._actions.pause(s.started_at)
+            await self._actions.pause(s.started_at, self.caller_ms)
         for item in self._items.values():
             if item.guarded and not item.stopped:
                 item.real = True
@@ -326,11 +330,11 @@ class SessionActions:
         self._session = session
         self._record = record
 
-    async def pause(self, speech_start: float) -> bool:
-        return await self._out.pause(speech_start)
+    async def pause(self, speech_start: float, caller_ms: int) -> bool:
+        return await self._out.pause(speech_start, caller_ms)
 
-    async def resume(self) -> None:
-        await self._out.resume()
+    async def resume(self, caller_ms: int) -> None:
+        await self._out.resume(caller_ms)
 
     async def interrupt(self) -> None:
         """Truncate the agent's item where the caller stopped hearing it and cancel the reply

@@ -229,11 +229,12 @@ class OutboundAudio:
             paused=self.paused,
         )
 
-    async def pause(self, speech_start: float | None = None) -> bool:
+    async def pause(self, speech_start: float | None = None, caller_ms: int | None = None) -> bool:
         """Stop the agent's audio where the caller is now hearing it (``clear``) and keep the
         rest of the item, and what the model still sends of it, for :meth:`resume`. False
         when nothing was playing. ``speech_start`` (``time.monotonic()``): when the caller
-        began speaking, for the barge-in reaction figure."""
+        began speaking, for the barge-in reaction figure; ``caller_ms``: where on the caller's
+        audio clock the pause was decided (ms of caller audio), logged."""
         if self.paused or not self.playing or self._item_key is None:
             return False
         state = self.tracker.get_state()
@@ -251,11 +252,14 @@ class OutboundAudio:
             item_id=item_id,
             heard_ms=self._paused_at * PACKET_MS,
             kept_ms=(len(self._item_frames) - self._paused_at) * PACKET_MS,
+            caller_ms=caller_ms,
         )
         return True
 
-    async def resume(self) -> None:
-        """Play on from where :meth:`pause` stopped: nothing skipped, nothing repeated."""
+    async def resume(self, caller_ms: int | None = None) -> None:
+        """Play on from where :meth:`pause` stopped: nothing skipped, nothing repeated.
+        ``caller_ms``: where on the caller's audio clock it was decided, logged (None: the
+        paused item ended and the next one plays)."""
         if self._paused_at is None or self._item_key is None:
             self._paused_at = None
             return
@@ -269,6 +273,7 @@ class OutboundAudio:
             from_ms=start * PACKET_MS,
             ms=len(frames) * PACKET_MS,
             gap_ms=gap_ms,
+            caller_ms=caller_ms,
         )
         for i in range(0, len(frames), RESUME_MARK_FRAMES):  # echoes soon re-anchor it
             await self._emit(frames[i : i + RESUME_MARK_FRAMES], self._item_key)

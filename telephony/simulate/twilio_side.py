@@ -329,7 +329,7 @@ class TwilioSide:
                 say = cues.popleft()
                 self.r.said.append(at)
                 self.r.caller_speech += [(at + a, at + b) for a, b in speech_segments(say.audio)]
-                frames += _frames(say.audio)
+                frames += [silence] * (chunk - len(frames)) + _frames(say.audio)
                 end_of_file = len(frames) * FRAME_S
             if chunk < len(frames):
                 frame = frames[chunk].ljust(FRAME_BYTES, bytes([ULAW_SILENCE]))
