@@ -14,6 +14,7 @@ from helpers import (
     final_log,
     fixture_audio,
     twilio_api,
+    within,
 )
 
 from telephony.testing import tone
@@ -34,15 +35,16 @@ async def test_greeting_comes_before_any_caller_audio(live_server) -> None:
     caller = SILENCE * 16000 + fixture_audio("goforward.ulaw")  # 2 s of silence first
     overrides = {"greeting": "Welcome to the test line."}
     async with live_server(overrides=overrides, reply=lambda _: tone(600, 400)) as srv:
-        result = await srv.call(caller, speed=4, tail_s=0.5, min_turns=2)
+        result = await srv.call(caller, speed=2, tail_s=0.5, min_turns=2)
         log = await final_log(srv, result.call_sid)
     greeting = result.turns[0]
-    assert greeting.first_frame_at < 2.0  # while the caller was still silent
-    assert result.caller_speech[0][0] > greeting.first_frame_at
+    assert result.caller_speech[0][0] > greeting.first_frame_at  # the caller was still silent
     request = srv.model.connections[0].received("response.create")[0]
     assert "Welcome to the test line." in request["response"]["instructions"]
     first_out = events(log, "audio.first_out")[0]
-    assert first_out["ms_after_start"] < 500  # start -> first greeting frame, loopback model
+    # start -> first greeting frame with the loopback model, which answers at once; a greeting
+    # that waited for the caller would come after their 2 s of silence
+    within("greeting.first_out_ms", first_out["ms_after_start"], 1000)
     assert events(log, "greeting.requested")[0]["text"] == "Welcome to the test line."
     assert len(result.turns) == 2  # then the caller spoke and got the normal reply
 

@@ -9,7 +9,7 @@ import itertools
 
 import numpy as np
 from audio_checks import ulaw_tone
-from helpers import SILENCE, events, final_log
+from helpers import SILENCE, events, final_log, within
 
 from telephony.bridge.supervisor import SessionSupervisor
 from telephony.config import CallLimits
@@ -68,8 +68,15 @@ async def test_a_call_spans_three_session_caps_and_keeps_talking(live_server) ->
     # 300 ms again, then everything after, in order
     assert end["frames_in"] == result.frames_sent
     assert _stitched(connections) == result.frames_sent * FRAME_PCM
-    # the caller heard every reply in full and in time: no gap at a switch
-    assert result.stall_s < 0.1
+    # every switch came at a quiet moment: each mark sent before it had echoed, so no reply
+    # was playing (a reply is heard whole, from one session)
+    for renewal in renewed:
+        before = [r for r in log if r["ts"] <= renewal["ts"]]
+        echoed = len(events(before, "mark.played")) + len(events(before, "mark.cleared"))
+        assert len(events(before, "mark.sent")) == echoed, renewal
+    # and the caller heard every reply in time. A wall-clock figure: reply audio that came
+    # after it was due (the 3 s stall of a switch that waited for a connect would exceed it)
+    within("renewal.stall_s", result.stall_s, 0.5)
     assert len([t for t in result.turns if t.frames]) >= 5  # the greeting and 4 answers
 
 
@@ -123,16 +130,24 @@ async def _reply_after_failure(live_server, mode: str) -> tuple[float, list[dict
     return first_reply.first_frame_at - speech_end, log
 
 
+# The caller's wait for an answer when the model socket dies unseen: 0.5 s of model silence
+# (MODEL_SILENCE_TIMEOUT), then a ping with no pong for 1 s (MODEL_PING_TIMEOUT), a reconnect
+# and the reply: about 1.5-2 s on an idle machine. The bound sits well below what it guards
+# against: the 10 s close handshake and websockets' 20 s keepalive found no reply at all
+# before the 4.5 s call ended.
+DEAD_SOCKET_WAIT_S = 3.5
+
+
 async def test_a_close_frame_with_tcp_left_open_is_found_in_about_a_second(live_server) -> None:
     silence_s, log = await _reply_after_failure(live_server, "close_frame_only")
     assert events(log, "model.reconnecting") and log[-1]["reason"] == "caller_hangup"
-    assert silence_s < 2.5, f"the caller waited {silence_s:.2f} s for an answer"
+    within("renewal.close_frame_wait_s", silence_s, DEAD_SOCKET_WAIT_S)
 
 
 async def test_a_model_that_stops_answering_is_found_by_its_missing_pong(live_server) -> None:
     silence_s, log = await _reply_after_failure(live_server, "silent")
     assert events(log, "model.reconnecting") and log[-1]["reason"] == "caller_hangup"
-    assert silence_s < 2.5, f"the caller waited {silence_s:.2f} s for an answer"
+    within("renewal.silent_model_wait_s", silence_s, DEAD_SOCKET_WAIT_S)
 
 
 def test_history_replay_keeps_the_newest_turns_whole_within_the_budget() -> None:

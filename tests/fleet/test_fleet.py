@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ACCOUNT_SID, AUTH_TOKEN, events, fixture_audio, run_server, start_message
+from helpers import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    events,
+    fixture_audio,
+    run_server,
+    start_message,
+    within,
+)
 from processes import Fleet, RedisServer, http_status
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -270,7 +278,8 @@ async def test_hang_up_on_any_instance_reaches_the_owner_or_falls_back(tmp_path:
             t0 = time.monotonic()
             status, body = await ctx.post("A", f"/calls/{silent.call_sid}/hangup")
             assert (status, body["via"]) == (200, "twilio_rest")
-            assert time.monotonic() - t0 < 3
+            # CONTROL_TIMEOUT (1 s here), then the REST call
+            within("fleet.silent_owner_fallback_s", time.monotonic() - t0, 3.0)
         finally:
             ctx.fleet["B"].signal(signal.SIGCONT)
         assert any(
@@ -354,7 +363,9 @@ async def test_redis_outage_mid_call(tmp_path: Path) -> None:
             end = log[-1]
             assert end["reason"] == "caller_hangup"  # the outage ended nothing
             assert end["frames_in"] == result.frames_sent  # no caller frame lost
-            assert len(result.turns) >= 3 and result.stall_s < 0.05  # replies kept flowing
+            assert len(result.turns) >= 3  # replies kept flowing
+            # in time: a media path that waited on the dead Redis would stall for its timeouts
+            within("fleet.redis_outage_stall_s", result.stall_s, 0.3)
         # shared again within a heartbeat: a replayed token is refused on the other instance
         await asyncio.sleep(1.0)
         again = await ctx.answer("A")
@@ -397,7 +408,7 @@ async def test_the_console_lists_the_calls_of_every_instance(tmp_path: Path) -> 
             try:
                 t0 = time.monotonic()
                 assert await asyncio.to_thread(live, "A") == []
-                assert time.monotonic() - t0 < 2.5  # CONTROL_TIMEOUT is 1 s
+                within("fleet.console_silent_member_s", time.monotonic() - t0, 2.5)  # 1 s timeout
             finally:
                 ctx.fleet["B"].signal(signal.SIGCONT)
         finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_for
+from helpers import wait_for, within
 from processes import RedisServer
 
 from telephony.fleet import FleetState, FleetUnavailable, LocalState
@@ -104,7 +104,8 @@ async def test_control_message_reaches_the_owner_and_the_reply_comes_back(pair) 
     assert seen[0]["op"] == "hangup" and seen[0]["reply_to"] == "A"
     t0 = time.monotonic()
     assert await a.request("nobody", {"op": "hangup", "call": "CA1"}, timeout_s=2) is None
-    assert time.monotonic() - t0 < 0.5  # nobody subscribed: no wait for a timeout
+    # nobody subscribed: no wait for the 2 s timeout
+    within("fleet.request_nobody_s", time.monotonic() - t0, 1.0)
 
 
 async def test_redis_down_is_quick_to_say_so_and_a_restart_heals(pair, redis_server) -> None:
@@ -116,12 +117,19 @@ async def test_redis_down_is_quick_to_say_so_and_a_restart_heals(pair, redis_ser
     t0 = time.monotonic()
     with pytest.raises(FleetUnavailable):
         await a.claim("nonce:z", time.time() + 5)
-    assert time.monotonic() - t0 < 1.0  # a webhook never waits long on a dead Redis
+    # a webhook never waits long on a dead Redis (0.25 s socket timeouts, two retries)
+    within("fleet.dead_redis_s", time.monotonic() - t0, 1.5)
     await wait_for(lambda: not b.up, 3)  # the heartbeat notices too
     redis_server.start()  # same port, empty keyspace
-    await wait_for(lambda: redis_server.command("ZCARD", "tel:fleet") == 1, 3)
-    assert redis_server.command("HGET", "tel:call:CAkept", "owner") == "A"
-    assert set(redis_server.command("ZRANGE", "tel:ready", 0, -1)) == {"A", "B"}
+
+    def healed() -> bool:  # each instance re-asserts its own state at its next heartbeat
+        return (
+            redis_server.command("ZCARD", "tel:fleet") == 1
+            and redis_server.command("HGET", "tel:call:CAkept", "owner") == "A"
+            and set(redis_server.command("ZRANGE", "tel:ready", 0, -1)) == {"A", "B"}
+        )
+
+    await wait_for(healed, 3)
 
     async def handle(message: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True}

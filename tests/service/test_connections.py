@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import AUTH_TOKEN
+from helpers import AUTH_TOKEN, within
 from processes import ServerProcess
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -58,7 +58,8 @@ async def test_silent_and_slow_sockets_are_closed_and_healthz_keeps_answering(se
         sockets.append((time.monotonic(), reader, writer))
         if i % 10 == 0:
             elapsed, _ = await asyncio.to_thread(healthz, server.base_url)
-            assert elapsed < 0.1, f"/healthz took {elapsed * 1000:.0f} ms with {i} sockets open"
+            # a server whose slots the sockets held would not answer before they timed out
+            within("connections.healthz_s", elapsed, 1.0, f"with {i} sockets open")
     for opened, reader, writer in sockets:
         remaining = opened + HEADER_TIMEOUT + 1.0 - time.monotonic()
         data = b"x"
@@ -69,7 +70,8 @@ async def test_silent_and_slow_sockets_are_closed_and_healthz_keeps_answering(se
         assert data == b"", "a socket outlived the header/body timeout"
         writer.close()
     elapsed, body = await asyncio.to_thread(healthz, server.base_url)
-    assert elapsed < 0.1 and body["status"] == "ok"
+    assert body["status"] == "ok"
+    within("connections.healthz_s", elapsed, 1.0, "after the sockets closed")
 
 
 async def test_media_sockets_waiting_for_start_are_capped(server) -> None:
