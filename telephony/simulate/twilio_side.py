@@ -48,21 +48,19 @@ class Turn:
 class Say:
     """A caller utterance timed by what the caller heard, as a person answers, not by the clock.
 
-    It starts once the caller has heard ``heard_s`` seconds of agent reply number ``reply``
-    (0 is the first, a greeting included; played 20 ms packets are counted, so a pause or a
-    late reply moves it with the audio), or, with ``heard_s=None``, ``quiet_s`` after that
-    reply stopped playing. Utterances play one after another, each after the caller's audio
-    before it (the file passed to the call, then the earlier utterances) has been sent.
+    It starts once the caller has heard ``heard_s`` seconds of the agent since they last spoke
+    (or since the call began): played 20 ms packets are counted, so a slow reply, a pause or
+    a stall moves it with the audio. With ``heard_s=None`` it starts once the agent has said
+    something since and then been quiet for ``quiet_s``. Utterances play one after another,
+    each once the caller's audio before it (the call's file, then earlier utterances) is sent.
 
     Args:
         audio: μ-law 8 kHz bytes.
-        reply: the agent reply (a :class:`Turn` index) it answers.
-        heard_s: seconds of that reply heard first; None: wait for it to end.
-        quiet_s: with ``heard_s=None``, seconds of quiet after the reply ended.
+        heard_s: seconds of the agent heard first; None: wait for the agent to finish.
+        quiet_s: with ``heard_s=None``, seconds of quiet after the agent's audio.
     """
 
     audio: bytes
-    reply: int
     heard_s: float | None = None
     quiet_s: float = 0.0
 
@@ -134,7 +132,7 @@ class TwilioSide:
         self.seq = 0
         self.last_frame_at = -1.0
         self.turn: Turn | None = None
-        self.starts: list[list[float]] = []  # per turn: the call times its frames start playing
+        self.starts: list[float] = []  # call times the agent's frames start playing, in order
         self.send_lock = asyncio.Lock()
 
     def now(self) -> float:
@@ -245,10 +243,9 @@ class TwilioSide:
         elif self.turn is None or not self.playing():
             self.turn = Turn(len(self.r.turns), now, _latency(now, self.r.caller_speech))
             self.r.turns.append(self.turn)
-            self.starts.append([])
         self.turn.frames += 1
         start = max(now, self.play_until)
-        self.starts[self.turn.index].append(start)
+        self.starts.append(start)
         self.play_until = start + len(frame) / 8000
         self.queue.append((start, self.play_until, frame))
 
@@ -263,8 +260,7 @@ class TwilioSide:
             self.turn.cleared = True
         self.turn = None
         self.queue = [q for q in self.queue if q[0] < now]  # frames that began playing stay
-        if self.starts:
-            del self.starts[-1][bisect.bisect_left(self.starts[-1], now) :]
+        del self.starts[bisect.bisect_left(self.starts, now) :]
         self.play_until = min(self.play_until, now)
         marks, self.pending_marks = self.pending_marks, []
         for name, _ in marks:  # Twilio echoes the marks a clear dropped, at once
@@ -292,21 +288,15 @@ class TwilioSide:
             )
 
     # --- outbound caller audio
-    def heard_s(self, reply: int, now: float) -> float:
-        """Seconds of agent reply ``reply`` that had begun playing by call time ``now``."""
-        if reply >= len(self.starts):
-            return 0.0
-        return bisect.bisect_right(self.starts[reply], now) * FRAME_S
-
     def cue_due(self, say: Say, now: float) -> bool:
-        """Whether the caller starts ``say`` at call time ``now``."""
-        if say.reply >= len(self.starts) or not self.starts[say.reply]:
-            return False
+        """Whether the caller starts ``say`` at call time ``now``: by the agent's audio played
+        since the caller's last speech ended (:attr:`SimulationResult.caller_speech`)."""
+        since = self.r.caller_speech[-1][1] if self.r.caller_speech else 0.0
+        first = bisect.bisect_right(self.starts, since)
+        heard = bisect.bisect_right(self.starts, now) - first
         if say.heard_s is not None:
-            return self.heard_s(say.reply, now) >= say.heard_s - 1e-9
-        ended = self.starts[say.reply][-1] + FRAME_S
-        later_reply = len(self.starts) > say.reply + 1
-        return (later_reply or not self.playing()) and now >= ended + say.quiet_s
+            return heard * FRAME_S >= say.heard_s - 1e-9
+        return heard > 0 and now >= self.play_until + say.quiet_s
 
     async def stream(
         self,

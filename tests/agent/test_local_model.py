@@ -92,7 +92,7 @@ def test_the_offline_voice_is_intelligible_through_g711(text: str, words: tuple[
 async def test_offline_barge_in_cuts_the_reply(offline) -> None:
     # the reply ("You said: go forward ten meters.", about 2.3 s); the caller talks again
     # once they have heard 1 s of it
-    numbers = Say(fixture_audio("numbers.ulaw"), reply=0, heard_s=1.0)
+    numbers = Say(fixture_audio("numbers.ulaw"), heard_s=1.0)
     app = create_app(offline.model_copy(update={"greeting": ""}))
     async with run_server(app, offline.port) as url:
         result = await simulate_call(

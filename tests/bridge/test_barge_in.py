@@ -98,7 +98,7 @@ async def call(
     """The agent's sentence as its greeting; the caller's ``caller_words`` once they heard
     ``AT_S`` of it (the model transcribes them as ``heard``); the call ends 1.5 s after the
     agent falls silent."""
-    script = [] if caller_words is None else [Say(caller_words, reply=0, heard_s=AT_S)]
+    script = [] if caller_words is None else [Say(caller_words, heard_s=AT_S)]
     settings = {"greeting": "Hello.", **(overrides or {})}
     async with live_server(
         overrides=settings,
