@@ -1,19 +1,35 @@
 """Shared fixtures: the settings of a test app, and a live server (real HTTP + WebSocket on
-127.0.0.1) with the loopback model. Helpers the tests import are in ``helpers.py``."""
+127.0.0.1) with the loopback model. Helpers the tests import are in ``helpers.py``.
+
+Hypothesis runs derandomized (the same examples every run, no example database, no deadline):
+a property test passes or fails for the code, not for the seed or for how busy the machine
+was. To look for new counterexamples, run with ``HYPOTHESIS_PROFILE=explore`` (random, 10x the
+examples); a failure found there becomes an ``@example`` of its test.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from helpers import AUTH_TOKEN, LiveServer, free_port, run_server, with_settings
 
 from telephony.app import create_app
 from telephony.config import CallLimits, Settings
 from telephony.testing import LoopbackRealtimeServer
+
+hypothesis.settings.register_profile(
+    "suite", derandomize=True, database=None, deadline=None, print_blob=True
+)
+hypothesis.settings.register_profile(
+    "explore", max_examples=1000, deadline=None, suppress_health_check=list(hypothesis.HealthCheck)
+)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 
 @pytest.fixture

@@ -105,7 +105,7 @@ class PlayoutReference:
             self._segments.pop()
         if self._segments and self._segments[-1].end > now:
             seg = self._segments[-1]
-            played = (now - seg.start) * RATE
+            played = round((now - seg.start) * RATE)  # whole samples: no float residue
             seg.samples = seg.samples[: math.ceil(played / PACKET) * PACKET]
         self._end = min(self._end, self._segments[-1].end if self._segments else now)
 

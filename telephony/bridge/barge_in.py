@@ -136,14 +136,15 @@ class BargeInGuard:
 
     # ------------------------------------------------------------------ caller audio
 
-    async def caller_frame(self, ulaw: bytes, now: float) -> bytes:
-        """One caller frame (μ-law 8 kHz, 20 ms); returns what the model should hear (the
-        same bytes unless echo was cancelled). Drives pause, resume and interrupt, on the
-        caller's audio clock (:attr:`caller_ms`): the same audio decides alike however fast
-        it arrives."""
-        self.caller_ms += len(ulaw) // 8
+    async def caller_frame(self, ulaw: bytes, now: float, at: float) -> bytes:
+        """One caller frame (μ-law 8 kHz, 20 ms) that arrived at ``now``
+        (``time.monotonic()``) and ends at ``at`` on the caller's audio clock (seconds of
+        caller audio); returns what the model should hear (the same bytes unless echo was
+        cancelled). Drives pause, resume and interrupt on that audio clock: the same audio
+        decides alike however fast it arrives. The echo reference is on it too."""
+        self.caller_ms = round(at * 1000)
         reference = self.reference
-        echo = reference is not None and reference.audible(now, ECHO_TAIL_S)
+        echo = reference is not None and reference.audible(at, ECHO_TAIL_S)
         audible = self._audible()
         if audible:
             self._last_audible_at = now
@@ -156,7 +157,7 @@ class BargeInGuard:
         if echo and reference is not None and len(raw) % 160 == 0:
             if self._canceller is None:
                 self._canceller = EchoCanceller()
-            heard = self._canceller.process(raw, reference.take(now, len(raw) // 2))
+            heard = self._canceller.process(raw, reference.take(at, len(raw) // 2))
             ulaw = ulaw_encode(heard)
             raw_speech = len(raw) == 320 and self._detect_raw(raw)
         speech = len(heard) == 320 and self._detect(heard)

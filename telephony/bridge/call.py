@@ -62,7 +62,6 @@ PREROLL_FRAMES = 15  # the last 300 ms the old session heard, heard again by the
 END_SLACK_FRAMES = 3  # a loud frame this close to the model's end of speech is part of it
 UNHEARD_LOUD_S = 2.0  # loud audio the model never called speech (noise, echo) blocks no longer
 RECORD_LAG_S = 1.0  # a recorded frame waits this long for the echoes that place the agent's audio
-RECORD_RESYNC_S = 0.25  # caller frames this far off their audio clock set it again
 
 
 class _CallEnded(Exception):
@@ -124,7 +123,17 @@ class MediaStreamCall:
         self._started_at = self.started_at = time.monotonic()
         self.caller: str | None = None
         self.inbound = InboundAudio(self._record, self.metrics, self._limits.audio_ahead)
-        self.out = OutboundAudio(self._send, self._record, self.metrics, self._first_frame_out)
+        # the caller's audio clock: seconds of caller audio received, which Twilio captures
+        # at 20 ms a frame and sends in order with its mark echoes; the echo reference and the
+        # recording place the agent's playout on it, however late our loop reads the socket
+        self._caller_samples = 0
+        self.out = OutboundAudio(
+            self._send,
+            self._record,
+            self.metrics,
+            self._first_frame_out,
+            clock=lambda: self.caller_s,
+        )
         self.control = MediaCallControl(
             features, twilio, self._record, self._recorder, self.out, self.end
         )
@@ -155,8 +164,7 @@ class MediaStreamCall:
         if self._record_calls and self.out.reference is None:  # the agent as heard, for it
             self.out.reference = PlayoutReference()
         self.recording: CallRecording | None = None
-        self._unwritten: deque[tuple[float, bytes]] = deque()  # caller frames to record
-        self._record_clock: float | None = None  # when the next caller frame should arrive
+        self._unwritten: deque[tuple[float, bytes]] = deque()  # (ends at, caller frame)
         self.filler: ToolFiller | None = None
         if features.hold_delay is not None and features.hold_sound:
             self.filler = ToolFiller(
@@ -359,21 +367,24 @@ class MediaStreamCall:
             return True
         return time.monotonic() - self.inbound.last_loud_at >= UNHEARD_LOUD_S
 
-    def _record_frame(self, ulaw: bytes | None, now: float) -> None:
-        """Caller frames wait ``RECORD_LAG_S`` before they are written with the agent audio
-        that played during them: by then the mark echoes have placed that audio. Both go on
-        the caller's audio clock (frame after frame from the first one's arrival, so nothing is
-        skipped or doubled by arrival jitter), set again if arrivals drift ``RECORD_RESYNC_S``
-        away from it. ``None`` writes everything still waiting (the call is over)."""
+    @property
+    def caller_s(self) -> float:
+        """The caller's audio clock: seconds of caller audio received (8000 samples a
+        second, counted in whole samples)."""
+        return self._caller_samples / 8000
+
+    def _record_frame(self, ulaw: bytes | None) -> None:
+        """Caller frame ``ulaw`` (ending at :attr:`caller_s` on the caller's audio clock)
+        waits ``RECORD_LAG_S`` of that clock before it is written with the agent audio that
+        played during it: by then the mark echoes have placed that audio on the same clock.
+        ``None`` writes everything still waiting (the call is over)."""
         if ulaw is not None:
-            clock = self._record_clock
-            if clock is None or abs(now - clock) > RECORD_RESYNC_S:
-                clock = now  # the first frame (or a long gap): the clock starts from it
-            self._unwritten.append((clock, ulaw))
-            self._record_clock = clock + len(ulaw) / 8000
+            self._unwritten.append((self.caller_s, ulaw))
         reference, recording = self.out.reference, self.recording
         assert reference is not None and recording is not None
-        while self._unwritten and (ulaw is None or self._unwritten[0][0] < now - RECORD_LAG_S):
+        while self._unwritten and (
+            ulaw is None or self._unwritten[0][0] <= self.caller_s - RECORD_LAG_S
+        ):
             at, frame = self._unwritten.popleft()
             recording.write(ulaw_decode(frame), reference.take(at, len(frame)))
 
@@ -439,10 +450,11 @@ class MediaStreamCall:
             if isinstance(message, Media):
                 self._last_media_at = now = time.monotonic()
                 ulaw = message.payload
+                self._caller_samples += len(ulaw)  # μ-law: a byte a sample
                 if self.recording is not None:
-                    self._record_frame(ulaw, now)
+                    self._record_frame(ulaw)
                 if self.guard is not None:
-                    ulaw = await self.guard.caller_frame(ulaw, now)
+                    ulaw = await self.guard.caller_frame(ulaw, now, self.caller_s)
                 pcm = self.inbound.audio(ulaw, now, t0)
                 if pcm is None:  # ahead of real time: dropped
                     if self.inbound.abusive:
@@ -534,7 +546,7 @@ class MediaStreamCall:
         }
         if self.recording is not None:
             with contextlib.suppress(OSError):
-                self._record_frame(None, time.monotonic())
+                self._record_frame(None)
                 self.recording.close()
             totals["recording"] = {
                 "file": self.recording.path.name,

@@ -39,6 +39,9 @@ class OutboundAudio:
         record: writes a call-log record, ``record(event, **fields)``.
         metrics: the call's metrics (model-to-wire, turn latency, barge-in reaction).
         on_first_frame: called once, with ``time.monotonic()``, when the first frame goes out.
+        clock: the clock :attr:`reference` places the far end's playout on (seconds): the
+            caller's audio clock, so that mark echoes, read in order with the caller's frames,
+            place it exactly however late they are read; ``time.monotonic`` by default.
     """
 
     def __init__(
@@ -47,8 +50,10 @@ class OutboundAudio:
         record: Callable[..., Any],
         metrics: CallMetrics,
         on_first_frame: Callable[[float], None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._send = send
+        self._clock = clock
         self._record = record
         self._metrics = metrics
         self._on_first_frame: Callable[[float], None] | None = on_first_frame
@@ -183,7 +188,8 @@ class OutboundAudio:
         mark = self.playback.sent(item_id, content_index, ms, self.generation)
         self.tracker.on_sent_ms(item_id, content_index, ms)
         if self.reference is not None:
-            self._mark_samples[mark.name] = self.reference.play(ulaw_decode(b"".join(frames)), now)
+            pcm = ulaw_decode(b"".join(frames))
+            self._mark_samples[mark.name] = self.reference.play(pcm, self._clock())
         await self._send(mark_message(self.stream_sid, mark.name))
         self._record("mark.sent", name=mark.name, item_id=item_id, ms=ms, frames=len(frames))
 
@@ -214,7 +220,7 @@ class OutboundAudio:
         playing = self.playback.unplayed_ms > 0
         dropped_ms = self.playback.cleared()
         if self.reference is not None:
-            self.reference.stop(now)
+            self.reference.stop(self._clock())
             self._mark_samples.clear()
         if self.stream_sid is not None:
             await self._send(clear_message(self.stream_sid))
@@ -293,7 +299,7 @@ class OutboundAudio:
             if mark.generation == self.generation:  # not audio of a session since replaced
                 self.tracker.on_play_ms(mark.item_id, mark.content_index, mark.ms)
             if self.reference is not None and mark.name in self._mark_samples:
-                self.reference.played_until(self._mark_samples.pop(mark.name), time.monotonic())
+                self.reference.played_until(self._mark_samples.pop(mark.name), self._clock())
             self._record("mark.played", name=mark.name, item_id=mark.item_id, ms=mark.ms)
 
     def totals(self) -> dict[str, Any]:

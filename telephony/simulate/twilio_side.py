@@ -1,8 +1,9 @@
 """The Twilio side of one simulated media stream: what Twilio sends, plays, echoes and clears.
 
 Plays the agent's audio out on a virtual clock, echoes ``mark``s once the audio before them has
-played, honours ``clear`` (echoing the marks it dropped at once), streams the caller's audio as
-20 ms ``media`` messages, and records everything in a :class:`SimulationResult`.
+played (in order with the caller's frames, as the media server does), honours ``clear``
+(echoing the marks it dropped at once), streams the caller's audio as 20 ms ``media``
+messages, and records everything in a :class:`SimulationResult`.
 """
 
 from __future__ import annotations
@@ -128,7 +129,6 @@ class TwilioSide:
         self.play_until = 0.0  # call time at which queued agent audio finishes playing
         self.queue: list[tuple[float, float, bytes]] = []  # (start, end, frame) not yet played
         self.pending_marks: list[tuple[str, float]] = []  # (name, due)
-        self.mark_wakeup = asyncio.Event()
         self.seq = 0
         self.last_frame_at = -1.0
         self.turn: Turn | None = None
@@ -184,7 +184,6 @@ class TwilioSide:
         """Stream the caller's audio while playing and echoing the agent's, until the caller is
         done (then ``stop`` if ``hang_up``) or the server closes the socket."""
         receiver = asyncio.create_task(self.receive_loop())
-        marker = asyncio.create_task(self.mark_loop())
         streamer = asyncio.create_task(
             self.stream(audio, tail_s, max_tail_s, min_turns, dtmf, script)
         )
@@ -197,9 +196,9 @@ class TwilioSide:
                 with contextlib.suppress(Exception):
                     await self.send({"event": "stop", "streamSid": self.r.stream_sid, "stop": stop})
         finally:
-            for task in (receiver, marker, streamer):
+            for task in (receiver, streamer):
                 task.cancel()
-            await asyncio.gather(receiver, marker, streamer, return_exceptions=True)
+            await asyncio.gather(receiver, streamer, return_exceptions=True)
             self.r.played = self.played_frames()
 
     def playing(self) -> bool:
@@ -252,7 +251,6 @@ class TwilioSide:
     def on_mark(self, now: float, name: str) -> None:
         self.r.marks.append((name, now))
         self.pending_marks.append((name, max(now, self.play_until)))
-        self.mark_wakeup.set()
 
     async def on_clear(self, now: float) -> None:
         self.r.clears.append(now)
@@ -269,17 +267,13 @@ class TwilioSide:
                 {"event": "mark", "streamSid": self.r.stream_sid, "mark": {"name": name}}
             )
 
-    async def mark_loop(self) -> None:
-        while True:
-            if not self.pending_marks:
-                self.mark_wakeup.clear()
-                await self.mark_wakeup.wait()
-                continue
-            name, due = self.pending_marks[0]
-            await self.sleep_until(due)
-            if not self.pending_marks or self.pending_marks[0][0] != name:
-                continue  # a clear took it meanwhile
-            self.pending_marks.pop(0)
+    async def echo_marks(self, until: float) -> None:
+        """Echo the marks whose audio has played by call time ``until``. The stream sends
+        them in order with the caller's frames, as Twilio's media server does: where an echo
+        falls among the frames is the audio clock of the playout, however late the event
+        loop runs."""
+        while self.pending_marks and self.pending_marks[0][1] <= until:
+            name, _ = self.pending_marks.pop(0)
             self.r.echoes.append((name, self.now(), False))
             if self.turn is not None:
                 self.turn.marks_echoed += 1
@@ -332,6 +326,7 @@ class TwilioSide:
                     return
                 frame = silence
             await self.sleep_until(at + FRAME_S)  # a frame leaves once its 20 ms were captured
+            await self.echo_marks(at + FRAME_S)
             if self.echo is not None:
                 frame = self.with_echo(frame, at)
             while keys and keys[0][0] <= at:

@@ -107,8 +107,8 @@ async def test_offline_barge_in_cuts_the_reply(offline) -> None:
         log = await ended_log(offline.call_log_dir, result.call_sid)
     barge_ins = [r for r in log if r["event"] == "clear.sent" and r["playing"]]
     assert barge_ins and barge_ins[0]["dropped_ms"] > 0  # a clear, while the reply played
-    cut = result.turns[0]
-    assert cut.cleared
+    cut = result.turns[0]  # the reply began (a slow clause may have split it into turns)
+    assert any(turn.cleared for turn in result.turns)  # and a clear cut it
     reply = next(r for r in log if r["event"] == "transcript.agent")
     reply_ms = (
         sum(

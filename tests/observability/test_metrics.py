@@ -11,6 +11,7 @@ from helpers import (
     ended_log,
     fixture_audio,
     metric_samples,
+    within,
 )
 
 from telephony.observability.prometheus import ServiceMetrics
@@ -18,7 +19,10 @@ from telephony.testing import tone
 
 
 async def test_call_end_metrics_match_what_the_caller_measured(live_server) -> None:
-    """Real time (speed 1): greeting, turn latency and barge-in reaction agree within 20 ms."""
+    """Real time (speed 1): greeting, turn latency and barge-in reaction agree with what the
+    caller measured. The server times them where it sends and receives, the caller where it
+    receives and sends: the two differ by the loopback trip through both event loops (about a
+    millisecond; a metric taken at the wrong moment is off by a turn, hundreds of ms)."""
     caller = (
         SILENCE * 8000
         + fixture_audio("goforward.ulaw")
@@ -36,15 +40,18 @@ async def test_call_end_metrics_match_what_the_caller_measured(live_server) -> N
     metrics = end["metrics"]
     greeting, answer, after_barge_in = result.turns[0], result.turns[1], result.turns[2]
     # greeting: start -> first frame
-    assert metrics["greeting_ms"] == pytest.approx(greeting.first_frame_at * 1000, abs=20)
+    disagree = abs(metrics["greeting_ms"] - greeting.first_frame_at * 1000)
+    within("metrics.greeting_disagree_ms", disagree, 50)
     # turn latency: caller's end of speech -> first frame of the reply
     assert answer.latency_s is not None
-    assert metrics["turn_latency_ms"][0] == pytest.approx(answer.latency_s * 1000, abs=20)
+    disagree = abs(metrics["turn_latency_ms"][0] - answer.latency_s * 1000)
+    within("metrics.turn_latency_disagree_ms", disagree, 50)
     # barge-in: caller's start of speech over the reply -> clear
     caller_restarts = result.caller_speech[1][0]
     barge_in_clear = next(at for at in result.clears if at > caller_restarts)
     expected_ms = (barge_in_clear - caller_restarts) * 1000
-    assert metrics["barge_in_ms"] == [pytest.approx(expected_ms, abs=20)]  # only real barge-ins
+    assert len(metrics["barge_in_ms"]) == 1  # only real barge-ins
+    within("metrics.barge_in_disagree_ms", abs(metrics["barge_in_ms"][0] - expected_ms), 50)
     assert after_barge_in.first_frame_at > barge_in_clear
     # counts agree with the caller's side
     assert end["frames_in"] == result.frames_sent
@@ -52,10 +59,15 @@ async def test_call_end_metrics_match_what_the_caller_measured(live_server) -> N
     assert end["marks_sent"] == len(result.marks)
     assert end["marks_played"] + end["marks_cleared"] == len(result.echoes)
     assert end["audio_out_s"] == pytest.approx(len(result.frames) * 0.02)
-    # the bridge's own share: model delta -> frame on the wire, and CPU per frame
-    assert metrics["model_to_wire_max_ms"] < 20
-    assert 0 < metrics["frame_in_us_p50"] <= metrics["frame_in_us_p99"] < 5000
-    assert 0 < metrics["frame_out_us_p50"] <= metrics["frame_out_us_p99"] < 5000
+    # the bridge's own share: model delta -> frame on the wire, and time per frame (the real
+    # figures are bench/load.py's; these bounds catch a per-frame cost gone wrong by an
+    # order of magnitude: ~0.1 ms a frame, 0.2 ms model to wire here)
+    within("metrics.model_to_wire_max_ms", metrics["model_to_wire_max_ms"], 20)
+    assert 0 < metrics["frame_in_us_p50"] <= metrics["frame_in_us_p99"]
+    assert 0 < metrics["frame_out_us_p50"] <= metrics["frame_out_us_p99"]
+    for direction in ("in", "out"):
+        within(f"metrics.frame_{direction}_us_p50", metrics[f"frame_{direction}_us_p50"], 2000)
+        within(f"metrics.frame_{direction}_us_p99", metrics[f"frame_{direction}_us_p99"], 5000)
     latency_records = [r for r in log if r["event"] == "latency"]
     assert [r["turn_latency_ms"] for r in latency_records if "turn_latency_ms" in r] == metrics[
         "turn_latency_ms"
