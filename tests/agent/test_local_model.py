@@ -16,6 +16,7 @@ from helpers import (
     fixture_audio,
     run_server,
     with_settings,
+    within,
 )
 
 from telephony.app import create_app
@@ -175,7 +176,10 @@ async def test_offline_turn_waits_through_a_hesitation(
     heard = next(r for r in log if r["event"] == "transcript.caller")["text"].lower()
     assert all(word in heard for word in words)  # the whole sentence is one turn
     assert result.turns and result.turns[0].latency_s is not None
-    assert result.turns[0].latency_s < 1.2  # the 900 ms wait applies only to unfinished words
+    # the reply comes soon after the finished sentence: once Whisper has its words (the 900 ms
+    # wait is for unfinished ones). Whisper's time is the machine's, so this is a wall-clock
+    # figure; bench/local.py measures it properly
+    within("local.hesitation_reply_s", result.turns[0].latency_s, 1.2)
 
 
 def test_a_short_whisper_window_hears_what_the_full_one_does() -> None:

@@ -13,6 +13,7 @@ from audio_checks import (
 )
 from helpers import (
     AUTH_TOKEN,
+    SILENCE,
     fixture_audio,
 )
 
@@ -73,3 +74,27 @@ async def test_simulator_refuses_unusable_wav(tmp_path) -> None:
         w.writeframes(b"\x00" * 64)
     with pytest.raises(ValueError, match="sox"):
         load_caller_audio(path)
+
+
+async def test_a_scripted_caller_speaks_by_what_they_heard(live_server) -> None:
+    """``Say`` is timed by the agent's audio the caller heard (played 20 ms packets), not by
+    the clock: the first utterance comes once 0.5 s of the greeting has played, the second
+    0.3 s after the agent's answer to it ended."""
+    from audio_checks import ulaw_tone
+
+    from telephony.simulate import Say
+
+    first, second = Say(ulaw_tone(500, 0.4), heard_s=0.5), Say(ulaw_tone(500, 0.4), quiet_s=0.3)
+    async with live_server(
+        overrides={"greeting": "Hello."}, reply=lambda turn: tone(600, 1000 if turn else 2000)
+    ) as srv:
+        result = await srv.call(SILENCE * 160, script=[first, second], tail_s=0.5)
+    said_first, said_second = result.said
+    starts = [at for at, _ in result.played]
+    assert len([at for at in starts if at <= said_first]) == 25  # 25 packets: 0.5 s heard
+    # the caller spoke over the greeting; their answer's reply played, then 0.3 s of quiet
+    answer = [at for at in starts if said_first < at < said_second]
+    assert answer and said_second >= answer[-1] + 0.02 + 0.3
+    assert said_second < answer[-1] + 0.02 + 0.3 + 0.021  # at the next 20 ms frame
+    speech_starts = [start for start, _ in result.caller_speech]
+    assert speech_starts == pytest.approx([said_first, said_second], abs=0.021)
