@@ -99,3 +99,27 @@ def test_dependency_floors_are_past_known_denial_of_service_fixes() -> None:
     assert floors["starlette"] >= Version("1.3.1")  # CVE-2026-54283
     assert floors["python-multipart"] >= Version("0.0.31")  # CVE-2026-42561 and later
     assert floors["twilio"] >= Version("9.13")  # HMAC-SHA256 webhook signatures
+
+
+def test_every_groups_checks_run_in_the_composed_settings() -> None:
+    """Settings is composed of the groups; a check named like another group's would be
+    shadowed in the composition and silently never run."""
+    from telephony.config import GROUPS
+
+    composed = Settings.__pydantic_decorators__
+    for group in GROUPS:
+        own = group.__pydantic_decorators__
+        for kind in ("field_validators", "model_validators"):
+            for name, decorator in getattr(own, kind).items():
+                assert getattr(composed, kind)[name].info == decorator.info, (group, name)
+    names = [name for group in GROUPS for name in group.model_fields]
+    assert len(names) == len(set(names)) == len(Settings.model_fields)
+
+
+@pytest.mark.parametrize(
+    "name", ["OPENAI_API_KEY", "TWILIO_AUTH_TOKEN", "REDIS_URL", "CONSOLE_TOKEN", "DIAL_API_TOKEN"]
+)
+def test_an_empty_secret_is_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, "")
+    assert getattr(load_settings(), name.lower()) is None

@@ -23,6 +23,17 @@ def test_readme_has_two_quickstart_commands_and_ci_runs_the_test_one() -> None:
     assert run_tests in ci_lines
 
 
+def test_the_readme_settings_tables_are_the_settings_models() -> None:
+    """The README's settings section is what ``python -m telephony.config`` prints from the
+    models (names, defaults, meanings), group by group: edit the model, then regenerate."""
+    from telephony.config import GROUPS
+    from telephony.config.table import BEGIN, END, settings_markdown
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    assert section.strip() == settings_markdown(GROUPS), "run: python -m telephony.config"
+
+
 def test_configuration_table_lists_every_setting() -> None:
     from telephony.config import Settings
 

@@ -1,0 +1,102 @@
+"""The model: which one answers, how we reach it, which agent and voice, and how its sessions
+are kept alive and renewed."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+from .checks import empty_is_unset
+
+__all__ = ["ModelSettings", "SipSettings"]
+
+
+class ModelSettings(BaseModel):
+    """The model: backend, OpenAI access, agent, voice, session life and liveness."""
+
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="OpenAI API key for Realtime sessions (never logged)"
+    )
+    realtime_backend: Literal["auto", "openai", "local"] = Field(
+        default="auto",
+        description="`openai`, `local` (the embedded offline model), or `auto`: OpenAI when "
+        "`OPENAI_API_KEY` is set, else local",
+    )
+    openai_realtime_model: str = Field(
+        default="gpt-realtime", min_length=1, description="Realtime model name"
+    )
+    openai_realtime_url: str | None = Field(
+        default=None,
+        description='`ws(s)://` URL passed verbatim as the SDK\'s `model_config["url"]` '
+        "(Azure, proxies, tests)",
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        description="OpenAI REST base URL for the SIP path's Calls API (a stand-in in tests)",
+        json_schema_extra={"shown_default": "`https://api.openai.com/v1`"},
+    )
+    agent: str | None = Field(
+        default=None, description="your own agent as `module:attribute` (see below)"
+    )
+    voice: str = Field(default="marin", min_length=1, description="Realtime voice")
+    model_session_max: float = Field(
+        default=3600.0,
+        gt=0,
+        description="seconds a model session lasts when `session.created` has no `expires_at` "
+        "(OpenAI 3600; set 1800 for Azure)",
+    )
+    model_renewal_margin: float = Field(
+        default=120.0,
+        gt=0,
+        description="a model session is replaced, at the first quiet moment, this many seconds "
+        "before it expires",
+    )
+    model_history_tokens: int = Field(
+        default=16_000,
+        ge=500,
+        description="conversation replayed into a new session, at most (about 4 characters a "
+        "token; older turns are left out)",
+    )
+    model_silence_timeout: float = Field(
+        default=0.5,
+        gt=0,
+        description="seconds with nothing received from the model before its socket is pinged",
+    )
+    model_ping_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        description="seconds without a pong before the model socket is dropped (and the call "
+        "reconnects)",
+    )
+    model_close_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        description="seconds the model socket's close handshake may take (a close frame with "
+        "TCP left open)",
+    )
+
+    _model_secrets_unset = field_validator("openai_api_key", mode="before")(empty_is_unset)
+
+    @field_validator("openai_realtime_url")
+    @classmethod
+    def _check_realtime_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in ("ws", "wss"):
+            raise ValueError("must be a ws:// or wss:// URL")
+        return value
+
+
+class SipSettings(BaseModel):
+    """The SIP path (Twilio Elastic SIP trunk → OpenAI SIP)."""
+
+    openai_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="signing secret of your OpenAI project's webhook; enables the SIP path "
+        "(`/openai/webhook`)",
+    )
+
+    _sip_secrets_unset = field_validator("openai_webhook_secret", mode="before")(empty_is_unset)
