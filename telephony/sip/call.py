@@ -28,20 +28,14 @@ from typing import Any
 
 from openai import AsyncOpenAI, NotFoundError
 
-from ..agent.sessions import (
-    OPERATOR_ENDS,
-    announce_transfer,
-    greet,
-    say_goodbye,
-    server_event,
-    session_expires_at,
-)
-from ..agent.tools import CallContext, transfer_refusal
+from ..agent.sessions import greet, server_event, session_expires_at
+from ..agent.tools import CallContext
 from ..config import CallFeatures, CallLimits
+from ..control import CallController
 from ..observability.call_log import CallLogs, describe_error
 from ..observability.recorder import SessionRecorder
 
-__all__ = ["HEADERS_LOGGED", "SipCall", "untrusted"]
+__all__ = ["HEADERS_LOGGED", "OpenAICallsCarrier", "SipCall", "untrusted"]
 
 logger = logging.getLogger("telephony.sip")
 
@@ -58,11 +52,86 @@ def untrusted(value: str, limit: int = 200) -> str:
     return "".join(ch for ch in value if ch.isprintable())[:limit]
 
 
-class SipCall:
-    """One SIP call's sideband session: greeting, tools, call control and the call log.
+class OpenAICallsCarrier:
+    """The carrier steps of a SIP call (:class:`telephony.control.Carrier`): OpenAI plays
+    the audio and says when it stopped (``output_audio_buffer.stopped``); hang-up and
+    transfer are the Realtime Calls API's ``hangup`` and ``refer``.
 
-    Implements :class:`telephony.call_control.CallControl`. Call :meth:`run` once.
+    Args:
+        client: the OpenAI client (Calls API).
+        call_id: the SIP call's id.
+        events: the session's recorder (responses, the output buffer's events).
+        record: writes a call-log record.
     """
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        call_id: str,
+        events: SessionRecorder,
+        record: Callable[..., Any],
+    ) -> None:
+        self._client = client
+        self._call_id = call_id
+        self._events = events
+        self._record = record
+
+    async def heard(self, started_before: int, grace_s: float) -> str:
+        """Wait until the caller has heard the goodbye (a response begun after
+        ``started_before`` responses), at most ``grace_s`` seconds; returns what ended the
+        wait: ``output_audio_buffer.stopped`` (OpenAI says its audio finished playing),
+        ``margin`` (no such event: ``GOODBYE_MARGIN_S`` after it was generated) or
+        ``hangup_grace``."""
+        events = self._events
+        deadline = time.monotonic() + grace_s
+
+        async def until(done: Callable[[], bool]) -> bool:
+            while not done():
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(0.02)
+            return True
+
+        if not await until(lambda: events.responses_idle_since(started_before)):
+            return "hangup_grace"
+        goodbye = events.last_response_id
+        silent_since = time.monotonic()
+
+        def heard() -> bool:  # stopped names the goodbye, or nothing plays for the margin
+            nonlocal silent_since
+            if goodbye in events.played_out:
+                return True
+            if events.playing:
+                silent_since = time.monotonic()
+            return time.monotonic() - silent_since >= GOODBYE_MARGIN_S
+
+        if not await until(heard):
+            return "hangup_grace"
+        return "output_audio_buffer.stopped" if goodbye in events.played_out else "margin"
+
+    async def hang_up(self) -> str:
+        try:
+            await self._client.realtime.calls.hangup(self._call_id)
+        except NotFoundError:
+            return "openai_calls_api (call already ended)"
+        except Exception as exc:
+            return f"failed: {type(exc).__name__}"
+        return "openai_calls_api"
+
+    async def transfer(self, destination: str, target: str) -> dict[str, Any] | str:
+        uri = target if target.startswith("sip:") else f"tel:{target}"
+        try:
+            await self._client.realtime.calls.refer(self._call_id, target_uri=uri)
+        except Exception as exc:
+            self._record("twilio.error", action="refer", error=describe_error(exc))
+            return "The transfer failed; apologise and offer to help instead."
+        return {"target": uri, "via": "refer"}
+
+
+class SipCall:
+    """One SIP call's sideband session: greeting, tools, the call log, and a watchdog for its
+    time limits. Call :meth:`run` once. Call control is :attr:`control` (the shared core, with
+    :class:`OpenAICallsCarrier`)."""
 
     def __init__(
         self,
@@ -87,9 +156,8 @@ class SipCall:
         self._started = time.monotonic()
         self._ended = asyncio.Event()
         self._end_reason: str | None = None
-        self._hangup_task: asyncio.Task[None] | None = None
-        self._transfer_task: asyncio.Task[None] | None = None
-        self._session: Any = None
+        carrier = OpenAICallsCarrier(client, call_id, self._events, self._log.write)
+        self.control = CallController(features, carrier, self._log.write, self._events, self.end)
         self._extra = extra or {}
         self._expires_at = self._started + limits.session_max  # until session.created says
 
@@ -113,9 +181,7 @@ class SipCall:
             self._log.write("error", where="sip", error=describe_error(exc))
             reason = "internal_error"
         finally:
-            for task in (self._hangup_task, self._transfer_task):
-                if task is not None and not task.done():
-                    task.cancel()
+            await self.control.stop()
             self._log.write(
                 "call.end",
                 reason=self._end_reason or reason,
@@ -129,14 +195,14 @@ class SipCall:
         self._log.write("model.connecting")
         t0 = time.monotonic()
         try:
-            session = await self._open_session(CallContext(self.call_id, control=self))
+            session = await self._open_session(CallContext(self.call_id, control=self.control))
             async with asyncio.timeout(self._limits.connect_timeout):
                 await session.enter()
         except Exception as exc:
             self._log.write("model.connect_failed", error=describe_error(exc))
             return "model_connect_failed"
         self._log.write("model.connected", connect_ms=round((time.monotonic() - t0) * 1000, 1))
-        self._session = session
+        self.control.session = session
         try:
             if self._features.greeting:
                 await greet(session, self._features.greeting)
@@ -173,134 +239,34 @@ class SipCall:
         self._end_reason = self._end_reason or reason
         self._ended.set()
 
-    # ---------------------------------------------------------------- CallControl
+    # ---------------------------------------------------------------- time limits
 
     async def _watchdog(self) -> None:
         """End the call politely at ``MAX_CALL_DURATION``, after ``IDLE_TIMEOUT`` of nothing,
         and before the session's cap; returns once a hang-up or transfer is under way."""
         limits = self._limits
         cap_force_s = self._features.hangup_grace + CAP_SAFETY_S
-        while self._hangup_task is None and self._transfer_task is None:
+        control = self.control
+        while not control.ending:
             await asyncio.sleep(WATCH_INTERVAL_S)
             now = time.monotonic()
             busy = self._events.busy
             to_cap = self._expires_at - now
             if now - self._started >= limits.max_duration:
-                await self._end_politely("max_duration", TIME_ENDS, to_cap=round(to_cap, 1))
+                await control.end_politely(
+                    "max_duration", TIME_ENDS, by="watchdog", to_cap=round(to_cap, 1)
+                )
             elif to_cap <= limits.renewal_margin and (not busy or to_cap <= cap_force_s):
-                await self._end_politely("session_cap", TIME_ENDS, to_cap=round(to_cap, 1))
+                await control.end_politely(
+                    "session_cap", TIME_ENDS, by="watchdog", to_cap=round(to_cap, 1)
+                )
             elif not busy and now - self._events.last_activity >= limits.idle_timeout:
-                await self._end_politely("idle_timeout", IDLE_ENDS)
-
-    async def _end_politely(
-        self, reason: str, why: str, by: str = "watchdog", **fields: Any
-    ) -> None:
-        """The agent says goodbye (``why`` tells it why), then ``calls.hangup``."""
-        self._log.write("hangup.requested", reason=reason, by=by, **fields)
-        started_before = self._events.responses_started
-        self._hangup_task = asyncio.create_task(self._hang_up_after_goodbye(reason, started_before))
-        await self._ask(lambda session: say_goodbye(session, why))
-
-    async def hang_up(self, reason: str) -> str:
-        if self._hangup_task is not None:
-            return "The call is already ending."
-        self._log.write("hangup.requested", reason=reason)
-        started_before = self._events.responses_started
-        self._hangup_task = asyncio.create_task(
-            self._hang_up_after_goodbye("agent_hangup", started_before)
-        )
-        return "The call will end as soon as your goodbye has played. Say a short goodbye now."
-
-    async def _hang_up_after_goodbye(self, reason: str, started_before: int) -> None:
-        t0 = time.monotonic()
-        waited_for = await self._goodbye_played(started_before)
-        try:
-            await self._client.realtime.calls.hangup(self.call_id)
-            via = "openai_calls_api"
-        except NotFoundError:
-            via = "openai_calls_api (call already ended)"
-        except Exception as exc:
-            via = f"failed: {type(exc).__name__}"
-        waited_ms = round((time.monotonic() - t0) * 1000)
-        self._log.write("call.hangup", via=via, waited_ms=waited_ms, waited_for=waited_for)
-        self.end(reason)
-
-    async def _goodbye_played(self, started_before: int) -> str:
-        """Wait until the caller has heard the goodbye (a response begun after
-        ``started_before`` responses), at most ``hangup_grace`` seconds; returns what ended
-        the wait: ``output_audio_buffer.stopped`` (OpenAI says its audio finished playing),
-        ``margin`` (no such event: ``GOODBYE_MARGIN_S`` after it was generated) or
-        ``hangup_grace``."""
-        events = self._events
-        deadline = time.monotonic() + self._features.hangup_grace
-
-        async def until(done: Callable[[], bool]) -> bool:
-            while not done():
-                if time.monotonic() >= deadline:
-                    return False
-                await asyncio.sleep(0.02)
-            return True
-
-        if not await until(lambda: events.responses_idle_since(started_before)):
-            return "hangup_grace"
-        goodbye = events.last_response_id
-        silent_since = time.monotonic()
-
-        def heard() -> bool:  # stopped names the goodbye, or nothing plays for the margin
-            nonlocal silent_since
-            if goodbye in events.played_out:
-                return True
-            if events.playing:
-                silent_since = time.monotonic()
-            return time.monotonic() - silent_since >= GOODBYE_MARGIN_S
-
-        if not await until(heard):
-            return "hangup_grace"
-        return "output_audio_buffer.stopped" if goodbye in events.played_out else "margin"
+                await control.end_politely("idle_timeout", IDLE_ENDS, by="watchdog")
 
     async def operator_hang_up(self, reason: str) -> str:
         """An operator ends the call (from any instance): goodbye, then ``calls.hangup``."""
-        if self._hangup_task is not None:
-            return "already ending"
-        await self._end_politely("operator_hangup", OPERATOR_ENDS, by="operator", asked=reason)
-        return "hanging up after the agent's goodbye"
+        return await self.control.operator_hang_up(reason)
 
     async def operator_transfer(self, destination: str) -> str:
         """An operator transfers the call: the agent says so, then ``calls.refer``."""
-        if destination not in self._features.transfer_targets:
-            return transfer_refusal(self._features.transfer_targets, destination)
-        if self._transfer_task is not None or self._hangup_task is not None:
-            return "already ending"
-        self._log.write("transfer.requested", destination=destination, by="operator")
-        started_before = self._events.responses_started
-
-        async def announce_then_transfer() -> None:
-            await self._goodbye_played(started_before)
-            await self.transfer(destination)
-
-        self._transfer_task = asyncio.create_task(announce_then_transfer())
-        await self._ask(lambda session: announce_transfer(session, destination))
-        return "transferring after the agent's announcement"
-
-    async def _ask(self, say: Callable[[Any], Awaitable[None]]) -> None:
-        if self._session is None:
-            return
-        try:
-            await say(self._session)
-        except Exception as exc:
-            self._log.write("model.error", where="operator", error=describe_error(exc))
-
-    async def transfer(self, destination: str) -> str:
-        target = self._features.transfer_targets.get(destination)
-        if target is None:
-            self._log.write("transfer.refused", destination=str(destination)[:80])
-            return transfer_refusal(self._features.transfer_targets, destination)
-        uri = target if target.startswith("sip:") else f"tel:{target}"
-        try:
-            await self._client.realtime.calls.refer(self.call_id, target_uri=uri)
-        except Exception as exc:
-            self._log.write("twilio.error", action="refer", error=describe_error(exc))
-            return "The transfer failed; apologise and offer to help instead."
-        self._log.write("call.transfer", destination=destination, target=uri, via="refer")
-        self.end("transferred")
-        return f"Transferring the caller to {destination} now."
+        return await self.control.operator_transfer(destination)
