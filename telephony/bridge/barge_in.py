@@ -220,6 +220,20 @@ class BargeInGuard:
 
     # ------------------------------------------------------------------ the model's VAD
 
+    async def on_server_event(self, raw: dict[str, Any]) -> None:
+        """One OpenAI server event: the model's VAD and its transcripts drive the guard."""
+        kind, item_id = raw.get("type"), raw.get("item_id")
+        if not isinstance(item_id, str):
+            return
+        if kind == "input_audio_buffer.speech_started":
+            await self.speech_started(item_id)
+        elif kind == "input_audio_buffer.speech_stopped":
+            await self.speech_stopped(item_id)
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            self.transcript(item_id, str(raw.get("transcript") or ""))
+        elif kind == "conversation.item.input_audio_transcription.failed":
+            self.transcript(item_id, "")
+
     async def speech_started(self, item_id: str) -> None:
         """``input_audio_buffer.speech_started``: a caller audio item begins."""
         guarded = self._audible() or self._speech is not None

@@ -20,21 +20,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agents.realtime import RealtimeSession
 
 from ..admission import POLICY_VIOLATION
-from ..agent.sessions import closed_going_away, server_event
-from ..audio import ulaw_decode
+from ..agent.sessions import server_event
 from ..audio.echo import PlayoutReference
 from ..config import CallFeatures, CallLimits
 from ..observability.call_log import CallLog, CallLogs, describe_error
 from ..observability.call_metrics import CallMetrics
 from ..observability.recorder import SessionRecorder
-from ..observability.recording import CallRecording
 from ..twilio.media_stream import (
     Dtmf,
     Mark,
@@ -50,18 +47,18 @@ from .control import MediaCallControl
 from .hold import ToolFiller
 from .inbound import InboundAudio
 from .outbound import OutboundAudio
+from .recording import RecordingTap
+from .routing import CallerAudioRoute
 from .socket import Admit, TwilioSocket
-from .start import await_start
+from .start import await_start, start_record
 from .supervisor import POLITE_ENDINGS, OpenSession, SessionSupervisor
+from .watchdog import CallWatchdog
 
 __all__ = ["Admit", "MediaStreamCall", "TwilioSocket"]
 
 logger = logging.getLogger("telephony.bridge")
-HELD_MAX_FRAMES = 1500  # 30 s of caller audio held while a session is replaced
-PREROLL_FRAMES = 15  # the last 300 ms the old session heard, heard again by the next one
 END_SLACK_FRAMES = 3  # a loud frame this close to the model's end of speech is part of it
 UNHEARD_LOUD_S = 2.0  # loud audio the model never called speech (noise, echo) blocks no longer
-RECORD_LAG_S = 1.0  # a recorded frame waits this long for the echoes that place the agent's audio
 
 
 class _CallEnded(Exception):
@@ -112,10 +109,8 @@ class MediaStreamCall:
         self.metrics = CallMetrics(time.monotonic(), on_frame=on_frame)
         self._recorder = SessionRecorder(self._record, on_vad=self._on_vad, prices=features.prices)
         self._outbound_call = False  # Twilio's Direction says outbound-api (carrier pricing)
-        self._end_requested = asyncio.Event()
-        self._end_reason = "ended_by_server"
+        self.watchdog = CallWatchdog(self._limits, self._record)
         self._close_code = 1000
-        self._last_media_at = self._stream_started_at = time.monotonic()
         self._log: CallLog | None = None
         self.call_sid: str | None = None
         self.stream_sid: str | None = None
@@ -149,9 +144,10 @@ class MediaStreamCall:
             reconnects=reconnects,
             on_model_failure=on_model_failure,
         )
+        self.route = CallerAudioRoute(self._record, self._on_attach)
         self.guard: BargeInGuard | None = None
         if features.barge_in is not None:
-            actions = SessionActions(self.out, lambda: self._target, self._record)
+            actions = SessionActions(self.out, lambda: self.route.target, self._record)
             self.guard = BargeInGuard(
                 features.barge_in,
                 actions,
@@ -163,8 +159,7 @@ class MediaStreamCall:
         self._record_calls = features.record
         if self._record_calls and self.out.reference is None:  # the agent as heard, for it
             self.out.reference = PlayoutReference()
-        self.recording: CallRecording | None = None
-        self._unwritten: deque[tuple[float, bytes]] = deque()  # (ends at, caller frame)
+        self.recording: RecordingTap | None = None
         self.filler: ToolFiller | None = None
         if features.hold_delay is not None and features.hold_sound:
             self.filler = ToolFiller(
@@ -177,12 +172,6 @@ class MediaStreamCall:
                 record=self._record,
             )
         self.protocol_errors = 0
-        self.broken = asyncio.Event()  # a send to the model failed
-        self._first_attach = asyncio.Event()
-        self._target: RealtimeSession | None = None  # where caller audio goes
-        self._held: deque[bytes] = deque()  # caller audio while no session takes it
-        self._recent: deque[bytes] = deque(maxlen=PREROLL_FRAMES)  # sent to the session
-        self.held_dropped = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -227,38 +216,28 @@ class MediaStreamCall:
         self.caller = start.custom_parameters.get("From")  # for the console's live list
         self.stream_sid = self.out.stream_sid = self.inbound.stream_sid = start.stream_sid
         self.inbound.last_sequence = start.sequence_number
-        self._last_media_at = self._stream_started_at = time.monotonic()
-        self.metrics.started_at = self._stream_started_at
+        self.watchdog.start()
+        self.metrics.started_at = self.watchdog.started_at
         try:
             self._log = self._logs.open(start.call_sid)
         except ValueError as exc:
             logger.warning("call %r: no call log: %s", start.call_sid[:80], exc)
-        if self._record_calls and self._log is not None:
+        if self._record_calls and self._log is not None and self.out.reference is not None:
             try:
-                self.recording = CallRecording(self._logs.directory / f"{start.call_sid}.wav")
+                path = self._logs.directory / f"{start.call_sid}.wav"
+                self.recording = RecordingTap(path, self.out.reference)
             except OSError as exc:
                 self._record("recording.error", error=describe_error(exc))
-        fmt = start.start.media_format
-        self._record(
-            "stream.start",
-            stream_sid=start.stream_sid,
-            tracks=start.start.tracks,
-            media_format={
-                "encoding": fmt.encoding,
-                "sample_rate": fmt.sample_rate,
-                "channels": fmt.channels,
-            },
-            custom_parameters={k: v for k, v in start.custom_parameters.items() if k != "token"},
-            **admitted,
-        )
-        if fmt.encoding != "audio/x-mulaw" or fmt.sample_rate != 8000 or fmt.channels != 1:
-            self._record("protocol.error", error=f"unexpected media format {fmt!r}")
+        fields, unusual = start_record(start)
+        self._record("stream.start", **fields, **admitted)
+        if unusual is not None:
+            self._record("protocol.error", error=unusual)
 
     async def _bridge(self, call_sid: str) -> None:
         """The caller pump and the watchdog for the whole call, and the model sessions under the
         supervisor, until one of them ends the call."""
         caller = asyncio.create_task(self._caller_pump(), name=f"caller:{call_sid}")
-        watchdog = asyncio.create_task(self._watchdog(), name=f"watchdog:{call_sid}")
+        watchdog = asyncio.create_task(self._watch(), name=f"watchdog:{call_sid}")
         model = asyncio.create_task(
             self._supervisor.run(call_sid, self, self._set_reason), name=f"model:{call_sid}"
         )
@@ -284,67 +263,31 @@ class MediaStreamCall:
 
     # ------------------------------------------------------------------ SessionHost
 
+    @property
+    def broken(self) -> asyncio.Event:
+        """Set when a send to the session failed (see :class:`~.routing.CallerAudioRoute`)."""
+        return self.route.broken
+
     async def attach(self, session: RealtimeSession) -> None:
         """Caller audio goes to ``session`` from now on, the audio held meanwhile first."""
         self.control.session = session
-        self.metrics.session_started(self.metrics.frames - len(self._held))
-        while self._held:
-            pcm = self._held.popleft()
-            try:
-                await session.send_audio(pcm)
-            except Exception:
-                self._held.appendleft(pcm)
-                raise
-            self._recent.append(pcm)
-        self._target = session
-        self.broken.clear()
-        self._first_attach.set()
+        await self.route.attach(session)
 
     def detach(self) -> bool:
-        """Hold caller audio until a session is attached again. The last ``PREROLL_FRAMES``
-        the old session heard go first: a speech onset its VAD had not reported yet (or a
-        dying session never processed) reaches the next session whole. False if it was
-        already held."""
-        if self._target is None:
-            return False
-        self._target = None
-        self._held.extendleft(reversed(self._recent))
-        self._recent.clear()
-        return True
+        """Hold caller audio until a session is attached again (see
+        :meth:`~.routing.CallerAudioRoute.detach`). False if it was already held."""
+        return self.route.detach()
+
+    def _on_attach(self, held_frames: int) -> None:
+        self.metrics.session_started(self.metrics.frames - held_frames)
 
     async def on_model_event(self, event: Any) -> None:
         if self.filler is not None:
-            await self._filler_event(self.filler, event)
+            await self.filler.on_session_event(event)
         await self.out.on_session_event(event)
         self._recorder.on_event(event)
         if self.guard is not None and (raw := server_event(event)) is not None:
-            await self._guard_event(self.guard, raw)
-
-    @staticmethod
-    async def _filler_event(filler: ToolFiller, event: Any) -> None:
-        """Tool calls start and end the hold sound; the reply's audio stops it."""
-        kind = event.type
-        if kind == "audio":
-            await filler.reply_starts()
-        elif kind == "tool_start":
-            filler.tool_started(event.tool)
-        elif kind == "tool_end":
-            filler.tool_ended(event.tool)
-
-    @staticmethod
-    async def _guard_event(guard: BargeInGuard, raw: dict[str, Any]) -> None:
-        """The model's VAD and transcripts, to the barge-in guard."""
-        kind, item_id = raw.get("type"), raw.get("item_id")
-        if not isinstance(item_id, str):
-            return
-        if kind == "input_audio_buffer.speech_started":
-            await guard.speech_started(item_id)
-        elif kind == "input_audio_buffer.speech_stopped":
-            await guard.speech_stopped(item_id)
-        elif kind == "conversation.item.input_audio_transcription.completed":
-            guard.transcript(item_id, str(raw.get("transcript") or ""))
-        elif kind == "conversation.item.input_audio_transcription.failed":
-            guard.transcript(item_id, "")
+            await self.guard.on_server_event(raw)
 
     def quiet(self) -> bool:
         """Nothing is playing or held back, no response or tool is under way, the caller is
@@ -373,31 +316,9 @@ class MediaStreamCall:
         second, counted in whole samples)."""
         return self._caller_samples / 8000
 
-    def _record_frame(self, ulaw: bytes | None) -> None:
-        """Caller frame ``ulaw`` (ending at :attr:`caller_s` on the caller's audio clock)
-        waits ``RECORD_LAG_S`` of that clock before it is written with the agent audio that
-        played during it: by then the mark echoes have placed that audio on the same clock.
-        ``None`` writes everything still waiting (the call is over)."""
-        if ulaw is not None:
-            self._unwritten.append((self.caller_s, ulaw))
-        reference, recording = self.out.reference, self.recording
-        assert reference is not None and recording is not None
-        while self._unwritten and (
-            ulaw is None or self._unwritten[0][0] <= self.caller_s - RECORD_LAG_S
-        ):
-            at, frame = self._unwritten.popleft()
-            recording.write(ulaw_decode(frame), reference.take(at, len(frame)))
-
-    def _hold(self, pcm: bytes) -> None:
-        if len(self._held) >= HELD_MAX_FRAMES:
-            self._held.popleft()
-            self.held_dropped += 1
-        self._held.append(pcm)
-
     def end(self, reason: str) -> None:
         """Ask the call to end (e.g. ``server_shutdown``): goodbye if it can, then it closes."""
-        self._end_reason = reason
-        self._end_requested.set()
+        self.watchdog.request(reason)
 
     async def operator_hang_up(self, reason: str) -> str:
         """An operator ends the call (from any instance): goodbye, then hang up."""
@@ -411,29 +332,14 @@ class MediaStreamCall:
         """An operator transfers the call to an allowed destination name."""
         return await self.control.operator_transfer(destination)
 
-    async def _watchdog(self) -> None:
+    async def _watch(self) -> None:
         """End the call when asked to, when the caller was silent too long, or it ran too long."""
-        limits = self._limits
-        started = self._stream_started_at
-        while True:
-            if self._end_requested.is_set():
-                raise _CallEnded(self._end_reason)
-            now = time.monotonic()
-            if now - started >= limits.max_duration:
-                self._record("limit", limit="max_duration", seconds=limits.max_duration)
-                raise _CallEnded("max_duration")
-            if now - self._last_media_at >= limits.idle_timeout:
-                self._record("limit", limit="idle_timeout", seconds=limits.idle_timeout)
-                raise _CallEnded("idle_timeout")
-            wake = min(started + limits.max_duration, self._last_media_at + limits.idle_timeout)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(wake - now, 0.01)):
-                    await self._end_requested.wait()
+        raise _CallEnded(await self.watchdog.run())
 
     # ------------------------------------------------------------------ caller -> model
 
     async def _caller_pump(self) -> None:
-        await self._first_attach.wait()  # until the model is ready, frames wait in the socket
+        await self.route.attached.wait()  # until the model is ready, frames wait in the socket
         while True:
             frame = await self._socket.receive()
             if frame is None:
@@ -448,11 +354,11 @@ class MediaStreamCall:
                     raise _CallEnded("protocol_abuse") from None
                 continue
             if isinstance(message, Media):
-                self._last_media_at = now = time.monotonic()
+                self.watchdog.last_media_at = now = time.monotonic()
                 ulaw = message.payload
                 self._caller_samples += len(ulaw)  # μ-law: a byte a sample
                 if self.recording is not None:
-                    self._record_frame(ulaw)
+                    self.recording.frame(ulaw, self.caller_s)
                 if self.guard is not None:
                     ulaw = await self.guard.caller_frame(ulaw, now, self.caller_s)
                 pcm = self.inbound.audio(ulaw, now, t0)
@@ -461,23 +367,7 @@ class MediaStreamCall:
                         self._close_code = POLICY_VIOLATION
                         raise _CallEnded("audio_abuse")
                     continue
-                target = self._target
-                if target is None:  # a session is being replaced: hold, deliver later
-                    self._hold(pcm)
-                    continue
-                try:
-                    await target.send_audio(pcm)
-                except Exception as exc:
-                    if self._target is target:
-                        # a clean 1001 is the cap or a server going away: the supervisor,
-                        # which reads the session's last events, says which
-                        event = "model.closed" if closed_going_away(exc) else "model.error"
-                        self._record(event, where="send_audio", error=describe_error(exc))
-                        self.detach()
-                        self.broken.set()
-                    self._hold(pcm)
-                    continue
-                self._recent.append(pcm)
+                await self.route.deliver(pcm)
             elif isinstance(message, Mark):
                 self.out.on_mark_echo(message.name)
             elif isinstance(message, Dtmf):
@@ -503,7 +393,7 @@ class MediaStreamCall:
     def _first_frame_out(self, now: float) -> None:
         self._record(
             "audio.first_out",
-            ms_after_start=round((now - self._stream_started_at) * 1000, 1),
+            ms_after_start=round((now - self.watchdog.started_at) * 1000, 1),
             frames_in_before=self.inbound.frames_in,
         )
 
@@ -546,12 +436,8 @@ class MediaStreamCall:
         }
         if self.recording is not None:
             with contextlib.suppress(OSError):
-                self._record_frame(None)
                 self.recording.close()
-            totals["recording"] = {
-                "file": self.recording.path.name,
-                "seconds": round(self.recording.seconds, 2),
-            }
+            totals["recording"] = self.recording.totals()
         self._record("call.end", **totals)
         logger.info("call %s ended: %s", self.call_sid, reason)
         with contextlib.suppress(Exception):

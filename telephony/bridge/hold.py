@@ -65,6 +65,17 @@ class ToolFiller:
         self._sent_ms = 0
         self.plays = 0
 
+    async def on_session_event(self, event: Any) -> None:
+        """A ``RealtimeSession`` event: tool calls start and end the hold sound, the reply's
+        audio stops it."""
+        kind = event.type
+        if kind == "audio":
+            await self.reply_starts()
+        elif kind == "tool_start":
+            self.tool_started(event.tool)
+        elif kind == "tool_end":
+            self.tool_ended(event.tool)
+
     def tool_started(self, tool: Any) -> None:
         """The SDK's ``tool_start``: a tool call began (opted-out tools are ignored)."""
         if not wants_filler(tool):

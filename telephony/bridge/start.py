@@ -19,7 +19,7 @@ from ..observability.ratelimit import LogLimiter
 from ..twilio.media_stream import Connected, ProtocolError, Start, parse_message
 from .socket import Admit, TwilioSocket
 
-__all__ = ["StartOutcome", "await_start"]
+__all__ = ["StartOutcome", "await_start", "start_record"]
 
 logger = logging.getLogger("telephony.bridge")
 _warnings = LogLimiter(logger)
@@ -79,3 +79,22 @@ async def await_start(
         if not isinstance(message, Connected):
             outcome.bad_frames += 1
             _warnings.warning("early", "call ?: %r before start, ignored", message.event)
+
+
+def start_record(start: Start) -> tuple[dict[str, Any], str | None]:
+    """The ``stream.start`` record's fields (StreamSid, tracks, media format, the TwiML's
+    parameters without the stream token), and what is wrong with the media format, if
+    anything (Media Streams sends μ-law, 8 kHz, mono)."""
+    fmt = start.start.media_format
+    fields = {
+        "stream_sid": start.stream_sid,
+        "tracks": start.start.tracks,
+        "media_format": {
+            "encoding": fmt.encoding,
+            "sample_rate": fmt.sample_rate,
+            "channels": fmt.channels,
+        },
+        "custom_parameters": {k: v for k, v in start.custom_parameters.items() if k != "token"},
+    }
+    usual = fmt.encoding == "audio/x-mulaw" and fmt.sample_rate == 8000 and fmt.channels == 1
+    return fields, None if usual else f"unexpected media format {fmt!r}"

@@ -15,9 +15,7 @@ reconnect once after a failure, replaying the conversation into each new session
   close, reset, a send that fails, no pong) is replaced once: the conversation is replayed and
   the agent says sorry and goes on. A second failure ends the call, politely when it can
   (``<Say>`` and ``<Hangup/>`` through Twilio's REST API).
-- **Replay.** The newest turns, whole, up to ``history_tokens`` (about 4 characters a token):
-  what the caller and the agent said, and each tool call with its output. Older turns are left
-  out and the note says how many.
+- **Replay.** The conversation so far goes into each new session (:mod:`.replay`).
 """
 
 from __future__ import annotations
@@ -26,11 +24,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agents.realtime import RealtimePlaybackTracker, RealtimeSession
-from agents.realtime.model_inputs import RealtimeModelSendRawMessage
 
 from ..agent.sessions import (
     create_response,
@@ -42,8 +38,9 @@ from ..agent.sessions import (
 from ..agent.tools import CallContext, CallControl
 from ..config import CallLimits
 from ..observability.call_log import describe_error
-from ..observability.recorder import SessionRecorder, Turn
+from ..observability.recorder import SessionRecorder
 from .outbound import OutboundAudio
+from .replay import ConversationReplay
 from .tracker import PhonePlaybackTracker
 
 __all__ = [
@@ -65,17 +62,11 @@ MODEL_FAILURES = frozenset(
 )
 RENEWALS = frozenset({"model_renewal", "session_expired"})
 POLITE_ENDINGS = frozenset({"server_shutdown", "max_duration"})  # we hang up: say goodbye
-CHARS_PER_TOKEN = 4
 QUIET_POLL_S = 0.05
-HISTORY_BATCH = 25  # replayed items sent between two turns of the event loop
 SPARE_RETRY_S = 5.0  # a renewal's failed connect is tried again this often until the cap
 RESUME_INSTRUCTIONS = (
     "The connection to you dropped for a moment and has just been restored. In one short "
     "sentence, say sorry for the interruption, then continue the conversation where it was."
-)
-RENEWAL_NOTE = (
-    "This phone call is continuing in a new session; the conversation so far follows. Do not "
-    "greet the caller again or say that anything changed: carry on exactly where it was."
 )
 
 
@@ -153,8 +144,7 @@ class SessionSupervisor:
         self._spare: RealtimeSession | None = None  # the next session, open, not yet in use
         self._trackers: dict[RealtimeSession, PhonePlaybackTracker] = {}  # open, not in use
         self._closing: set[asyncio.Task[None]] = set()
-        self._primed: dict[RealtimeSession, _Primed] = {}  # replayed into, not yet in use
-        self._item_ids = 0
+        self._history = ConversationReplay(recorder, limits.history_tokens)
         self._renewed: dict[str, Any] | None = None  # a renewal's record, until it has the call
         self._switch_started = 0.0
         self.renewals = 0
@@ -307,7 +297,7 @@ class SessionSupervisor:
                 break
             await asyncio.sleep(SPARE_RETRY_S)
         try:
-            await self._prime(spare)
+            await self._history.prime(spare)
         except Exception as exc:  # it is not fit to take the call
             self._record("model.error", where="prime", error=describe_error(exc))
             self._close_later(spare)
@@ -375,74 +365,26 @@ class SessionSupervisor:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _prime(self, session: RealtimeSession) -> None:
-        """Replay the conversation so far into a session opened for a renewal, before it takes
-        the call (the switch then replays only what was said since)."""
-        total = self._recorder.conversation.total
-        turns, left_out, items = await self._send_history(session, renewal=True)
-        self._primed[session] = _Primed(
-            total, len(turns), left_out, items, sum(t.chars for t in turns)
-        )
-
-    async def _send_history(
-        self, session: RealtimeSession, renewal: bool, turns: list[Turn] | None = None
-    ) -> tuple[list[Turn], int, int]:
-        """Send ``turns`` (default: the newest within the history budget, after a note not to
-        greet when ``renewal``) as conversation items; returns the turns, how many older ones
-        were left out, and the items sent."""
-        left_out = 0
-        items: list[dict[str, Any]] = []
-        if turns is None:
-            turns, left_out = self._recorder.conversation.newest(
-                self._limits.history_tokens * CHARS_PER_TOKEN
-            )
-            if renewal:
-                note = RENEWAL_NOTE
-                if left_out:
-                    note += f" {left_out} earlier turns of this call are not repeated here."
-                items.append(_message("system", note))
-        for turn in turns:
-            self._item_ids += 1
-            items += _items(turn, f"call_replay_{self._item_ids}")
-        for n, item in enumerate(items, 1):
-            if n % HISTORY_BATCH == 0:
-                await asyncio.sleep(0)  # other calls' audio moves between batches
-            await session.model.send_event(
-                RealtimeModelSendRawMessage(
-                    message={"type": "conversation.item.create", "other_data": {"item": item}}
-                )
-            )
-        return turns, left_out, len(items)
-
     async def _replay(self, session: RealtimeSession, renewal: str | None = None) -> None:
-        """Give a new session the conversation so far (the newest turns within the history
-        budget; for a session primed while the old one still ran, what was said since). After
-        a failure the agent is asked to apologise and go on; after a renewal it is told to
-        carry on unnoticed."""
-        primed = self._primed.pop(session, None)
-        if primed is None:
-            turns, left_out, items = await self._send_history(session, renewal=bool(renewal))
-            primed = _Primed(0, 0, left_out, 0, 0)
-        else:
-            later = self._recorder.conversation.since(primed.total)
-            turns, _, items = await self._send_history(session, renewal=False, turns=later)
-        replayed = primed.turns + len(turns)
-        items += primed.items
-        chars = primed.chars + sum(t.chars for t in turns)
+        """Give a new session the conversation so far (see :mod:`.replay`). After a failure
+        the agent is asked to apologise and go on; after a renewal it is told to carry on
+        unnoticed."""
+        figures = await self._history.replay(session, renewal=bool(renewal))
         if renewal:
             self.renewals += 1
             self._renewed = {  # recorded once the session has the call
                 "after": "planned" if renewal == "model_renewal" else renewal,
                 "renewal": self.renewals,
-                "turns_replayed": replayed,
-                "turns_at_switch": len(turns),
-                "turns_left_out": primed.left_out,
-                "items": items,
-                "chars": chars,
+                **figures,
             }
             return
         await create_response(session, RESUME_INSTRUCTIONS)
-        self._record("model.replayed", items=items, turns_left_out=primed.left_out, chars=chars)
+        self._record(
+            "model.replayed",
+            items=figures["items"],
+            turns_left_out=figures["turns_left_out"],
+            chars=figures["chars"],
+        )
 
     async def apologise(self, call_sid: str, reason: str) -> None:
         """We are ending the call (model gone, shutdown, time limit): tell the caller if we
@@ -459,7 +401,7 @@ class SessionSupervisor:
 
     async def _close(self, session: RealtimeSession) -> None:
         self._trackers.pop(session, None)
-        self._primed.pop(session, None)
+        self._history.forget(session)
         try:
             async with asyncio.timeout(self._limits.close_timeout):
                 await session.close()
@@ -467,30 +409,3 @@ class SessionSupervisor:
             self._record("model.close_timeout", timeout_s=self._limits.close_timeout)
         except Exception as exc:
             self._record("model.close_error", error=describe_error(exc))
-
-
-@dataclass(frozen=True)
-class _Primed:
-    """What was replayed into a session before it took the call."""
-
-    total: int  # the conversation's turns (ever) when it was replayed
-    turns: int
-    left_out: int
-    items: int
-    chars: int
-
-
-def _message(role: str, text: str) -> dict[str, Any]:
-    content_type = "output_text" if role == "assistant" else "input_text"
-    return {"type": "message", "role": role, "content": [{"type": content_type, "text": text}]}
-
-
-def _items(turn: Turn, call_id: str) -> list[dict[str, Any]]:
-    """A turn as Realtime conversation items (a tool call is two: the call and its output)."""
-    if turn.role != "tool":
-        return [_message(turn.role, turn.text)]
-    call = {"type": "function_call", "call_id": call_id, "name": turn.name}
-    return [
-        {**call, "arguments": turn.arguments},
-        {"type": "function_call_output", "call_id": call_id, "output": turn.output},
-    ]
