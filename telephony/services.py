@@ -147,81 +147,25 @@ def build_services(
     model_factory: ModelFactory | None = None,
     limits: CallLimits | None = None,
 ) -> Services:
-    """Build every shared service from ``settings`` (see :func:`telephony.app.create_app`).
+    """Build every shared service from ``settings`` (see :func:`telephony.app.create_app`),
+    one small builder each.
 
     Raises:
         ValueError: a bad ``AGENT``, or a ``HOLD_SOUND`` file under 20 ms.
         OSError: ``HOLD_SOUND`` cannot be read.
         telephony.agent.local.LocalModelUnavailable: the offline model's extra is missing.
     """
-    features = settings.call_features()
-    features.hold_sound = load_hold_sound(settings.hold_sound)  # read once, at start
-    if agent is None:
-        agent = (
-            load_agent(settings.agent)
-            if settings.agent
-            else build_default_agent(features.transfer_targets.keys())
-        )
+    features = _call_features(settings)
     limits = limits or settings.call_limits()
-    backend = "custom" if model_factory is not None else choose_backend(settings)
-    if backend == "local":
-        # raises LocalModelUnavailable with what to install
-        stack = load_local_stack(settings.local_stt_window_s)
-        model_factory = functools.partial(
-            LocalRealtimeModel,
-            stack,
-            silence_ms=settings.local_turn_silence_ms,
-            end_ms=settings.local_turn_end_ms,
-        )
-    sessions = SessionFactory(settings, agent, model_factory)
+    backend, sessions = _backend(settings, features, agent, model_factory)
     state = _fleet_state(settings)
-    metrics = ServiceMetrics(
-        active_calls=lambda: len(registry.calls),
-        redis_up=(lambda: state.up) if state.shared else None,
-        fleet_active=(lambda: state.fleet_active) if state.shared else None,
-    )
-    secret = settings.stream_token_secret
-    registry = CallRegistry(
-        settings.max_concurrent_calls,
-        StreamTokens(secret.get_secret_value().encode() if secret else None),
-        state,
-        fleet_max=settings.fleet_max_calls,
-        lease_s=settings.fleet_lease,
-        drain_grace_s=settings.drain_lb_grace,
-        answer_ttl_s=settings.max_call_duration + 600,
-        on_degraded=lambda step: metrics.degraded.labels(step=step).inc(),
-    )
-    token, shared_key = settings.twilio_auth_token, settings.twilio_webhook_shared_key
-    checker = (
-        SignatureChecker(
-            token.get_secret_value(),
-            shared_key.get_secret_value() if shared_key else None,
-            settings.twilio_webhook_shared_key_id,
-        )
-        if token
-        else None
-    )
-    rest = (
-        TwilioCalls(
-            settings.twilio_account_sid, token.get_secret_value(), settings.twilio_api_base_url
-        )
-        if token and settings.twilio_account_sid
-        else None
-    )
+    metrics = _metrics(state, lambda: registry.calls)
+    registry = _registry(settings, state, metrics)
     console = _console_index(settings)
     logs = CallLogs(settings.call_log_dir, settings.instance_id, _observer(metrics, console))
+    checker, rest = _twilio(settings)
     sip = _sip_calls(settings, sessions, features, limits, registry, logs)
-    control = RemoteControl(
-        registry,
-        state,
-        logs,
-        rest,
-        sip,
-        features.transfer_targets,
-        settings.control_timeout,
-        show_number=functools.partial(show_number, show=settings.console_show_numbers),
-    )
-    state.on_control = control.on_message
+    control = _remote_control(settings, registry, state, logs, rest, sip, features)
     return Services(
         settings,
         backend,
@@ -239,6 +183,110 @@ def build_services(
         RateLimit(settings.dial_rate_limit),
         console=console,
     )
+
+
+def _call_features(settings: Settings) -> CallFeatures:
+    """What every call does, with the hold sound read once, at start."""
+    features = settings.call_features()
+    features.hold_sound = load_hold_sound(settings.hold_sound)
+    return features
+
+
+def _backend(
+    settings: Settings,
+    features: CallFeatures,
+    agent: RealtimeAgent | None,
+    model_factory: ModelFactory | None,
+) -> tuple[str, SessionFactory]:
+    """Which model answers (``openai``, ``local`` or ``custom``), and the factory of each
+    call's session with the agent (``AGENT``, or the default one)."""
+    if agent is None:
+        agent = (
+            load_agent(settings.agent)
+            if settings.agent
+            else build_default_agent(features.transfer_targets.keys())
+        )
+    backend = "custom" if model_factory is not None else choose_backend(settings)
+    if backend == "local":
+        # raises LocalModelUnavailable with what to install
+        stack = load_local_stack(settings.local_stt_window_s)
+        model_factory = functools.partial(
+            LocalRealtimeModel,
+            stack,
+            silence_ms=settings.local_turn_silence_ms,
+            end_ms=settings.local_turn_end_ms,
+        )
+    return backend, SessionFactory(settings, agent, model_factory)
+
+
+def _metrics(state: FleetState, calls: Callable[[], Any]) -> ServiceMetrics:
+    """Prometheus metrics; the fleet's gauges when the state is shared."""
+    return ServiceMetrics(
+        active_calls=lambda: len(calls()),
+        redis_up=(lambda: state.up) if state.shared else None,
+        fleet_active=(lambda: state.fleet_active) if state.shared else None,
+    )
+
+
+def _registry(settings: Settings, state: FleetState, metrics: ServiceMetrics) -> CallRegistry:
+    """Capacity, stream tokens, calls in progress and draining, here and in the fleet."""
+    secret = settings.stream_token_secret
+    return CallRegistry(
+        settings.max_concurrent_calls,
+        StreamTokens(secret.get_secret_value().encode() if secret else None),
+        state,
+        fleet_max=settings.fleet_max_calls,
+        lease_s=settings.fleet_lease,
+        drain_grace_s=settings.drain_lb_grace,
+        answer_ttl_s=settings.max_call_duration + 600,
+        on_degraded=lambda step: metrics.degraded.labels(step=step).inc(),
+    )
+
+
+def _twilio(settings: Settings) -> tuple[SignatureChecker | None, TwilioCalls | None]:
+    """Twilio's signature checks (with ``TWILIO_AUTH_TOKEN``) and REST access to live calls
+    (with the account SID too)."""
+    token, shared_key = settings.twilio_auth_token, settings.twilio_webhook_shared_key
+    if token is None:
+        return None, None
+    checker = SignatureChecker(
+        token.get_secret_value(),
+        shared_key.get_secret_value() if shared_key else None,
+        settings.twilio_webhook_shared_key_id,
+    )
+    rest = (
+        TwilioCalls(
+            settings.twilio_account_sid, token.get_secret_value(), settings.twilio_api_base_url
+        )
+        if settings.twilio_account_sid
+        else None
+    )
+    return checker, rest
+
+
+def _remote_control(
+    settings: Settings,
+    registry: CallRegistry,
+    state: FleetState,
+    logs: CallLogs,
+    rest: TwilioCalls | None,
+    sip: SipCalls | None,
+    features: CallFeatures,
+) -> RemoteControl:
+    """Hang-up and transfer of any call in the fleet, from any instance; it answers the
+    fleet's control messages for this instance's calls."""
+    control = RemoteControl(
+        registry,
+        state,
+        logs,
+        rest,
+        sip,
+        features.transfer_targets,
+        settings.control_timeout,
+        show_number=functools.partial(show_number, show=settings.console_show_numbers),
+    )
+    state.on_control = control.on_message
+    return control
 
 
 def _console_index(settings: Settings) -> CallIndex | None:

@@ -23,3 +23,23 @@ def test_import_linter_contracts_are_kept() -> None:
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
     # every contract in pyproject.toml was checked
     assert report.count(" KEPT") == len(contracts["contracts"]), report
+
+
+def test_no_module_over_450_lines_and_no_function_over_90() -> None:
+    """The package stays readable: a module that grows past 450 lines, or a function past 90,
+    is split by job (the test stand-ins in ``testing/`` are exempt)."""
+    import ast
+
+    too_long = []
+    for path in sorted((ROOT / "telephony").rglob("*.py")):
+        if "testing" in path.relative_to(ROOT / "telephony").parts:
+            continue
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > 450:
+            too_long.append(f"{path.name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if length > 90:
+                    too_long.append(f"{path.name}:{node.name}: {length} lines")
+    assert not too_long, too_long
