@@ -52,13 +52,18 @@ async def final_log(srv: Any, call_sid: str) -> list[dict[str, Any]]:
     return await ended_log(srv.settings.call_log_dir, call_sid)
 
 
-async def wait_for(predicate: Callable[[], Any], seconds: float = 10.0) -> None:
-    """Poll ``predicate`` every 20 ms until it is true; fails after ``seconds``."""
+async def wait_for(predicate: Callable[[], Any], seconds: float = 10.0, what: str = "") -> None:
+    """Poll ``predicate`` every 20 ms until it is true (an awaitable result is awaited);
+    fails after ``seconds``, saying ``what`` was waited for. For what happens *eventually*:
+    a fixed sleep before an assertion is a bet on how fast the machine is today."""
     for _ in range(int(seconds / 0.02)):
-        if predicate():
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
             return
         await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
+    raise AssertionError(f"condition not met in {seconds} s: {what or predicate}")
 
 
 def within(figure: str, value: float, bound: float, why: Any = "") -> None:

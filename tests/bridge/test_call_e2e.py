@@ -23,7 +23,15 @@ from audio_checks import (
     ulaw_tone,
     upsample_fft,
 )
-from helpers import SILENCE, LiveServer, events, final_log, fixture_audio, start_message
+from helpers import (
+    SILENCE,
+    LiveServer,
+    events,
+    final_log,
+    fixture_audio,
+    start_message,
+    wait_for,
+)
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -214,18 +222,25 @@ async def test_many_sequential_calls_leave_nothing_behind(live_server) -> None:
     caller = ulaw_tone(700, 0.3) + SILENCE * 8000  # 1 s pause: the reply comes inside it
     async with live_server(reply=lambda _: tone(600, 100)) as srv:
         await srv.call(caller, speed=10, tail_s=0.1, min_turns=1)  # warm-up
-        await asyncio.sleep(0.2)
+        registry = srv.app.state.services.registry
+        await wait_for(lambda: srv.model.connections[0].closed.is_set() and not registry.sockets)
         tasks_before, fds_before = len(asyncio.all_tasks()), open_fds()
         for _ in range(15):
             result = await srv.call(caller, speed=10, tail_s=0.1, max_tail_s=10, min_turns=1)
             if not result.turns:  # say what happened, from the call's own log
                 log = read_call_log(srv.settings.call_log_dir / f"{result.call_sid}.jsonl")
                 raise AssertionError(f"call got no reply: {[r['event'] for r in log]}")
-        await asyncio.sleep(0.3)
-        assert all(c.closed.is_set() for c in srv.model.connections)
         assert len(srv.model.connections) == 16
-        assert not srv.app.state.services.registry.sockets
-        assert len(asyncio.all_tasks()) <= tasks_before
+        # every call's sessions, sockets and tasks are gone once it has ended
+        await wait_for(
+            lambda: (
+                all(c.closed.is_set() for c in srv.model.connections)
+                and not registry.sockets
+                and len(asyncio.all_tasks()) <= tasks_before
+            ),
+            10,
+            "sessions closed, sockets and tasks gone",
+        )
         assert open_fds() <= fds_before + 2
     ends = [events(read_call_log(p), "call.end") for p in srv.settings.call_log_dir.glob("*.jsonl")]
     assert len(ends) == 16 and all(len(e) == 1 for e in ends)

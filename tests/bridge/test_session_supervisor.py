@@ -18,6 +18,7 @@ from helpers import (
     wait_for,
 )
 
+from telephony.observability.call_log import read_call_log
 from telephony.testing import TwilioApiStandIn, tone
 
 CALLER = fixture_audio("goforward.ulaw") + b"\xff" * 12000 + fixture_audio("numbers.ulaw")
@@ -42,7 +43,10 @@ async def test_mid_call_drop_reconnects_and_replays_the_conversation(
         # after the first turn (caller transcript + agent reply), the model socket dies
         await wait_for(lambda: srv.model.connections and srv.model.connections[0].responses)
         await wait_for(lambda: srv.model.connections[0].responses[0].get("status") == "completed")
-        await asyncio.sleep(0.1)
+        # and the bridge has the reply's words (its call log is flushed within a second)
+        (call_sid,) = srv.app.state.services.registry.live
+        path = srv.settings.call_log_dir / f"{call_sid}.jsonl"
+        await wait_for(lambda: events(read_call_log(path), "transcript.agent"), 5)
         if failure == "tcp_reset":
             srv.model.abort_all()
         else:

@@ -23,6 +23,7 @@ from helpers import (
     fixture_audio,
     run_server,
     start_message,
+    wait_for,
     within,
 )
 from processes import Fleet, RedisServer, http_status
@@ -224,8 +225,7 @@ async def test_fleet_capacity_holds_across_instances_and_a_killed_one_gives_back
         ws1 = await hold_stream(first.via(ctx.fleet["A"].base_url))
         second = await ctx.answer("B")
         ws2 = await hold_stream(second.via(ctx.fleet["B"].base_url))
-        await asyncio.sleep(0.5)
-        assert ctx.fleet_slots() == 2
+        await wait_for(lambda: ctx.fleet_slots() == 2, 5, "two fleet slots")
         with pytest.raises(ValueError, match='Reject reason="busy"'):
             await ctx.answer("C")  # the fleet is full, wherever the webhook lands
         await end_stream(ws1)
@@ -307,8 +307,11 @@ async def test_sigterm_on_one_instance_while_the_others_take_calls(tmp_path: Pat
         calls = [asyncio.create_task(call_on("A", "A")) for _ in range(2)]
         await asyncio.sleep(1.0)
         ctx.fleet["A"].signal(signal.SIGTERM)
-        await asyncio.sleep(0.3)
-        assert await asyncio.to_thread(http_status, base["A"] + "/readyz") == 503
+
+        async def a_draining() -> bool:
+            return await asyncio.to_thread(http_status, base["A"] + "/readyz") == 503
+
+        await wait_for(a_draining, 10, "A's /readyz 503 after SIGTERM")
         # a stream the balancer had already routed to A is still taken (DRAIN_LB_GRACE)
         calls += [asyncio.create_task(call_on("A", "A"))]
         # the balancer sends new calls to B and C; a webhook that still lands on A gets a token
@@ -340,7 +343,15 @@ async def test_redis_outage_mid_call(tmp_path: Path) -> None:
         calls = [asyncio.create_task(call_on(n)) for n in ("A", "B")]
         await asyncio.sleep(3)
         ctx.fleet.redis.kill()
-        await asyncio.sleep(1.5)  # both instances notice within a heartbeat
+
+        def redis_up(name: str, up: bool) -> Any:
+            async def check() -> bool:
+                return f"telephony_redis_up {float(up)}" in await ctx.metrics(name)
+
+            return check
+
+        for name in ("A", "B"):  # both instances notice (within a heartbeat or two)
+            await wait_for(redis_up(name, False), 10, f"{name} sees Redis down")
         answer = await ctx.answer("A")  # admitted by A's own rules
         during = await simulate_call(
             "",
@@ -367,11 +378,12 @@ async def test_redis_outage_mid_call(tmp_path: Path) -> None:
             # in time: a media path that waited on the dead Redis would stall for its timeouts
             within("fleet.redis_outage_stall_s", result.stall_s, 0.3)
         # shared again within a heartbeat: a replayed token is refused on the other instance
-        await asyncio.sleep(1.0)
+        for name in ("A", "B"):
+            await wait_for(redis_up(name, True), 10, f"{name} sees Redis again")
         again = await ctx.answer("A")
         assert ctx.fleet_slots() == 1
         first = await hold_stream(again.via(ctx.fleet["A"].base_url))
-        await asyncio.sleep(0.3)
+        await wait_for_attach(ctx, "A", again.call_sid)  # its nonce was claimed at start
         replay = await hold_stream(again.via(ctx.fleet["B"].base_url))
         await asyncio.wait_for(replay.wait_closed(), 5)
         assert replay.close_code == 1008

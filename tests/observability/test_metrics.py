@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 from helpers import (
@@ -11,6 +9,7 @@ from helpers import (
     ended_log,
     fixture_audio,
     metric_samples,
+    wait_for,
     within,
 )
 
@@ -81,7 +80,13 @@ async def test_metrics_endpoint_parses_and_moves_with_calls(live_server) -> None
             await srv.call(fixture_audio("goforward.ulaw"), speed=8, tail_s=0.3, min_turns=1)
             await srv.call(fixture_audio("goforward.ulaw"), speed=8, tail_s=0.3, min_turns=1)
             await http.post("/incoming-call", data={"CallSid": "CA" + "1" * 32})  # unsigned
-            await asyncio.sleep(0.2)
+
+            async def both_calls_ended() -> bool:  # the server ends a call after its socket
+                now = metric_samples((await http.get("/metrics")).text)
+                done = ("telephony_calls_total", (("outcome", "caller_hangup"),))
+                return now.get(done, 0.0) - before.get(done, 0.0) >= 2
+
+            await wait_for(both_calls_ended, 10, "two call.end records")
             after = metric_samples((await http.get("/metrics")).text)
 
     def value(name: str, **labels: str) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 from helpers import (
     AUTH_TOKEN,
     fixture_audio,
+    wait_for,
 )
 from processes import ServerProcess, free_port, http_status
 
@@ -48,10 +49,12 @@ async def test_sigterm_drains_calls_and_every_log_ends(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.02)
             server.signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
+
+            async def draining() -> bool:
+                return await asyncio.to_thread(http_status, base_url + "/readyz") == 503
+
             # draining: not ready, and a new call is answered busy
-            ready = await asyncio.to_thread(http_status, base_url + "/readyz")
-            assert ready == 503
+            await wait_for(draining, 10, "/readyz 503 after SIGTERM")
             busy = await asyncio.to_thread(_twiml_of_new_call, base_url)
             assert '<Reject reason="busy"' in busy
             results = await asyncio.wait_for(asyncio.gather(*calls), 20)

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from helpers import ACCOUNT_SID, AUTH_TOKEN, SILENCE, events, final_log, twilio_api
+from helpers import ACCOUNT_SID, AUTH_TOKEN, SILENCE, events, final_log, twilio_api, wait_for
 from twilio.request_validator import RequestValidator
 
 from telephony.testing import tone
@@ -65,7 +65,8 @@ async def test_the_dial_request_asks_for_asynchronous_amd(live_server) -> None:
 
 
 async def _call_then_amd(live_server, answered_by: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Dial, let the callee answer (the simulator), and 2 s in post ``answered_by``."""
+    """Dial, let the callee answer (the simulator), and 1 s after its stream has started (the
+    greeting has played by then) post ``answered_by``."""
     async with twilio_api() as (twilio, overrides):
         async with live_server(
             overrides=settings(overrides), reply=lambda turn: tone(600, 1500 if turn else 800)
@@ -75,7 +76,9 @@ async def _call_then_amd(live_server, answered_by: str, body: dict[str, Any]) ->
                 call = asyncio.create_task(
                     srv.call(SILENCE * 8000 * 8, call_sid=call_sid, speed=1, tail_s=0.5)
                 )
-                await asyncio.sleep(2.0)
+                live = srv.app.state.services.registry.live
+                await wait_for(lambda: call_sid in live, 10, "the dialled call's stream")
+                await asyncio.sleep(1.0)
                 forged = await http.post(
                     "/amd-status", data={"CallSid": call_sid, "AnsweredBy": "fax"}
                 )
