@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import AUTH_TOKEN, fixture_audio
+from helpers import AUTH_TOKEN, fixture_audio, wait_for
 from processes import ROOT, RedisServer, ServerProcess, http_status
 
 from telephony.observability.call_log import read_call_log
@@ -52,7 +52,8 @@ async def test_two_workers_share_the_calls_and_drain_on_sigterm(tmp_path: Path) 
         server = ServerProcess(env, tmp_path).start()
         try:
             await server.wait_until_up()
-            await asyncio.sleep(2)  # both workers have loaded the app
+            # both workers have loaded the app and listen (each says so once it serves)
+            await wait_for(lambda: server.output.count(RUNTIME) == 2, 60, "two workers serving")
             calls = [
                 asyncio.create_task(
                     simulate_call(server.base_url, caller, speed=2, auth_token=AUTH_TOKEN)
