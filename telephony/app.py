@@ -22,6 +22,7 @@ from .observability.retention import sweep_forever
 from .routes import calls, console, ops, sip, twilio
 from .routes.limits import BodyLimits
 from .services import Services, build_services
+from .twilio.trial import TRIAL_KEY_FILE
 
 __all__ = ["WS_MAX_BYTES", "configure_logging", "create_app", "create_worker_app"]
 
@@ -120,10 +121,12 @@ def _announce(services: Services) -> None:
             "DEVELOPMENT MODE (ALLOW_UNSIGNED=true): unsigned Twilio requests are accepted. "
             "Never expose this server through a tunnel in this mode."
         )
-    elif services.checker is None:
+    elif services.trial:
         logger.warning(
-            "TWILIO_AUTH_TOKEN is not set: every Twilio request will be refused (403). "
-            "Set it, or ALLOW_UNSIGNED=true for local development on loopback."
+            "TRIAL MODE (no TWILIO_AUTH_TOKEN): only local calls signed with %s are taken "
+            "(python -m telephony.simulate signs with it); Twilio's requests are refused (403) "
+            "until TWILIO_AUTH_TOKEN and PUBLIC_URL are set.",
+            settings.call_log_dir / TRIAL_KEY_FILE,
         )
     if services.backend == "local":
         logger.warning(

@@ -44,6 +44,7 @@ from .twilio.ids import is_call_sid, is_stream_sid
 from .twilio.media_stream import Start
 from .twilio.rest import TwilioCalls
 from .twilio.signatures import SignatureChecker
+from .twilio.trial import trial_key
 
 __all__ = ["Services", "build_services"]
 
@@ -87,6 +88,12 @@ class Services:
     dial_rate: RateLimit
     refusals: LogLimiter = field(default_factory=lambda: LogLimiter(_refusal_logger))
     console: CallIndex | None = None
+
+    @property
+    def trial(self) -> bool:
+        """Trial mode: no ``TWILIO_AUTH_TOKEN``; only requests signed with this machine's
+        trial key (local simulated calls) are taken."""
+        return self.checker is not None and self.settings.twilio_auth_token is None
 
     async def admit(self, start: Start, call: MediaStreamCall) -> dict[str, Any]:
         """The admission check at ``start``, counted when it refuses: a well-formed CallSid
@@ -245,10 +252,13 @@ def _registry(settings: Settings, state: FleetState, metrics: ServiceMetrics) ->
 
 def _twilio(settings: Settings) -> tuple[SignatureChecker | None, TwilioCalls | None]:
     """Twilio's signature checks (with ``TWILIO_AUTH_TOKEN``) and REST access to live calls
-    (with the account SID too)."""
+    (with the account SID too). Without the token: trial mode, requests signed with this
+    machine's trial key (:mod:`telephony.twilio.trial`), or none in ``ALLOW_UNSIGNED`` mode."""
     token, shared_key = settings.twilio_auth_token, settings.twilio_webhook_shared_key
     if token is None:
-        return None, None
+        if settings.allow_unsigned:
+            return None, None
+        return SignatureChecker(trial_key(settings.call_log_dir)), None
     checker = SignatureChecker(
         token.get_secret_value(),
         shared_key.get_secret_value() if shared_key else None,

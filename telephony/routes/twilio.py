@@ -81,9 +81,19 @@ def signed(
 ) -> bool:
     """Whether the request is Twilio's: ``X-Twilio-Signature`` signs ``url`` and ``params``
     with the key ``X-Twilio-Webhooks-Signature-Settings`` names. Refusals are logged (at a
-    bounded rate) and counted. Without ``TWILIO_AUTH_TOKEN`` everything is refused, except in
-    the loopback development mode, which still refuses what came through a proxy or tunnel."""
+    bounded rate) and counted. Without ``TWILIO_AUTH_TOKEN`` (trial mode) only what this
+    machine's trial key signed is taken, and nothing that came through a proxy or tunnel;
+    the loopback development mode (``ALLOW_UNSIGNED``) takes unsigned local requests."""
     checker, metrics = services.checker, services.metrics
+    if services.trial and any(name in headers for name in PROXY_HEADERS):
+        services.refusals.warning(
+            "trial tunnel",
+            "%s refused: trial mode (no TWILIO_AUTH_TOKEN) takes only local calls; for "
+            "Twilio's, set TWILIO_AUTH_TOKEN and PUBLIC_URL",
+            what,
+        )
+        metrics.rejected.labels(reason="bad_signature").inc()
+        return False
     if checker is None:
         if not services.settings.allow_unsigned:
             services.refusals.warning("no token", "%s refused: TWILIO_AUTH_TOKEN is not set", what)

@@ -17,11 +17,18 @@ from telephony.observability.prometheus import ServiceMetrics
 from telephony.testing import tone
 
 
+def sent_late(result, at: float) -> float:
+    """How late (seconds) the caller's loop sent the frame captured at call time ``at``."""
+    return result.send_lateness_s[round(at / 0.02)]
+
+
 async def test_call_end_metrics_match_what_the_caller_measured(live_server) -> None:
     """Real time (speed 1): greeting, turn latency and barge-in reaction agree with what the
     caller measured. The server times them where it sends and receives, the caller where it
     receives and sends: the two differ by the loopback trip through both event loops (about a
-    millisecond; a metric taken at the wrong moment is off by a turn, hundreds of ms)."""
+    millisecond; a metric taken at the wrong moment is off by a turn, hundreds of ms). The
+    caller's speech is timed on its audio clock; a frame its loop sent late reached the server
+    late, so that lateness is taken off before comparing."""
     caller = (
         SILENCE * 8000
         + fixture_audio("goforward.ulaw")
@@ -43,12 +50,13 @@ async def test_call_end_metrics_match_what_the_caller_measured(live_server) -> N
     within("metrics.greeting_disagree_ms", disagree, 50)
     # turn latency: caller's end of speech -> first frame of the reply
     assert answer.latency_s is not None
-    disagree = abs(metrics["turn_latency_ms"][0] - answer.latency_s * 1000)
+    latency_s = answer.latency_s - sent_late(result, result.caller_speech[0][1] - 0.02)
+    disagree = abs(metrics["turn_latency_ms"][0] - latency_s * 1000)
     within("metrics.turn_latency_disagree_ms", disagree, 50)
     # barge-in: caller's start of speech over the reply -> clear
     caller_restarts = result.caller_speech[1][0]
     barge_in_clear = next(at for at in result.clears if at > caller_restarts)
-    expected_ms = (barge_in_clear - caller_restarts) * 1000
+    expected_ms = (barge_in_clear - caller_restarts - sent_late(result, caller_restarts)) * 1000
     assert len(metrics["barge_in_ms"]) == 1  # only real barge-ins
     within("metrics.barge_in_disagree_ms", abs(metrics["barge_in_ms"][0] - expected_ms), 50)
     assert after_barge_in.first_frame_at > barge_in_clear
