@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import random
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -122,10 +124,26 @@ class LiveServer:
         return await answer_call(self.base_url, auth_token=AUTH_TOKEN, **kwargs)
 
 
+PORT_BLOCK = 1000
+_next_port = itertools.count(random.Random(os.getpid()).randrange(PORT_BLOCK))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port for a test's server. Not one the kernel hands out (an ephemeral
+    port, 32768-60999 here, may be taken by any client socket between this check and the
+    server's bind): each xdist worker takes ports from a block of its own below that range,
+    so two tests never race for one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = 20000 + (int(worker) if worker.isdigit() else 0) % 12 * PORT_BLOCK
+    for _ in range(PORT_BLOCK):
+        port = base + next(_next_port) % PORT_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # something else listens there
+            return port
+    raise AssertionError(f"no free port in {base}-{base + PORT_BLOCK - 1}")
 
 
 @contextlib.asynccontextmanager

@@ -15,8 +15,11 @@ import asyncio
 import binascii
 import contextlib
 import functools
+import json
 import logging
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import websockets
 from agents.realtime import openai_realtime
@@ -30,9 +33,12 @@ from agents.realtime.openai_realtime import (
 )
 from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
 
 __all__ = [
     "LivenessConnection",
+    "ModelRefused",
+    "ModelUnreachable",
     "PhoneRealtimeModel",
     "PhoneSIPModel",
     "append_message",
@@ -157,12 +163,49 @@ class _PhoneSocket:
         for ours, theirs in (("open_timeout", "handshake_timeout"), ("max_size", "max_size")):
             if theirs in config:
                 options[ours] = config[theirs]  # type: ignore[literal-required]
-        connection = await websockets.connect(url, **options)
+        try:
+            connection = await websockets.connect(url, **options)
+        except InvalidStatus as exc:
+            raise ModelRefused.of(exc) from exc
+        except OSError as exc:
+            host = urlsplit(url).hostname
+            raise ModelUnreachable(f"cannot reach {host}: {exc}") from exc
         assert isinstance(connection, LivenessConnection)
         connection.watch(self._silence_s, self._pong_timeout_s)
         return connection
 
 
+class ModelUnreachable(ConnectionError):
+    """The model's host could not be reached (no network, DNS, a firewall); the message names
+    the host."""
+
+
+class ModelRefused(ConnectionError):
+    """The model refused the connection with an HTTP status; the message keeps OpenAI's own
+    words (``Incorrect API key provided``), keys in it masked. ``permanent`` for 401 and 403:
+    retrying cannot help."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def permanent(self) -> bool:
+        return self.status in (401, 403)
+
+    @classmethod
+    def of(cls, exc: InvalidStatus) -> ModelRefused:
+        response = exc.response
+        said = ""
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            said = str(json.loads(response.body or b"{}")["error"]["message"])
+        said = _KEYS.sub("sk-…", said)[:300]
+        return cls(
+            f"HTTP {response.status_code}" + (f": {said}" if said else ""), response.status_code
+        )
+
+
+_KEYS = re.compile(r"\bsk-[A-Za-z0-9_*\-]+")
 _APPEND_HEAD = '{"audio":"'
 _APPEND_TAIL = '","type":"input_audio_buffer.append"}'
 

@@ -27,6 +27,7 @@ from agents.realtime import RealtimeSession
 
 from ..admission import POLICY_VIOLATION
 from ..agent.sessions import server_event
+from ..audio.clips import apology
 from ..audio.echo import PlayoutReference
 from ..config import CallFeatures, CallLimits
 from ..observability.call_log import CallLog, CallLogs, describe_error
@@ -57,8 +58,6 @@ from .watchdog import CallWatchdog
 __all__ = ["Admit", "MediaStreamCall", "TwilioSocket"]
 
 logger = logging.getLogger("telephony.bridge")
-END_SLACK_FRAMES = 3  # a loud frame this close to the model's end of speech is part of it
-UNHEARD_LOUD_S = 2.0  # loud audio the model never called speech (noise, echo) blocks no longer
 
 
 class _CallEnded(Exception):
@@ -291,24 +290,21 @@ class MediaStreamCall:
 
     def quiet(self) -> bool:
         """Nothing is playing or held back, no response or tool is under way, the caller is
-        not speaking (by the model's VAD, and by our own ear: see :meth:`_caller_done`), and
-        no hang-up or transfer is pending."""
+        not speaking (by the model's VAD, and by our own ear: see
+        :meth:`~.inbound.InboundAudio.heard_out`), and no hang-up or transfer is pending."""
         return (
             self.out.idle
             and not self._recorder.busy
             and not self.control.busy
-            and self._caller_done()
+            and self.inbound.heard_out()
         )
 
-    def _caller_done(self) -> bool:
-        """Every loud caller frame sent so far is behind the model's last reported end of
-        speech, or older than ``UNHEARD_LOUD_S``. The model's VAD events trail the audio (its
-        hangover, the network, our own event loop): a switch in that window would leave the
-        start of a turn with the old session."""
-        loud = self.inbound.last_loud_frame
-        if loud < 0 or loud <= self.metrics.speech_end_frame + END_SLACK_FRAMES:
-            return True
-        return time.monotonic() - self.inbound.last_loud_at >= UNHEARD_LOUD_S
+    async def say_sorry(self) -> str:
+        """The recorded apology to the caller, when nothing else can say it (no model, no
+        REST); returns how, for ``call.apology``."""
+        self.route.attached.set()  # the caller pump reads the socket: the clip's marks echo
+        played = await self.out.play_clip(apology(), "apology")
+        return "stream (recorded apology)" if played else "stream (apology not confirmed)"
 
     @property
     def caller_s(self) -> float:

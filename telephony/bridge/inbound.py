@@ -34,6 +34,9 @@ LOGGED_ERRORS = 20
 MAX_PAYLOAD_BYTES = 1600  # 200 ms of μ-law; Twilio sends 160
 MAX_SEQUENCE_JUMP = 10_000  # a jump beyond this is not a lost packet but a forged counter
 LOUD_PEAK = 1000  # pcm16 units (about -30 dBFS): a frame reaching it may be speech
+END_SLACK_FRAMES = 3  # a loud frame this close to the model's end of speech is part of it
+UNHEARD_LOUD_FRAMES = 100  # loud audio the model never called speech (noise, echo) blocks no
+# longer than 2 s of caller audio
 _QUIET = quiet_codes(LOUD_PEAK)
 
 
@@ -57,7 +60,6 @@ class InboundAudio:
         self.last_sequence = 0
         self.frames_in = 0
         self.last_loud_frame = -1  # index of the last frame with a sample reaching LOUD_PEAK
-        self.last_loud_at = 0.0  # when it arrived (time.monotonic())
         self.bytes_in = 0
         self.protocol_errors = 0
         self.dropped_ms = 0.0
@@ -105,7 +107,7 @@ class InboundAudio:
 
         ``now`` is when it arrived (``time.monotonic()``); ``t0`` when its parsing began
         (``time.perf_counter()``), for the per-frame CPU figure. A frame with a sample reaching
-        ``LOUD_PEAK`` sets :attr:`last_loud_frame` and :attr:`last_loud_at`.
+        ``LOUD_PEAK`` sets :attr:`last_loud_frame`.
         """
         frame_ms = len(ulaw) / 8
         if self._first_at is None:
@@ -121,7 +123,6 @@ class InboundAudio:
         self.frames_in += 1
         if ulaw.translate(None, _QUIET):  # some sample reaches LOUD_PEAK
             self.last_loud_frame = self.frames_in - 1
-            self.last_loud_at = now
         self.bytes_in += len(ulaw)
         if self.frames_in % COUNTER_EVERY_FRAMES == 0:
             self._record(
@@ -133,6 +134,17 @@ class InboundAudio:
         pcm = self._up.feed(ulaw)
         self._metrics.inbound_processing(time.perf_counter() - t0)
         return pcm
+
+    def heard_out(self) -> bool:
+        """Every loud caller frame so far is behind the model's last reported end of speech
+        (within ``END_SLACK_FRAMES``), or ``UNHEARD_LOUD_FRAMES`` frames old. The model's VAD
+        events trail the audio (its hangover, the network, our own event loop): a session
+        replaced in that window would leave the start of a turn with the old one. Counted in
+        caller frames, not seconds: a loop that fell behind reads many frames at once."""
+        loud = self.last_loud_frame
+        if loud < 0 or loud <= self._metrics.speech_end_frame + END_SLACK_FRAMES:
+            return True
+        return self.frames_in - 1 - loud >= UNHEARD_LOUD_FRAMES
 
     def totals(self) -> dict[str, Any]:
         """Inbound figures for ``call.end``."""

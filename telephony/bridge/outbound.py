@@ -11,12 +11,14 @@ the caller's ear when the caller barges in.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..audio import Framer, ModelToCaller, ulaw_decode
+from ..audio import FRAME_BYTES, Framer, ModelToCaller, ulaw_decode
 from ..audio.echo import PlayoutReference
 from ..observability.call_metrics import CallMetrics
 from ..twilio.media_stream import MediaMessages, clear_message, mark_message
@@ -192,6 +194,21 @@ class OutboundAudio:
             self._mark_samples[mark.name] = self.reference.play(pcm, self._clock())
         await self._send(mark_message(self.stream_sid, mark.name))
         self._record("mark.sent", name=mark.name, item_id=item_id, ms=ms, frames=len(frames))
+
+    async def play_clip(self, ulaw: bytes, name: str, wait_s: float = 2.0) -> bool:
+        """Play a recorded clip (μ-law 8 kHz, whole 20 ms frames) to the caller as item
+        ``name``, with its marks, and wait until Twilio says all of it played (at most its
+        length plus ``wait_s``). True when it did."""
+        frames = [ulaw[i : i + FRAME_BYTES] for i in range(0, len(ulaw), FRAME_BYTES)]
+        if self._media is None or not frames:
+            return False
+        for i in range(0, len(frames), MAX_FRAMES_PER_MESSAGE):
+            await self._emit(frames[i : i + MAX_FRAMES_PER_MESSAGE], (name, 0))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(len(ulaw) / 8000 + wait_s):
+                while self.playback.unplayed_ms > 0:  # noqa: ASYNC110 (the echoes set it)
+                    await asyncio.sleep(0.02)
+        return self.playback.unplayed_ms == 0
 
     async def send_untracked(self, ulaw: bytes) -> None:
         """μ-law audio that is not the agent's (the hold sound): one ``media`` message, no

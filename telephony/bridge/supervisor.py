@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from agents.realtime import RealtimePlaybackTracker, RealtimeSession
 
+from ..agent.openai_model import ModelRefused
 from ..agent.sessions import (
     create_response,
     greet,
@@ -93,6 +94,10 @@ class SessionHost(Protocol):
 
     def quiet(self) -> bool:
         """Nothing the caller would notice is under way: a session may be replaced now."""
+        ...
+
+    async def say_sorry(self) -> str:
+        """Play the recorded apology to the caller; returns how, for ``call.apology``."""
         ...
 
 
@@ -212,7 +217,7 @@ class SessionSupervisor:
             if spare is not None:
                 await self._close(spare)
             set_reason(reason)
-            await self.apologise(call_sid, reason)
+            await self.apologise(call_sid, reason, host)
             return
 
     async def _drive(
@@ -339,8 +344,12 @@ class SessionSupervisor:
                 self._close_later(session)
             raise
         except Exception as exc:
-            self._record("model.connect_failed", error=describe_error(exc))
+            refused = isinstance(exc, ModelRefused) and exc.permanent  # a key, a permission
+            self._record("model.connect_failed", error=describe_error(exc), refused=refused)
             logger.warning("call %s: model connect failed: %s", call_sid, describe_error(exc))
+            if refused:
+                self._reconnects_left = 0  # the same request would be refused again
+                return None
             if self._reconnects_left > 0 and self._sessions == 0:
                 self._reconnects_left -= 1  # a failed first connect gets its one retry here
                 self._record("model.reconnecting", after="model_connect_failed")
@@ -386,15 +395,17 @@ class SessionSupervisor:
             chars=figures["chars"],
         )
 
-    async def apologise(self, call_sid: str, reason: str) -> None:
+    async def apologise(self, call_sid: str, reason: str, host: SessionHost | None = None) -> None:
         """We are ending the call (model gone, shutdown, time limit): tell the caller if we
-        can; the stream is closed after."""
-        if self._on_model_failure is None:
-            self._record("call.apology", via="none (stream closed)", reason=reason)
-            return
+        can (Twilio's REST ``<Say>``; for a model that failed, without REST, the recorded
+        apology over the stream); the stream is closed after."""
+        via = "none (stream closed)"
         try:
-            async with asyncio.timeout(self._limits.close_timeout):
-                via = await self._on_model_failure(call_sid, reason)
+            if self._on_model_failure is not None:
+                async with asyncio.timeout(self._limits.close_timeout):
+                    via = await self._on_model_failure(call_sid, reason)
+            if via.startswith("none") and reason in MODEL_FAILURES and host is not None:
+                via = await host.say_sorry()
             self._record("call.apology", via=via, reason=reason)
         except Exception as exc:
             self._record("call.apology", via="failed", reason=reason, error=describe_error(exc))

@@ -13,6 +13,9 @@ Imports nothing of the package.
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from typing import TypeVar
 
 from pydantic import BaseModel, SecretStr, ValidationError, model_validator
@@ -42,6 +45,7 @@ __all__ = [
     "Prices",
     "Settings",
     "load_settings",
+    "misspelled_variables",
     "parse_transfer_targets",
 ]
 
@@ -162,5 +166,29 @@ def load_settings(**overrides: object) -> Settings:
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "unknown setting (not one of the variables in the README)"
+                close = difflib.get_close_matches(name, _variables(), n=1, cutoff=0.75)
+                if close:
+                    message += f"; did you mean {close[0]}?"
             lines.append(f"{name}: {message}" if name else message)  # a rule across variables
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def _variables() -> list[str]:
+    return [name.upper() for name in Settings.model_fields]
+
+
+def misspelled_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Environment variables that look like one of ours but are not (``TWILLIO_AUTH_TOKEN``):
+    the environment also holds other programs' variables, so these are warnings, one line
+    each with the name meant; ``.env`` typos are errors instead (:func:`load_settings`)."""
+    ours = _variables()
+    environ = os.environ if environ is None else environ
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper in ours or not upper.replace("_", "").isalnum():
+            continue
+        close = difflib.get_close_matches(upper, ours, n=1, cutoff=0.8)
+        if close:
+            lines.append(f"{name} is not a setting of this server: did you mean {close[0]}?")
+    return lines

@@ -73,6 +73,12 @@ class TwilioSettings(BaseModel):
             raise ValueError("must be an http(s):// base URL such as https://abc.ngrok.app")
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query string or fragment")
+        if parts.path.strip("/"):
+            base = f"{parts.scheme}://{parts.netloc}"
+            raise ValueError(
+                f"must be the base URL without a path: {base}, not {value} (the routes, such "
+                "as /incoming-call, are added to it)"
+            )
         return value.rstrip("/")
 
     @field_validator("twilio_account_sid")

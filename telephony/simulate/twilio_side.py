@@ -26,7 +26,11 @@ from .audio_files import FRAME_S, speech_segments
 
 __all__ = ["FRAME_S", "Echo", "Say", "SimulationResult", "Turn", "TwilioSide"]
 
-STALL_GAP_S = 0.3  # a frame within this of the previous one continues the same reply
+# agent audio that comes after the last ran out continues the same reply (a stall: the caller
+# hears a gap) unless the caller spoke since it began, or the gap was long both in call time
+# and in wall time (a fast replay on a busy machine stretches a small hiccup in call time)
+REPLY_GAP_S = 1.0
+REPLY_GAP_WALL_S = 0.5
 
 
 @dataclass
@@ -231,12 +235,7 @@ class TwilioSide:
         last_frame_at = self.r.frames[-1][0] if self.r.frames else None
         self.r.frames.append((now, frame))
         self.r.agent_audio_s += len(frame) / 8000
-        if (
-            self.turn is not None
-            and not self.playing()
-            and last_frame_at is not None
-            and (now - last_frame_at < STALL_GAP_S)
-        ):
+        if self.turn is not None and not self.playing() and self._stalled(now, last_frame_at):
             # the reply goes on, but its next frame came after the previous one finished playing
             self.r.stall_s += now - self.play_until
         elif self.turn is None or not self.playing():
@@ -248,11 +247,24 @@ class TwilioSide:
         self.play_until = start + len(frame) / 8000
         self.queue.append((start, self.play_until, frame))
 
+    def _stalled(self, now: float, last_frame_at: float | None) -> bool:
+        """Whether audio arriving at ``now``, with nothing playing, continues the current
+        reply (see ``REPLY_GAP_S``)."""
+        assert self.turn is not None
+        if last_frame_at is None:
+            return False
+        began = self.turn.first_frame_at
+        if any(began < start <= now for start, _ in self.r.caller_speech):
+            return False  # the caller spoke: this is an answer to that
+        gap = now - last_frame_at
+        return gap < REPLY_GAP_S or gap / self.speed < REPLY_GAP_WALL_S
+
     def on_mark(self, now: float, name: str) -> None:
         self.r.marks.append((name, now))
         self.pending_marks.append((name, max(now, self.play_until)))
 
     async def on_clear(self, now: float) -> None:
+        await self.echo_marks(now)  # what played before the clear was heard: echoed as played
         self.r.clears.append(now)
         if self.turn is not None and self.playing():  # a clear after the reply ended cuts nothing
             self.turn.cleared = True

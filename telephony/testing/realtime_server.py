@@ -21,6 +21,7 @@ What it does per connection:
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,8 @@ class LoopbackRealtimeServer:
             caller); None: neither.
         keep_audio: keep the caller audio each connection received (False: count it only, for
             hours-long benchmark calls).
+        api_key: refuse a handshake without ``Authorization: Bearer <api_key>`` with HTTP 401
+            and OpenAI's error body for a wrong key; None: any key.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class LoopbackRealtimeServer:
         announce_expiry: bool = True,
         playout_delay_s: float | None = None,
         keep_audio: bool = True,
+        api_key: str | None = None,
     ) -> None:
         self.reply = reply or (lambda _turn: tone(600.0, 1000.0))
         self.chunk_ms = chunk_ms
@@ -96,6 +100,7 @@ class LoopbackRealtimeServer:
         self.announce_expiry = announce_expiry
         self.playout_delay_s = playout_delay_s
         self.keep_audio = keep_audio
+        self.api_key = api_key
         # fail_rule(n) -> "close_frame_only" | "silent" | None: connection n misbehaves when a
         # reply is first due (at its first speech_stopped) instead of answering: it sends a
         # close frame but keeps TCP open, or it goes silent (no data, no pongs)
@@ -126,6 +131,12 @@ class LoopbackRealtimeServer:
         await self._server.wait_closed()
 
     def _gate(self, connection: ServerConnection, request: Any) -> Any:
+        if self.api_key is not None:
+            sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if sent != self.api_key:
+                response = connection.respond(401, _invalid_key(sent))
+                response.headers["Content-Type"] = "application/json"
+                return response
         if self.reject_next > 0:
             self.reject_next -= 1
             return connection.respond(503, "loopback refuses this connection\n")
@@ -157,3 +168,14 @@ class LoopbackRealtimeServer:
         finally:
             self._live.discard(ws)
             conn.closed.set()
+
+
+def _invalid_key(sent: str) -> str:
+    """OpenAI's 401 body for a wrong key (it shows the key's first and last characters)."""
+    shown = f"{sent[:3]}{'*' * 10}{sent[-4:]}" if len(sent) > 8 else "***"
+    message = (
+        f"Incorrect API key provided: {shown}. You can find your API key at "
+        "https://platform.openai.com/account/api-keys."
+    )
+    error = {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}
+    return json.dumps({"error": error})
