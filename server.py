@@ -13,9 +13,11 @@ second signal, a second or more after the first, exits at once.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import resource
+import secrets
 import socket
 import sys
 import time
@@ -26,10 +28,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import multiprocess
 
-from telephony.agent.local import LocalModelUnavailable
-from telephony.app import WS_MAX_BYTES, configure_logging, create_app
-from telephony.config import ConfigError, Settings, load_settings
-from telephony.connections import GuardLimits, guard
+from telephony.config import ConfigError, Settings, load_settings, misspelled_variables
+from telephony.preflight import port_problem, preflight, report
 
 REPEAT_SIGNAL_S = 1.0  # a signal this soon after the first is the same request (Ctrl-C hits
 # the whole process group, and the supervisor forwards SIGTERM too)
@@ -115,6 +115,9 @@ class DrainingProcess(multiprocess.Process):
 
 
 def _uvicorn_config(settings: Settings, app: Any, **kwargs: Any) -> uvicorn.Config:
+    from telephony.app import WS_MAX_BYTES, configure_logging
+    from telephony.connections import GuardLimits, guard
+
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -144,12 +147,62 @@ def _raise_file_limit(needed: int) -> None:
             )
 
 
-def main() -> int:
-    try:
+HELP = """\
+Run the telephony server (settings from the environment or a .env file here).
+
+The settings that matter first:
+  OPENAI_API_KEY       the real agent; without it the embedded offline model answers
+  TWILIO_AUTH_TOKEN    your Twilio number's calls (with PUBLIC_URL and TWILIO_ACCOUNT_SID);
+                       without it: trial mode, local simulated calls only
+  PUBLIC_URL           the https:// URL Twilio reaches (your tunnel's or your domain's)
+  HOST, PORT           where it listens (127.0.0.1:8000; 0.0.0.0 behind a load balancer)
+  CONSOLE_TOKEN        the operator console at /console and its browser call
+
+Every setting, with its default: the README's "Configuration" (or python -m telephony.config).
+"""
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python server.py", description=HELP, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the settings, the port and (where set) the Twilio and OpenAI credentials,\n"
+        "one line each, then exit (0: all fine)",
+    )
+    parser.add_argument(
+        "--secret",
+        action="store_true",
+        help="print a new random secret (for STREAM_TOKEN_SECRET, CONSOLE_TOKEN, ...) and exit",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    if args.secret:
+        print(secrets.token_urlsafe(32))
+        return 0
+    try:  # before the heavy imports: a setting's mistake is said at once
         settings = load_settings()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.check:
+        text, status = report(preflight(settings))
+        print(text)
+        return status
+    for line in misspelled_variables():
+        print(f"warning: {line}", file=sys.stderr)
+    problem = port_problem(settings.host, settings.port)
+    if problem is not None:  # before the models load
+        print(f"cannot start: {problem}", file=sys.stderr)
+        return 2
+    from telephony.agent.local import LocalModelUnavailable
+    from telephony.app import configure_logging, create_app
+
     configure_logging(settings)
     _raise_file_limit(2 * settings.connection_limit)  # each connection, and each call's model
     if settings.workers > 1:  # each worker builds its own app (and loads its own models)

@@ -62,7 +62,7 @@ def live_server(settings: Settings) -> Callable[..., Any]:
     ) -> AsyncIterator[LiveServer]:
         async with LoopbackRealtimeServer(**loopback) as model:
             app_settings = with_settings(
-                settings, openai_realtime_url=model.url, **(overrides or {})
+                settings, **{"openai_realtime_url": model.url, **(overrides or {})}
             )
             app = create_app(app_settings, limits=limits, agent=agent)
             async with run_server(app, app_settings.port) as base_url:

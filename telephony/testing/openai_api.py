@@ -30,6 +30,8 @@ class OpenAIApiStandIn:
     )  # (action, call_id, body)
     gone: set[str] = field(default_factory=set)
     arrived: list[tuple[str, float]] = field(default_factory=list)  # (action, Unix time)
+    api_key: str | None = None  # checked by the model resource (None: any)
+    models: tuple[str, ...] = ("gpt-realtime",)
 
     def of(self, action: str) -> list[tuple[str, dict[str, Any]]]:
         return [(call_id, body) for a, call_id, body in self.requests if a == action]
@@ -41,6 +43,19 @@ class OpenAIApiStandIn:
     @property
     def app(self) -> FastAPI:
         app = FastAPI()
+
+        @app.get("/v1/models/{model}")
+        async def model(model: str, request: Request) -> Response:
+            sent = request.headers.get("authorization", "").removeprefix("Bearer ")
+            if self.api_key is not None and sent != self.api_key:
+                shown = f"{sent[:3]}{'*' * 10}{sent[-4:]}"
+                message = f"Incorrect API key provided: {shown}."
+                error = {"message": message, "type": "invalid_request_error"}
+                return JSONResponse({"error": error}, status_code=401)
+            if model not in self.models:
+                message = f"The model '{model}' does not exist or you do not have access to it."
+                return JSONResponse({"error": {"message": message}}, status_code=404)
+            return JSONResponse({"id": model, "object": "model", "owned_by": "system"})
 
         @app.post("/v1/realtime/calls/{call_id}/{action}")
         async def calls(call_id: str, action: str, request: Request) -> Response:

@@ -7,6 +7,7 @@ Serve :attr:`TwilioApiStandIn.app` on 127.0.0.1 and point the twilio client at i
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -32,10 +33,23 @@ class TwilioApiStandIn:
     requests: list[ApiRequest] = field(default_factory=list)
     gone: set[str] = field(default_factory=set)
     created: list[str] = field(default_factory=list)  # CallSids of calls it "placed"
+    auth_token: str | None = None  # checked by the account resource (None: any)
 
     @property
     def app(self) -> FastAPI:
         app = FastAPI()
+
+        @app.get("/2010-04-01/Accounts/{account_sid}.json")
+        async def account(account_sid: str, request: Request) -> Any:
+            sent = request.headers.get("authorization", "")
+            expected = (
+                "Basic " + base64.b64encode(f"{account_sid}:{self.auth_token}".encode()).decode()
+            )
+            if self.auth_token is not None and sent != expected:
+                return JSONResponse(
+                    {"code": 20003, "message": "Authenticate", "status": 401}, status_code=401
+                )
+            return {"sid": account_sid, "status": "active", "type": "Full"}
 
         @app.post("/2010-04-01/Accounts/{account_sid}/Calls.json")
         async def create_call(account_sid: str, request: Request) -> Any:

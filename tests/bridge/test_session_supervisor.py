@@ -12,6 +12,7 @@ import pytest
 from audio_checks import contains_run
 from helpers import (
     ACCOUNT_SID,
+    AUTH_TOKEN,
     events,
     final_log,
     fixture_audio,
@@ -137,3 +138,44 @@ async def test_rest_apology_tolerates_a_call_that_already_ended(live_server) -> 
             log = await final_log(srv, result.call_sid)
     assert events(log, "call.apology")[0]["via"] == "twilio_rest (call already ended)"
     assert log[-1]["reason"] == "model_connect_failed"
+
+
+async def test_a_refused_key_is_said_once_in_openais_words_and_the_caller_hears_sorry(
+    live_server, monkeypatch, tmp_path, capsys
+) -> None:
+    """OpenAI answers a wrong key with HTTP 401 and "Incorrect API key provided": no retry
+    (it cannot help), the reason logged once with the key masked, the recorded apology played
+    (no REST credentials here), and the simulator says why the agent was silent."""
+    from telephony.simulate import main
+
+    async with live_server(api_key="sk-the-right-key-0123456789") as srv:
+        monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+        monkeypatch.setenv("CALL_LOG_DIR", str(srv.settings.call_log_dir))
+        source = tmp_path / "caller.ulaw"
+        source.write_bytes(fixture_audio("goforward.ulaw"))
+        args = [str(source), "--url", srv.base_url, "--tail", "20", "--out", str(tmp_path / "o")]
+        assert await asyncio.to_thread(main, args) == 0
+    printed = capsys.readouterr().out
+    (log_path,) = srv.settings.call_log_dir.glob("*.jsonl")
+    log = read_call_log(log_path)
+    failed = events(log, "model.connect_failed")
+    assert (
+        len(failed) == 1 and failed[0]["refused"] is True and not events(log, "model.reconnecting")
+    )
+    assert failed[0]["error"].startswith("ModelRefused: HTTP 401: Incorrect API key provided: sk-…")
+    assert "sk-test-not-a-real-key" not in log_path.read_text()  # the key, masked or not
+    assert events(log, "call.apology")[0]["via"] == "stream (recorded apology)"
+    assert log[-1]["reason"] == "model_connect_failed"
+    assert "note: the model failed: ModelRefused: HTTP 401: Incorrect API key" in printed
+
+
+async def test_an_unreachable_model_host_is_named(live_server) -> None:
+    async with live_server(
+        overrides={"openai_realtime_url": "ws://no-such-host.invalid/v1"}
+    ) as srv:
+        result = await srv.call(fixture_audio("goforward.ulaw"), speed=4, tail_s=20)
+        log = await final_log(srv, result.call_sid)
+    failed = events(log, "model.connect_failed")
+    assert failed and failed[0]["error"].startswith(
+        "ModelUnreachable: cannot reach no-such-host.invalid"
+    )
