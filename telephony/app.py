@@ -19,7 +19,7 @@ from .agent.sessions import ModelFactory
 from .config import CallLimits, Settings, load_settings
 from .observability.logs import LOG_FORMAT, install_redaction
 from .observability.retention import sweep_forever
-from .routes import calls, console, ops, sip, twilio
+from .routes import calls, console, ops, phone, sip, twilio
 from .routes.limits import BodyLimits
 from .services import Services, build_services
 from .twilio.trial import TRIAL_KEY_FILE
@@ -79,7 +79,8 @@ def create_app(
     )
     app.add_middleware(BodyLimits)
     app.state.services = services
-    for router in (twilio.router, calls.router, sip.router, ops.router, console.router):
+    routers = (twilio.router, calls.router, sip.router, ops.router, console.router, phone.router)
+    for router in routers:
         app.include_router(router)
     return app
 
@@ -127,6 +128,20 @@ def _announce(services: Services) -> None:
             "(python -m telephony.simulate signs with it); Twilio's requests are refused (403) "
             "until TWILIO_AUTH_TOKEN and PUBLIC_URL are set.",
             settings.call_log_dir / TRIAL_KEY_FILE,
+        )
+    if settings.console_token is not None:
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        logger.info(
+            "console: http://%s:%d/console (sign in with CONSOLE_TOKEN; call the agent from "
+            "there: /console/phone)",
+            host,
+            settings.port,
+        )
+    if settings.twilio_auth_token is not None and settings.twilio_account_sid is None:
+        logger.warning(
+            "TWILIO_ACCOUNT_SID is not set: signatures are checked, but end_call and "
+            "transfer_call cannot hang up or transfer through Twilio (the stream just closes), "
+            "and outbound calls cannot be placed"
         )
     if services.backend == "local":
         logger.warning(

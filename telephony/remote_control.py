@@ -179,14 +179,14 @@ class RemoteControl:
         call = self._registry.live.get(str(message.get("call")))
         if call is None:
             return {"ok": False, "error": "not here"}
-        args = message.get("args") or {}
+        args, control = message.get("args") or {}, call.control
         if message.get("op") == "hangup":
-            detail = await call.operator_hang_up(str(args.get("reason", "operator")))
+            detail = await control.operator_hang_up(str(args.get("reason", "operator")))
         elif message.get("op") == "transfer":
-            detail = await call.operator_transfer(str(args.get("destination", "")))
-        elif message.get("op") == "amd" and hasattr(call, "on_answered"):
+            detail = await control.operator_transfer(str(args.get("destination", "")))
+        elif message.get("op") == "amd" and hasattr(control, "on_answered"):  # Media Streams
             answered_by, text = str(args.get("answered_by")), str(args.get("message", ""))
-            detail = await call.on_answered(answered_by, text)
+            detail = await control.on_answered(answered_by, text)
         else:
             return {"ok": False, "error": "unknown op"}
         return {"ok": True, "detail": detail}

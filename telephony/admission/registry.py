@@ -26,6 +26,7 @@ __all__ = [
     "Admission",
     "CallRegistry",
     "Controllable",
+    "OperatorControl",
     "Refused",
 ]
 
@@ -47,12 +48,8 @@ class Refused(Exception):
         self.code = code
 
 
-class Controllable(Protocol):
-    """A call in progress, as draining and remote call control see it."""
-
-    def end(self, reason: str) -> None:
-        """End the call now (politely where it can)."""
-        ...
+class OperatorControl(Protocol):
+    """What an operator may do to a call in progress (both call paths' call control)."""
 
     async def operator_hang_up(self, reason: str) -> str:
         """Have the agent say goodbye, then hang up through the carrier; returns how."""
@@ -60,6 +57,16 @@ class Controllable(Protocol):
 
     async def operator_transfer(self, destination: str) -> str:
         """Transfer the caller to an allowed destination name; returns how."""
+        ...
+
+
+class Controllable(Protocol):
+    """A call in progress, as draining and remote call control see it."""
+
+    control: Any  # an OperatorControl (a Media Streams call's also takes on_answered)
+
+    def end(self, reason: str) -> None:
+        """End the call now (politely where it can)."""
         ...
 
 

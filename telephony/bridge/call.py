@@ -108,6 +108,7 @@ class MediaStreamCall:
         self.metrics = CallMetrics(time.monotonic(), on_frame=on_frame)
         self._recorder = SessionRecorder(self._record, on_vad=self._on_vad, prices=features.prices)
         self._outbound_call = False  # Twilio's Direction says outbound-api (carrier pricing)
+        self.simulated = False  # a local simulated or browser call: no carrier to pay
         self.watchdog = CallWatchdog(self._limits, self._record)
         self._close_code = 1000
         self._log: CallLog | None = None
@@ -212,6 +213,7 @@ class MediaStreamCall:
     def _on_start(self, start: Start, admitted: dict[str, Any]) -> None:
         self.call_sid = self.control.call_sid = start.call_sid
         self._outbound_call = start.custom_parameters.get("Direction", "").startswith("outbound")
+        self.simulated = start.custom_parameters.get("Simulated") == "true"
         self.caller = start.custom_parameters.get("From")  # for the console's live list
         self.stream_sid = self.out.stream_sid = self.inbound.stream_sid = start.stream_sid
         self.inbound.last_sequence = start.sequence_number
@@ -316,18 +318,6 @@ class MediaStreamCall:
         """Ask the call to end (e.g. ``server_shutdown``): goodbye if it can, then it closes."""
         self.watchdog.request(reason)
 
-    async def operator_hang_up(self, reason: str) -> str:
-        """An operator ends the call (from any instance): goodbye, then hang up."""
-        return await self.control.operator_hang_up(reason)
-
-    async def on_answered(self, answered_by: str, message: str) -> str:
-        """Who answered this outbound call (Twilio's ``AnsweredBy``, from any instance)."""
-        return await self.control.on_answered(answered_by, message)
-
-    async def operator_transfer(self, destination: str) -> str:
-        """An operator transfers the call to an allowed destination name."""
-        return await self.control.operator_transfer(destination)
-
     async def _watch(self) -> None:
         """End the call when asked to, when the caller was silent too long, or it ran too long."""
         raise _CallEnded(await self.watchdog.run())
@@ -427,7 +417,10 @@ class MediaStreamCall:
             **(self.guard.totals() if self.guard is not None else {}),
             "usage": self._recorder.usage,
             "tokens": tokens,
-            "cost_usd": self._recorder.prices.call_cost(tokens, duration, self._outbound_call),
+            "cost_usd": self._recorder.prices.call_cost(
+                tokens, 0.0 if self.simulated else duration, self._outbound_call
+            ),
+            **({"simulated": True} if self.simulated else {}),
             "metrics": self.metrics.summary(),
         }
         if self.recording is not None:

@@ -26,6 +26,9 @@ LEFT = 110
 RIGHT = 30
 LANES = {"caller": 90, "agent": 190, "events": 290}
 LANE_H = 46
+CHAR_W = 6.5  # px a label character takes (11 px sans-serif), for keeping labels apart
+LABEL_STEP = 12  # px between label rows
+LABEL_ROWS = 3  # rows a label may move down to avoid another
 HEIGHT = 380
 
 
@@ -65,6 +68,20 @@ class _Canvas:
         self.span = max(max(self.t(r) for r in records), 1.0)
         self.scale = (WIDTH - LEFT - RIGHT) / self.span
         self.out: list[str] = []
+        self._taken: dict[float, list[tuple[float, float]]] = {}  # row y -> labels' x spans
+
+    def label(self, x: float, y: float, text: str, cls: str) -> None:
+        """A text label at ``x``, on row ``y`` or, where it would overlap a label already on
+        that row, the first row below (``LABEL_STEP`` apart) where it does not."""
+        width = len(text) * CHAR_W
+        for _ in range(LABEL_ROWS):
+            spans = self._taken.setdefault(y, [])
+            if all(x >= end or x + width <= start for start, end in spans):
+                break
+            y += LABEL_STEP
+        spans = self._taken.setdefault(y, [])
+        spans.append((x, x + width))
+        self.add(f'<text x="{x}" y="{y}" class="{cls}">{html.escape(text)}</text>')
 
     def t(self, record: dict[str, Any]) -> float:
         return float(record["ts"]) - self.origin
@@ -84,7 +101,7 @@ class _Canvas:
     def arrow(self, start: float, end: float, lane: str, label: str) -> None:
         x1, x2, y = self.x(start), self.x(end), LANES[lane] - 20
         self.add(f'<line x1="{x1}" y1="{y}" x2="{max(x2, x1 + 2)}" y2="{y}" class="lat"/>')
-        self.add(f'<text x="{x1}" y="{y - 4}" class="lat-label">{html.escape(label)}</text>')
+        self.label(x1, y - 4, label, "lat-label")
 
     def frame(self) -> None:
         """Title, lanes and the seconds axis."""
@@ -149,11 +166,10 @@ class _Canvas:
                     f'<line x1="{x}" y1="{LANES["caller"] - LANE_H / 2}" x2="{x}" '
                     f'y2="{y + LANE_H / 2}" class="{cls}"/>'
                 )
-                self.add(f'<text x="{x + 3}" y="{y - 8}" class="event">clear</text>')
+                self.label(x + 3, y - 8, "clear", "event")
             elif kind in EVENT_LABELS:
-                label = html.escape(EVENT_LABELS[kind](r))
                 self.add(f'<circle cx="{self.x(t)}" cy="{y + 8}" r="4"/>')
-                self.add(f'<text x="{self.x(t) + 6}" y="{y + 12}" class="event">{label}</text>')
+                self.label(self.x(t) + 6, y + 12, EVENT_LABELS[kind](r), "event")
             elif kind == "latency":
                 for key, label in (("greeting_ms", "greeting"), ("turn_latency_ms", "turn")):
                     if key in r:

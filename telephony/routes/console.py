@@ -41,6 +41,7 @@ COOKIE = "console_session"
 PAGE_SIZE = 50
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent.parent / "console" / "templates"))
 EVENTS_SHOWN = 400  # the events table shows the first ones (audio counters left out)
+MODELS = {"local": "the embedded offline model", "openai": "OpenAI Realtime"}
 QUIET_EVENTS = frozenset({"model.audio", "mark.sent", "mark.played", "audio.in", "latency"})
 
 router = APIRouter(prefix="/console")
@@ -171,6 +172,8 @@ async def call_page(sid: str, request: Request, services: ServicesDep) -> Respon
         records[0]["ts"],
     )
     end = next((r for r in reversed(records) if r["event"] == "call.end"), {})
+    model = next((r.get("backend") for r in records if r["event"] == "model.connecting"), None)
+    kind = "simulated · " if end.get("simulated") else ""
     context = {
         "call_sid": sid,
         "svg": render_svg(_masked_records(records, services)),
@@ -192,7 +195,8 @@ async def call_page(sid: str, request: Request, services: ServicesDep) -> Respon
             for r in records
             if r["event"] not in QUIET_EVENTS
         ][:EVENTS_SHOWN],
-        "summary": f"{end.get('reason', 'in progress')} · {end.get('duration_s', '?')} s",
+        "summary": f"{kind}{end.get('reason', 'in progress')} · {end.get('duration_s', '?')} s"
+        + (f" · model: {MODELS.get(model, model)}" if model else ""),
     }
     return TEMPLATES.TemplateResponse(request, "call.html", context)
 

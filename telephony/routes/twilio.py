@@ -26,7 +26,13 @@ from ..twilio.signatures import request_url
 from ..twilio.twiml import MEDIA_STREAM_PATH, connect_stream, media_stream_url, reject
 from .deps import ServicesDep
 
-__all__ = ["STREAM_PARAMETERS", "StarletteTwilioSocket", "router", "signed"]
+__all__ = [
+    "STREAM_PARAMETERS",
+    "StarletteTwilioSocket",
+    "bridge_media_socket",
+    "router",
+    "signed",
+]
 
 logger = logging.getLogger("telephony.routes.twilio")
 
@@ -172,12 +178,15 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
             call_status=caller_text(params.get("CallStatus")),
             stream_url=url,
             **({"degraded": True} if admission.degraded else {}),
+            **({"simulated": True} if services.trial else {}),
         )
         if admission.token is None:
             log.write("call.rejected", reason=admission.reason, twiml="busy")
             return Response(reject("busy"), media_type="application/xml")
     stream_params = {k: caller_text(params[k]) or "" for k in STREAM_PARAMETERS if k in params}
     stream_params["token"] = admission.token
+    if services.trial:  # only this machine could sign it: a simulated call, no carrier
+        stream_params["Simulated"] = "true"
     return Response(connect_stream(url, stream_params), media_type="application/xml")
 
 
@@ -195,6 +204,12 @@ async def media_stream(websocket: WebSocket, services: ServicesDep) -> None:
     if not signed(services, url, {}, websocket.headers, "media stream"):
         await websocket.close(code=1008)  # before accept: the handshake is refused (403)
         return
+    await bridge_media_socket(websocket, services)
+
+
+async def bridge_media_socket(websocket: WebSocket, services: Services) -> None:
+    """Accept an authenticated media socket and run its call (the bridge) to the end; at most
+    ``MAX_CONCURRENT_CALLS`` sockets may wait for ``start`` (1013 beyond)."""
     registry = services.registry
     if len(registry.awaiting_start) >= registry.max_calls:
         services.refusals.warning(

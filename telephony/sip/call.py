@@ -262,11 +262,3 @@ class SipCall:
                 )
             elif not busy and now - self._events.last_activity >= limits.idle_timeout:
                 await control.end_politely("idle_timeout", IDLE_ENDS, by="watchdog")
-
-    async def operator_hang_up(self, reason: str) -> str:
-        """An operator ends the call (from any instance): goodbye, then ``calls.hangup``."""
-        return await self.control.operator_hang_up(reason)
-
-    async def operator_transfer(self, destination: str) -> str:
-        """An operator transfers the call: the agent says so, then ``calls.refer``."""
-        return await self.control.operator_transfer(destination)

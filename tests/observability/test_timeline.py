@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -68,3 +69,25 @@ def test_installed_console_script_renders_a_log(tmp_path: Path) -> None:
     assert result.stdout.strip() == str(out)
     page = out.read_text("utf-8")
     assert page.startswith("<!doctype html>") and page.count('class="played"') > 10
+
+
+def test_labels_close_together_never_overlap() -> None:
+    """Two barge-ins and their clears 100 ms apart: each label gets a place of its own."""
+    from telephony.observability.timeline import CHAR_W
+
+    base = {"call_sid": "CA" + "1" * 32}
+    records = [{**base, "ts": 0.0, "event": "stream.start"}]
+    for at in (1.0, 1.1):
+        records.append(
+            {**base, "ts": at, "event": "clear.sent", "playing": True, "barge_in_ms": 250}
+        )
+    records.append({**base, "ts": 3.0, "event": "call.end", "reason": "caller_hangup"})
+    svg = render_svg(records)
+    labels = re.findall(
+        r'<text x="([\d.]+)" y="([\d.]+)" class="(?:lat-label|event)">([^<]*)<', svg
+    )
+    assert len(labels) == 4  # two barge-in arrows, two clears
+    boxes = [(float(x), float(y), float(x) + len(text) * CHAR_W) for x, y, text in labels]
+    for i, (x, y, end) in enumerate(boxes):
+        for x2, y2, end2 in boxes[i + 1 :]:
+            assert y != y2 or end <= x2 or end2 <= x, (labels[i], (x2, y2))

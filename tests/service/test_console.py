@@ -30,6 +30,20 @@ async def test_the_console_is_off_without_a_token(live_server) -> None:
         assert (await http.get("/console/login")).status_code == 404
 
 
+async def test_a_new_console_says_how_to_place_a_first_call(live_server) -> None:
+    async with live_server(overrides={"console_token": TOKEN}) as srv:
+        async with httpx.AsyncClient(base_url=srv.base_url) as http:
+            assert "CONSOLE_TOKEN" in (await http.get("/console/login")).text
+            await http.post("/console/login", data={"token": TOKEN})
+            page = (await http.get("/console")).text
+            phone = await http.get("/console/phone")
+            refused = await http.post("/console/phone/calls")  # no X-Console: not the page's
+    assert 'id="empty"' in page and 'href="/console/phone"' in page
+    assert "telephony.simulate" in page
+    assert phone.status_code == 200 and 'id="call"' in phone.text
+    assert refused.status_code == 403
+
+
 async def test_sign_in_list_search_open_a_call_and_its_recording(live_server) -> None:
     overrides = {"console_token": TOKEN, "record_calls": True, "greeting": "Hello."}
     async with live_server(overrides=overrides, reply=lambda _: tone(600, 400)) as srv:
