@@ -31,6 +31,7 @@ from uvicorn.supervisors import multiprocess
 from telephony.config import ConfigError, Settings, load_settings, misspelled_variables
 from telephony.preflight import port_problem, preflight, report
 
+WORKER_STARTUP_S = 60
 REPEAT_SIGNAL_S = 1.0  # a signal this soon after the first is the same request (Ctrl-C hits
 # the whole process group, and the supervisor forwards SIGTERM too)
 
@@ -207,7 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     _raise_file_limit(2 * settings.connection_limit)  # each connection, and each call's model
     if settings.workers > 1:  # each worker builds its own app (and loads its own models)
         config = _uvicorn_config(
-            settings, "telephony.app:create_worker_app", factory=True, workers=settings.workers
+            settings,
+            "telephony.app:create_worker_app",
+            factory=True,
+            workers=settings.workers,
+            # a worker answers the supervisor's health pings only once its imports (and the
+            # offline models) are loaded: 10-30 s on a busy machine, where uvicorn's 5 s would
+            # kill it and start another, forever
+            timeout_worker_healthcheck=WORKER_STARTUP_S,
         )
         multiprocess.Process = DrainingProcess  # type: ignore[misc]  # the supervisor's workers
         multiprocess.Multiprocess(config, sockets=[]).run()  # each worker binds its own

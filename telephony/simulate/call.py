@@ -128,7 +128,9 @@ async def simulate_call(
     Args:
         audio: caller audio, μ-law 8 kHz bytes.
         speed: virtual clock rate (1.0 is real time; 4.0 streams and plays 4× faster).
-        tail_s: after the file ends, keep the line open until the agent has been silent this long.
+        tail_s: after the file ends, keep the line open until the agent has been silent this long
+            (and at least 1 s of wall time: a fast replay's or a busy machine's silence is
+            not the agent's end).
         max_tail_s: but never longer than this after the file ends.
         auth_token: sign the webhook as Twilio does (X-Twilio-Signature).
         hang_up: send ``stop`` at the end (False: just close the socket, as a dropped line does).

@@ -30,6 +30,9 @@ __all__ = ["FRAME_S", "Echo", "Say", "SimulationResult", "Turn", "TwilioSide"]
 # hears a gap) unless the caller spoke since it began, or the gap was long both in call time
 # and in wall time (a fast replay on a busy machine stretches a small hiccup in call time)
 REPLY_GAP_S = 1.0
+# the caller waits for the agent at least this long in wall time before hanging up: on a busy
+# machine (or in a fast replay) a short silence is the server's lateness, not the agent's end
+TAIL_WALL_MIN_S = 1.0
 REPLY_GAP_WALL_S = 0.5
 
 
@@ -264,7 +267,11 @@ class TwilioSide:
         self.pending_marks.append((name, max(now, self.play_until)))
 
     async def on_clear(self, now: float) -> None:
-        await self.echo_marks(now)  # what played before the clear was heard: echoed as played
+        # decided at once, before anything else runs: marks whose audio had played by now
+        # are echoed as played, the rest (dropped by the clear) as cleared, at once
+        played = [name for name, due in self.pending_marks if due <= now]
+        dropped = [name for name, due in self.pending_marks if due > now]
+        self.pending_marks = []
         self.r.clears.append(now)
         if self.turn is not None and self.playing():  # a clear after the reply ended cuts nothing
             self.turn.cleared = True
@@ -272,9 +279,8 @@ class TwilioSide:
         self.queue = [q for q in self.queue if q[0] < now]  # frames that began playing stay
         del self.starts[bisect.bisect_left(self.starts, now) :]
         self.play_until = min(self.play_until, now)
-        marks, self.pending_marks = self.pending_marks, []
-        for name, _ in marks:  # Twilio echoes the marks a clear dropped, at once
-            self.r.echoes.append((name, now, True))
+        for name, cleared in [(n, False) for n in played] + [(n, True) for n in dropped]:
+            self.r.echoes.append((name, now, cleared))
             await self.send(
                 {"event": "mark", "streamSid": self.r.stream_sid, "mark": {"name": name}}
             )
@@ -334,7 +340,8 @@ class TwilioSide:
                     end_of_file, self.play_until, self.r.frames[-1][0] if self.r.frames else 0
                 )
                 waiting = len(self.r.turns) < min_turns or bool(cues)
-                if (at >= idle_since + tail_s and not waiting) or at >= end_of_file + max_tail_s:
+                tail = max(tail_s, TAIL_WALL_MIN_S * self.speed)
+                if (at >= idle_since + tail and not waiting) or at >= end_of_file + max_tail_s:
                     return
                 frame = silence
             await self.sleep_until(at + FRAME_S)  # a frame leaves once its 20 ms were captured

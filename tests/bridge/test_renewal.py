@@ -185,7 +185,13 @@ async def test_no_switch_while_the_model_has_not_yet_heard_the_caller_start(live
     # each utterance was heard whole by one session and answered once
     heard = [(c.speech_started_ms, c.speech_stopped_ms) for c in srv.model.connections]
     spans = [b - a for starts, stops in heard for a, b in zip(starts, stops, strict=False)]
-    assert len(spans) == 7 and all(abs(s - utterance_ms) <= 60 for s in spans), heard
+    t0 = log[0]["ts"]
+    story = [
+        (round(r["ts"] - t0, 2), r["event"], r.get("audio_start_ms", r.get("audio_end_ms")))
+        for r in log
+        if r["event"] in ("model.renewed", "model.connected", "speech.started", "speech.stopped")
+    ]
+    assert len(spans) == 7 and all(abs(s - utterance_ms) <= 60 for s in spans), (heard, story)
     assert len(events(log, "response.done")) == 7
 
 
