@@ -4,7 +4,8 @@ as μ-law Media Streams frames, and the embedded offline model (no key) answers 
 real bridge: the page plays the agent's audio and shows the read-back in its transcript; the
 call then has its page in the console like any call, marked simulated, at no carrier cost.
 
-With ``CONSOLE_SCREENSHOTS=DIR`` it also saves the phone page there (``docs/phone.png``)."""
+With ``CONSOLE_SCREENSHOTS=DIR`` it also saves the new console's empty list and the phone page
+there (``docs/console-empty.png``, ``docs/phone.png``)."""
 
 from __future__ import annotations
 
@@ -76,13 +77,17 @@ async def test_a_call_from_the_browser_is_answered_by_the_offline_model(
             await page.goto(f"{url}/console/login")
             await page.fill("input[name=token]", TOKEN)
             await page.click("button[type=submit]")
+            # a new console says how to place the first call, and links to the phone
+            assert await page.locator("#empty a[href='/console/phone']").count() == 1
+            shots = os.environ.get("CONSOLE_SCREENSHOTS")
+            if shots:
+                await page.screenshot(path=str(Path(shots) / "console-empty.png"))
             await page.goto(f"{url}/console/phone")
             await page.click("#call")
             said = page.locator("#transcript .say", has_text="You said")
             await said.wait_for(timeout=40_000)
             transcript = await page.locator("#transcript").inner_text()
             assert "forward" in transcript.lower() and "meters" in transcript.lower()
-            shots = os.environ.get("CONSOLE_SCREENSHOTS")
             if shots:
                 await page.screenshot(path=str(Path(shots) / "phone.png"))
             sent, played = await page.evaluate(
