@@ -131,7 +131,8 @@ async def simulate_call(
         tail_s: after the file ends, keep the line open until the agent has been silent this long
             (and at least 1 s of wall time: a fast replay's or a busy machine's silence is
             not the agent's end).
-        max_tail_s: but never longer than this after the file ends.
+        max_tail_s: but never longer than this after the file ends (and at least 5 s of wall
+            time, when waiting for ``min_turns`` or a ``script``'s cue).
         auth_token: sign the webhook as Twilio does (X-Twilio-Signature).
         hang_up: send ``stop`` at the end (False: just close the socket, as a dropped line does).
         min_turns: stay on the line (within ``max_tail_s``) until this many agent replies began,

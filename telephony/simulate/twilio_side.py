@@ -33,6 +33,7 @@ REPLY_GAP_S = 1.0
 # the caller waits for the agent at least this long in wall time before hanging up: on a busy
 # machine (or in a fast replay) a short silence is the server's lateness, not the agent's end
 TAIL_WALL_MIN_S = 1.0
+MAX_TAIL_WALL_MIN_S = 5.0  # and waits for an answer at least this long
 REPLY_GAP_WALL_S = 0.5
 
 
@@ -341,7 +342,8 @@ class TwilioSide:
                 )
                 waiting = len(self.r.turns) < min_turns or bool(cues)
                 tail = max(tail_s, TAIL_WALL_MIN_S * self.speed)
-                if (at >= idle_since + tail and not waiting) or at >= end_of_file + max_tail_s:
+                longest = max(max_tail_s, MAX_TAIL_WALL_MIN_S * self.speed)
+                if (at >= idle_since + tail and not waiting) or at >= end_of_file + longest:
                     return
                 frame = silence
             await self.sleep_until(at + FRAME_S)  # a frame leaves once its 20 ms were captured

@@ -172,16 +172,17 @@ async def test_no_switch_while_the_model_has_not_yet_heard_the_caller_start(live
     script = SILENCE * 2000 + b"".join(
         ulaw_tone(500, utterance_ms / 1000) + SILENCE * int(8000 * pause_s) for _ in range(7)
     )
-    async with live_server(
-        overrides={"model_renewal_margin": 1.5, "greeting": ""},
-        session_cap_s=3.0,
+    async with live_server(  # sessions of 6 s, renewed from 3 s on: time to find a quiet moment
+        overrides={"model_renewal_margin": 3.0, "greeting": ""},
+        session_cap_s=6.0,
         speech_start_ms=800,
         reply=lambda _: tone(600, 150),
     ) as srv:
         # the caller waits for the seventh answer (on a busy machine it may come late)
         result = await srv.call(script, tail_s=1.0, min_turns=7)
         log = await final_log(srv, result.call_sid)
-    assert len(events(log, "model.renewed")) >= 3
+    renewed = events(log, "model.renewed")
+    assert len(renewed) >= 3 and all(r["after"] == "planned" for r in renewed)
     # each utterance was heard whole by one session and answered once
     heard = [(c.speech_started_ms, c.speech_stopped_ms) for c in srv.model.connections]
     spans = [b - a for starts, stops in heard for a, b in zip(starts, stops, strict=False)]

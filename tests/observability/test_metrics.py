@@ -68,10 +68,10 @@ async def test_call_end_metrics_match_what_the_caller_measured(live_server) -> N
     assert end["audio_out_s"] == pytest.approx(len(result.frames) * 0.02)
     # the bridge's own share: model delta -> frame on the wire, and time per frame (the real
     # figures are bench/load.py's; these bounds catch a per-frame cost gone wrong by an
-    # order of magnitude: ~0.1 ms a frame, 0.2 ms model to wire here). The median, not the
-    # 99th percentile: on a shared machine the slowest frames measure the scheduler (6.8 ms
-    # seen with a core kept busy), not us
-    within("metrics.model_to_wire_max_ms", metrics["model_to_wire_max_ms"], 20)
+    # order of magnitude: ~0.1 ms a frame, 0.2 ms model to wire here). Medians, not the 99th
+    # percentile or the maximum: on a shared machine the slowest frames measure the scheduler
+    # (6.8 ms and 32 ms seen with a core kept busy), not us
+    within("metrics.model_to_wire_p50_ms", metrics["model_to_wire_p50_ms"], 20)
     assert 0 < metrics["frame_in_us_p50"] <= metrics["frame_in_us_p99"]
     assert 0 < metrics["frame_out_us_p50"] <= metrics["frame_out_us_p99"]
     for direction in ("in", "out"):
