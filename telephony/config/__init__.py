@@ -6,8 +6,9 @@ that the call paths take (:class:`CallLimits`, :class:`CallFeatures`).
 
 Variable names are the field names upper-cased, whatever group a field is in. Malformed
 values, unknown keys in ``.env`` and rules across variables fail at start-up with
-:class:`ConfigError`, whose message names the variable. The README's settings tables are
-:func:`~.table.settings_markdown` (``python -m telephony.config``), checked by a test.
+:class:`ConfigError`, whose message names the variable. The settings tables of
+docs/configuration.md are :func:`~.table.settings_markdown` (``python -m telephony.config``),
+checked by a test.
 Imports nothing of the package.
 """
 
@@ -49,7 +50,7 @@ __all__ = [
     "parse_transfer_targets",
 ]
 
-# one model per concern, in the order the README lists them
+# one model per concern, in the order docs/configuration.md lists them
 GROUPS: tuple[type[BaseModel], ...] = (
     ServerSettings,
     TwilioSettings,
@@ -165,7 +166,7 @@ def load_settings(**overrides: object) -> Settings:
             name = ".".join(str(part) for part in error["loc"]).upper()
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
-                message = "unknown setting (not one of the variables in the README)"
+                message = "unknown setting (not one of docs/configuration.md's variables)"
                 close = difflib.get_close_matches(name, _variables(), n=1, cutoff=0.75)
                 if close:
                     message += f"; did you mean {close[0]}?"

@@ -1,4 +1,5 @@
-"""``python -m telephony.config``: print the README's settings tables (from the models)."""
+"""``python -m telephony.config``: print docs/configuration.md's settings tables (from the
+models)."""
 
 from . import GROUPS
 from .table import BEGIN, END, settings_markdown

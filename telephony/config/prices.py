@@ -70,7 +70,7 @@ class Prices:
 
 
 class CostSettings(BaseModel):
-    """What each call cost (see the README's "What each call cost")."""
+    """Cost: the price table each call's cost is reckoned with (docs/cost.md)."""
 
     prices: dict[str, float] = Field(
         default_factory=dict,

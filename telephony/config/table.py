@@ -1,5 +1,6 @@
-"""The README's settings tables, made from the settings models themselves (one table per
-group of :data:`telephony.config.GROUPS`), so the two cannot drift: a test compares them."""
+"""The settings tables of docs/configuration.md, made from the settings models themselves (one
+table per group of :data:`telephony.config.GROUPS`), so the two cannot drift: a test compares
+them."""
 
 from __future__ import annotations
 
@@ -12,17 +13,18 @@ from pydantic_core import PydanticUndefined
 
 __all__ = ["BEGIN", "END", "settings_markdown"]
 
-BEGIN = "<!-- settings: made by `python -m telephony.config`; a test checks it -->"
+BEGIN = "<!-- settings: made by `.venv/bin/python -m telephony.config`; a test checks it -->"
 END = "<!-- end of settings -->"
 LONG = 56  # characters of a default text shown before it is cut
 
 
 def settings_markdown(groups: tuple[type[BaseModel], ...]) -> str:
-    """Markdown: a ``####`` heading (the group's docstring up to a colon) and a table
-    (variable, default, meaning) per group, in order."""
+    """Markdown: a ``####`` heading (the group's docstring up to a colon or a parenthesis)
+    and a table (variable, default, meaning) per group, in order."""
     parts = []
     for group in groups:
-        title = (group.__doc__ or group.__name__).strip().splitlines()[0].split(":")[0]
+        first = (group.__doc__ or group.__name__).strip().splitlines()[0]
+        title = first.split(":")[0].split(" (")[0].rstrip(".")
         rows = [
             f"| `{name.upper()}` | {_default(info)} | {info.description} |"
             for name, info in group.model_fields.items()

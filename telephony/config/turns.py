@@ -13,7 +13,7 @@ __all__ = ["LocalModelSettings", "TurnSettings"]
 
 
 class TurnSettings(BaseModel):
-    """Turn detection and barge-in (see the README's "Barge-in and turn-taking")."""
+    """Turn-taking: the model's turn detection and our barge-in guard (docs/barge-in.md)."""
 
     turn_detection: Literal["server_vad", "semantic_vad"] = Field(
         default="server_vad",
