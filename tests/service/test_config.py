@@ -43,8 +43,9 @@ def test_malformed_values_name_the_variable(
 def test_unknown_dotenv_key_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("PORT=8001\nOPENAI_REALTIME_MODLE=typo\n")
-    with pytest.raises(ConfigError, match="OPENAI_REALTIME_MODLE: unknown setting"):
+    with pytest.raises(ConfigError, match="OPENAI_REALTIME_MODLE: unknown setting") as typo:
         load_settings()
+    assert "did you mean OPENAI_REALTIME_MODEL?" in str(typo.value)
     (tmp_path / ".env").write_text("PORT=8001\n")
     assert load_settings().port == 8001
 

@@ -103,3 +103,31 @@ async def test_a_scripted_caller_speaks_by_what_they_heard(live_server) -> None:
     assert said_second < answer[-1] + 0.02 + 0.3 + 0.021  # at the next 20 ms frame
     speech_starts = [start for start, _ in result.caller_speech]
     assert speech_starts == pytest.approx([said_first, said_second], abs=0.021)
+
+
+async def test_the_command_says_in_one_line_when_no_server_answers_or_it_refuses(
+    live_server, tmp_path, capsys, monkeypatch
+) -> None:
+    from helpers import free_port
+
+    from telephony.simulate import main
+
+    source = tmp_path / "caller.ulaw"
+    source.write_bytes(fixture_audio("goforward.ulaw"))
+    monkeypatch.chdir(tmp_path)  # no .env, no trial key here
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
+    nobody = f"http://127.0.0.1:{free_port()}"
+    assert await asyncio.to_thread(main, [str(source), "--url", nobody]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no server answers at {nobody}" in err
+    assert "start it with `.venv/bin/python server.py`" in err
+    async with live_server() as srv:  # it checks signatures with AUTH_TOKEN
+        monkeypatch.setenv("TWILIO_AUTH_TOKEN", "not-the-servers-token-0123456789")
+        assert await asyncio.to_thread(main, [str(source), "--url", srv.base_url]) == 1
+        wrong = capsys.readouterr().err
+        monkeypatch.delenv("TWILIO_AUTH_TOKEN")
+        assert await asyncio.to_thread(main, [str(source), "--url", srv.base_url]) == 1
+        unsigned = capsys.readouterr().err
+    assert wrong.count("\n") == 1 and "the server refused the call (403)" in wrong
+    assert "--public-url" in wrong and "Traceback" not in wrong
+    assert "no key to sign with" in unsigned and ".trial-key" in unsigned
