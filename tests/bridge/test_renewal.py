@@ -51,7 +51,11 @@ async def test_a_call_spans_three_session_caps_and_keeps_talking(live_server) ->
     end = log[-1]
     assert end["reason"] == "caller_hangup" and end["renewals"] == len(renewed)
     connections = srv.model.connections
-    assert len(connections) == len(renewed) + 1
+    # a spare opened for the next renewal may be left over when the caller hangs up while it
+    # connects (seen on a busy machine): it never took the call, so it heard nothing
+    left_over = connections[len(renewed) + 1 :]
+    assert len(left_over) <= 1 and all(not c.audio_bytes and not instructed(c) for c in left_over)
+    connections = connections[: len(renewed) + 1]
     assert not any(c.expired for c in connections)  # no session ever reached its cap
     assert not events(log, "call.apology") and not events(log, "model.reconnecting")
     # the greeting once; no apology, no greeting, no response asked of a renewed session
