@@ -4,20 +4,49 @@ loopback ports, started and stopped by the tests themselves."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+# A server's start is about 3 s of CPU (numpy, the agents SDK, uvicorn). Starts take turns across
+# the suite's xdist workers (START_TURN, a file lock every worker can see), so four fleets
+# starting at once on a busy 2-core machine do not pile up 12 starts and starve the calls the
+# other tests are making; START_S bounds one start (or one fleet's) once its turn came.
+START_TURN = Path(tempfile.gettempdir()) / f"telephony-tests-start-{os.getuid()}.lock"
+START_S = 60.0
+
+
+@contextlib.asynccontextmanager
+async def start_turn(seconds: float = 600.0) -> AsyncIterator[None]:
+    """Hold the machine's server-start turn (an exclusive ``flock`` on :data:`START_TURN`),
+    waiting for it without blocking the event loop; raises AssertionError after ``seconds``."""
+    fd = os.open(START_TURN, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "no turn to start a server"
+                await asyncio.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def http_status(url: str, method: str = "GET", body: bytes | None = None, **headers: str) -> int:
@@ -63,7 +92,14 @@ class ServerProcess:
     def output(self) -> str:
         return self._log.read_text(errors="replace") if self._log.exists() else ""
 
-    async def wait_until_up(self, seconds: float = 30.0) -> None:
+    async def up(self) -> ServerProcess:
+        """Start it in the machine's start turn and wait until /healthz answers."""
+        async with start_turn():
+            self.start()
+            await self.wait_until_up()
+        return self
+
+    async def wait_until_up(self, seconds: float = START_S) -> None:
         assert self.process is not None
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -204,9 +240,10 @@ class Fleet:
         return self.servers[name]
 
     async def start(self) -> Fleet:
-        for server in self.servers.values():
-            server.start()
-        await asyncio.gather(*(s.wait_until_up() for s in self.servers.values()))
+        async with start_turn():
+            for server in self.servers.values():
+                server.start()
+            await asyncio.gather(*(s.wait_until_up() for s in self.servers.values()))
         return self
 
     def stop(self) -> None:

@@ -48,9 +48,9 @@ async def test_debug_logging_prints_no_secret(tmp_path: Path) -> None:
             "CALL_LOG_DIR": str(tmp_path / "calls"),
             "AUDIO_AHEAD_LIMIT": "0",
         }
-        server = ServerProcess(env, tmp_path).start()
+        server = ServerProcess(env, tmp_path)
         try:
-            await server.wait_until_up()
+            await server.up()
             result = await simulate_call(
                 server.base_url,
                 fixture_audio("goforward.ulaw"),

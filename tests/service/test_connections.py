@@ -39,13 +39,13 @@ def server(tmp_path: Path):
         "MAX_CONCURRENT_CALLS": "2",
         "CALL_LOG_DIR": str(tmp_path / "calls"),
     }
-    process = ServerProcess(env, tmp_path).start()
+    process = ServerProcess(env, tmp_path)  # each test starts it: await server.up()
     yield process
     process.stop()
 
 
 async def test_silent_and_slow_sockets_are_closed_and_healthz_keeps_answering(server) -> None:
-    await server.wait_until_up()
+    await server.up()
     port = server.port
     sockets = []
     for i in range(150):  # far more than MAX_CONNECTIONS
@@ -75,7 +75,7 @@ async def test_silent_and_slow_sockets_are_closed_and_healthz_keeps_answering(se
 
 
 async def test_media_sockets_waiting_for_start_are_capped(server) -> None:
-    await server.wait_until_up()
+    await server.up()
     # the handshake's signature is the same for every call: a stranger who saw one can open
     # sockets and never send `start`; they are capped at MAX_CONCURRENT_CALLS
     answer = await answer_call(server.base_url, auth_token=AUTH_TOKEN)

@@ -35,9 +35,9 @@ async def test_sigterm_drains_calls_and_every_log_ends(tmp_path: Path) -> None:
             "DRAIN_TIMEOUT": "1",
             "AUDIO_AHEAD_LIMIT": "0",  # the callers replay at twice real time
         }
-        server = ServerProcess(env, tmp_path, port).start()
+        server = ServerProcess(env, tmp_path, port)
         try:
-            await server.wait_until_up()
+            await server.up()
             calls = [
                 asyncio.create_task(
                     simulate_call(base_url, caller, speed=2, tail_s=1, auth_token=AUTH_TOKEN)

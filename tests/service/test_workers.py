@@ -49,9 +49,9 @@ async def test_two_workers_share_the_calls_and_drain_on_sigterm(tmp_path: Path) 
             "FLEET_HEARTBEAT": "0.5",
             "FLEET_LEASE": "3",
         }
-        server = ServerProcess(env, tmp_path).start()
+        server = ServerProcess(env, tmp_path)
         try:
-            await server.wait_until_up()
+            await server.up()
             # both workers have loaded the app and listen (each says so once it serves)
             await wait_for(lambda: server.output.count(RUNTIME) == 2, 60, "two workers serving")
             calls = [
