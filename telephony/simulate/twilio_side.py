@@ -79,14 +79,18 @@ class Echo:
     """The caller's line sends back what it plays: a speakerphone, a car kit, hybrid echo.
 
     The agent's audio as it played is mixed into the caller's audio ``delay_ms`` later at
-    ``gain_db`` (negative), with white line noise at ``noise_dbfs`` (None: none), then
-    μ-law encoded again as the phone network carries it.
+    ``gain_db`` (negative: the echo return loss), through ``path`` (an impulse response at
+    8 kHz of unit energy, from :mod:`.echo_paths`; empty: flat), after the handset's
+    loudspeaker soft-clipped it at ``clip_dbfs`` (None: no clipping), with white line noise at
+    ``noise_dbfs`` (None: none), then μ-law encoded again as the phone network carries it.
     """
 
     gain_db: float = -10.0
     delay_ms: float = 80.0
     noise_dbfs: float | None = None
     seed: int = 1
+    path: tuple[float, ...] = ()
+    clip_dbfs: float | None = None
 
 
 @dataclass
@@ -377,25 +381,39 @@ class TwilioSide:
 
     def with_echo(self, frame: bytes, at: float) -> bytes:
         """The caller's frame captured at ``at`` with the echo of what played ``delay_ms``
-        before it, and line noise."""
-        assert self.echo is not None and self._noise is not None
+        before it (through the echo's path), and line noise."""
+        echo = self.echo
+        assert echo is not None and self._noise is not None
         mixed = np.frombuffer(ulaw_decode(frame), dtype="<i2").astype(np.float64)
-        t0 = at - self.echo.delay_ms / 1000
-        gain = 10 ** (self.echo.gain_db / 20)
         n = len(mixed)
+        taps = max(1, len(echo.path))
+        # what played from (taps - 1) samples before the echo's window to its end
+        played = self.played_between(at - echo.delay_ms / 1000 - (taps - 1) / 8000, n + taps - 1)
+        if echo.clip_dbfs is not None:
+            level = 32768 * 10 ** (echo.clip_dbfs / 20)
+            played = level * np.tanh(played / level)
+        if echo.path:
+            played = np.convolve(played, np.asarray(echo.path), mode="valid")
+        mixed += 10 ** (echo.gain_db / 20) * played
+        if echo.noise_dbfs is not None:
+            mixed += self._noise.normal(0.0, 32768 * 10 ** (echo.noise_dbfs / 20), n)
+        return ulaw_encode(np.clip(np.rint(mixed), -32768, 32767).astype("<i2").tobytes())
+
+    def played_between(self, t0: float, n: int) -> np.ndarray:
+        """The ``n`` samples (float) of agent audio that played from call time ``t0`` on;
+        zeros where nothing played."""
+        out = np.zeros(n)
         for start, end, played in reversed(self.queue):
             if end <= t0 - 1.0:
                 break
             if end <= t0 or start >= t0 + n / 8000:
                 continue
-            offset = round((t0 - start) * 8000)  # the played frame's sample at mixed[0]
+            offset = round((t0 - start) * 8000)  # the played frame's sample at out[0]
             samples = np.frombuffer(ulaw_decode(played), dtype="<i2")
             lo, hi = max(0, -offset), min(n, len(samples) - offset)
             if hi > lo:
-                mixed[lo:hi] += gain * samples[offset + lo : offset + hi]
-        if self.echo.noise_dbfs is not None:
-            mixed += self._noise.normal(0.0, 32768 * 10 ** (self.echo.noise_dbfs / 20), n)
-        return ulaw_encode(np.clip(np.rint(mixed), -32768, 32767).astype("<i2").tobytes())
+                out[lo:hi] += samples[offset + lo : offset + hi]
+        return out
 
     def played_frames(self) -> list[tuple[float, bytes]]:
         now = self.now()

@@ -75,6 +75,7 @@ class LoopbackRealtimeServer:
         silence_ms: int = 500,
         transcript: Callable[[int], str] | None = None,
         heard: Callable[[int], str] | None = None,
+        recognise: Callable[[bytes], str] | None = None,
         transcript_delay_s: float = 0.0,
         reply_text: Callable[[int], str] | None = None,
         tool_call: Callable[[int], tuple[str, dict[str, Any]] | None] | None = None,
@@ -93,6 +94,7 @@ class LoopbackRealtimeServer:
         self.silence_ms = silence_ms
         self.transcript = transcript or (lambda turn: f"caller turn {turn}")
         self.heard = heard
+        self.recognise = recognise
         self.transcript_delay_s = transcript_delay_s
         self.reply_text = reply_text or (lambda turn: f"loopback reply {turn}")
         self.tool_call = tool_call or (lambda _turn: None)

@@ -272,22 +272,32 @@ class LoopbackSession:
         )
         await self.send({"type": "input_audio_buffer.committed", "item_id": item_id})
         utterance = len(self.conn.speech_stopped_ms) - 1
-        transcript = (
-            self.s.heard(utterance) if self.s.heard is not None else self.s.transcript(self.turn)
-        )
-        transcribed = {
-            "type": "conversation.item.input_audio_transcription.completed",
-            "item_id": item_id,
-            "content_index": 0,
-            "transcript": transcript,
-            "usage": {"type": "duration", "seconds": 1.0},
-        }
-        if self.s.transcript_delay_s:
-            self.later(self.send_later(self.s.transcript_delay_s, transcribed))
+        if self.s.recognise is not None:
+            started = self.conn.speech_started_ms[-1] if self.conn.speech_started_ms else 0
+            audio = bytes(self.conn.audio[started * BYTES_PER_MS : at_ms * BYTES_PER_MS])
+            self.later(self.recognised(item_id, audio))
         else:
-            await self.send(transcribed)
+            transcript = (
+                self.s.heard(utterance)
+                if self.s.heard is not None
+                else self.s.transcript(self.turn)
+            )
+            transcribed = _transcribed(item_id, transcript)
+            if self.s.transcript_delay_s:
+                self.later(self.send_later(self.s.transcript_delay_s, transcribed))
+            else:
+                await self.send(transcribed)
         if self.detection().get("create_response", True):
             self.start_response()
+
+    async def recognised(self, item_id: str, audio: bytes) -> None:
+        """The item's transcript from the recogniser (in a thread), no sooner than
+        ``transcript_delay_s`` after the end of speech."""
+        assert self.s.recognise is not None
+        t0 = time.monotonic()
+        transcript = await asyncio.to_thread(self.s.recognise, audio)
+        await asyncio.sleep(max(0.0, self.s.transcript_delay_s - (time.monotonic() - t0)))
+        await self.send(_transcribed(item_id, transcript))
 
     def detection(self) -> dict[str, Any]:
         """The session's ``audio.input.turn_detection`` as the client last set it."""
@@ -439,6 +449,16 @@ class LoopbackSession:
         await self.send({**base, "type": "response.output_audio.done", "content_index": 0})
         done = {"type": "response.output_audio_transcript.done", "transcript": text}
         await self.send({**base, **done, "content_index": 0})
+
+
+def _transcribed(item_id: str, transcript: str) -> dict[str, Any]:
+    return {
+        "type": "conversation.item.input_audio_transcription.completed",
+        "item_id": item_id,
+        "content_index": 0,
+        "transcript": transcript,
+        "usage": {"type": "duration", "seconds": 1.0},
+    }
 
 
 def _response(response_id: str, output: list[Any], status: str = "in_progress") -> dict[str, Any]:

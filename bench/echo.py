@@ -1,0 +1,277 @@
+"""The agent's own voice on the caller's line: does it pause, cut itself off, or answer itself?
+
+    python bench/echo.py [--compare OTHER_CHECKOUT] [--env NAME=VALUE ...] [--only TEXT]
+                         [--parallel 4]
+
+Each cell is one real-time call to ``server.py`` with the loopback model: the agent greets with
+9.9 s of real speech (``tests/fixtures/agent_long_reply.ulaw``, espeak-ng) and answers anything
+after with a 300 ms tone. The simulated caller's line echoes what the caller's phone played
+(:class:`telephony.simulate.Echo`: echo return loss, bulk delay, path, soft clipping, line
+noise, μ-law on both legs). The loopback model's VAD is an energy threshold (as OpenAI's server
+VAD, it hears echo as speech) and each caller item is transcribed by a real recogniser (the
+offline model's Whisper), so the guard's word checks see what echo really sounds like.
+
+The matrix:
+
+- **flat** paths: echo return loss 6, 10, 15, 20, 30 dB × bulk delay 20, 150, 450 ms;
+- **hybrid** paths: the eight ITU-T G.168 Annex D line models at 6 dB (the worst a network may
+  present) and 300 ms;
+- **room**: a speakerphone, T60 0.2, 0.4 and 0.6 s, 12 dB, 60 ms, line noise at -50 dBFS;
+  a loud handset (soft clipping at -12 dBFS) in a 0.3 s room at 6 dB;
+- **double talk**: the caller says "Wait, stop, I have a question." (real interruption),
+  "yeah", or coughs 3 s into the reply, over room echo and over a 6 dB hybrid;
+- **no echo**: "mm-hm", "yeah", "okay", a noise burst, and the real interruption.
+
+Per cell and configuration: the reply heard whole (yes/no), pauses in it (``clear``s that
+stopped it), second replies (the agent answering what was not said), and for a real
+interruption whether it was honoured and the reaction (caller's first word to the ``clear``,
+ms). Columns: ``--compare``'s checkout with its defaults (``before``), this checkout with its
+defaults, and this checkout with each ``--env`` setting added (e.g. ``ECHO_CANCELLATION=true``).
+A summary per column counts the targets of the echo issue: no reply cut, no second reply, at
+most one pause per reply, every real interruption honoured within 500 ms (p95).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import ROOT, free_port, other_checkout, start_server
+from telephony.audio import FRAME_BYTES, ModelToCaller, ulaw_decode
+from telephony.audio.resample import Downsampler3, Upsampler3
+from telephony.simulate import Echo, SimulationResult, simulate_call
+from telephony.simulate.echo_paths import HYBRIDS, hybrid_path, room_path
+from telephony.testing import LoopbackRealtimeServer, tone
+
+FIXTURES = ROOT / "tests" / "fixtures"
+TOKEN = "bench-auth-token"
+AT_S = 3.0  # when the caller speaks in the double-talk and no-echo cells: mid-reply
+ANSWER = tone(700, 300)
+SPEECH_ONSET_S = 0.02  # the fixtures are trimmed to their first sound
+
+
+def _pcm24(ulaw: bytes) -> bytes:
+    x = np.frombuffer(ulaw_decode(ulaw), dtype="<i2").astype(np.float64)
+    y = Upsampler3().feed_samples(x)
+    return np.clip(np.rint(y), -32768, 32767).astype("<i2").tobytes()
+
+
+def _frames(pcm24: bytes) -> list[bytes]:
+    """The μ-law frames the bridge sends for ``pcm24`` (the same transcoder)."""
+    down = ModelToCaller()
+    ulaw = down.feed(pcm24) + down.flush()
+    ulaw += b"\xff" * (-len(ulaw) % FRAME_BYTES)
+    return [ulaw[i : i + FRAME_BYTES] for i in range(0, len(ulaw), FRAME_BYTES)]
+
+
+REPLY = _pcm24((FIXTURES / "agent_long_reply.ulaw").read_bytes())
+REPLY_FRAMES = _frames(REPLY)
+ANSWER_FRAMES = set(_frames(ANSWER)) - {b"\xff" * FRAME_BYTES}
+
+
+@dataclass(frozen=True)
+class Cell:
+    group: str
+    name: str
+    echo: Echo | None
+    caller: str | None = None  # a fixture said AT_S into the reply
+    real: bool = False  # the caller's words are a real interruption
+
+
+def matrix() -> list[Cell]:
+    cells = [
+        Cell("flat", f"{erl} dB {delay} ms", Echo(-erl, delay))
+        for erl in (6, 10, 15, 20, 30)
+        for delay in (20, 150, 450)
+    ]
+    cells += [
+        Cell("hybrid", f"{m} 6 dB 300 ms", Echo(-6, 300, path=hybrid_path(m))) for m in HYBRIDS
+    ]
+    room = {t60: room_path(t60) for t60 in (0.2, 0.3, 0.4, 0.6)}
+    cells += [
+        Cell("room", f"T60 {t60} s 12 dB 60 ms noise", Echo(-12, 60, -50, path=room[t60]))
+        for t60 in (0.2, 0.4, 0.6)
+    ]
+    loud = Echo(-6, 60, -50, path=room[0.3], clip_dbfs=-12)
+    cells.append(Cell("room", "loud handset, T60 0.3 s 6 dB clipped", loud))
+    speaker = Echo(-12, 60, -50, path=room[0.3])
+    hybrid = Echo(-6, 300, path=hybrid_path("D5"))
+    cells += [
+        Cell("double talk", "interruption over room echo", speaker, "wait_stop.ulaw", True),
+        Cell("double talk", "interruption over 6 dB hybrid", hybrid, "wait_stop.ulaw", True),
+        Cell("double talk", "interruption over loud handset", loud, "wait_stop.ulaw", True),
+        Cell("double talk", "yeah over room echo", speaker, "yeah.ulaw"),
+        Cell("double talk", "cough over room echo", speaker, "noise_burst.ulaw"),
+    ]
+    cells += [
+        Cell("no echo", "mm-hm", None, "mmhm.ulaw"),
+        Cell("no echo", "yeah", None, "yeah.ulaw"),
+        Cell("no echo", "okay", None, "okay.ulaw"),
+        Cell("no echo", "noise burst", None, "noise_burst.ulaw"),
+        Cell("no echo", "real interruption", None, "wait_stop.ulaw", True),
+    ]
+    return cells
+
+
+def heard_reply(result: SimulationResult) -> tuple[int, int]:
+    """(frames of the reply heard in order, second-reply frames heard). One frame may be
+    skipped at each resume (a media server drops the packet playing at a ``clear``)."""
+    i = 0
+    answers = 0
+    for _, frame in result.played:
+        if i < len(REPLY_FRAMES) and frame == REPLY_FRAMES[i]:
+            i += 1
+        elif i + 1 < len(REPLY_FRAMES) and frame == REPLY_FRAMES[i + 1]:
+            i += 2
+        elif frame in ANSWER_FRAMES:
+            answers += 1
+    return i, answers
+
+
+def judge(cell: Cell, result: SimulationResult) -> dict[str, Any]:
+    heard, answer_frames = heard_reply(result)
+    reply_end = len(REPLY_FRAMES) * 0.02
+    onset = AT_S + SPEECH_ONSET_S
+    clears = [c for c in result.clears if c < reply_end + 2.0]
+    first_after = next((c for c in clears if c >= onset - 0.1), None) if cell.caller else None
+    whole = heard >= len(REPLY_FRAMES) - 1
+    row: dict[str, Any] = {
+        "whole": whole,
+        "heard_s": round(heard * 0.02, 2),
+        "pauses": len(clears) if not cell.real else len([c for c in clears if c < onset]),
+        "second": answer_frames > 0 and not cell.real,
+    }
+    if cell.real:
+        honoured = not whole and first_after is not None and answer_frames > 0
+        row["honoured"] = honoured
+        row["reaction_ms"] = round((first_after - onset) * 1000) if first_after else None
+    return row
+
+
+def show(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "failed"
+    if "honoured" in row:
+        reaction = f"{row['reaction_ms']} ms" if row["reaction_ms"] is not None else "-"
+        verdict = "honoured" if row["honoured"] else "NOT honoured"
+        return f"{verdict} {reaction}, pauses before {row['pauses']}"
+    whole = "whole" if row["whole"] else f"CUT at {row['heard_s']} s"
+    second = ", SECOND REPLY" if row["second"] else ""
+    return f"{whole}, {row['pauses']} pauses{second}"
+
+
+async def run_column(
+    label: str, root: Path, extra: dict[str, str], cells: list[Cell], parallel: int, stack: Any
+) -> list[dict[str, Any] | None]:
+    logs = Path(tempfile.mkdtemp(prefix=f"echo-{label.replace(' ', '_')}-"))
+    port = free_port()
+    env = {
+        "PORT": str(port),
+        "OPENAI_API_KEY": "sk-bench-not-a-real-key",
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "CALL_LOG_DIR": str(logs),
+        "GREETING": "Hello.",
+        "LOG_LEVEL": "warning",
+        "PYTHONPATH": str(root),
+        **extra,
+    }
+
+    def recognise(pcm24: bytes) -> str:
+        pcm8 = np.frombuffer(Downsampler3().feed(pcm24), dtype="<i2")
+        return stack.transcribe((pcm8 / 32768).astype(np.float32))
+
+    gate = asyncio.Semaphore(parallel)
+    async with LoopbackRealtimeServer(
+        reply=lambda turn: REPLY if turn == 0 else ANSWER,
+        recognise=recognise,
+        transcript_delay_s=0.2,
+    ) as model:
+        env["OPENAI_REALTIME_URL"] = model.url
+        server = start_server(env, logs, script=root / "server.py")
+
+        async def one(cell: Cell) -> dict[str, Any] | None:
+            caller = b"\xff" * int(8000 * AT_S)
+            if cell.caller is not None:
+                caller += (FIXTURES / cell.caller).read_bytes()
+            async with gate:
+                try:
+                    result = await simulate_call(
+                        f"http://127.0.0.1:{port}",
+                        caller,
+                        auth_token=TOKEN,
+                        tail_s=2.0,
+                        min_turns=1,
+                        echo=cell.echo,
+                    )
+                except Exception as exc:  # a cell that fails is shown, the rest still run
+                    print(f"  {cell.name} ({label}): {exc!r}", file=sys.stderr)
+                    return None
+            return judge(cell, result)
+
+        try:
+            return list(await asyncio.gather(*(one(c) for c in cells)))
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+def summary(cells: list[Cell], rows: list[dict[str, Any] | None]) -> str:
+    echo_rows = [(c, r) for c, r in zip(cells, rows, strict=True) if not c.real]
+    cut = sum(1 for _, r in echo_rows if r is None or not r["whole"])
+    second = sum(1 for _, r in echo_rows if r is not None and r["second"])
+    over = sum(1 for _, r in echo_rows if r is not None and r["pauses"] > 1)
+    real = [r for c, r in zip(cells, rows, strict=True) if c.real]
+    honoured = sum(1 for r in real if r is not None and r["honoured"])
+    reactions = sorted(r["reaction_ms"] for r in real if r is not None and r["reaction_ms"])
+    p95 = reactions[min(len(reactions) - 1, int(0.95 * len(reactions)))] if reactions else None
+    median = statistics.median(reactions) if reactions else None
+    return (
+        f"cut {cut}/{len(echo_rows)}, second replies {second}, over one pause {over}; "
+        f"interruptions honoured {honoured}/{len(real)}, reaction p50 {median} p95 {p95} ms"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--compare", type=Path, help="another checkout, its defaults first")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE: a column more")
+    parser.add_argument("--only", help="cells whose group or name contains this")
+    parser.add_argument("--parallel", type=int, default=4, help="calls at once per column")
+    args = parser.parse_args()
+    from telephony.agent.local.stack import load_local_stack
+
+    stack = load_local_stack()
+    cells = [c for c in matrix() if not args.only or args.only in f"{c.group} {c.name}"]
+    columns: list[tuple[str, Path, dict[str, str]]] = []
+    if args.compare is not None:
+        columns.append(("before", other_checkout(args.compare), {}))
+    columns.append(("defaults", ROOT, {}))
+    for setting in args.env:
+        name, _, value = setting.partition("=")
+        columns.append((setting, ROOT, {name: value}))
+    results = []
+    for label, root, extra in columns:
+        results.append(await run_column(label, root, extra, cells, args.parallel, stack))
+    print("| group | cell | " + " | ".join(label for label, _, _ in columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
+    for i, cell in enumerate(cells):
+        shown = " | ".join(show(rows[i]) for rows in results)
+        print(f"| {cell.group} | {cell.name} | {shown} |")
+    print()
+    for (label, _, _), rows in zip(columns, results, strict=True):
+        print(f"{label}: {summary(cells, rows)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
