@@ -56,6 +56,10 @@ FIXTURES = ROOT / "tests" / "fixtures"
 TOKEN = "bench-auth-token"
 AT_S = 3.0  # when the caller speaks in the double-talk and no-echo cells: mid-reply
 ANSWER = tone(700, 300)
+REPLY_TEXT = (  # the fixture's words, sent as the reply's transcript (the guard's word check)
+    "I found your booking: a table for four on Friday at seven thirty, by the window, under "
+    "the name Rivera. Please arrive ten minutes early. Shall I text you a confirmation?"
+)
 SPEECH_ONSET_S = 0.02  # the fixtures are trimmed to their first sound
 
 
@@ -192,6 +196,7 @@ async def run_column(
     gate = asyncio.Semaphore(parallel)
     async with LoopbackRealtimeServer(
         reply=lambda turn: REPLY if turn == 0 else ANSWER,
+        reply_text=lambda turn: REPLY_TEXT if turn == 0 else "Yes?",
         recognise=recognise,
         transcript_delay_s=0.2,
     ) as model:

@@ -7,11 +7,16 @@ audio and, from the mark echoes, when the caller heard it.
 
 Per caller frame while the agent's audio plays (or a pause holds it):
 
-1. **Echo** (with ``ECHO_CANCELLATION``, off by default). The frame is paired with what was
-   playing when it was captured (:attr:`BargeInGuard.reference`, a
-   :class:`~telephony.audio.echo.PlayoutReference` the outbound side feeds) and WebRTC's AEC3
-   removes the agent's voice; the cleaned audio is what the model hears. Speech that our
-   detector hears before cancelling and not after is the agent's echo, counted as such.
+1. **Echo.** The frame is paired with what was playing when it was captured
+   (:attr:`BargeInGuard.reference`, a :class:`~telephony.audio.echo.PlayoutReference` the
+   outbound side feeds on the caller's audio clock). The echo judge
+   (:class:`~telephony.audio.echo_judge.EchoJudge`, on by default) learns the call's echo
+   path in band powers and says whether the frame holds sound beyond the agent's own echo;
+   only such sound counts as the caller's. With ``ECHO_CANCELLATION`` (off by default)
+   WebRTC's AEC3 first removes the agent's voice and the cleaned audio is what the model
+   hears. Speech that our detector hears in the raw audio and not beyond the echo is the
+   agent's echo, counted as such; so is an item of the model's VAD that began while echo
+   could arrive (``ECHO_TAIL_S``) and held under ``ITEM_CALLER_MS`` of the caller's sound.
 2. **Pause.** Once the caller has spoken ``pause_ms`` (WebRTC VAD on the cleaned audio), the
    agent's audio stops at the caller's ear (``clear``), the rest kept: this is the barge-in
    reaction, as quick as before the guard.
@@ -33,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,6 +48,7 @@ from agents.realtime.model_inputs import RealtimeModelSendRawMessage
 
 from ..audio import ulaw_decode, ulaw_encode
 from ..audio.echo import EchoCanceller, PlayoutReference
+from ..audio.echo_judge import EchoJudge
 from ..audio.speech import SpeechDetector
 from ..config import BargeInRules
 from ..observability.call_log import describe_error
@@ -50,7 +57,9 @@ from .outbound import OutboundAudio
 __all__ = ["SUPPRESSED_KINDS", "BargeInGuard", "GuardActions", "SessionActions"]
 
 FRAME_MS = 20
-ECHO_TAIL_S = 0.6  # echo of audio played this long ago may still arrive
+ECHO_TAIL_S = 1.0  # echo of audio played this long ago may still arrive (450 ms + a room)
+ITEM_LOOKBACK_MS = 1000  # a model VAD item's speech began up to this long before its event
+ITEM_CALLER_MS = 100  # caller sound beyond the echo that makes an item the caller's
 RESUME_AFTER_MS = 60  # quiet that ends a short speech (a pause resumes then)
 GAP_MS = 100  # quiet within one speech (between syllables) that does not end it
 MERGE_MS = 400  # speech again within this of the last continues it (a pause between words)
@@ -89,6 +98,8 @@ class _Item:
     """A caller audio item of the model's VAD (``speech_started`` .. ``committed``)."""
 
     guarded: bool  # it began while the agent's audio played
+    started_ms: int = 0  # the caller's audio clock when the model's VAD said so
+    echo: bool = False  # the agent's echo may have been on the line when it began
     real: bool = False  # decided a real turn
     stopped: bool = False
     outlasted: bool = True  # the agent's audio went on past the caller's speech
@@ -120,8 +131,11 @@ class BargeInGuard:
         self._audible = audible
         self._agent_words = agent_words
         self._record = record
-        self.reference = PlayoutReference() if rules.echo_cancellation else None
+        self.reference = PlayoutReference()
         self._canceller: EchoCanceller | None = None
+        self._judge = EchoJudge()
+        self._judged_at = 0.0  # the caller-clock end of the last frame the judge saw
+        self._caller_frames: deque[int] = deque(maxlen=1000)  # caller_ms of the caller's sound
         self._detect = SpeechDetector()
         self._detect_raw = SpeechDetector()
         self._speech: _Speech | None = None
@@ -153,14 +167,23 @@ class BargeInGuard:
         t0 = time.perf_counter()
         self.frames_guarded += 1
         raw = ulaw_decode(ulaw)
-        heard, raw_speech = raw, False
-        if echo and reference is not None and len(raw) % 160 == 0:
-            if self._canceller is None:
-                self._canceller = EchoCanceller()
-            heard = self._canceller.process(raw, reference.take(at, len(raw) // 2))
-            ulaw = ulaw_encode(heard)
-            raw_speech = len(raw) == 320 and self._detect_raw(raw)
-        speech = len(heard) == 320 and self._detect(heard)
+        heard, raw_speech, beyond_echo = raw, False, True
+        if echo and reference is not None and len(raw) == 320:
+            far = reference.take(at, 160)
+            if self.rules.echo_cancellation:
+                if self._canceller is None:
+                    self._canceller = EchoCanceller()
+                heard = self._canceller.process(raw, far)
+                ulaw = ulaw_encode(heard)
+            gap = round((at - self._judged_at) / 0.02) - 1
+            if gap > 0:
+                self._judge.idle(gap)
+            self._judged_at = at
+            beyond_echo = self._judge.frame(heard, far)
+            raw_speech = self._detect_raw(raw)
+        speech = len(heard) == 320 and self._detect(heard) and beyond_echo
+        if speech:
+            self._caller_frames.append(self.caller_ms)
         self.cancel_s += time.perf_counter() - t0
         await self._on_frame(speech, raw_speech, now)
         return ulaw
@@ -237,7 +260,8 @@ class BargeInGuard:
     async def speech_started(self, item_id: str) -> None:
         """``input_audio_buffer.speech_started``: a caller audio item begins."""
         guarded = self._audible() or self._speech is not None
-        self._items[item_id] = _Item(guarded=guarded)
+        echo = self.reference.audible(self.caller_ms / 1000, ECHO_TAIL_S)
+        self._items[item_id] = _Item(guarded=guarded, started_ms=self.caller_ms, echo=echo)
         if guarded and self._speech is not None and self._speech.interrupted:
             self._items[item_id].real = True
 
@@ -248,6 +272,14 @@ class BargeInGuard:
         # a backchannel goes under the agent's speech; speech the agent stopped before is
         # an answer to it ("...shall I go ahead?" "Yes.")
         item.outlasted = self._audible() or self._last_audible_at > self._last_speech_at
+        sound_ms = self._caller_sound_ms(item.started_ms - ITEM_LOOKBACK_MS)
+        if item.echo and not item.real and sound_ms < ITEM_CALLER_MS:
+            # all the model's VAD heard was the agent's own echo: no turn, whatever words
+            # a recogniser makes of it
+            self._items.pop(item_id, None)
+            self._suppress("echo", item_id=item_id, caller_ms=sound_ms)
+            await self._actions.forget(item_id)
+            return
         if not item.guarded or item.real:
             self._items.pop(item_id, None)
             await self._actions.respond()
@@ -255,6 +287,11 @@ class BargeInGuard:
         task = asyncio.create_task(self._decide(item_id, item), name=f"barge-in:{item_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _caller_sound_ms(self, since_ms: int) -> int:
+        """Caller sound beyond the agent's echo (our detector and the echo judge) heard since
+        ``since_ms`` on the caller's audio clock, ms."""
+        return sum(FRAME_MS for ms in self._caller_frames if ms >= since_ms)
 
     def transcript(self, item_id: str, text: str) -> None:
         """The item's transcript (``...input_audio_transcription.completed``; '' when it
@@ -319,6 +356,7 @@ class BargeInGuard:
         return {
             "suppressed_interruptions": dict(self.suppressed),
             "guard_frames": self.frames_guarded,
+            "echo_frames": self._judge.echo_frames,
             "guard_us_per_frame": (
                 round(self.cancel_s / self.frames_guarded * 1e6, 1) if self.frames_guarded else 0
             ),
