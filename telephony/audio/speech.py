@@ -37,7 +37,12 @@ class SpeechDetector:
         """
         if len(pcm) not in (160, 320, 480):
             raise ValueError(f"a 10, 20 or 30 ms frame is 160, 320 or 480 bytes, not {len(pcm)}")
+        return self.loud(pcm) and self._vad.is_speech(pcm, 8000)
+
+    def loud(self, pcm: bytes) -> bool:
+        """True when the frame (pcm16 bytes, any whole number of samples) reaches ``min_rms``:
+        loud enough to be a caller's sound, speech or not."""
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
-        if float(np.dot(samples, samples)) < self._min_square * len(samples):
-            return False
-        return self._vad.is_speech(pcm, 8000)
+        return bool(samples.size) and float(np.dot(samples, samples)) >= self._min_square * len(
+            samples
+        )

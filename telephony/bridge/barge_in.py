@@ -167,7 +167,7 @@ class BargeInGuard:
         t0 = time.perf_counter()
         self.frames_guarded += 1
         raw = ulaw_decode(ulaw)
-        heard, raw_speech, beyond_echo = raw, False, True
+        heard, raw_speech, beyond_echo, judged = raw, False, True, False
         if echo and reference is not None and len(raw) == 320:
             far = reference.take(at, 160)
             if self.rules.echo_cancellation:
@@ -179,10 +179,12 @@ class BargeInGuard:
             if gap > 0:
                 self._judge.idle(gap)
             self._judged_at = at
-            beyond_echo = self._judge.frame(heard, far)
+            beyond_echo, judged = self._judge.frame(heard, far), True
             raw_speech = self._detect_raw(raw)
         speech = len(heard) == 320 and self._detect(heard) and beyond_echo
-        if speech:
+        # the caller's sound for the model's VAD items: beyond the echo where judged (a tone
+        # or a laugh counts, as it does for the model's VAD), our detector's speech elsewhere
+        if speech or (judged and beyond_echo and self._detect.loud(heard)):
             self._caller_frames.append(self.caller_ms)
         self.cancel_s += time.perf_counter() - t0
         await self._on_frame(speech, raw_speech, now)
