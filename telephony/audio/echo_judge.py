@@ -59,6 +59,12 @@ class EchoJudge:
         self.share = 0.0  # the last frame's power beyond the estimated echo, a share of it
 
     @property
+    def learned(self) -> bool:
+        """True once the echo path has learned from ``LAGS + LEARN_FRAMES`` frames of the
+        agent's audio (the prior no longer stands in): its verdicts rest on this line's echo."""
+        return self._learned >= LAGS + LEARN_FRAMES
+
+    @property
     def _far(self) -> np.ndarray:
         return self._ring[self._pos : self._pos + LAGS]
 
@@ -97,7 +103,7 @@ class EchoJudge:
         prior = self._prior * far_bands.max(axis=0)  # the loudest echo the window allows
         estimate = np.einsum("kb,kb->b", self._h, far_bands)
         bound = self._margin * estimate
-        if self._learned < LAGS + LEARN_FRAMES:  # the path has not been heard at every lag
+        if not self.learned:  # the path has not been heard at every lag
             bound = np.maximum(bound, prior)
         total = float(n.sum())
         beyond = float(np.maximum(n - bound, 0.0).sum())

@@ -16,7 +16,9 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    WebRTC's AEC3 first removes the agent's voice and the cleaned audio is what the model
    hears. Speech that our detector hears in the raw audio and not beyond the echo is the
    agent's echo, counted as such; so is an item of the model's VAD that began while echo
-   could arrive (``ECHO_TAIL_S``) and held under ``ITEM_CALLER_MS`` of the caller's sound.
+   could arrive (``ECHO_TAIL_S``) and held under ``ITEM_CALLER_MS`` of the caller's sound,
+   once the judge has learned the line (about 1.3 s of the agent's audio with the caller
+   quiet; before, such an item's words decide, step 4).
 2. **Pause.** Once the caller has spoken ``pause_ms`` (WebRTC VAD on the cleaned audio), the
    agent's audio stops at the caller's ear (``clear``), the rest kept: this is the barge-in
    reaction, as quick as before the guard.
@@ -99,7 +101,7 @@ class _Item:
 
     guarded: bool  # it began while the agent's audio played
     started_ms: int = 0  # the caller's audio clock when the model's VAD said so
-    echo: bool = False  # the agent's echo may have been on the line when it began
+    echo: bool = False  # it began while echo could arrive, with the line's echo learned
     real: bool = False  # decided a real turn
     stopped: bool = False
     outlasted: bool = True  # the agent's audio went on past the caller's speech
@@ -262,7 +264,9 @@ class BargeInGuard:
     async def speech_started(self, item_id: str) -> None:
         """``input_audio_buffer.speech_started``: a caller audio item begins."""
         guarded = self._audible() or self._speech is not None
-        echo = self.reference.audible(self.caller_ms / 1000, ECHO_TAIL_S)
+        # only a judge that has learned the line may call a whole item echo: before, a caller
+        # below the agent's level is not told from its echo, and the words decide
+        echo = self._judge.learned and self.reference.audible(self.caller_ms / 1000, ECHO_TAIL_S)
         self._items[item_id] = _Item(guarded=guarded, started_ms=self.caller_ms, echo=echo)
         if guarded and self._speech is not None and self._speech.interrupted:
             self._items[item_id].real = True
