@@ -43,6 +43,5 @@ class SpeechDetector:
         """True when the frame (pcm16 bytes, any whole number of samples) reaches ``min_rms``:
         loud enough to be a caller's sound, speech or not."""
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
-        return bool(samples.size) and float(np.dot(samples, samples)) >= self._min_square * len(
-            samples
-        )
+        energy = float(np.dot(samples, samples))
+        return samples.size > 0 and energy >= self._min_square * samples.size

@@ -94,3 +94,32 @@ def test_a_caller_talking_over_the_echo_is_heard_at_once(name: str, echo: np.nda
     alone[at : at + len(words)] = words
     speech = judged(alone)[first:last]
     assert (verdicts[first:last] & speech).sum() >= 0.6 * speech.sum()
+
+
+def test_the_path_is_learned_after_the_agents_audio_with_the_caller_quiet() -> None:
+    """``learned`` (which lets the guard delete a whole item as echo) comes after LAGS + 25
+    frames of the agent's audio with only its echo on the line, not before."""
+    far = FAR.astype("<i2").tobytes()
+    quiet = ulaw_decode(ulaw_encode(line(-10, 150).clip(-32768, 32767).astype("<i2").tobytes()))
+    start = 8000 * 2  # the reply starts 0.5 s in
+    judge = EchoJudge()
+    learned_at = None
+    for i in range(0, start + 4 * 8000 * 2, 2 * FRAME):
+        judge.frame(quiet[i : i + 2 * FRAME], far[i : i + 2 * FRAME])
+        if judge.learned and learned_at is None:
+            learned_at = (i - start) // (2 * FRAME) + 1  # frames of the reply heard
+    assert learned_at is not None and 65 <= learned_at <= 80, learned_at  # 1.3-1.6 s
+
+
+def test_the_speech_detector_needs_a_callers_level_and_for_speech_the_vad() -> None:
+    """``loud``: at least -47 dBFS RMS, speech or not; a call: loud and WebRTC VAD speech."""
+    detect = SpeechDetector()
+    speech = ulaw_decode(fixture_audio("goforward.ulaw"))
+    frames = [speech[i : i + 2 * FRAME] for i in range(0, len(speech) - 2 * FRAME + 1, 2 * FRAME)]
+    assert sum(map(detect, frames)) >= 40  # most of its 1.9 s of words
+    faint = [(np.frombuffer(f, "<i2") // 64).astype("<i2").tobytes() for f in frames]  # -36 dB
+    assert not any(map(detect.loud, faint)) and not any(map(detect, faint))
+    tone = (6000 * np.sin(2 * np.pi * 500 * np.arange(2 * FRAME) / 8000)).astype("<i2")
+    assert detect.loud(tone[:FRAME].tobytes()) and not detect.loud(bytes(2 * FRAME))
+    with pytest.raises(ValueError):
+        detect(bytes(100))
