@@ -38,7 +38,10 @@ def replayed_items(connection) -> list[dict]:
 
 
 async def test_a_call_spans_three_session_caps_and_keeps_talking(live_server) -> None:
-    overrides = {"model_renewal_margin": 1.2, "greeting": "Hello there."}
+    # each 2.6 s of the script holds about 1 s with nothing under way (the 0.6 s tone, the
+    # model's VAD, the 0.5 s reply take the rest): a 2 s margin holds a quiet moment wherever
+    # the cap falls; 1.2 s did only when the spare connected within a 150 ms slot
+    overrides = {"model_renewal_margin": 2.0, "greeting": "Hello there."}
     async with live_server(
         overrides=overrides,
         session_cap_s=4.0,
