@@ -6,6 +6,10 @@ over the fleet's control channel (Redis pub/sub with a reply and a timeout). Whe
 unknown, does not answer in ``CONTROL_TIMEOUT`` or the fleet state is down, this instance acts
 through the carrier directly: Twilio's REST API for a CallSid, OpenAI's Calls API for a SIP
 ``call_id``. That needs no shared state; only the spoken goodbye is lost.
+
+What crosses the control channel is sealed by the fleet state (only members of the fleet can
+send it) and checked here against a schema (:data:`ControlMessage`, :class:`LiveReply`): a
+message or a reply that does not fit changes nothing and is logged.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from openai import NotFoundError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .admission import CallRegistry
 from .fleet import FleetState, FleetUnavailable
@@ -28,9 +33,88 @@ from .twilio.ids import is_call_sid
 from .twilio.rest import TwilioCalls
 from .twilio.twiml import dial_twiml
 
-__all__ = ["CallNotFound", "ControlResult", "ControlUnavailable", "RemoteControl"]
+__all__ = [
+    "CallNotFound",
+    "ControlMessage",
+    "ControlResult",
+    "ControlUnavailable",
+    "LiveReply",
+    "RemoteControl",
+]
 
 logger = logging.getLogger("telephony.remote_control")
+
+Short = Annotated[str, Field(max_length=64)]
+CallId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)  # req, reply_to: the channel's own
+
+
+class LiveOp(_Message):
+    """``live``: list this instance's calls in progress."""
+
+    op: Literal["live"]
+
+
+class HangUpArgs(BaseModel):
+    reason: Short = "operator"
+
+
+class HangUpOp(_Message):
+    """``hangup``: say goodbye on ``call`` and hang up."""
+
+    op: Literal["hangup"]
+    call: CallId
+    args: HangUpArgs = HangUpArgs()
+
+
+class TransferArgs(BaseModel):
+    destination: Short
+
+
+class TransferOp(_Message):
+    """``transfer``: announce and transfer ``call`` to a destination name of
+    ``TRANSFER_TARGETS`` (the owner checks it against its own)."""
+
+    op: Literal["transfer"]
+    call: CallId
+    args: TransferArgs
+
+
+class AmdArgs(BaseModel):
+    answered_by: Short
+    message: Annotated[str, Field(max_length=500)] = ""
+
+
+class AmdOp(_Message):
+    """``amd``: Twilio's answering machine detection result for an outbound ``call``."""
+
+    op: Literal["amd"]
+    call: CallId
+    args: AmdArgs
+
+
+ControlMessage = Annotated[LiveOp | HangUpOp | TransferOp | AmdOp, Field(discriminator="op")]
+"""The control messages an owner acts on (extra keys ignored; sizes bounded)."""
+_MESSAGE: TypeAdapter[LiveOp | HangUpOp | TransferOp | AmdOp] = TypeAdapter(ControlMessage)
+
+
+class LiveCall(BaseModel):
+    """One row of another instance's ``live`` reply."""
+
+    call_sid: CallId
+    caller: Annotated[str, Field(max_length=128)] = ""
+    seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    instance: Short
+
+
+class LiveReply(BaseModel):
+    """Another instance's answer to ``live``: at most 1000 calls."""
+
+    ok: bool
+    calls: Annotated[list[LiveCall], Field(max_length=1000)] = []
 
 
 class CallNotFound(LookupError):
@@ -164,8 +248,13 @@ class RemoteControl:
                 reply = await self._state.request(instance, {"op": "live"}, self._timeout_s)
             except FleetUnavailable:
                 return []
-            calls = reply.get("calls") if reply else None
-            return [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+            if not reply:
+                return []
+            try:
+                return [call.model_dump() for call in LiveReply.model_validate(reply).calls]
+            except ValidationError:
+                logger.warning("fleet: instance %s sent a malformed live list; left out", instance)
+                return []
 
         for found in await asyncio.gather(*(ask(i) for i in others)):
             rows.extend(found)
@@ -173,20 +262,28 @@ class RemoteControl:
 
     async def on_message(self, message: dict[str, Any]) -> dict[str, Any]:
         """The owner's side: act on a control message for one of our calls (or, for ``live``,
-        list them)."""
-        if message.get("op") == "live":
+        list them). A message that does not fit :data:`ControlMessage` changes nothing."""
+        try:
+            op = _MESSAGE.validate_python(message)
+        except ValidationError as exc:
+            logger.warning(
+                "fleet: control message refused (bad schema: %d errors, op %.20r)",
+                exc.error_count(),
+                message.get("op"),
+            )
+            return {"ok": False, "error": "bad message"}
+        if isinstance(op, LiveOp):
             return {"ok": True, "calls": self.local_live()}
-        call = self._registry.live.get(str(message.get("call")))
+        call = self._registry.live.get(op.call)
         if call is None:
             return {"ok": False, "error": "not here"}
-        args, control = message.get("args") or {}, call.control
-        if message.get("op") == "hangup":
-            detail = await control.operator_hang_up(str(args.get("reason", "operator")))
-        elif message.get("op") == "transfer":
-            detail = await control.operator_transfer(str(args.get("destination", "")))
-        elif message.get("op") == "amd" and hasattr(control, "on_answered"):  # Media Streams
-            answered_by, text = str(args.get("answered_by")), str(args.get("message", ""))
-            detail = await control.on_answered(answered_by, text)
+        control = call.control
+        if isinstance(op, HangUpOp):
+            detail = await control.operator_hang_up(op.args.reason)
+        elif isinstance(op, TransferOp):
+            detail = await control.operator_transfer(op.args.destination)
+        elif hasattr(control, "on_answered"):  # AMD: Media Streams calls only
+            detail = await control.on_answered(op.args.answered_by, op.args.message)
         else:
             return {"ok": False, "error": "unknown op"}
         return {"ok": True, "detail": detail}

@@ -35,6 +35,7 @@ from .config import CallFeatures, CallLimits, Settings
 from .console import CallIndex, show_number
 from .fleet import FleetState, LocalState
 from .fleet.redis_state import RedisState
+from .fleet.seal import ControlSeal
 from .observability.call_log import CallLogs
 from .observability.prometheus import ServiceMetrics
 from .observability.ratelimit import LogLimiter
@@ -330,13 +331,15 @@ def _observer(metrics: ServiceMetrics, index: CallIndex | None) -> Callable[[dic
 
 def _fleet_state(settings: Settings) -> FleetState:
     """Redis with ``REDIS_URL``; else this process alone."""
-    if settings.redis_url is None:
+    if settings.redis_url is None or settings.stream_token_secret is None:  # (checked: both)
         return LocalState(settings.instance_id)
     return RedisState(
         settings.redis_url.get_secret_value(),
         settings.instance_id,
         lease_s=settings.fleet_lease,
         heartbeat_s=settings.fleet_heartbeat,
+        seal=ControlSeal(settings.stream_token_secret.get_secret_value().encode()),
+        warn=LogLimiter(logging.getLogger("telephony.fleet")).warning,
     )
 
 

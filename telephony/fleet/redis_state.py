@@ -16,6 +16,9 @@ Keys (prefix ``tel:``), each touched by one atomic step, with only Redis 7.0 com
   ``tel:members``: ZSET of every instance, ready or draining, score = expiry (the console's
   fleet-wide list of calls in progress asks each of them);
 - ``tel:ctl:{instance}``: the pub/sub channel of an instance's control messages and replies.
+  Every message on it is sealed (:mod:`.seal`: an HMAC with a key from ``STREAM_TOKEN_SECRET``,
+  a timestamp window, each seal taken once); anything else is refused and logged, and at most
+  :data:`MAX_CONTROL_TASKS` messages are acted on at once.
 
 Everything here is soft state that its owner re-asserts every heartbeat, so a Redis restart
 without persistence heals within one heartbeat. Each heartbeat also publishes a probe to our own
@@ -27,11 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -39,6 +41,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
+from .seal import ControlSeal, Refused
 from .state import FleetState, FleetUnavailable
 
 __all__ = ["RedisState"]
@@ -50,6 +53,7 @@ FLEET_KEY = PREFIX + "fleet"
 READY_KEY = PREFIX + "ready"
 MEMBERS_KEY = PREFIX + "members"
 STOP_TIMEOUT_S = 2.0
+MAX_CONTROL_TASKS = 32  # control messages acted on at once; more are refused (and logged)
 
 # KEYS[1] tel:fleet; ARGV: member, ttl ms, max (0: none). Returns 1 if held, 0 when full.
 RESERVE = """
@@ -104,6 +108,9 @@ class RedisState(FleetState):
         lease_s: how long a call's fleet slot lives without renewal (``FLEET_LEASE``).
         heartbeat_s: how often this instance re-asserts its state (``FLEET_HEARTBEAT``).
         timeout_s: socket timeout of each Redis command; a dead Redis must never hold a webhook.
+        seal: seals and opens control messages (the fleet's shared key).
+        warn: ``warn(key, message)`` logs a refused control message (a rate-limited warning;
+            by default a plain one on the ``telephony.fleet`` logger).
     """
 
     shared = True
@@ -116,8 +123,12 @@ class RedisState(FleetState):
         lease_s: float = 30.0,
         heartbeat_s: float = 5.0,
         timeout_s: float = 0.25,
+        seal: ControlSeal,
+        warn: Callable[[str, str], None] | None = None,
     ) -> None:
         super().__init__(instance)
+        self._seal = seal
+        self._warn = warn or (lambda key, message: logger.warning(message))
         self._client = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout_s,
@@ -301,7 +312,8 @@ class RedisState(FleetState):
             self._fleet_active = int(
                 await self._renew(keys=[FLEET_KEY], args=[self._lease_ms, *calls])
             )
-            listening = await self._client.publish(self._channel, json.dumps({"op": "probe"}))
+            probe = self._seal.seal(self._channel, {"op": "probe"})
+            listening = await self._client.publish(self._channel, probe)
         lost = not listening and self._subscribed.is_set()  # else it is resubscribing already
         if lost and self._listener is not None and not self._stopping:
             logger.warning("fleet: control subscription lost; subscribing again")
@@ -317,10 +329,11 @@ class RedisState(FleetState):
         req = secrets.token_hex(8)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[req] = future
-        body = json.dumps({**message, "req": req, "reply_to": self.instance})
+        channel = f"{PREFIX}ctl:{instance}"
+        body = self._seal.seal(channel, {**message, "req": req, "reply_to": self.instance})
         try:
             async with self._redis():
-                receivers = await self._client.publish(f"{PREFIX}ctl:{instance}", body)
+                receivers = await self._client.publish(channel, body)
             if not receivers:
                 return None  # nobody listens there: the instance is gone or lost its channel
             async with asyncio.timeout(timeout_s):
@@ -355,17 +368,27 @@ class RedisState(FleetState):
                     await pubsub.aclose()
 
     def _on_message(self, data: bytes | str) -> None:
+        """A message on our channel: a reply to one of our requests, or a request to act on
+        (one task each, at most :data:`MAX_CONTROL_TASKS` at once). Unsealed, forged, stale or
+        replayed messages are refused with one (rate-limited) warning and change nothing."""
         try:
-            message = json.loads(data)
-        except ValueError:
-            logger.warning("fleet: malformed control message ignored")
+            message = self._seal.open(self._channel, data)
+        except Refused as refused:
+            self._warn(
+                f"control:{refused.reason}",
+                f"fleet: control message refused ({refused.reason}); is someone else publishing "
+                f"on {self._channel}? (secure Redis: docs/fleet.md)",
+            )
             return
         if not isinstance(message, dict) or message.get("op") == "probe":
             return
         if "reply" in message:
             future = self._waiting.get(str(message.get("req")))
-            if future is not None and not future.done():
+            if future is not None and not future.done() and isinstance(message["reply"], dict):
                 future.set_result(message["reply"])
+            return
+        if len(self._tasks) >= MAX_CONTROL_TASKS:
+            self._warn("control:busy", "fleet: control message refused (too many at once)")
             return
         task = asyncio.create_task(self._answer(message))
         self._tasks.add(task)
@@ -380,7 +403,8 @@ class RedisState(FleetState):
             reply = {"ok": False, "error": type(exc).__name__}
         reply_to = message.get("reply_to")
         if isinstance(reply_to, str):
-            body = json.dumps({"req": message.get("req"), "reply": reply})
+            channel = f"{PREFIX}ctl:{reply_to}"
+            body = self._seal.seal(channel, {"req": message.get("req"), "reply": reply})
             with contextlib.suppress(FleetUnavailable):
                 async with self._redis():
-                    await self._client.publish(f"{PREFIX}ctl:{reply_to}", body)
+                    await self._client.publish(channel, body)
