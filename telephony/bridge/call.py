@@ -130,7 +130,13 @@ class MediaStreamCall:
             clock=lambda: self.caller_s,
         )
         self.control = MediaCallControl(
-            features, twilio, self._record, self._recorder, self.out, self.end
+            features,
+            twilio,
+            self._record,
+            self._recorder,
+            self.out,
+            self.end,
+            clock=lambda: self.caller_s,
         )
         self._supervisor = SessionSupervisor(
             open_session,

@@ -102,6 +102,7 @@ class MediaCallControl(CallController):
         recorder: the session's recorder (response counters: when the goodbye has finished).
         outbound: the call's outbound audio (whether everything sent has played).
         end: asks the call to end with a reason.
+        clock: the caller's audio clock, seconds (the keypad's budgets).
     """
 
     def __init__(
@@ -112,11 +113,12 @@ class MediaCallControl(CallController):
         recorder: SessionRecorder,
         outbound: OutboundAudio,
         end: Callable[[str], None],
+        clock: Callable[[], float],
     ) -> None:
         self.twilio = TwilioCarrier(twilio, record, recorder, outbound)
         super().__init__(features, self.twilio, record, recorder, end)
         self._outbound = outbound
-        self.keypad = Keypad(features.dtmf_timeout, lambda: self.session, record)
+        self.keypad = Keypad(features.dtmf_timeout, lambda: self.session, record, clock)
 
     @property
     def call_sid(self) -> str | None:

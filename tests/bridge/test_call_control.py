@@ -76,12 +76,43 @@ async def test_dtmf_reaches_the_agent_as_text(live_server) -> None:
 
 
 async def test_dtmf_is_twilios_alphabet_and_a_bounded_message(live_server) -> None:
-    keys = [(0.2 + i * 0.01, "7") for i in range(40)] + [(1.0, "x"), (1.01, "D")]
+    # 40 keys at 12.5 a second (a fast typist; a flood is the next test)
+    keys = [(0.2 + i * 0.08, "7") for i in range(40)] + [(3.5, "x"), (3.51, "D")]
     async with live_server(overrides={"dtmf_timeout": 0.3}) as srv:
-        result = await srv.call(SILENCE * 16000, speed=2, tail_s=0.3, dtmf=keys)
+        result = await srv.call(SILENCE * 40000, speed=2, tail_s=0.3, dtmf=keys)
         log = await final_log(srv, result.call_sid)
     assert [r["digits"] for r in events(log, "dtmf.sent")] == ["7" * 32, "7" * 8 + "D"]
     assert any("pattern" in r["error"] for r in events(log, "protocol.error"))  # the "x"
+    assert not events(log, "dtmf.dropped")
+
+
+async def test_a_keypad_flood_is_a_handful_of_messages_and_a_bounded_log(live_server) -> None:
+    """The review's flood: 200 '#' a second for 8 s (before: 1564 model messages, 415
+    responses and 2.2 MB of call log). Keys past 32 at once and 12 a second are dropped and
+    counted; messages past 2 at once and one every 3 s wait, the keys meanwhile joining them."""
+    flood = [(0.5 + i / 200, "#") for i in range(1600)]
+    async with live_server(overrides={"dtmf_timeout": 0.3}) as srv:
+        result = await srv.call(SILENCE * 8000 * 10, speed=2, tail_s=0.3, dtmf=flood)
+        log = await final_log(srv, result.call_sid)
+        size = (srv.settings.call_log_dir / f"{result.call_sid}.jsonl").stat().st_size
+    conn = srv.model.connections[0]
+    sent = events(log, "dtmf.sent")
+    # budgets on the caller's audio clock: 2 at once, then one every 3 s of a 10 s call
+    assert 2 <= len(sent) <= 5, [r["digits"] for r in sent]
+    assert len(conn.received("response.create")) == len(sent)
+    assert all(len(r["digits"]) <= 32 for r in sent)
+    taken = events(log, "dtmf")
+    assert len(taken) <= 32 + 12 * 8 + 1  # 8 s of flood at 12 a second
+    assert sum(len(r["digits"]) for r in sent) <= len(taken)
+    dropped = events(log, "dtmf.dropped")
+    assert sum(r["count"] for r in dropped) == len(flood) - len(taken)
+    # the first drop of each kind at once, then at most every 10 s, and what is left at the end
+    assert len(dropped) <= 2 * 3
+    whys = {"faster than a person types", "over a message while one waits"}
+    assert {r["why"] for r in dropped} <= whys
+    # bytes of call log for the whole call: about 12 kB of keys, the rest the 5 replies (50 kB
+    # measured; before: 2.2 MB)
+    assert size < 100_000, size
 
 
 @pytest.mark.parametrize("already_gone", [False, True])
