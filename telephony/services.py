@@ -105,7 +105,7 @@ class Services:
             Refused: malformed or foreign ids, a bad stream token, a call already streaming
                 (1008); no room here or in the fleet (1013).
         """
-        self.registry.awaiting_start.discard(call)
+        self.registry.awaiting_start.pop(call, None)
         try:
             if not is_call_sid(start.call_sid) or not is_stream_sid(start.stream_sid):
                 raise Refused("malformed CallSid or StreamSid")

@@ -132,7 +132,8 @@ class CallRegistry:
         self.pending: dict[str, float] = {}  # answered CallSid -> deadline to start
         self.live: dict[str, Controllable] = {}  # call id -> the call, for remote control
         self.sockets: dict[asyncio.Task[Any], Controllable] = {}  # every call task in progress
-        self.awaiting_start: set[Any] = set()  # media sockets accepted, no `start` yet
+        # media sockets accepted, no `start` yet, oldest first (the oldest is evicted for a new one)
+        self.awaiting_start: dict[Any, None] = {}
 
     @property
     def ready(self) -> bool:

@@ -51,7 +51,7 @@ from .outbound import OutboundAudio
 from .recording import RecordingTap
 from .routing import CallerAudioRoute
 from .socket import Admit, TwilioSocket
-from .start import await_start, start_record
+from .start import StartWait, start_record
 from .supervisor import POLITE_ENDINGS, OpenSession, SessionSupervisor
 from .watchdog import CallWatchdog
 
@@ -111,6 +111,7 @@ class MediaStreamCall:
         self.simulated = False  # a local simulated or browser call: no carrier to pay
         self.watchdog = CallWatchdog(self._limits, self._record)
         self._close_code = 1000
+        self._start_wait = StartWait()
         self._log: CallLog | None = None
         self.call_sid: str | None = None
         self.stream_sid: str | None = None
@@ -129,15 +130,8 @@ class MediaStreamCall:
             self._first_frame_out,
             clock=lambda: self.caller_s,
         )
-        self.control = MediaCallControl(
-            features,
-            twilio,
-            self._record,
-            self._recorder,
-            self.out,
-            self.end,
-            clock=lambda: self.caller_s,
-        )
+        control = (features, twilio, self._record, self._recorder, self.out, self.end)
+        self.control = MediaCallControl(*control, clock=lambda: self.caller_s)
         self._supervisor = SessionSupervisor(
             open_session,
             self._limits,
@@ -207,7 +201,9 @@ class MediaStreamCall:
     async def _await_start(self) -> Start | None:
         """Read ``connected`` then ``start`` and admit it; None when the stream is refused or
         never starts (the reason and the close code are set)."""
-        outcome = await await_start(self._socket, self._limits.start_timeout, self._admit, self)
+        outcome = await self._start_wait.run(
+            self._socket, self._limits.start_timeout, self._admit, self
+        )
         self.protocol_errors += outcome.bad_frames
         if outcome.start is None:
             self._set_reason(outcome.reason)
@@ -319,6 +315,10 @@ class MediaStreamCall:
         """The caller's audio clock: seconds of caller audio received (8000 samples a
         second, counted in whole samples)."""
         return self._caller_samples / 8000
+
+    def evict(self) -> None:
+        """Close the socket if it still waits for ``start`` (see :meth:`StartWait.evict`)."""
+        self._start_wait.evict()
 
     def end(self, reason: str) -> None:
         """Ask the call to end (e.g. ``server_shutdown``): goodbye if it can, then it closes."""

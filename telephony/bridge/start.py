@@ -19,7 +19,7 @@ from ..observability.ratelimit import LogLimiter
 from ..twilio.media_stream import Connected, ProtocolError, Start, parse_message
 from .socket import Admit, TwilioSocket
 
-__all__ = ["StartOutcome", "await_start", "start_record"]
+__all__ = ["StartOutcome", "StartWait", "await_start", "start_record"]
 
 logger = logging.getLogger("telephony.bridge")
 _warnings = LogLimiter(logger)
@@ -79,6 +79,37 @@ async def await_start(
         if not isinstance(message, Connected):
             outcome.bad_frames += 1
             _warnings.warning("early", "call ?: %r before start, ignored", message.event)
+
+
+class StartWait:
+    """One socket's wait for ``start`` (:func:`await_start`), which a newer socket may cut
+    short: at most ``MAX_CONCURRENT_CALLS`` sockets wait at once, and the oldest gives way."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[StartOutcome] | None = None
+        self._evicted = False
+
+    async def run(
+        self, socket: TwilioSocket, within_s: float, admit: Admit | None, call: Any
+    ) -> StartOutcome:
+        """:func:`await_start`'s outcome, or ``evicted_before_start`` (close 1008) when
+        :meth:`evict` cut it short. Cancelling the caller cancels the wait (shutdown)."""
+        if not self._evicted:
+            self._task = asyncio.create_task(await_start(socket, within_s, admit, call))
+            try:
+                return await self._task
+            except asyncio.CancelledError:
+                if not self._evicted:
+                    raise  # the call itself was cancelled
+        logger.info("call ?: socket waiting for start closed for a newer one")
+        return StartOutcome(reason="evicted_before_start", close_code=POLICY_VIOLATION)
+
+    def evict(self) -> None:
+        """Stop waiting (a newer socket needs the room); nothing once ``start`` has come."""
+        if self._task is None or not self._task.done():
+            self._evicted = True
+            if self._task is not None:
+                self._task.cancel()
 
 
 def start_record(start: Start) -> tuple[dict[str, Any], str | None]:

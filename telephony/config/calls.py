@@ -38,7 +38,7 @@ class CallLimits:
             characters a token).
     """
 
-    start_timeout: float = 5.0
+    start_timeout: float = 2.0
     connect_timeout: float = 15.0
     close_timeout: float = 5.0
     idle_timeout: float = 30.0

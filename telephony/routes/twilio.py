@@ -208,25 +208,29 @@ async def media_stream(websocket: WebSocket, services: ServicesDep) -> None:
 
 
 async def bridge_media_socket(websocket: WebSocket, services: Services) -> None:
-    """Accept an authenticated media socket and run its call (the bridge) to the end; at most
-    ``MAX_CONCURRENT_CALLS`` sockets may wait for ``start`` (1013 beyond)."""
+    """Accept an authenticated media socket and run its call (the bridge) to the end. At most
+    ``MAX_CONCURRENT_CALLS`` sockets wait for ``start`` at once: a new one evicts the oldest
+    (Twilio sends ``start`` within milliseconds of the upgrade, so the oldest is idle; the
+    handshake's signature is the same for every call, so idle sockets opened with a signature
+    seen once must not keep a real call's stream out)."""
     registry = services.registry
-    if len(registry.awaiting_start) >= registry.max_calls:
+    while len(registry.awaiting_start) >= registry.max_calls:
+        oldest = next(iter(registry.awaiting_start))
+        del registry.awaiting_start[oldest]
+        oldest.evict()
         services.refusals.warning(
-            "awaiting", "media stream refused: too many sockets waiting for start"
+            "awaiting", "media stream: the oldest socket waiting for start closed for a new one"
         )
-        await websocket.close(code=1013)  # try again later
-        return
     await websocket.accept()
     call = services.media_call(StarletteTwilioSocket(websocket))
     task = asyncio.current_task()
     assert task is not None
     registry.sockets[task] = call
-    registry.awaiting_start.add(call)
+    registry.awaiting_start[call] = None
     try:
         await call.run()
     finally:
-        registry.awaiting_start.discard(call)
+        registry.awaiting_start.pop(call, None)
         registry.sockets.pop(task, None)
         await registry.release(call.call_sid if call.stream_sid else None)
 

@@ -1,5 +1,6 @@
 """Connections that never finish a request are closed in time, a flood of them cannot starve
-``/healthz``, and media sockets waiting for ``start`` are capped and visible."""
+``/healthz``, and media sockets waiting for ``start`` are visible and cannot keep a real call
+out."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import AUTH_TOKEN, within
+from helpers import AUTH_TOKEN, SILENCE, within
 from processes import ServerProcess
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from telephony.simulate import answer_call
+from telephony.simulate import answer_call, simulate_call
+from telephony.testing import LoopbackRealtimeServer, tone
 
 HEADER_TIMEOUT = 1.0
 
@@ -74,18 +75,44 @@ async def test_silent_and_slow_sockets_are_closed_and_healthz_keeps_answering(se
     within("connections.healthz_s", elapsed, 1.0, "after the sockets closed")
 
 
-async def test_media_sockets_waiting_for_start_are_capped(server) -> None:
-    await server.up()
-    # the handshake's signature is the same for every call: a stranger who saw one can open
-    # sockets and never send `start`; they are capped at MAX_CONCURRENT_CALLS
-    answer = await answer_call(server.base_url, auth_token=AUTH_TOKEN)
-    waiting = [
-        await connect(answer.stream_url, additional_headers=answer.headers) for _ in range(2)
-    ]
-    _, body = await asyncio.to_thread(healthz, server.base_url)
-    assert body["awaiting_start"] == 2
-    with pytest.raises((InvalidStatus, ConnectionClosed)):
-        async with connect(answer.stream_url, additional_headers=answer.headers) as ws:
-            await ws.recv()  # refused: closed before or right after the handshake
-    for ws in waiting:
-        await ws.close()
+async def test_idle_media_sockets_cannot_keep_a_real_call_out(tmp_path: Path) -> None:
+    """Issue 26, finding 2: the handshake's signature is the same for every call, so a
+    stranger who saw one can open media sockets and never send ``start``. Before, four such
+    sockets (= ``MAX_CONCURRENT_CALLS``) made a real call's stream get HTTP 403. Now a new
+    socket evicts the oldest idle one (1008), and the real call streams and hears its greeting."""
+    greeting = tone(700, 600)
+    async with LoopbackRealtimeServer(reply=lambda _: greeting) as model:
+        env = {
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "OPENAI_API_KEY": "sk-test-not-a-real-key",
+            "OPENAI_REALTIME_URL": model.url,
+            "GREETING": "Hello.",
+            "MAX_CONCURRENT_CALLS": "4",
+            "CALL_LOG_DIR": str(tmp_path / "calls"),
+        }
+        server = ServerProcess(env, tmp_path)
+        try:
+            await server.up()
+            answer = await answer_call(server.base_url, auth_token=AUTH_TOKEN)
+            idle = [
+                await connect(answer.stream_url, additional_headers=answer.headers)
+                for _ in range(4)
+            ]
+            _, body = await asyncio.to_thread(healthz, server.base_url)
+            assert body["awaiting_start"] == 4
+            result = await simulate_call(
+                server.base_url, SILENCE * 8000 * 2, auth_token=AUTH_TOKEN, min_turns=1
+            )
+            # the oldest idle socket made room, closed as a policy violation
+            await asyncio.wait_for(idle[0].wait_closed(), 5)
+            assert idle[0].close_code == 1008
+            _, body = await asyncio.to_thread(healthz, server.base_url)
+            assert body["awaiting_start"] <= 3
+            for ws in idle:
+                await ws.close()
+        finally:
+            server.stop()
+    assert result.stream_sid and result.turns, "the real call did not stream"
+    heard = result.turns[0]
+    assert heard.frames * 20 >= 600  # the whole greeting reached the caller
+    assert len(model.connections) == 1  # idle sockets never opened a model session
