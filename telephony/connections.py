@@ -8,9 +8,17 @@ the process's file descriptors and nothing else gets in, ``/healthz`` included.
 - a request's headers must arrive within ``header_timeout`` of the connection (or of the
   request's first byte on a kept-alive connection), its body within ``body_timeout`` of the
   headers; otherwise the connection is closed;
+- at most :data:`MAX_PIPELINED` requests may wait behind the one being answered (browsers and
+  HTTP clients do not pipeline; hundreds in one write is an attack);
+- a response must keep draining: a client that stops reading (its writes paused past the
+  transport's high-water mark, as when it pipelines hundreds of requests and reads nothing)
+  for ``body_timeout`` is closed;
 - at most ``max_connections`` are open; a new one beyond that evicts the oldest connection whose
-  request is still incomplete (headers or body), or is closed at once if every open one has a
-  complete request in hand.
+  request is still incomplete (headers or body), else the oldest whose client stopped reading,
+  else an idle kept-alive one, or is closed at once if every open one has a request in hand.
+
+Closing here aborts the connection (``transport.abort()``): ``close()`` would wait to flush
+data a client that does not read never takes, and keep its file descriptor.
 
 WebSocket upgrades leave the guard once their handshake headers are in (the media socket has
 its own ``start`` timeout). Configure it with :func:`guard` on a ``uvicorn.Config``.
@@ -32,6 +40,8 @@ __all__ = ["GuardLimits", "GuardedHttpToolsProtocol", "guard", "open_connections
 
 logger = logging.getLogger("telephony.connections")
 
+MAX_PIPELINED = 16  # requests queued behind the one in progress on a connection
+
 
 @dataclass(frozen=True)
 class GuardLimits:
@@ -47,6 +57,7 @@ class _Waiting:
 
     def __init__(self) -> None:
         self.protocols: OrderedDict[int, GuardedHttpToolsProtocol] = OrderedDict()
+        self.stalled: OrderedDict[int, GuardedHttpToolsProtocol] = OrderedDict()  # not reading
         self.evicted = 0
         self.timed_out = 0
         self._log = LogLimiter(logger, window_s=1.0, burst=1)
@@ -72,6 +83,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             state.telephony_waiting = _Waiting()  # type: ignore[attr-defined]
         self._waiting: _Waiting = state.telephony_waiting  # type: ignore[attr-defined]
         self._timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -80,15 +92,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._make_room()
 
     def _make_room(self) -> None:
-        for key, oldest in self._waiting.protocols.items():
-            if oldest is not self:
-                del self._waiting.protocols[key]
+        for waiting, why in (
+            (self._waiting.protocols, "evicted: too many incomplete requests"),
+            (self._waiting.stalled, "evicted: too many connections, this one not reading"),
+        ):
+            oldest = next((p for p in waiting.values() if p is not self), None)
+            if oldest is not None:
                 self._waiting.evicted += 1
-                self._waiting.warn("evicted: too many incomplete requests", oldest.client)
+                self._waiting.warn(why, oldest.client)
                 oldest._close()
+                return
+        for other in self.connections:
+            if other is not self and isinstance(other, GuardedHttpToolsProtocol) and other._idle:
+                self._waiting.evicted += 1
+                other._close()  # kept alive for a next request: it can open a new connection
                 return
         self._waiting.warn("refused: every connection is busy", self.client)
         self._close()
+
+    @property
+    def _idle(self) -> bool:
+        """Kept alive between requests: nothing being read, answered or queued."""
+        answered = self.cycle is None or self.cycle.response_complete
+        return answered and not self.pipeline and id(self) not in self._waiting.protocols
 
     def _await_headers(self) -> None:
         if self._timer is None:
@@ -112,9 +138,28 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _close(self) -> None:
         self._disarm()
+        self._unstall()
         self._waiting.protocols.pop(id(self), None)
-        if not self.transport.is_closing():
-            self.transport.close()
+        self.transport.abort()  # now: close() would wait for a reader that never reads
+
+    def pause_writing(self) -> None:
+        """The transport's buffer passed its high-water mark: the client is not reading."""
+        super().pause_writing()
+        if self._stall_timer is None:
+            self._waiting.stalled[id(self)] = self
+            self._stall_timer = self.loop.call_later(
+                self._limits.body_timeout, self._timed_out, "read of the response"
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unstall()
+
+    def _unstall(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        self._waiting.stalled.pop(id(self), None)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -122,8 +167,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        if self.transport.is_closing():
+            return  # closed below while httptools still parses the rest of one write
         super().on_headers_complete()
-        if not (self.parser.should_upgrade() and self._should_upgrade()):
+        if len(self.pipeline) > MAX_PIPELINED:
+            self._waiting.warn(f"closed: over {MAX_PIPELINED} requests pipelined", self.client)
+            self._close()
+        elif not (self.parser.should_upgrade() and self._should_upgrade()):
             self._arm(self._limits.body_timeout, "body")
 
     def on_message_complete(self) -> None:
@@ -138,6 +188,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._unstall()
         self._waiting.protocols.pop(id(self), None)
         super().connection_lost(exc)
 

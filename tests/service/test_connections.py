@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import AUTH_TOKEN, SILENCE, within
+from helpers import AUTH_TOKEN, SILENCE, wait_for, within
 from processes import ServerProcess
 from websockets.asyncio.client import connect
 
@@ -28,9 +30,8 @@ def healthz(base_url: str) -> tuple[float, dict]:
     return time.monotonic() - t0, body
 
 
-@pytest.fixture
-def server(tmp_path: Path):
-    env = {
+def server_env(tmp_path: Path) -> dict[str, str]:
+    return {
         "ALLOW_UNSIGNED": "false",
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "OPENAI_API_KEY": "sk-test-not-a-real-key",
@@ -40,7 +41,11 @@ def server(tmp_path: Path):
         "MAX_CONCURRENT_CALLS": "2",
         "CALL_LOG_DIR": str(tmp_path / "calls"),
     }
-    process = ServerProcess(env, tmp_path)  # each test starts it: await server.up()
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    process = ServerProcess(server_env(tmp_path), tmp_path)  # each test: await server.up()
     yield process
     process.stop()
 
@@ -116,3 +121,58 @@ async def test_idle_media_sockets_cannot_keep_a_real_call_out(tmp_path: Path) ->
     heard = result.turns[0]
     assert heard.frames * 20 >= 600  # the whole greeting reached the caller
     assert len(model.connections) == 1  # idle sockets never opened a model session
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def non_reader(port: int, requests: bytes) -> socket.socket:
+    """A client that sends ``requests`` in one write and never reads (a 4 KiB receive buffer,
+    so the server's responses back up in the server)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(requests)
+    return sock
+
+
+@pytest.mark.parametrize(
+    ("requests", "attack"),
+    [
+        (400, "the review's: 400 requests pipelined in one write"),
+        (12, "12 requests for /metrics, its answers left unread"),
+        (1, "one request each, then idle (kept alive)"),
+    ],
+)
+async def test_clients_that_never_read_cannot_hold_every_connection(
+    tmp_path: Path, requests: int, attack: str
+) -> None:
+    """Issue 26, finding 1: MAX_CONNECTIONS (20 here) connections that send complete requests
+    and never read. Before, uvicorn blocked in ``send`` with no timeout, the guard found nothing
+    to evict, and ``/healthz`` and signed webhooks were refused for as long as the client
+    wished; evicted connections kept their descriptors (``close()`` waits for unsent data)."""
+    server = ServerProcess({**server_env(tmp_path), "MAX_CONNECTIONS": "20"}, tmp_path)
+    await server.up()
+    assert server.process is not None
+    pid = server.process.pid
+    before = open_fds(pid)
+    path = "/metrics" if requests == 12 else "/healthz"
+    one = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    sockets = [non_reader(server.port, one * requests) for _ in range(20)]
+    try:
+        await asyncio.sleep(0.5)  # they are all in, and the server has answered what it could
+        elapsed, body = await asyncio.to_thread(healthz, server.base_url)
+        within("connections.healthz_under_non_readers_s", elapsed, 1.0, attack)
+        assert body["status"] == "ok"
+        t0 = time.monotonic()
+        answer = await answer_call(server.base_url, auth_token=AUTH_TOKEN)
+        within("connections.webhook_under_non_readers_s", time.monotonic() - t0, 1.0, attack)
+        assert answer.call_sid
+        # and their descriptors are freed (pipelined: closed at once; unread: after
+        # BODY_TIMEOUT; idle: when evicted, or after uvicorn's keep-alive timeout)
+        await wait_for(lambda: open_fds(pid) <= before + 2, 8, f"descriptors freed ({attack})")
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
