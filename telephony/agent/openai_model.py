@@ -268,10 +268,23 @@ class PhoneRealtimeModel(_PhoneSocket, OpenAIRealtimeWebSocketModel):
 
 class PhoneSIPModel(_PhoneSocket, OpenAIRealtimeSIPModel):
     """The SDK's SIP model (attaches to a live ``call_id``) on the same watched socket; the
-    arguments are :class:`PhoneRealtimeModel`'s."""
+    timeouts are :class:`PhoneRealtimeModel`'s.
+
+    Args:
+        accepted_model: the model the call was accepted with (``calls.accept``). The sideband's
+            ``session.update`` names it: a session update may not change the model (OpenAI's
+            Realtime reference), and without it the SDK names its own default. An attach by
+            ``call_id`` may not pass a ``model_name``, so it is set here.
+    """
 
     def __init__(
-        self, silence_s: float = 0.5, pong_timeout_s: float = 1.0, close_timeout_s: float = 1.0
+        self,
+        silence_s: float = 0.5,
+        pong_timeout_s: float = 1.0,
+        close_timeout_s: float = 1.0,
+        accepted_model: str | None = None,
     ) -> None:
         super().__init__()
+        if accepted_model:
+            self.model = accepted_model
         self._liveness(silence_s, pong_timeout_s, close_timeout_s)

@@ -262,7 +262,12 @@ class SessionFactory:
 
     def _sip_model(self) -> PhoneSIPModel:
         s = self._settings
-        return PhoneSIPModel(s.model_silence_timeout, s.model_ping_timeout, s.model_close_timeout)
+        return PhoneSIPModel(
+            s.model_silence_timeout,
+            s.model_ping_timeout,
+            s.model_close_timeout,
+            accepted_model=s.openai_realtime_model,
+        )
 
     async def open(self, tracker: RealtimePlaybackTracker, context: CallContext) -> RealtimeSession:
         """A session for one call (its tools see ``context``); connect it with ``enter()``."""

@@ -107,6 +107,24 @@ async def test_incoming_call_is_accepted_attached_greeted_and_logged(settings) -
     assert log[-1]["reason"] == "call_ended" and log[-1]["path"] == "sip"
 
 
+async def test_the_sideband_names_only_the_accepted_model(settings) -> None:
+    """Issue 26, finding 16: OpenAI's reference says a session update may change any field
+    but ``voice`` and ``model``. Before, the SDK's sideband ``session.update`` named its own
+    default model (``gpt-realtime-2.1``) while the call was accepted with ours."""
+    overrides = {"openai_realtime_model": "gpt-realtime-mini"}
+    async with sip_server(settings, overrides, reply=lambda _: tone(600, 200)) as sip:
+        await sip.deliver("rtc_model")
+        await wait_for(lambda: generated(sip.model, 1))
+        (accepted,) = sip.api.of("accept")
+        updates = sip.model.connections[0].received("session.update")
+        await sip.model.drop_all(1000)
+        await sip.ended("rtc_model")
+    assert accepted[1]["model"] == "gpt-realtime-mini"
+    assert updates, "the sideband sent no session.update"
+    named = {u["session"].get("model") for u in updates} - {None}
+    assert named <= {"gpt-realtime-mini"}, named
+
+
 async def test_duplicate_deliveries_start_nothing_new(settings) -> None:
     async with sip_server(settings) as sip:
         first = await sip.deliver("rtc_dup", webhook_id="wh_same")
