@@ -20,6 +20,7 @@ from .config import CallLimits, Settings, load_settings
 from .observability.logs import LOG_FORMAT, install_redaction
 from .observability.retention import sweep_forever
 from .routes import calls, console, ops, phone, sip, twilio
+from .routes.headers import ConsoleHeaders
 from .routes.limits import BodyLimits
 from .services import Services, build_services
 from .twilio.trial import TRIAL_KEY_FILE
@@ -78,6 +79,7 @@ def create_app(
         openapi_url=None,
     )
     app.add_middleware(BodyLimits)
+    app.add_middleware(ConsoleHeaders)
     app.state.services = services
     routers = (twilio.router, calls.router, sip.router, ops.router, console.router, phone.router)
     for router in routers:
@@ -91,7 +93,7 @@ def _retention(services: Services) -> asyncio.Task[None] | None:
     if not days:
         return None
     directory = services.settings.call_log_dir
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # personal data
     forget = services.console.forget if services.console is not None else None
     return asyncio.create_task(sweep_forever(directory, days, forget), name="retention")
 

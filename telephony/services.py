@@ -305,7 +305,7 @@ def _console_index(settings: Settings) -> CallIndex | None:
     logs when its file is missing."""
     if settings.console_token is None:
         return None
-    settings.call_log_dir.mkdir(parents=True, exist_ok=True)
+    settings.call_log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # personal data
     index = CallIndex(settings.call_log_dir)
     if not index.exists:
         threading.Thread(target=index.rebuild, name="console-index", daemon=True).start()

@@ -171,9 +171,12 @@ class CallIndex:
         since: float | None = None,
         until: float | None = None,
         search: str | None = None,
+        whole_numbers: bool = False,
     ) -> tuple[list[CallRow], int]:
         """Calls newest first, filtered by end reason, start time (Unix seconds) and a
-        CallSid or number fragment; and how many match in all."""
+        CallSid fragment or a number (a fragment of it; only the whole number when
+        ``whole_numbers``: where numbers are shown masked, a fragment search would give them
+        away digit by digit); and how many match in all."""
         where, args = [], []
         if outcome:
             where.append("reason = ?")
@@ -185,8 +188,12 @@ class CallIndex:
             where.append("started < ?")
             args.append(until)
         if search:
-            where.append("(call_sid LIKE ? OR caller LIKE ? OR callee LIKE ?)")
-            args += [f"%{search}%"] * 3
+            if whole_numbers:
+                where.append("(call_sid LIKE ? OR caller = ? OR callee = ?)")
+                args += [f"%{search}%", search, search]
+            else:
+                where.append("(call_sid LIKE ? OR caller LIKE ? OR callee LIKE ?)")
+                args += [f"%{search}%"] * 3
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         with self._lock, self._connect() as db:
             total = db.execute(f"SELECT COUNT(*) FROM calls{clause}", args).fetchone()[0]

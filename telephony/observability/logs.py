@@ -66,7 +66,9 @@ class RedactSecrets(logging.Filter):
         if record.name == "uvicorn.access" and isinstance(record.args, tuple):
             # uvicorn's access formatter unpacks the five arguments (client, method, path,
             # version, status): redact each, keep the shape
-            record.args = tuple(self.redact(a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(
+                self.redact(_no_console_query(a)) if isinstance(a, str) else a for a in record.args
+            )
             record.msg = self.redact(str(record.msg))
             return True
         try:
@@ -95,3 +97,11 @@ def install_redaction(secrets: Iterable[str], level: str) -> None:
     floor = max(logging.INFO, logging.getLevelName(level.upper()))
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(floor)
+
+
+def _no_console_query(text: str) -> str:
+    """A console path's query (a searched number, a filter) is the operator's business: the
+    access log shows ``?…`` instead."""
+    if text.startswith("/console") and "?" in text:
+        return text.split("?", 1)[0] + "?…"
+    return text

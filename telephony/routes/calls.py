@@ -54,7 +54,9 @@ def dial_authorized(request: Request, services: ServicesDep) -> None:
         raise HTTPException(status_code=404, detail="outbound calls are not enabled")
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {expected.get_secret_value()}".encode()):
-        logger.warning("%s refused: bad or missing bearer token", request.url.path)
+        services.refusals.warning(
+            "bearer", "%s refused: bad or missing bearer token", request.url.path
+        )
         raise HTTPException(status_code=401, detail="bad or missing bearer token")
 
 

@@ -17,9 +17,11 @@ Numbers are masked (the last four digits shown) unless ``CONSOLE_SHOW_NUMBERS=tr
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,9 @@ from .deps import ServicesDep, known_call_id
 __all__ = ["router"]
 
 COOKIE = "console_session"
+SESSION_S = 12 * 3600  # a sign-in lasts this long
 PAGE_SIZE = 50
+MAX_OFFSET = 10**9  # SQLite's integers stop at 2**63; no console pages that far
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent.parent / "console" / "templates"))
 EVENTS_SHOWN = 400  # the events table shows the first ones (audio counters left out)
 MODELS = {"local": "the embedded offline model", "openai": "OpenAI Realtime"}
@@ -47,8 +51,29 @@ QUIET_EVENTS = frozenset({"model.audio", "mark.sent", "mark.played", "audio.in",
 router = APIRouter(prefix="/console")
 
 
-def _session_value(token: str) -> str:
-    return hmac.new(token.encode(), b"telephony-console-session", hashlib.sha256).hexdigest()
+def _session_mac(token: str, issued: str) -> str:
+    key = hmac.new(token.encode(), b"telephony-console-session", hashlib.sha256).digest()
+    return hmac.new(key, issued.encode(), hashlib.sha256).hexdigest()
+
+
+def _session_value(token: str, now: float | None = None) -> str:
+    """A session cookie: when it was issued (Unix ms), and a keyed hash of that (never the
+    token)."""
+    issued = str(int(1000 * (time.time() if now is None else now)))
+    return f"{issued}.{_session_mac(token, issued)}"
+
+
+def _session_valid(cookie: str, token: str, signed_out_at: float) -> bool:
+    """Issued by us, within :data:`SESSION_S`, and after the last sign-out (this instance's).
+    Any text is safe here (a cookie may hold anything: it is compared as bytes)."""
+    issued, _, mac = cookie.partition(".")
+    if not issued.isascii() or not issued.isdigit() or len(issued) > 15:
+        return False
+    expected = _session_mac(token, issued)
+    if not hmac.compare_digest(mac.encode(errors="replace"), expected.encode()):
+        return False
+    at = int(issued) / 1000
+    return signed_out_at < at and time.time() - at < SESSION_S
 
 
 def _enabled(services: ServicesDep) -> str:
@@ -63,7 +88,8 @@ def _signed_in(request: Request, token: str) -> bool:
     if given and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         return True
     cookie = request.cookies.get(COOKIE, "")
-    return bool(cookie) and hmac.compare_digest(cookie, _session_value(token))
+    signed_out_at = getattr(request.app.state, "console_signed_out_at", 0.0)
+    return bool(cookie) and _session_valid(cookie, token, signed_out_at)
 
 
 def console_user(request: Request, services: ServicesDep) -> None:
@@ -95,9 +121,33 @@ async def login(request: Request, services: ServicesDep) -> Response:
         httponly=True,
         samesite="strict",
         path="/console",
-        secure=request.url.scheme == "https",
+        max_age=SESSION_S,
+        secure=_behind_tls(request, services),
     )
     return response
+
+
+@router.post("/logout")
+async def logout(request: Request, services: ServicesDep) -> Response:
+    """Sign out: the cookie is cleared, and every session issued before now is refused by this
+    instance (a fleet's other instances refuse it once it expires: ``SESSION_S``)."""
+    _enabled(services)
+    if request.headers.get("x-console") != "1" and request.headers.get("origin") not in (
+        None,
+        f"{request.url.scheme}://{request.url.netloc}",
+    ):
+        raise HTTPException(403, "cross-site sign-out")
+    request.app.state.console_signed_out_at = time.time()
+    response = RedirectResponse("/console/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/console", secure=_behind_tls(request, services))
+    return response
+
+
+def _behind_tls(request: Request, services: Services) -> bool:
+    """The browser reached us over https: directly, or through the TLS proxy ``PUBLIC_URL``
+    names (the request itself then arrives as http)."""
+    public = services.settings.public_url or ""
+    return request.url.scheme == "https" or public.startswith("https://")
 
 
 @router.get("", response_class=HTMLResponse)
@@ -115,9 +165,16 @@ async def calls(
         return RedirectResponse("/console/login", status_code=303)
     index = services.console
     assert index is not None
-    offset = max(0, offset)
-    rows, total = index.page(
-        offset, PAGE_SIZE, outcome or None, _day(since), _day(until, 1), q.strip()[:64] or None
+    offset = min(max(0, offset), MAX_OFFSET)
+    rows, total = await asyncio.to_thread(
+        index.page,
+        offset,
+        PAGE_SIZE,
+        outcome or None,
+        _day(since),
+        _day(until, 1),
+        q.strip()[:64] or None,
+        whole_numbers=not services.settings.console_show_numbers,
     )
     query = {"outcome": outcome, "since": since, "until": until, "q": q}
 
@@ -163,6 +220,13 @@ async def call_page(sid: str, request: Request, services: ServicesDep) -> Respon
     path = services.settings.call_log_dir / f"{sid}.jsonl"
     if not path.exists():
         raise HTTPException(404, "no log for that call")
+    # off the event loop: a long call's log is megabytes, and live calls' audio runs on the loop
+    context = await asyncio.to_thread(_call_context, sid, path, services)
+    return TEMPLATES.TemplateResponse(request, "call.html", context)
+
+
+def _call_context(sid: str, path: Path, services: Services) -> dict[str, Any]:
+    """The call page's content from the call's log (in a worker thread)."""
     records = read_call_log(path)
     if not records:
         raise HTTPException(404, "empty log")
@@ -174,7 +238,7 @@ async def call_page(sid: str, request: Request, services: ServicesDep) -> Respon
     end = next((r for r in reversed(records) if r["event"] == "call.end"), {})
     model = next((r.get("backend") for r in records if r["event"] == "model.connecting"), None)
     kind = "simulated · " if end.get("simulated") else ""
-    context = {
+    return {
         "call_sid": sid,
         "svg": render_svg(_masked_records(records, services)),
         "left": left,
@@ -198,7 +262,6 @@ async def call_page(sid: str, request: Request, services: ServicesDep) -> Respon
         "summary": f"{kind}{end.get('reason', 'in progress')} · {end.get('duration_s', '?')} s"
         + (f" · model: {MODELS.get(model, model)}" if model else ""),
     }
-    return TEMPLATES.TemplateResponse(request, "call.html", context)
 
 
 @router.get("/calls/{sid}/recording.wav", dependencies=[SignedIn])
@@ -239,20 +302,26 @@ def _display(row: CallRow, services: Services) -> dict[str, Any]:
 
 
 NUMBER_FIELDS = ("from", "to")
+HIDDEN_WHEN_MASKED = ("sip_headers",)  # SIP From/To/P-Asserted-Identity carry whole numbers
+
+
+def _shown(key: str, value: Any, services: Services) -> Any:
+    if services.settings.console_show_numbers:
+        return value
+    if key in NUMBER_FIELDS:
+        return _number(value, services)
+    return "•••" if key in HIDDEN_WHEN_MASKED else value
 
 
 def _masked_records(records: list[dict[str, Any]], services: Services) -> list[dict[str, Any]]:
     if services.settings.console_show_numbers:
         return records
-    return [
-        {k: (_number(v, services) if k in NUMBER_FIELDS else v) for k, v in r.items()}
-        for r in records
-    ]
+    return [{k: _shown(k, v, services) for k, v in r.items()} for r in records]
 
 
 def _details(record: dict[str, Any], services: Services) -> str:
     shown = {
-        k: (_number(v, services) if k in NUMBER_FIELDS else v)
+        k: _shown(k, v, services)
         for k, v in record.items()
         if k not in ("ts", "call_sid", "event", "instance", "custom_parameters")
     }

@@ -34,6 +34,7 @@ class BodyLimit:
 DEFAULT_LIMITS = (
     BodyLimit("/incoming-call", 64 * 1024, form_only=True),  # Twilio sends about 1-2 KiB
     BodyLimit("/call-status", 64 * 1024, form_only=True),
+    BodyLimit("/amd-status", 64 * 1024, form_only=True),  # Twilio's AMD callback: a form too
     BodyLimit("/openai/webhook", 256 * 1024),  # SIP headers: a few KiB
     BodyLimit("/calls", 4 * 1024),  # {"to": "+1…"}
 )

@@ -24,7 +24,7 @@ def trial_key(directory: Path) -> str:
     Raises:
         OSError: the directory or the file cannot be created or read.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / TRIAL_KEY_FILE
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
