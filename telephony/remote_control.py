@@ -173,11 +173,13 @@ class RemoteControl:
         """End the call ``call_id``.
 
         Raises:
-            CallNotFound: no such live call.
+            CallNotFound: no such live call, or not one of this service's (the carrier acts
+                only on calls we answered, dialled or accepted).
             ControlUnavailable: no owner answered and no carrier credential.
         """
         result = await self._via_owner("hangup", call_id, {"reason": reason})
         if result is None:
+            await self._only_ours(call_id)
             result = await self._carrier_hang_up(call_id)
         self._log(call_id, "hangup", result)
         return result
@@ -190,6 +192,7 @@ class RemoteControl:
         """
         result = await self._via_owner("transfer", call_id, {"destination": destination})
         if result is None:
+            await self._only_ours(call_id)
             result = await self._carrier_transfer(call_id, self._targets[destination])
         self._log(call_id, "transfer", result, destination=destination)
         return result
@@ -309,6 +312,13 @@ class RemoteControl:
             )
             return None
         return ControlResult("owner", owner)
+
+    async def _only_ours(self, call_id: str) -> None:
+        """The carrier may act only on our own calls (the Twilio account or OpenAI project
+        may carry other apps' calls)."""
+        if not await self._registry.is_ours(call_id):
+            logger.info("call %s: not a call of this service; left alone", call_id)
+            raise CallNotFound(call_id)
 
     async def _carrier_hang_up(self, call_id: str) -> ControlResult:
         if is_call_sid(call_id):

@@ -162,6 +162,7 @@ class CallRegistry:
         instance still answers while the fleet has room.
         """
         fresh = self.tokens.issue(call_sid)
+        await self.mark_ours(call_sid)
         before, degraded = await self._remember(f"answer:{call_sid}", fresh)
         if before in (STREAMED, REFUSED) or call_sid in self.calls:
             return Admission(reason=f"repeated webhook ({before or STREAMED})", degraded=degraded)
@@ -189,6 +190,24 @@ class CallRegistry:
             return ("draining" if self.draining else "at capacity"), degraded
         self.pending[call_sid] = time.monotonic() + PENDING_TTL_S
         return "", degraded
+
+    async def mark_ours(self, call_id: str) -> None:
+        """``call_id`` is a call of this service (answered, dialled or accepted here): operator
+        call control may act on it through the carrier (:meth:`is_ours`)."""
+        await self._remember(f"ours:{call_id}", "1")
+
+    async def is_ours(self, call_id: str) -> bool:
+        """Whether this service answered, dialled or accepted ``call_id`` (within the answer
+        TTL), here or, in a fleet, on any instance (when the fleet state is up). A carrier
+        account may carry other apps' calls: those are not ours to hang up or transfer."""
+        if call_id in self.live or await self._local.recall(f"ours:{call_id}"):
+            return True
+        if not self.fleet:
+            return False
+        try:
+            return await self.state.recall(f"ours:{call_id}") is not None
+        except FleetUnavailable:
+            return False
 
     async def _remember(self, key: str, value: str) -> tuple[str | None, bool]:
         """Store ``value`` once (here, and fleet-wide when there is a fleet); returns what was
@@ -257,6 +276,7 @@ class CallRegistry:
 
     async def admit_sip(self, call_id: str) -> Admission:
         """Take a SIP call if there is room here and in the fleet (and we are not draining)."""
+        await self.mark_ours(call_id)
         if self.draining or len(self.calls) + self._live_pending() >= self.max_calls:
             return Admission(reason="draining" if self.draining else "at capacity")
         self.calls.add(call_id)

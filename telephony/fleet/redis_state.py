@@ -237,6 +237,11 @@ class RedisState(FleetState):
             )
         return bool(held)
 
+    async def recall(self, key: str) -> str | None:
+        async with self._redis():
+            value = await self._client.get(f"{PREFIX}val:{key}")
+        return value.decode() if value is not None else None
+
     async def remember(self, key: str, value: str, ttl_s: float) -> str | None:
         async with self._redis():
             before = await self._client.set(

@@ -99,6 +99,10 @@ class FleetState(ABC):
         return [self.instance]
 
     @abstractmethod
+    async def recall(self, key: str) -> str | None:
+        """The value :meth:`remember` stored under ``key``, if it has not expired."""
+
+    @abstractmethod
     async def request(
         self, instance: str, message: dict[str, Any], timeout_s: float
     ) -> dict[str, Any] | None:
@@ -136,6 +140,10 @@ class LocalState(FleetState):
             return stored[0]
         self._values[key] = (value, now + ttl_s)
         return None
+
+    async def recall(self, key: str) -> str | None:
+        stored = self._values.get(key)
+        return stored[0] if stored is not None and stored[1] >= time.time() else None
 
     async def overwrite(self, key: str, value: str) -> None:
         stored = self._values.get(key)

@@ -80,14 +80,16 @@ async def place(request: Request, services: ServicesDep) -> dict[str, str]:
         call_sid = await dial(settings, rest, body.to, settings.public_url, body.voicemail_message)
     except DialError as exc:
         raise HTTPException(422, str(exc)) from None
+    await services.registry.mark_ours(call_sid)  # call control may act on it while it rings
     return {"call_sid": call_sid}
 
 
 @router.post("/calls/{sid}/hangup")
 async def hang_up(sid: str, request: Request, services: ServicesDep) -> dict[str, str | None]:
     """End a live call: its owner makes the agent say goodbye first; without an owner, the
-    carrier hangs up. Optional body ``{"reason": …}``. 404 for an unknown call, 503 when nobody
-    can act."""
+    carrier hangs up. Optional body ``{"reason": …}``. 404 for an unknown call (or one this
+    service did not answer, dial or accept: the carrier account may carry other apps' calls),
+    503 when nobody can act."""
     known_call_id(sid, "no such live call")
     body = await _body(request, HangupRequest, optional=True)
     reason = body.reason if body else "operator"

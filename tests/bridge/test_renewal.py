@@ -37,6 +37,16 @@ def replayed_items(connection) -> list[dict]:
     return [e["item"] for e in connection.received("conversation.item.create")]
 
 
+def spare_ready(log: list[dict], renewal: dict) -> float:
+    """When the spare that took the call in ``renewal`` had connected (log time)."""
+    before = [r for r in log if r["ts"] <= renewal["ts"]]
+    opened = max(
+        i for i, r in enumerate(before) if r["event"] == "model.connecting"
+        and r.get("purpose") == "renewal"
+    )  # fmt: skip
+    return next(r["ts"] for r in before[opened:] if r["event"] == "model.connected")
+
+
 async def test_a_call_spans_three_session_caps_and_keeps_talking(live_server) -> None:
     # each 2.6 s of the script holds about 1 s with nothing under way (the 0.6 s tone, the
     # model's VAD, the 0.5 s reply take the rest): a 2 s margin holds a quiet moment wherever
@@ -53,7 +63,15 @@ async def test_a_call_spans_three_session_caps_and_keeps_talking(live_server) ->
         log = await final_log(srv, result.call_sid)
     renewed = events(log, "model.renewed")
     assert len(renewed) >= 3, [r["event"] for r in log]
-    assert all(r["after"] == "planned" for r in renewed)  # before each cap, never at it
+    # before each cap, never at it, once the spare was open: any 1.6 s of the 2.6 s script
+    # cycle holds a quiet moment. A spare still connecting 1.6 s before the cap (the server
+    # stalled: seen once in 31 fresh-clone runs with a second suite running beside) may miss
+    # it; then the renewal is at the cap, as designed.
+    for renewal in renewed:
+        if renewal["after"] != "planned":
+            ready = spare_ready(log, renewal)
+            assert ready > renewal["ts"] - 1.6, (renewal, ready, [r["event"] for r in log])
+    at_cap = sum(r["after"] != "planned" for r in renewed)
     assert [r["event"] for r in log].count("call.end") == 1
     end = log[-1]
     assert end["reason"] == "caller_hangup" and end["renewals"] == len(renewed)
@@ -63,7 +81,8 @@ async def test_a_call_spans_three_session_caps_and_keeps_talking(live_server) ->
     left_over = connections[len(renewed) + 1 :]
     assert len(left_over) <= 1 and all(not c.audio_bytes and not instructed(c) for c in left_over)
     connections = connections[: len(renewed) + 1]
-    assert not any(c.expired for c in connections)  # no session ever reached its cap
+    # no session reached its cap, but those whose renewal came at it (explained above)
+    assert sum(c.expired for c in connections) == at_cap
     assert not events(log, "call.apology") and not events(log, "model.reconnecting")
     # the greeting once; no apology, no greeting, no response asked of a renewed session
     assert len(instructed(connections[0])) == 1

@@ -209,10 +209,14 @@ async def test_one_sip_delivery_to_two_instances_is_accepted_once(tmp_path: Path
         log = await ctx.ended(owner, "rtc_fleet1")
         assert events(log, "hangup.requested")[0]["by"] == "operator"
         assert events(log, "call.hangup")[0]["via"] == "openai_calls_api"
-        # no owner: the Calls API directly
-        status, body = await ctx.post("C", "/calls/rtc_nobody/hangup")
+        # no owner any more (the call ended), but one the fleet accepted: the Calls API directly
+        status, body = await ctx.post("C", "/calls/rtc_fleet1/hangup")
         assert (status, body["via"]) == (200, "openai_calls_api")
-        assert ("hangup", "rtc_nobody") in [(r[0], r[1]) for r in ctx.openai.requests]
+        assert ("hangup", "rtc_fleet1") in [(r[0], r[1]) for r in ctx.openai.requests]
+        # a call_id the fleet never accepted is not ours: 404, and OpenAI is not asked
+        status, body = await ctx.post("C", "/calls/rtc_nobody/hangup")
+        assert status == 404
+        assert ("hangup", "rtc_nobody") not in [(r[0], r[1]) for r in ctx.openai.requests]
 
 
 async def test_fleet_capacity_holds_across_instances_and_a_killed_one_gives_back(

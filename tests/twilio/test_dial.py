@@ -142,3 +142,37 @@ async def test_dial_command(monkeypatch, capsys, tmp_path) -> None:
     assert call_sid in twilio.created
     assert twilio.requests[0].form["Url"] == "https://public.example/incoming-call"
     assert (tmp_path / "calls" / f"{call_sid}.jsonl").read_text().count("call.dialed") == 1
+
+
+async def test_call_control_acts_only_on_calls_this_service_answered_or_dialled(
+    live_server,
+) -> None:
+    """Issue 26, finding 11: the Twilio account may carry other apps' calls. Before,
+    ``DIAL_API_TOKEN`` could hang up or transfer any of them (the REST fallback acted on any
+    CallSid)."""
+    foreign = "CA" + "7" * 32
+    async with twilio_api() as (twilio, overrides):
+        overrides.update(
+            {
+                "dial_api_token": DIAL_TOKEN,
+                "twilio_from_number": "+15550009999",
+                "transfer_targets": "desk=+15550004444",
+            }
+        )
+        async with live_server(overrides=overrides) as srv:
+            auth = {"Authorization": f"Bearer {DIAL_TOKEN}"}
+            async with httpx.AsyncClient(base_url=srv.base_url, headers=auth) as http:
+                hung = await http.post(f"/calls/{foreign}/hangup")
+                moved = await http.post(f"/calls/{foreign}/transfer", json={"destination": "desk"})
+                assert (hung.status_code, moved.status_code) == (404, 404)
+                assert not [r for r in twilio.requests if foreign in r.path]
+                # a call we dialled (still ringing: no stream, no owner) is ours to hang up
+                placed = await http.post("/calls", json={"to": "+15551112222"})
+                ours = placed.json()["call_sid"]
+                assert (await http.post(f"/calls/{ours}/hangup")).json()["via"] == "twilio_rest"
+                # and so is one whose webhook we answered
+                answered = await srv.answer()
+                hung_up = await http.post(f"/calls/{answered.call_sid}/hangup")
+                assert hung_up.json()["via"] == "twilio_rest"
+    done = [r.path for r in twilio.requests if r.form.get("Status") == "completed"]
+    assert any(ours in p for p in done) and any(answered.call_sid in p for p in done)
