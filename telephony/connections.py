@@ -15,7 +15,8 @@ the process's file descriptors and nothing else gets in, ``/healthz`` included.
   for ``body_timeout`` is closed;
 - at most ``max_connections`` are open; a new one beyond that evicts the oldest connection whose
   request is still incomplete (headers or body), else the oldest whose client stopped reading,
-  else an idle kept-alive one, or is closed at once if every open one has a request in hand.
+  else an idle kept-alive one, else the one with the most requests pipelined, or is closed at
+  once if every open one has a single request in hand.
 
 Closing here aborts the connection (``transport.abort()``): ``close()`` would wait to flush
 data a client that does not read never takes, and keep its file descriptor.
@@ -102,11 +103,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._waiting.warn(why, oldest.client)
                 oldest._close()
                 return
-        for other in self.connections:
-            if other is not self and isinstance(other, GuardedHttpToolsProtocol) and other._idle:
-                self._waiting.evicted += 1
-                other._close()  # kept alive for a next request: it can open a new connection
-                return
+        others = [
+            p for p in self.connections if p is not self and isinstance(p, GuardedHttpToolsProtocol)
+        ]
+        idle = next((p for p in others if p._idle), None)
+        if idle is not None:
+            self._waiting.evicted += 1
+            idle._close()  # kept alive for a next request: it can open a new connection
+            return
+        piped = max(others, key=lambda p: len(p.pipeline), default=None)
+        if piped is not None and piped.pipeline:  # browsers and HTTP clients do not pipeline
+            self._waiting.evicted += 1
+            self._waiting.warn("evicted: too many connections, this one pipelining", piped.client)
+            piped._close()
+            return
         self._waiting.warn("refused: every connection is busy", self.client)
         self._close()
 
