@@ -79,6 +79,16 @@ def within(figure: str, value: float, bound: float, why: Any = "") -> None:
     assert value <= bound, f"{figure}: {value:.3f} over {bound}. {why}"
 
 
+def note_figure(figure: str, value: float) -> None:
+    """Note a wall-clock figure that a test measures but does not bound (its bound is a
+    benchmark's), in ``$TEST_FIGURES`` when set: ``bench/flaky.py`` shows its distribution
+    with the bound ``None``."""
+    path = os.environ.get("TEST_FIGURES")
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"figure": figure, "value": value, "bound": None}) + "\n")
+
+
 def with_settings(settings: Settings, **overrides: Any) -> Settings:
     """A validated copy of ``settings`` with ``overrides`` (``model_copy`` does not validate)."""
     values = {name: getattr(settings, name) for name in Settings.model_fields}

@@ -146,7 +146,7 @@ class Settings(
             hangup_grace=self.hangup_grace,
             transfer_targets=self.transfer_destinations,
             barge_in=self.barge_in_rules(),
-            prices=Prices.with_overrides(self.prices),
+            prices=Prices.with_overrides(self.prices, self.openai_realtime_model),
             hold_delay=self.filler_delay or None,
             record=self.record_calls,
         )

@@ -25,7 +25,7 @@ class ModelSettings(BaseModel):
         "`OPENAI_API_KEY` is set, else local",
     )
     openai_realtime_model: str = Field(
-        default="gpt-realtime", min_length=1, description="Realtime model name"
+        default="gpt-realtime-2.1", min_length=1, description="Realtime model name"
     )
     openai_realtime_url: str | None = Field(
         default=None,

@@ -8,9 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-__all__ = ["PRICES_SOURCE", "TOKEN_KINDS", "CostSettings", "Prices"]
+__all__ = ["MODEL_PRICES", "PRICES_SOURCE", "TOKEN_KINDS", "CostSettings", "Prices"]
 
-PRICES_SOURCE = "OpenAI gpt-realtime-1.5 model page and Twilio US voice list prices, 2026-11-29"
+PRICES_SOURCE = (
+    "OpenAI's model pages (gpt-realtime-2.1, -2, -1.5, gpt-realtime, -2.1-mini, -mini, "
+    "gpt-4o-mini-transcribe) and Twilio's US voice list prices, read 2026-12-04"
+)
 TOKEN_KINDS = (
     "text_input",
     "text_cached_input",
@@ -18,39 +21,66 @@ TOKEN_KINDS = (
     "audio_cached_input",
     "text_output",
     "audio_output",
+    "transcription_input",
+    "transcription_output",
 )
+_FLAGSHIP = (4.00, 0.40, 32.00, 0.40, 24.00, 64.00)  # text in, cached, audio in, cached, out...
+_FIRST = (4.00, 0.40, 32.00, 0.40, 16.00, 64.00)
+_MINI = (0.60, 0.06, 10.00, 0.30, 2.40, 20.00)
+MODEL_PRICES: dict[str, tuple[float, ...]] = {
+    "gpt-realtime-2.1": _FLAGSHIP,
+    "gpt-realtime-2": _FLAGSHIP,
+    "gpt-realtime-1.5": _FIRST,
+    "gpt-realtime": _FIRST,
+    "gpt-realtime-2.1-mini": _MINI,
+    "gpt-realtime-mini": _MINI,
+}
+"""USD per million tokens by model, in :data:`TOKEN_KINDS`' first six kinds' order (text
+input, cached text input, audio input, cached audio input, text output, audio output)."""
 
 
 @dataclass(frozen=True)
 class Prices:
     """USD per million tokens of each kind, and per carrier minute (billed in whole minutes,
-    as Twilio bills). The defaults are :data:`PRICES_SOURCE`; ``PRICES`` overrides any."""
+    as Twilio bills). The defaults are ``gpt-realtime-2.1``'s and ``gpt-4o-mini-transcribe``'s
+    (caller transcripts), per :data:`PRICES_SOURCE`; :meth:`with_overrides` picks the model's
+    row of :data:`MODEL_PRICES`, and ``PRICES`` overrides any."""
 
     text_input: float = 4.00
     text_cached_input: float = 0.40
     audio_input: float = 32.00
     audio_cached_input: float = 0.40
-    text_output: float = 16.00
+    text_output: float = 24.00
     audio_output: float = 64.00
+    transcription_input: float = 1.25
+    transcription_output: float = 5.00
+    transcription_per_minute: float = 0.006  # a transcription billed by duration (whisper-1)
     carrier_inbound_per_minute: float = 0.0085
     carrier_outbound_per_minute: float = 0.0130
 
     @classmethod
-    def with_overrides(cls, overrides: dict[str, float]) -> Prices:
-        """The defaults with some replaced. Raises ValueError on an unknown name or a
-        negative price."""
+    def with_overrides(cls, overrides: dict[str, float], model: str | None = None) -> Prices:
+        """The prices of ``model`` (its row of :data:`MODEL_PRICES`; the defaults for a model
+        not in it) with ``overrides`` replacing some. Raises ValueError on an unknown name or
+        a negative price."""
         names = {f.name for f in fields(cls)}
         unknown = set(overrides) - names
         if unknown:
             raise ValueError(f"unknown prices {sorted(unknown)}; known: {sorted(names)}")
         if any(value < 0 for value in overrides.values()):
             raise ValueError("prices cannot be negative")
-        return replace(cls(), **{k: float(v) for k, v in overrides.items()})
+        base = cls()
+        if model in MODEL_PRICES:
+            base = replace(base, **dict(zip(TOKEN_KINDS[:6], MODEL_PRICES[model], strict=True)))
+        return replace(base, **{k: float(v) for k, v in overrides.items()})
 
     def model_usd(self, tokens: dict[str, int]) -> float:
-        """The model's share for ``tokens`` (kinds of :data:`TOKEN_KINDS`)."""
+        """The model's share for ``tokens`` (kinds of :data:`TOKEN_KINDS`, and
+        ``transcription_seconds`` for a transcription billed by duration)."""
         table = asdict(self)
-        return sum(tokens.get(kind, 0) * table[kind] for kind in TOKEN_KINDS) / 1_000_000
+        per_token = sum(tokens.get(kind, 0) * table[kind] for kind in TOKEN_KINDS) / 1_000_000
+        minutes = tokens.get("transcription_seconds", 0) / 60
+        return per_token + minutes * self.transcription_per_minute
 
     def carrier_usd(self, seconds: float, outbound: bool) -> float:
         """The carrier's share for a call of ``seconds`` (each started minute billed)."""

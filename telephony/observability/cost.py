@@ -6,11 +6,15 @@ included) with ``cached_tokens_details`` saying how many of each were cached;
 ``output_token_details`` splits output likewise. :func:`tokens_of` turns that into the six kinds
 priced separately; :class:`~telephony.config.Prices` prices them and the carrier minutes.
 
-Default prices: OpenAI's model page for ``gpt-realtime-1.5`` (the same as ``gpt-realtime``),
-read 2026-11-29; Twilio's US list prices for a local number's inbound minute and an outbound
-minute (Twilio support, "How Volume Pricing works at Twilio"), read 2026-11-29. Override any
-of them with ``PRICES`` (JSON, e.g. ``{"audio_output": 20, "carrier_outbound_per_minute":
-0.01}``): prices change, and yours may be negotiated.
+Caller transcripts are billed apart: ``conversation.item.input_audio_transcription.completed``
+carries its own ``usage`` (tokens, or seconds for a model billed by duration), priced as
+``transcription_input``/``transcription_output`` (:func:`transcription_tokens_of`).
+
+Default prices: :data:`~telephony.config.prices.PRICES_SOURCE` (OpenAI's model pages, the row
+of the configured ``OPENAI_REALTIME_MODEL``; Twilio's US list prices for a local number's
+inbound minute and an outbound minute). Override any of them with ``PRICES`` (JSON, e.g.
+``{"audio_output": 20, "carrier_outbound_per_minute": 0.01}``): prices change, and yours may
+be negotiated.
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ from typing import Any
 
 from ..config import PRICES_SOURCE, TOKEN_KINDS, Prices
 
-__all__ = ["PRICES_SOURCE", "TOKEN_KINDS", "Prices", "add_tokens", "tokens_of"]
+__all__ = [
+    "PRICES_SOURCE",
+    "TOKEN_KINDS",
+    "Prices",
+    "add_tokens",
+    "tokens_of",
+    "transcription_tokens_of",
+]
 
 
 def tokens_of(usage: dict[str, Any]) -> dict[str, int]:
@@ -41,6 +52,27 @@ def tokens_of(usage: dict[str, Any]) -> dict[str, int]:
         "text_output": count(out, "text_tokens"),
         "audio_output": count(out, "audio_tokens"),
     }
+
+
+def transcription_tokens_of(usage: Any) -> dict[str, int]:
+    """The ``usage`` of OpenAI's ``conversation.item.input_audio_transcription.completed``
+    (the caller's transcript) as priced kinds: ``{"type": "tokens", "input_tokens",
+    "output_tokens"}`` or ``{"type": "duration", "seconds"}``; {} for anything else."""
+    if not isinstance(usage, dict):
+        return {}
+
+    def count(key: str) -> int:
+        value = usage.get(key)
+        return max(0, int(value)) if isinstance(value, int | float) else 0
+
+    if usage.get("type") == "duration":
+        return {"transcription_seconds": count("seconds")}
+    if usage.get("type") == "tokens":
+        return {
+            "transcription_input": count("input_tokens"),
+            "transcription_output": count("output_tokens"),
+        }
+    return {}
 
 
 def add_tokens(total: dict[str, int], more: dict[str, int]) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .cost import TOKEN_KINDS, Prices, add_tokens, tokens_of
+from .cost import TOKEN_KINDS, Prices, add_tokens, tokens_of, transcription_tokens_of
 
 __all__ = ["Conversation", "SessionRecorder", "Turn"]
 
@@ -192,6 +192,8 @@ class SessionRecorder:
                     self._on_vad("speech_stopped", at)
             elif server_type == "response.done":
                 self._on_response_done(data.data.get("response"))
+            elif server_type == "conversation.item.input_audio_transcription.completed":
+                self._on_transcription_usage(data.data)
             elif server_type == "conversation.item.input_audio_transcription.failed":
                 self._transcribed = True
             elif server_type is not None and server_type.startswith("output_audio_buffer."):
@@ -212,6 +214,20 @@ class SessionRecorder:
         self._record(
             "model.usage",
             response_id=response.get("id"),
+            tokens=tokens,
+            cost_usd=round(self.prices.model_usd(tokens), 6),
+        )
+
+    def _on_transcription_usage(self, event: dict[str, Any]) -> None:
+        """A caller transcript's ``usage`` (billed apart from the responses), priced, as
+        ``transcription.usage``."""
+        tokens = transcription_tokens_of(event.get("usage"))
+        if not tokens:
+            return
+        add_tokens(self.tokens, tokens)
+        self._record(
+            "transcription.usage",
+            item_id=event.get("item_id"),
             tokens=tokens,
             cost_usd=round(self.prices.model_usd(tokens), 6),
         )

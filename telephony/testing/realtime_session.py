@@ -457,7 +457,14 @@ def _transcribed(item_id: str, transcript: str) -> dict[str, Any]:
         "item_id": item_id,
         "content_index": 0,
         "transcript": transcript,
-        "usage": {"type": "duration", "seconds": 1.0},
+        # as gpt-4o-mini-transcribe reports it (OpenAI's Realtime reference)
+        "usage": {
+            "type": "tokens",
+            "total_tokens": 27,
+            "input_tokens": 20,
+            "input_token_details": {"text_tokens": 0, "audio_tokens": 20},
+            "output_tokens": 7,
+        },
     }
 
 

@@ -11,7 +11,7 @@ from audio_checks import ulaw_tone
 from helpers import SILENCE, events, final_log, metric_samples
 
 from telephony.config import Prices, Settings
-from telephony.observability.cost import tokens_of
+from telephony.observability.cost import tokens_of, transcription_tokens_of
 from telephony.observability.timeline import render_svg
 from telephony.testing import tone
 
@@ -51,7 +51,15 @@ async def test_call_end_cost_is_the_price_table_applied_to_the_reported_usage(
     assert len(usage) == 3  # the greeting and two answers
     prices = Prices(audio_output=20.0)
     end = log[-1]
-    assert end["cost_usd"]["model"] == pytest.approx(priced(usage, prices), abs=1e-6)
+    # each caller transcript is billed apart (its own usage: gpt-4o-mini-transcribe's tokens)
+    transcribed = events(log, "transcription.usage")
+    assert len(transcribed) == 2
+    assert all(
+        r["tokens"] == {"transcription_input": 20, "transcription_output": 7} for r in transcribed
+    )
+    transcripts = 2 * (20 * prices.transcription_input + 7 * prices.transcription_output) / 1e6
+    assert end["cost_usd"]["model"] == pytest.approx(priced(usage, prices) + transcripts, abs=1e-6)
+    assert end["tokens"]["transcription_input"] == 40
     minutes = math.ceil(end["duration_s"] / 60)
     assert end["cost_usd"]["carrier"] == pytest.approx(minutes * prices.carrier_inbound_per_minute)
     assert end["cost_usd"]["total"] == pytest.approx(
@@ -63,7 +71,8 @@ async def test_call_end_cost_is_the_price_table_applied_to_the_reported_usage(
     per_turn = events(log, "model.usage")
     assert len(per_turn) == 3
     # (each rounded to a millionth of a dollar)
-    assert sum(r["cost_usd"] for r in per_turn) == pytest.approx(end["cost_usd"]["model"], abs=5e-6)
+    shares = [r["cost_usd"] for r in per_turn + transcribed]
+    assert sum(shares) == pytest.approx(end["cost_usd"]["model"], abs=5e-6)
     assert " tok $" in render_svg(log)
     assert after - before == pytest.approx(end["cost_usd"]["total"], abs=1e-6)
 
@@ -95,3 +104,21 @@ def test_unknown_or_negative_prices_are_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
         Settings(prices={"audio_output": -1.0})
     assert Prices.with_overrides({"audio_output": 20}).audio_output == 20.0
+
+
+def test_prices_follow_the_model_and_transcripts_are_priced() -> None:
+    """Issue 26, findings 17 and 18: OpenAI's model pages, read 2026-12-04."""
+    flagship = Prices.with_overrides({}, "gpt-realtime-2.1")
+    assert (flagship.audio_input, flagship.audio_output, flagship.text_output) == (32, 64, 24)
+    mini = Prices.with_overrides({}, "gpt-realtime-2.1-mini")
+    assert (mini.audio_input, mini.audio_cached_input, mini.audio_output) == (10, 0.3, 20)
+    assert Prices.with_overrides({}, "gpt-realtime").text_output == 16
+    assert Prices.with_overrides({"text_output": 1}, "gpt-realtime-mini").text_output == 1
+    assert Prices.with_overrides({}, "my-fine-tune") == Prices()  # unknown: the defaults
+    assert Settings().openai_realtime_model == "gpt-realtime-2.1"  # the SDK's default too
+    tokens = transcription_tokens_of({"type": "tokens", "input_tokens": 1000, "output_tokens": 50})
+    assert tokens == {"transcription_input": 1000, "transcription_output": 50}
+    assert Prices().model_usd(tokens) == pytest.approx((1000 * 1.25 + 50 * 5.0) / 1e6)
+    by_time = transcription_tokens_of({"type": "duration", "seconds": 30})
+    assert Prices().model_usd(by_time) == pytest.approx(0.5 * 0.006)
+    assert transcription_tokens_of(None) == transcription_tokens_of({"type": "x"}) == {}

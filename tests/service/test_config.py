@@ -15,7 +15,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("OPENAI_API_KEY", "PUBLIC_URL", "PORT", "HOST", "OPENAI_REALTIME_MODEL"):
         monkeypatch.delenv(name, raising=False)
     s = load_settings()
-    assert s.openai_realtime_model == "gpt-realtime" and s.port == 8000
+    assert s.openai_realtime_model == "gpt-realtime-2.1" and s.port == 8000
     assert s.call_log_dir == Path("calls") and s.openai_api_key is None
 
 

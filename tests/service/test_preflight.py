@@ -52,7 +52,7 @@ async def test_check_says_whether_twilio_and_openai_accept_the_credentials(tmp_p
         status, out = await check(env, tmp_path)
         assert status == 0, out
         assert "ok Twilio: account AC0000…0000 accepts the auth token" in out
-        assert "ok OpenAI: the key is accepted and gpt-realtime is available" in out
+        assert "ok OpenAI: the key is accepted and gpt-realtime-2.1 is available" in out
         wrong = {**env, "TWILIO_AUTH_TOKEN": "x" * 32, "OPENAI_API_KEY": "sk-wrong-key-abcdefghij"}
         status, out = await check(wrong, tmp_path)
     assert status == 1
