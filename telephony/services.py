@@ -50,6 +50,7 @@ from .twilio.trial import trial_key
 __all__ = ["Services", "build_services"]
 
 logger = logging.getLogger("telephony.services")
+STATE_FILE = ".state.sqlite3"
 _refusal_logger = logging.getLogger("telephony.routes")
 
 
@@ -332,7 +333,10 @@ def _observer(metrics: ServiceMetrics, index: CallIndex | None) -> Callable[[dic
 def _fleet_state(settings: Settings) -> FleetState:
     """Redis with ``REDIS_URL``; else this process alone."""
     if settings.redis_url is None or settings.stream_token_secret is None:  # (checked: both)
-        return LocalState(settings.instance_id)
+        # what a restart must not forget (used stream tokens, answered CallSids, SIP
+        # deliveries), in a file beside the call logs
+        settings.call_log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return LocalState(settings.instance_id, settings.call_log_dir / STATE_FILE)
     return RedisState(
         settings.redis_url.get_secret_value(),
         settings.instance_id,

@@ -247,6 +247,8 @@ class CallRegistry:
                 raise Refused("draining", TRY_AGAIN_LATER)
         self.calls.add(call_sid)  # hold the local slot across the awaits below
         try:
+            if not self.fleet and not await self._local.claim(f"nonce:{nonce}", expiry):
+                raise Refused("stream token already used")  # before a restart, say
             degraded = await self._join_fleet(call_sid, path, f"nonce:{nonce}", expiry)
         except Refused:
             self.calls.discard(call_sid)

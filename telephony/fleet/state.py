@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 __all__ = ["ControlHandler", "FleetState", "FleetUnavailable", "LiveCalls", "LocalState"]
@@ -112,33 +115,70 @@ class FleetState(ABC):
 
 class LocalState(FleetState):
     """One instance, in this process: claims in a dict with expiries, no fleet limit, and
-    control messages only to ourselves."""
+    control messages only to ourselves.
 
-    def __init__(self, instance: str) -> None:
+    Args:
+        instance: this instance's id.
+        path: a SQLite file the claims and values are also written to and read back from at
+            start (``CALL_LOG_DIR/.state.sqlite3``), so a restart does not forget used stream
+            tokens, answered CallSids or accepted SIP deliveries; None: memory only.
+    """
+
+    def __init__(self, instance: str, path: Path | None = None) -> None:
         super().__init__(instance)
         self._claims: dict[str, float] = {}  # key -> expiry (UNIX seconds)
         self._values: dict[str, tuple[str, float]] = {}  # key -> (value, expiry)
+        self._db: sqlite3.Connection | None = None
+        if path is not None:
+            self._open(path)
+
+    def _open(self, path: Path) -> None:
+        """Open (or create, owner-only) the file and load what has not expired."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # a crash may lose the last write, not the file
+        db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, expires REAL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS vals (key TEXT PRIMARY KEY, value TEXT, expires REAL)"
+        )
+        now = time.time()
+        db.execute("DELETE FROM claims WHERE expires < ?", (now,))
+        db.execute("DELETE FROM vals WHERE expires < ?", (now,))
+        self._claims = dict(db.execute("SELECT key, expires FROM claims").fetchall())
+        self._values = {k: (v, e) for k, v, e in db.execute("SELECT key, value, expires FROM vals")}
+        self._db = db
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        if self._db is not None:
+            self._db.execute(sql, args)
 
     async def claim(self, key: str, expires_at: float) -> bool:
         now = time.time()
         if len(self._claims) > 256:
             self._claims = {k: e for k, e in self._claims.items() if e >= now}
+            self._write("DELETE FROM claims WHERE expires < ?", (now,))
         if self._claims.get(key, 0.0) >= now:
             return False
         self._claims[key] = expires_at
+        self._write("INSERT OR REPLACE INTO claims VALUES (?, ?)", (key, expires_at))
         return True
 
     async def unclaim(self, key: str) -> None:
         self._claims.pop(key, None)
+        self._write("DELETE FROM claims WHERE key = ?", (key,))
 
     async def remember(self, key: str, value: str, ttl_s: float) -> str | None:
         now = time.time()
         if len(self._values) > 256:
             self._values = {k: v for k, v in self._values.items() if v[1] >= now}
+            self._write("DELETE FROM vals WHERE expires < ?", (now,))
         stored = self._values.get(key)
         if stored is not None and stored[1] >= now:
             return stored[0]
         self._values[key] = (value, now + ttl_s)
+        self._write("INSERT OR REPLACE INTO vals VALUES (?, ?, ?)", (key, value, now + ttl_s))
         return None
 
     async def recall(self, key: str) -> str | None:
@@ -149,6 +189,12 @@ class LocalState(FleetState):
         stored = self._values.get(key)
         if stored is not None:
             self._values[key] = (value, stored[1])
+            self._write("UPDATE vals SET value = ? WHERE key = ?", (value, key))
+
+    async def stop(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     async def reserve(self, call_id: str, ttl_s: float, max_calls: int | None) -> bool:
         return True  # one instance: its own cap is the only one
