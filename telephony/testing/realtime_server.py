@@ -20,6 +20,7 @@ What it does per connection:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Callable
@@ -61,6 +62,8 @@ class LoopbackRealtimeServer:
             hours-long benchmark calls).
         api_key: refuse a handshake without ``Authorization: Bearer <api_key>`` with HTTP 401
             and OpenAI's error body for a wrong key; None: any key.
+        connect_delay_s: the WebSocket handshake is answered this long after the request, as
+            a far-away service's (TCP, TLS and the upgrade) would be; 0: at once.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class LoopbackRealtimeServer:
         playout_delay_s: float | None = None,
         keep_audio: bool = True,
         api_key: str | None = None,
+        connect_delay_s: float = 0.0,
     ) -> None:
         self.reply = reply or (lambda _turn: tone(600.0, 1000.0))
         self.chunk_ms = chunk_ms
@@ -103,6 +107,7 @@ class LoopbackRealtimeServer:
         self.playout_delay_s = playout_delay_s
         self.keep_audio = keep_audio
         self.api_key = api_key
+        self.connect_delay_s = connect_delay_s
         # fail_rule(n) -> "close_frame_only" | "silent" | None: connection n misbehaves when a
         # reply is first due (at its first speech_stopped) instead of answering: it sends a
         # close frame but keeps TCP open, or it goes silent (no data, no pongs)
@@ -132,7 +137,9 @@ class LoopbackRealtimeServer:
         self._server.close()
         await self._server.wait_closed()
 
-    def _gate(self, connection: ServerConnection, request: Any) -> Any:
+    async def _gate(self, connection: ServerConnection, request: Any) -> Any:
+        if self.connect_delay_s > 0:
+            await asyncio.sleep(self.connect_delay_s)
         if self.api_key is not None:
             sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
             if sent != self.api_key:
