@@ -1,7 +1,7 @@
 """Issue 26's console and small-surface findings, each reproduced against the real app:
 
-5. a long call's page is built off the event loop (before: a 24 MB log stalled every live
-   call's audio for 2.7 s);
+5. a long call's page is built off the event loop, in a worker thread (before: a 24 MB log
+   stalled every live call's audio for 2.7 s);
 6. SIP headers (whole numbers) are not shown when numbers are masked;
 7. a masked number cannot be recovered digit by digit through the search, and searches stay
    out of the access log;
@@ -15,15 +15,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import threading
 import time
 from typing import Any
 
 import httpx
-from helpers import fixture_audio, wait_for, within
+from helpers import fixture_audio, note_figure, wait_for
 
+import telephony.routes.console as console_routes
 from telephony.observability.logs import RedactSecrets
 from telephony.routes.console import COOKIE, SESSION_S, _session_value
 from telephony.testing import tone
@@ -135,33 +136,30 @@ async def test_sip_headers_are_hidden_when_numbers_are_masked(live_server) -> No
     assert CALLER not in page.text and CALLER[2:] not in page.text
 
 
-async def test_a_long_calls_page_does_not_stall_the_event_loop(live_server) -> None:
+async def test_a_long_calls_page_is_built_off_the_event_loop(live_server, monkeypatch) -> None:
+    """Before, the page was read and drawn on the event loop that carries every live call's
+    audio: a 24 MB log stalled it for 2.7 s. Decided on where the work runs, not on how long
+    the loop waited (a busy machine stalls the whole process now and then)."""
+    built_on: list[int] = []
+    build = console_routes._call_context
+
+    def watched(*args: Any) -> Any:
+        built_on.append(threading.get_ident())
+        return build(*args)
+
+    monkeypatch.setattr(console_routes, "_call_context", watched)
     async with live_server(overrides={"console_token": TOKEN}) as srv:
         log = srv.settings.call_log_dir / f"CA{'0' * 31}5.jsonl"
         record = {"call_sid": "CA" + "0" * 31 + "5", "event": "model.audio", "bytes": 960}
-        lines = [json.dumps({"ts": 1.0 + i * 0.02, **record}) + "\n" for i in range(40_000)]
+        lines = [json.dumps({"ts": 1.0 + i * 0.02, **record}) + "\n" for i in range(5_000)]
         log.write_text("".join(lines) + json.dumps({**record, "ts": 9e3, "event": "call.end"}))
-        gaps: list[float] = []
-
-        async def tick() -> None:  # a live call's audio runs on this loop (20 ms frames)
-            last = time.monotonic()
-            while True:
-                await asyncio.sleep(0.01)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
-
-        ticker = asyncio.create_task(tick())
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=60) as http:
             await signed_in(http)
             t0 = time.monotonic()
             page = await http.get(f"/console/calls/{log.stem}")
-            took = time.monotonic() - t0
-        ticker.cancel()
-    assert page.status_code == 200
-    # before: the page was built on the loop, one gap as long as the whole build
-    assert took > 0.15, "too small a log to tell"
-    within("console.page_loop_gap_s", max(gaps), took / 2, f"page built in {took:.2f} s")
+            note_figure("console.call_page_s", time.monotonic() - t0)
+    assert page.status_code == 200 and "call.end" in page.text  # the page itself
+    assert built_on and threading.get_ident() not in built_on  # a worker thread built it
 
 
 async def test_the_call_log_folder_is_made_owner_only(live_server, settings) -> None:
