@@ -64,13 +64,17 @@ async def test_a_call_spans_three_session_caps_and_keeps_talking(live_server) ->
     renewed = events(log, "model.renewed")
     assert len(renewed) >= 3, [r["event"] for r in log]
     # before each cap, never at it, once the spare was open: any 1.6 s of the 2.6 s script
-    # cycle holds a quiet moment. A spare still connecting 1.6 s before the cap (the server
-    # stalled: seen once in 31 fresh-clone runs with a second suite running beside) may miss
-    # it; then the renewal is at the cap, as designed.
+    # cycle should hold a quiet moment. A spare still connecting 1.6 s before the cap (the
+    # server stalled) may miss it; then the renewal is at the cap, as designed. Still open: a
+    # renewal at the cap with its spare open 2 s before it, seen in a plain count run (the
+    # failure message prints the call's story for the next look)
     for renewal in renewed:
         if renewal["after"] != "planned":
             ready = spare_ready(log, renewal)
-            assert ready > renewal["ts"] - 1.6, (renewal, ready, [r["event"] for r in log])
+            story = " ".join(f"{r['ts'] - log[0]['ts']:.2f}:{r['event']}" for r in log)
+            assert ready > renewal["ts"] - 1.6, (
+                f"spare ready {renewal['ts'] - ready:.2f} s before {story}"
+            )
     at_cap = sum(r["after"] != "planned" for r in renewed)
     assert [r["event"] for r in log].count("call.end") == 1
     end = log[-1]
