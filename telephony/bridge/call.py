@@ -292,16 +292,20 @@ class MediaStreamCall:
         if self.guard is not None and (raw := server_event(event)) is not None:
             await self.guard.on_server_event(raw)
 
-    def quiet(self) -> bool:
-        """Nothing is playing or held back, no response or tool is under way, the caller is
-        not speaking (by the model's VAD, and by our own ear: see
-        :meth:`~.inbound.InboundAudio.heard_out`), and no hang-up or transfer is pending."""
-        return (
-            self.out.idle
-            and not self._recorder.busy
-            and not self.control.busy
-            and self.inbound.heard_out()
-        )
+    def under_way(self) -> list[str]:
+        """What the caller would notice if the session were replaced now, by name; empty
+        when nothing is: nothing is playing or held back (``outbound``), no response or tool
+        is under way and the caller is not speaking by the model's VAD (see
+        :meth:`~telephony.observability.recorder.SessionRecorder.under_way`), nor by our own
+        ear (``caller_unheard``: see :meth:`~.inbound.InboundAudio.heard_out`), and no
+        hang-up or transfer is pending (``call_control``)."""
+        names = [] if self.out.idle else ["outbound"]
+        names += self._recorder.under_way()
+        if self.control.busy:
+            names.append("call_control")
+        if not self.inbound.heard_out():
+            names.append("caller_unheard")
+        return names
 
     async def say_sorry(self) -> str:
         """The recorded apology to the caller, when nothing else can say it (no model, no

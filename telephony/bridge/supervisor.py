@@ -92,8 +92,9 @@ class SessionHost(Protocol):
         """One session event (audio to the caller, the call log); raises when the call is over."""
         ...
 
-    def quiet(self) -> bool:
-        """Nothing the caller would notice is under way: a session may be replaced now."""
+    def under_way(self) -> list[str]:
+        """What the caller would notice if the session were replaced now, by name; empty: a
+        session may be replaced now."""
         ...
 
     async def say_sorry(self) -> str:
@@ -152,6 +153,7 @@ class SessionSupervisor:
         self._history = ConversationReplay(recorder, limits.history_tokens)
         self._renewed: dict[str, Any] | None = None  # a renewal's record, until it has the call
         self._switch_started = 0.0
+        self._not_quiet: dict[str, float] = {}  # seconds each kept the open spare waiting
         self.renewals = 0
         self.model_errors = 0
 
@@ -321,8 +323,16 @@ class SessionSupervisor:
         waiting in the socket (after the event loop was busy) would otherwise reach the old
         session while the switch is under way, and a turn the caller starts in them would be
         heard by a session about to close."""
-        while self._spare is None or not host.quiet():  # noqa: ASYNC110 (quiet() is a poll)
+        self._not_quiet = {}
+        while self._spare is None:  # noqa: ASYNC110 (a poll, as below)
             await asyncio.sleep(QUIET_POLL_S)
+        last = time.monotonic()
+        while under_way := host.under_way():
+            await asyncio.sleep(QUIET_POLL_S)
+            now = time.monotonic()
+            for name in under_way:  # why the spare waited, for a renewal at the cap
+                self._not_quiet[name] = self._not_quiet.get(name, 0.0) + now - last
+            last = now
         host.detach()
         self._switch_started = time.monotonic()
 
@@ -386,6 +396,10 @@ class SessionSupervisor:
                 "renewal": self.renewals,
                 **figures,
             }
+            if renewal != "model_renewal" and self._not_quiet:  # why not before the cap
+                self._renewed["not_quiet_s"] = {
+                    name: round(s, 2) for name, s in self._not_quiet.items()
+                }
             return
         await create_response(session, RESUME_INSTRUCTIONS)
         self._record(

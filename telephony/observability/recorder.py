@@ -263,13 +263,19 @@ class SessionRecorder:
         """A response or a tool is under way, the caller is speaking or their turn is still
         settling (its reply not begun or its transcript not in, for up to ``SETTLE_S``), or
         the agent's audio is still playing (where the session reports it)."""
-        return (
-            self.responses_ended < self.responses_started
-            or self.tools_running > 0
-            or self.caller_speaking
-            or self.settling
-            or self.playing
-        )
+        return bool(self.under_way())
+
+    def under_way(self) -> list[str]:
+        """What makes the session :attr:`busy`, by name (``response``, ``tool``,
+        ``caller_speaking``, ``settling``, ``playing``); empty when it is not."""
+        states = {
+            "response": self.responses_ended < self.responses_started,
+            "tool": self.tools_running > 0,
+            "caller_speaking": self.caller_speaking,
+            "settling": self.settling,
+            "playing": self.playing,
+        }
+        return [name for name, on in states.items() if on]
 
     @property
     def settling(self) -> bool:

@@ -73,7 +73,7 @@ async def test_a_call_spans_three_session_caps_and_keeps_talking(live_server) ->
             ready = spare_ready(log, renewal)
             story = " ".join(f"{r['ts'] - log[0]['ts']:.2f}:{r['event']}" for r in log)
             assert ready > renewal["ts"] - 1.6, (
-                f"spare ready {renewal['ts'] - ready:.2f} s before {story}"
+                f"spare ready {renewal['ts'] - ready:.2f} s before {renewal} {story}"
             )
     at_cap = sum(r["after"] != "planned" for r in renewed)
     assert [r["event"] for r in log].count("call.end") == 1
@@ -152,6 +152,24 @@ async def test_an_unannounced_cap_is_a_renewal_not_a_failure(live_server) -> Non
     assert all(not instructed(c) for c in srv.model.connections[1:])
     # what the old session had not taken when the server closed is heard by the new one
     assert _stitched(srv.model.connections) == result.frames_sent * FRAME_PCM
+
+
+async def test_a_renewal_at_the_cap_says_what_kept_the_open_spare_waiting(live_server) -> None:
+    # the spare opens 2 s before the 4 s cap, while a 6 s reply plays to the caller: no
+    # quiet moment comes, the cap renews, and the log says the reply's playout was why
+    overrides = {"model_renewal_margin": 2.0}
+    async with live_server(
+        overrides=overrides, session_cap_s=4.0, reply=lambda _: tone(600, 6000)
+    ) as srv:
+        result = await srv.call(caller_script(1) + PAUSE * 2, tail_s=0.5)
+        log = await final_log(srv, result.call_sid)
+    renewal = events(log, "model.renewed")[0]
+    assert renewal["after"] == "session_expired", renewal
+    waited = renewal["not_quiet_s"]
+    assert waited["outbound"] >= 1.0, waited  # the spare waited for the reply to play out
+    assert "call_control" not in waited and "tool" not in waited, waited
+    planned = [r for r in events(log, "model.renewed") if r["after"] == "planned"]
+    assert all("not_quiet_s" not in r for r in planned)
 
 
 async def _reply_after_failure(live_server, mode: str) -> tuple[float, list[dict]]:
@@ -233,7 +251,7 @@ async def test_no_switch_while_the_model_has_not_yet_heard_the_caller_start(live
 async def test_caller_audio_is_held_from_the_quiet_moment_that_allows_a_switch() -> None:
     """When the event loop was busy, caller frames wait in the socket; the caller pump may
     forward them all in the next turn of the loop. Had the switch been decided on a stale
-    quiet() and the audio held only later, a turn the caller started in those frames went to
+    under_way() and the audio held only later, a turn the caller started in those frames went to
     the old session, which then closed with it unanswered (bench/renewal.py lost 187 of 1081
     replies that way)."""
     waiting_frame_reached: list[str] = []
@@ -242,9 +260,9 @@ async def test_caller_audio_is_held_from_the_quiet_moment_that_allows_a_switch()
         target = "old session"
         broken = asyncio.Event()
 
-        def quiet(self) -> bool:  # a frame waiting in the socket is forwarded next
+        def under_way(self) -> list[str]:  # a frame waiting in the socket is forwarded next
             loop.call_soon(lambda: waiting_frame_reached.append(self.target or "held"))
-            return True
+            return []
 
         def detach(self) -> bool:
             held, self.target = self.target is not None, None
