@@ -65,6 +65,8 @@ def create_app(
             yield
             await services.registry.drain(0, goodbye_s=services.settings.drain_timeout or 5.0)
         finally:
+            if services.prewarm is not None:
+                await services.prewarm.close()
             if retention is not None:
                 retention.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -25,6 +25,7 @@ from openai import NotFoundError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .admission import CallRegistry
+from .bridge import PrewarmPool
 from .fleet import FleetState, FleetUnavailable
 from .observability.call_log import CallLogs
 from .sip import SipCalls
@@ -96,9 +97,24 @@ class AmdOp(_Message):
     args: AmdArgs
 
 
-ControlMessage = Annotated[LiveOp | HangUpOp | TransferOp | AmdOp, Field(discriminator="op")]
+class UnwarmArgs(BaseModel):
+    reason: Short = ""
+
+
+class UnwarmOp(_Message):
+    """``unwarm``: close the model session pre-warmed here for ``call`` (its stream started
+    on another instance, or a final call status came there)."""
+
+    op: Literal["unwarm"]
+    call: CallId
+    args: UnwarmArgs = UnwarmArgs()
+
+
+_Op = LiveOp | HangUpOp | TransferOp | AmdOp | UnwarmOp
+ControlMessage = Annotated[_Op, Field(discriminator="op")]
 """The control messages an owner acts on (extra keys ignored; sizes bounded)."""
-_MESSAGE: TypeAdapter[LiveOp | HangUpOp | TransferOp | AmdOp] = TypeAdapter(ControlMessage)
+_MESSAGE: TypeAdapter[_Op] = TypeAdapter(ControlMessage)
+PREWARM_KEY = "prewarm:{}"  # fleet state: the instance holding a call's pre-warmed session
 
 
 class LiveCall(BaseModel):
@@ -147,6 +163,7 @@ class RemoteControl:
         timeout_s: how long to wait for the owner's reply (``CONTROL_TIMEOUT``).
         show_number: how a caller's number is shown in :meth:`live` (masked by default: it
             crosses the fleet's control channel).
+        prewarm: this instance's pre-warmed sessions (``unwarm`` closes one); None when off.
     """
 
     def __init__(
@@ -159,8 +176,10 @@ class RemoteControl:
         targets: dict[str, str],
         timeout_s: float = 2.0,
         show_number: Callable[[str | None], str] = lambda number: "",
+        prewarm: PrewarmPool | None = None,
     ) -> None:
         self._registry = registry
+        self._prewarm = prewarm
         self._show_number = show_number
         self._state = state
         self._logs = logs
@@ -222,6 +241,29 @@ class RemoteControl:
         self._log(call_id, "amd", result, answered_by=answered_by)
         return result
 
+    async def note_prewarm(self, call_id: str, ttl_s: float) -> None:
+        """Record this instance as the holder of ``call_id``'s pre-warmed session (for
+        ``ttl_s``), so that another instance can have it closed (:meth:`discard_prewarm`)."""
+        try:
+            await self._state.remember(PREWARM_KEY.format(call_id), self._state.instance, ttl_s)
+        except FleetUnavailable:
+            pass
+
+    async def discard_prewarm(self, call_id: str, reason: str) -> bool:
+        """Have the instance holding ``call_id``'s pre-warmed session close it now (its stream
+        started here, or a final call status came here); True when it did. Nothing to do
+        when no instance holds one; with the fleet state down or the holder silent, its own
+        timer closes it (``MODEL_PREWARM_TIMEOUT``)."""
+        try:
+            holder = await self._state.recall(PREWARM_KEY.format(call_id))
+            if holder is None or holder == self._state.instance:
+                return False
+            message = {"op": "unwarm", "call": call_id, "args": {"reason": reason[:64]}}
+            reply = await self._state.request(holder, message, self._timeout_s)
+        except FleetUnavailable:
+            return False
+        return bool(reply and reply.get("ok") and reply.get("detail") == "closed")
+
     def local_live(self) -> list[dict[str, Any]]:
         """This instance's calls in progress: ``call_sid``, ``caller`` (as ``show_number``
         shows it), ``seconds`` since the call started, ``instance``."""
@@ -277,6 +319,9 @@ class RemoteControl:
             return {"ok": False, "error": "bad message"}
         if isinstance(op, LiveOp):
             return {"ok": True, "calls": self.local_live()}
+        if isinstance(op, UnwarmOp):
+            closed = self._prewarm is not None and self._prewarm.discard(op.call, op.args.reason)
+            return {"ok": True, "detail": "closed" if closed else "none"}
         call = self._registry.live.get(op.call)
         if call is None:
             return {"ok": False, "error": "not here"}

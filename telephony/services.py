@@ -30,7 +30,8 @@ from .agent.default import build_default_agent, load_agent
 from .agent.local import LocalRealtimeModel, load_local_stack
 from .agent.sessions import ModelFactory, SessionFactory, choose_backend
 from .audio.hold import load_hold_sound
-from .bridge import MediaStreamCall, TwilioSocket
+from .bridge import FINAL_CALL_STATUSES, MediaStreamCall, PrewarmPool, TwilioSocket
+from .bridge.prewarm import Prewarmed
 from .config import CallFeatures, CallLimits, Settings
 from .console import CallIndex, show_number
 from .fleet import FleetState, LocalState
@@ -72,6 +73,7 @@ class Services:
         logs: opens call logs tagged with this instance.
         control: hang-up and transfer from any instance.
         console: the console's call index; None without ``CONSOLE_TOKEN``.
+        prewarm: model sessions opened at the webhook (``MODEL_PREWARM``); None when off.
     """
 
     settings: Settings
@@ -90,6 +92,8 @@ class Services:
     dial_rate: RateLimit
     refusals: LogLimiter = field(default_factory=lambda: LogLimiter(_refusal_logger))
     console: CallIndex | None = None
+    prewarm: PrewarmPool | None = None
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
     def trial(self) -> bool:
@@ -133,6 +137,41 @@ class Services:
         said = await self.rest.say_and_hang_up(call_sid, text)
         return "twilio_rest" if said else "twilio_rest (call already ended)"
 
+    def prewarm_call(self, call_sid: str, hold_s: float | None = None) -> None:
+        """Open ``call_sid``'s model session now, ahead of its stream (``MODEL_PREWARM``); in
+        a fleet, note this instance as its holder, so that a stream or a final status
+        reaching another instance closes it at once."""
+        if self.prewarm is None or not self.prewarm.open(call_sid, hold_s):
+            return
+        if self.state.shared:
+            self._spawn(self.control.note_prewarm(call_sid, hold_s or self.prewarm.hold_s))
+
+    def end_prewarm(self, call_sid: str, status: str) -> None:
+        """A call status came: a final one (busy, no-answer, …) closes the call's pre-warmed
+        session, here or on the instance holding it."""
+        if self.prewarm is None or status not in FINAL_CALL_STATUSES:
+            return
+        reason = f"call status {status}"
+        if not self.prewarm.discard(call_sid, reason) and self.state.shared:
+            self._spawn(self.control.discard_prewarm(call_sid, reason))
+
+    async def take_prewarmed(self, call_sid: str) -> Prewarmed | None:
+        """The session pre-warmed here for the stream that just started, if any. A stream
+        that finds none here has the one another instance may hold closed (in the
+        background: the call connects as it would without pre-warming)."""
+        if self.prewarm is None:
+            return None
+        if call_sid in self.prewarm:
+            return await self.prewarm.take(call_sid)
+        if self.state.shared:
+            self._spawn(self.control.discard_prewarm(call_sid, "stream on another instance"))
+        return None
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def media_call(self, socket: TwilioSocket) -> MediaStreamCall:
         """The bridge for one accepted media socket."""
         return MediaStreamCall(
@@ -146,6 +185,7 @@ class Services:
             twilio=self.rest,
             on_frame=self.metrics.frame,
             backend=self.backend,
+            prewarmed=self.take_prewarmed if self.prewarm is not None else None,
         )
 
 
@@ -174,7 +214,8 @@ def build_services(
     logs = CallLogs(settings.call_log_dir, settings.instance_id, _observer(metrics, console))
     checker, rest = _twilio(settings)
     sip = _sip_calls(settings, sessions, features, limits, registry, logs)
-    control = _remote_control(settings, registry, state, logs, rest, sip, features)
+    prewarm = _prewarm(settings, sessions, features, limits, registry, logs)
+    control = _remote_control(settings, registry, state, logs, rest, sip, features, prewarm)
     return Services(
         settings,
         backend,
@@ -191,7 +232,37 @@ def build_services(
         control,
         RateLimit(settings.dial_rate_limit),
         console=console,
+        prewarm=prewarm,
     )
+
+
+def _prewarm(
+    settings: Settings,
+    sessions: SessionFactory,
+    features: CallFeatures,
+    limits: CallLimits,
+    registry: CallRegistry,
+    logs: CallLogs,
+) -> PrewarmPool | None:
+    """Sessions opened at the webhook (``MODEL_PREWARM``), each in a slot of
+    ``MAX_CONCURRENT_CALLS`` (with the calls in progress), recorded as ``prewarm``."""
+    if not settings.model_prewarm:
+        return None
+
+    def note(call_sid: str, fields: dict[str, Any]) -> None:
+        with logs.open(call_sid, observe=False) as log:
+            log.write("prewarm", **fields)
+
+    pool = PrewarmPool(
+        sessions.open,
+        features.greeting,
+        connect_timeout_s=limits.connect_timeout,
+        hold_s=settings.model_prewarm_timeout,
+        close_timeout_s=limits.close_timeout,
+        room=lambda: len(pool) + len(registry.calls) < registry.max_calls,
+        note=note,
+    )
+    return pool
 
 
 def _call_features(settings: Settings) -> CallFeatures:
@@ -284,6 +355,7 @@ def _remote_control(
     rest: TwilioCalls | None,
     sip: SipCalls | None,
     features: CallFeatures,
+    prewarm: PrewarmPool | None,
 ) -> RemoteControl:
     """Hang-up and transfer of any call in the fleet, from any instance; it answers the
     fleet's control messages for this instance's calls."""
@@ -296,6 +368,7 @@ def _remote_control(
         features.transfer_targets,
         settings.control_timeout,
         show_number=functools.partial(show_number, show=settings.console_show_numbers),
+        prewarm=prewarm,
     )
     state.on_control = control.on_message
     return control

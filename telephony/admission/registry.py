@@ -78,11 +78,13 @@ class Admission:
         token: the stream token (webhook answers only); None when refused.
         reason: why it was refused ('' when admitted).
         degraded: decided by this instance's rules alone, because the fleet state was down.
+        first: the call's first answer (a replayed webhook's is not): it took a slot.
     """
 
     token: str | None = None
     reason: str = ""
     degraded: bool = False
+    first: bool = False
 
 
 class CallRegistry:
@@ -172,7 +174,7 @@ class CallRegistry:
         if reason:
             await self._overwrite(f"answer:{call_sid}", REFUSED)
             return Admission(reason=reason, degraded=degraded)
-        return Admission(fresh, degraded=degraded)
+        return Admission(fresh, degraded=degraded, first=True)
 
     async def _pending_slot(self, call_sid: str, degraded: bool) -> tuple[str, bool]:
         """Hold a slot for an answered call until its stream starts; returns ``(why not or '',

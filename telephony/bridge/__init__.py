@@ -4,10 +4,19 @@
 - :mod:`.outbound`: model audio to the caller (framing, marks, barge-in ``clear``);
 - :mod:`.playback` and :mod:`.tracker`: what the caller has heard, from mark echoes;
 - :mod:`.supervisor`: the model session (connect, reconnect, replay, apology);
+- :mod:`.prewarm`: the session opened while the phone rings, adopted at ``start``;
 - :mod:`.control`: DTMF, hang-up and transfer.
 """
 
 from .call import Admit, MediaStreamCall, TwilioSocket
+from .prewarm import FINAL_CALL_STATUSES, PrewarmPool
 from .supervisor import OpenSession
 
-__all__ = ["Admit", "MediaStreamCall", "OpenSession", "TwilioSocket"]
+__all__ = [
+    "FINAL_CALL_STATUSES",
+    "Admit",
+    "MediaStreamCall",
+    "OpenSession",
+    "PrewarmPool",
+    "TwilioSocket",
+]

@@ -48,6 +48,7 @@ from .control import MediaCallControl
 from .hold import ToolFiller
 from .inbound import InboundAudio
 from .outbound import OutboundAudio
+from .prewarm import Prewarmed
 from .recording import RecordingTap
 from .routing import CallerAudioRoute
 from .socket import Admit, TwilioSocket
@@ -83,6 +84,8 @@ class MediaStreamCall:
         twilio: REST access to the live call (hang up, transfer); None closes the stream.
         on_frame: called with ``("in" | "out", seconds)`` per 20 ms frame processed.
         backend: which model answers, for the call log.
+        prewarmed: ``call_sid -> Prewarmed | None``: the session opened at the webhook, if any
+            (see :mod:`.prewarm`).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class MediaStreamCall:
         twilio: TwilioCalls | None = None,
         on_frame: Callable[[str, float], None] | None = None,
         backend: str = "openai",
+        prewarmed: Callable[[str], Awaitable[Prewarmed | None]] | None = None,
     ) -> None:
         self._socket = socket
         self._logs = logs
@@ -143,6 +147,7 @@ class MediaStreamCall:
             backend=backend,
             reconnects=reconnects,
             on_model_failure=on_model_failure,
+            prewarmed=prewarmed,
         )
         self.route = CallerAudioRoute(self._record, self._on_attach)
         self.guard: BargeInGuard | None = None

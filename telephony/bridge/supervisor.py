@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agents.realtime import RealtimePlaybackTracker, RealtimeSession
 
@@ -43,6 +43,9 @@ from ..observability.recorder import SessionRecorder
 from .outbound import OutboundAudio
 from .replay import ConversationReplay
 from .tracker import PhonePlaybackTracker
+
+if TYPE_CHECKING:
+    from .prewarm import Prewarmed
 
 __all__ = [
     "MODEL_FAILURES",
@@ -117,6 +120,8 @@ class SessionSupervisor:
         reconnects: how many times a failed session is replaced.
         on_model_failure: ``(call_sid, reason) -> how``: tells the caller we are ending the call
             (through the carrier); None just closes the stream.
+        prewarmed: ``call_sid -> Prewarmed | None``: the session opened for the call at the
+            webhook (see :mod:`.prewarm`), taken for the first session instead of a connect.
     """
 
     def __init__(
@@ -132,8 +137,11 @@ class SessionSupervisor:
         backend: str = "openai",
         reconnects: int = 1,
         on_model_failure: Callable[[str, str], Awaitable[str]] | None = None,
+        prewarmed: Callable[[str], Awaitable[Prewarmed | None]] | None = None,
     ) -> None:
         self._open_session = open_session
+        self._prewarmed = prewarmed
+        self._greeted = False
         self._limits = limits
         self._record = record
         self._recorder = recorder
@@ -338,8 +346,14 @@ class SessionSupervisor:
 
     async def _connect(self, call_sid: str, purpose: str = "call") -> RealtimeSession | None:
         """Open and connect a session with a fresh tracker (the call is not given to it yet:
-        see :meth:`_activate`); None if it failed."""
+        see :meth:`_activate`), or for the call's first, adopt the one opened at the webhook;
+        None if it failed."""
         self._call_sid = call_sid
+        if self._prewarmed is not None:  # only ever the first session
+            take, self._prewarmed = self._prewarmed, None
+            session = await self._adopt(call_sid, take)
+            if session is not None:
+                return session
         self._record("model.connecting", backend=self._backend, purpose=purpose)
         tracker = PhonePlaybackTracker()
         t0 = time.monotonic()
@@ -369,6 +383,26 @@ class SessionSupervisor:
         self._record("model.connected", connect_ms=round((time.monotonic() - t0) * 1000, 1))
         return session
 
+    async def _adopt(
+        self, call_sid: str, take: Callable[[str], Awaitable[Prewarmed | None]]
+    ) -> RealtimeSession | None:
+        """The session pre-warmed for ``call_sid``, now the call's (its tools act on this
+        call); None when there was none or it failed to connect."""
+        prewarmed = await take(call_sid)
+        if prewarmed is None:
+            return None
+        prewarmed.context.control = self._control
+        self._trackers[prewarmed.session] = prewarmed.tracker
+        self._greeted = prewarmed.greeted
+        self._record(
+            "prewarm",
+            outcome="adopted",
+            waited_ms=round(prewarmed.waited_s * 1000, 1),
+            greeted=prewarmed.greeted,
+        )
+        self._record("model.connected", connect_ms=prewarmed.connect_ms, prewarmed=True)
+        return prewarmed.session
+
     async def _activate(self, session: RealtimeSession) -> None:
         """``session`` takes the call: its tracker hears of the audio played, what the old
         session had under way is forgotten; the first one greets."""
@@ -376,8 +410,9 @@ class SessionSupervisor:
         self._outbound.new_session(self._trackers.pop(session))
         self._recorder.session_replaced()
         if self._sessions == 1 and self._greeting:
-            await greet(session, self._greeting)
-            self._record("greeting.requested", text=self._greeting)
+            if not self._greeted:
+                await greet(session, self._greeting)
+            self._record("greeting.requested", text=self._greeting, prewarmed=self._greeted)
 
     def _close_later(self, session: RealtimeSession) -> None:
         task = asyncio.create_task(self._close(session), name="model-close")

@@ -70,6 +70,17 @@ class ModelSettings(BaseModel):
         description="seconds without a pong before the model socket is dropped (and the call "
         "reconnects)",
     )
+    model_prewarm: bool = Field(
+        default=True,
+        description="open the call's model session and ask for its greeting when the webhook "
+        "answers (or a call is dialled), so the greeting is ready when the stream starts",
+    )
+    model_prewarm_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="seconds a pre-warmed session waits for its stream before it is closed "
+        "(a dialled call: plus the 60 s ring timeout)",
+    )
     model_close_timeout: float = Field(
         default=1.0,
         gt=0,

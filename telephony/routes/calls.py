@@ -61,6 +61,7 @@ def dial_authorized(request: Request, services: ServicesDep) -> None:
 
 
 router = APIRouter(dependencies=[Depends(dial_authorized)])
+RING_TIMEOUT_S = 60.0  # Twilio's default ring timeout for a call created over REST
 
 
 @router.post("/calls", status_code=201)
@@ -81,6 +82,8 @@ async def place(request: Request, services: ServicesDep) -> dict[str, str]:
     except DialError as exc:
         raise HTTPException(422, str(exc)) from None
     await services.registry.mark_ours(call_sid)  # call control may act on it while it rings
+    ring = RING_TIMEOUT_S + services.settings.model_prewarm_timeout
+    services.prewarm_call(call_sid, hold_s=ring)  # the greeting ready when answered
     return {"call_sid": call_sid}
 
 

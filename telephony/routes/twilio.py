@@ -1,9 +1,11 @@
 """Twilio's routes: the Voice webhook, the Media Streams socket and status callbacks.
 
-- ``POST /incoming-call`` (signed) → TwiML ``<Connect><Stream>`` with a per-call stream token,
-  or ``<Reject reason="busy"/>`` at capacity or while draining;
+- ``POST /incoming-call`` (signed) → TwiML ``<Connect><Stream>`` with a per-call stream token
+  (and the call's model session opened meanwhile: ``MODEL_PREWARM``), or
+  ``<Reject reason="busy"/>`` at capacity or while draining;
 - ``WS /media-stream`` (signed handshake; token checked at ``start``) → the bridge;
-- ``POST /call-status`` (signed) → ``call.status`` in the call's log;
+- ``POST /call-status`` (signed) → ``call.status`` in the call's log (a final status closes
+  a pre-warmed session no stream took);
 - ``POST /amd-status`` (signed) → who answered an outbound call, to the call's owner.
 """
 
@@ -183,6 +185,8 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
         if admission.token is None:
             log.write("call.rejected", reason=admission.reason, twiml="busy")
             return Response(reject("busy"), media_type="application/xml")
+    if admission.first:  # the stream's model session opens while the TwiML travels
+        services.prewarm_call(call_sid)
     stream_params = {k: caller_text(params[k]) or "" for k in STREAM_PARAMETERS if k in params}
     stream_params["token"] = admission.token
     if services.trial:  # only this machine could sign it: a simulated call, no carrier
@@ -258,13 +262,16 @@ async def amd_status(request: Request, params: TwilioForm, services: ServicesDep
 
 @router.post("/call-status")
 async def call_status(params: TwilioForm, services: ServicesDep) -> Response:
-    """Twilio's status callbacks (initiated, ringing, answered, completed, busy, …)."""
+    """Twilio's status callbacks (initiated, ringing, answered, completed, busy, …); a final
+    one closes the call's pre-warmed model session, if no stream took it."""
+    status = caller_text(params.get("CallStatus"))
     with services.logs.open(params["CallSid"], observe=False) as log:
         log.write(
             "call.status",
-            status=caller_text(params.get("CallStatus")),
+            status=status,
             direction=caller_text(params.get("Direction")),
             duration_s=caller_text(params.get("CallDuration")),
             sequence=caller_text(params.get("SequenceNumber")),
         )
+    services.end_prewarm(params["CallSid"], status or "")
     return Response(status_code=204)

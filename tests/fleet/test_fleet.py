@@ -176,6 +176,14 @@ async def test_webhook_on_one_instance_stream_on_another_and_no_replay(tmp_path:
         assert {r["instance"] for r in log_b} == {"B"}
         assert events(log_b, "stream.start") and log_b[-1]["reason"] == "caller_hangup"
         assert ctx.log("A", answer.call_sid)[0]["event"] == "webhook"  # A answered it
+        # A opened the call's model session at the webhook; the stream on B connected its
+        # own and had A's closed at once over the control channel (not by A's 15 s timer)
+        await wait_for(ctx.model.connections[0].closed.is_set, what="A's pre-warm closed")
+        prewarm = events(ctx.log("A", answer.call_sid), "prewarm")
+        assert [r["outcome"] for r in prewarm] == ["opened", "discarded"], prewarm
+        assert prewarm[1]["reason"] == "stream on another instance"
+        assert prewarm[1]["waited_s"] < 15
+        assert not events(log_b, "prewarm")
         connections = len(ctx.model.connections)
         replay = await hold_stream(answer.via(ctx.fleet["C"].base_url))
         await asyncio.wait_for(replay.wait_closed(), 5)

@@ -85,6 +85,11 @@ async def test_dial_places_a_call_that_streams_to_us_and_logs_its_callbacks(
         "in-progress",
     ]
     assert events(log, "webhook")[0]["to"] == "+15550002222"
+    # the model session opened when the call was dialled, held through the ring (Twilio's
+    # 60 s ring timeout and MODEL_PREWARM_TIMEOUT); the webhook at answer opened no other
+    prewarm = events(log, "prewarm")
+    assert [r["outcome"] for r in prewarm] == ["opened"], prewarm
+    assert prewarm[0]["hold_s"] == 60 + srv.settings.model_prewarm_timeout
 
 
 async def test_dial_keeps_to_its_prefixes_its_rate_and_public_url(live_server) -> None:
