@@ -56,7 +56,7 @@ async def test_a_stream_adopting_a_prewarmed_session_hears_the_greeting_from_its
     frames = [f for _, f in result.frames]
     # from its first word: the loud start came first, then the quiet rest
     assert all(loudness(f) > 8000 for f in frames[1:4]), [loudness(f) for f in frames[:6]]
-    assert all(loudness(f) < 4000 for f in frames[7:GREETING_FRAMES - 1])
+    assert all(loudness(f) < 4000 for f in frames[7 : GREETING_FRAMES - 1])
     prewarm = events(log, "prewarm")
     assert [r["outcome"] for r in prewarm] == ["opened", "adopted"], prewarm
     assert prewarm[1]["greeted"] is True and prewarm[1]["waited_ms"] > 0
