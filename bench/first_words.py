@@ -1,7 +1,7 @@
 """How soon the caller hears the greeting: ``start`` → first greeting frame, by ring gap.
 
     .venv/bin/python bench/first_words.py [--calls 20] [--connect-ms 700] [--first-delta-ms 300]
-                                          [--gaps 0 0.5 1.5] [--compare OTHER_CHECKOUT]
+                                          [--gaps 0 0.5 1.5] [--compare OTHER_CHECKOUT] [--fleet]
 
 One ``server.py`` with ``GREETING`` set, against the loopback model made far away: its
 WebSocket handshake is answered ``--connect-ms`` after the request, and a response's first
@@ -10,6 +10,11 @@ between Twilio's webhook and the stream's ``start``: Twilio fetches the TwiML, t
 the WebSocket opens), ``--calls`` calls one after another: the webhook, the gap, then the
 stream. Per gap it prints, in ms, p50/p95/max of ``start`` → first greeting frame (the
 caller's clock: the simulator's time since it sent ``start``) and of webhook → first frame.
+
+With ``--fleet``, each checkout also runs as a fleet of two instances sharing a Redis (the
+valkey of the test extra), twice: the webhook reaches A and the stream B (a balancer that does
+not keep them together: B connects a session of its own), and, with ``INSTANCE_PUBLIC_URL``
+set on each, the webhook reaches A and the TwiML sends the stream to A itself.
 
 With ``--compare``, the other checkout's ``server.py`` runs first (``before``), then this
 one's. Issue 27's targets: after a 1.5 s ring, first frame within 100 ms of ``start`` (p95);
@@ -21,13 +26,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, free_port, other_checkout, start_server
+from bench.common import ROOT, free_port, other_checkout, start_redis, start_server
 from telephony.simulate import answer_call, simulate_call
 from telephony.testing import LoopbackRealtimeServer, tone
 
@@ -41,18 +47,26 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_column(
-    label: str, root: Path, gaps: list[float], calls: int, connect_s: float, first_delta_s: float
+    label: str,
+    root: Path,
+    gaps: list[float],
+    calls: int,
+    connect_s: float,
+    first_delta_s: float,
+    fleet: str = "",
 ) -> dict[float, tuple[list[float], list[float]]]:
-    logs = Path(tempfile.mkdtemp(prefix=f"first-words-{label}-"))
-    port = free_port()
+    """``fleet``: '' (one instance), ``split`` (webhook A, stream B) or ``own`` (each instance
+    with ``INSTANCE_PUBLIC_URL``: the stream goes where the TwiML says)."""
+    logs = Path(tempfile.mkdtemp(prefix="first-words-"))
     found: dict[float, tuple[list[float], list[float]]] = {}
+    redis_port = free_port()
+    redis = start_redis(redis_port, logs) if fleet else None
     async with LoopbackRealtimeServer(
         reply=lambda _turn: tone(600, 800),
         connect_delay_s=connect_s,
         first_delta_delay_s=first_delta_s,
     ) as model:
         env = {
-            "PORT": str(port),
             "OPENAI_API_KEY": "sk-bench-not-a-real-key",
             "OPENAI_REALTIME_URL": model.url,
             "TWILIO_AUTH_TOKEN": TOKEN,
@@ -61,19 +75,40 @@ async def run_column(
             "LOG_LEVEL": "warning",
             "PYTHONPATH": str(root),
         }
-        server = await asyncio.to_thread(start_server, env, logs, None, root / "server.py")
-        base = f"http://127.0.0.1:{port}"
+        public_url = None
+        if redis is not None:  # one public URL (the balancer's), two instances behind it
+            public_url = "http://balancer.invalid"
+            env |= {
+                "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+                "STREAM_TOKEN_SECRET": "bench-stream-token-secret-0123456789",
+                "PUBLIC_URL": public_url,
+                "DRAIN_LB_GRACE": "0",  # the bench's own streams are over when it stops
+            }
+        servers, bases = [], []
+        for name in ("A", "B") if fleet else ("A",):
+            port = free_port()
+            folder = logs / name
+            folder.mkdir()
+            instance = {**env, "PORT": str(port), "INSTANCE_ID": name, "CALL_LOG_DIR": str(folder)}
+            if fleet == "own":
+                instance["INSTANCE_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+            servers.append(
+                await asyncio.to_thread(start_server, instance, folder, None, root / "server.py")
+            )
+            bases.append(f"http://127.0.0.1:{port}")
         try:
             for gap in gaps:
                 after_start: list[float] = []
                 after_webhook: list[float] = []
                 for _ in range(calls):
                     t0 = time.monotonic()
-                    answer = await answer_call(base, auth_token=TOKEN)
+                    answer = await answer_call(bases[0], auth_token=TOKEN, public_url=public_url)
                     await asyncio.sleep(max(0.0, gap - (time.monotonic() - t0)))
                     opened = time.monotonic()
+                    if fleet == "split":  # the balancer sends the stream to B
+                        answer = answer.via(bases[-1])
                     result = await simulate_call(
-                        base, SILENCE, answer=answer, tail_s=0.3, min_turns=1
+                        "", SILENCE, answer=answer, tail_s=0.3, min_turns=1
                     )
                     first = result.turns[0].first_frame_at if result.turns else None
                     if first is None:
@@ -83,8 +118,15 @@ async def run_column(
                     after_webhook.append((opened - t0 + first) * 1000)
                 found[gap] = (after_start, after_webhook)
         finally:
-            server.terminate()
-            server.wait(10)
+            for server in servers:
+                server.terminate()
+            for server in servers:
+                try:
+                    server.wait(30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+            if redis is not None:
+                redis.kill()
     return found
 
 
@@ -103,13 +145,24 @@ async def main() -> None:
     parser.add_argument("--first-delta-ms", type=float, default=300.0)
     parser.add_argument("--gaps", type=float, nargs="+", default=[0.0, 0.5, 1.5])
     parser.add_argument("--compare", type=Path, help="another checkout, run first (before)")
+    parser.add_argument("--fleet", action="store_true", help="also: webhook on A, stream on B")
     args = parser.parse_args()
-    columns = [("before", other_checkout(args.compare))] if args.compare else []
-    columns.append(("this", ROOT))
+    checkouts = [("before", other_checkout(args.compare))] if args.compare else []
+    checkouts.append(("this", ROOT))
+    columns = [(label, root, "") for label, root in checkouts]
+    if args.fleet:
+        columns += [(f"{label}, fleet A→B", root, "split") for label, root in checkouts]
+        columns += [(f"{label}, fleet own URLs", root, "own") for label, root in checkouts]
     results = {}
-    for label, root in columns:
+    for label, root, fleet in columns:
         results[label] = await run_column(
-            label, root, args.gaps, args.calls, args.connect_ms / 1000, args.first_delta_ms / 1000
+            label,
+            root,
+            args.gaps,
+            args.calls,
+            args.connect_ms / 1000,
+            args.first_delta_ms / 1000,
+            fleet,
         )
     print(
         f"loopback: connect {args.connect_ms:.0f} ms, first delta {args.first_delta_ms:.0f} ms;"
@@ -118,7 +171,7 @@ async def main() -> None:
     print("| ring gap | checkout | start → first frame | webhook → first frame |")
     print("|---|---|---|---|")
     for gap in args.gaps:
-        for label, _ in columns:
+        for label, _, _ in columns:
             after_start, after_webhook = results[label][gap]
             print(f"| {gap:.1f} s | {label} | {row(after_start)} | {row(after_webhook)} |")
 

@@ -214,7 +214,12 @@ class Fleet:
     machines would."""
 
     def __init__(
-        self, workdir: Path, redis: RedisServer, env: dict[str, str], names: list[str]
+        self,
+        workdir: Path,
+        redis: RedisServer,
+        env: dict[str, str],
+        names: list[str],
+        own_urls: bool = False,
     ) -> None:
         self.workdir = workdir
         self.redis = redis
@@ -222,7 +227,11 @@ class Fleet:
         self.env = env
         self.servers: dict[str, ServerProcess] = {}
         for name in names:
-            self.servers[name] = ServerProcess(self.instance_env(name), workdir)
+            port = free_port()
+            instance = self.instance_env(name)
+            if own_urls:  # each reachable without the balancer too (INSTANCE_PUBLIC_URL)
+                instance["INSTANCE_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+            self.servers[name] = ServerProcess(instance, workdir, port)
 
     def instance_env(self, name: str) -> dict[str, str]:
         return {

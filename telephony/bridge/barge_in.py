@@ -16,7 +16,8 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    WebRTC's AEC3 first removes the agent's voice and the cleaned audio is what the model
    hears. Speech that our detector hears in the raw audio and not beyond the echo is the
    agent's echo, counted as such; so is an item of the model's VAD that began while echo
-   could arrive (``ECHO_TAIL_S``) and held under ``ITEM_CALLER_MS`` of the caller's sound,
+   could arrive (``ECHO_TAIL_S``) and held under ``ITEM_CALLER_MS`` of the caller's sound
+   (counted past the echo window too, where all sound is the caller's),
    once the judge has learned the line (about 1.3 s of the agent's audio with the caller
    quiet; before, such an item's words decide, step 4).
 2. **Pause.** Once the caller has spoken ``pause_ms`` (WebRTC VAD on the cleaned audio), the
@@ -165,6 +166,10 @@ class BargeInGuard:
         if audible:
             self._last_audible_at = now
         if not (echo or self._speech is not None or audible):
+            if self._items:  # a model VAD item is open: no echo can arrive, its sound counts
+                raw = ulaw_decode(ulaw)
+                if len(raw) == 320 and self._detect.loud(raw):
+                    self._caller_frames.append(self.caller_ms)
             return ulaw
         t0 = time.perf_counter()
         self.frames_guarded += 1

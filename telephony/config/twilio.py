@@ -21,6 +21,12 @@ class TwilioSettings(BaseModel):
         description="public `https://` base URL Twilio reaches (e.g. the ngrok URL); no query "
         "string; required with `TWILIO_AUTH_TOKEN`",
     )
+    instance_public_url: str | None = Field(
+        default=None,
+        description="this instance's own public base URL, reached without the balancer: the "
+        "webhook points the Media Stream here, so the stream lands where its pre-warmed model "
+        "session waits (fleet mode; see docs/fleet.md)",
+    )
     twilio_account_sid: str | None = Field(
         default=None, description="`AC…` account SID (for REST calls)"
     )
@@ -63,7 +69,7 @@ class TwilioSettings(BaseModel):
     def _long_enough_secret(cls, value: SecretStr | None) -> SecretStr | None:
         return long_enough(value, MIN_SECRET_CHARS)
 
-    @field_validator("public_url")
+    @field_validator("public_url", "instance_public_url")
     @classmethod
     def _check_public_url(cls, value: str | None) -> str | None:
         if value in (None, ""):
@@ -92,7 +98,7 @@ class TwilioSettings(BaseModel):
 
     @model_validator(mode="after")
     def _signed_unless_developing(self) -> TwilioSettings:
-        if self.allow_unsigned and self.public_url:
+        if self.allow_unsigned and (self.public_url or self.instance_public_url):
             raise ValueError(
                 "ALLOW_UNSIGNED=true is for local development only and cannot run with "
                 "PUBLIC_URL (a public address): unset one of them"

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, WebSocket
 from starlette.websockets import WebSocketState
@@ -170,7 +171,8 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
     call_sid = params["CallSid"]
     settings, registry = services.settings, services.registry
     admission = await registry.answer(call_sid)
-    url = media_stream_url(settings.public_url, request.headers.get("host", ""), request.url.scheme)
+    stream_base = settings.instance_public_url or settings.public_url  # this instance, if set
+    url = media_stream_url(stream_base, request.headers.get("host", ""), request.url.scheme)
     with services.logs.open(call_sid) as log:
         log.write(
             "webhook",
@@ -196,9 +198,15 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
 
 @router.websocket(MEDIA_STREAM_PATH)
 async def media_stream(websocket: WebSocket, services: ServicesDep) -> None:
-    """Twilio Media Streams: a signed handshake, then one bridged call."""
+    """Twilio Media Streams: a signed handshake (for ``INSTANCE_PUBLIC_URL`` when the stream
+    came to it, else ``PUBLIC_URL``), then one bridged call."""
+    settings = services.settings
+    base = settings.public_url
+    own = settings.instance_public_url
+    if own and urlsplit(own).netloc == websocket.headers.get("host"):
+        base = own  # the TwiML sent it here directly: Twilio signed this URL
     url = request_url(
-        services.settings.public_url,
+        base,
         websocket.url.path,
         websocket.url.query,
         websocket.headers,

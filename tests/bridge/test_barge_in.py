@@ -20,8 +20,9 @@ import pytest
 from audio_checks import upsample_fft
 from helpers import SILENCE, events, final_log, fixture_audio, within
 
-from telephony.audio import FRAME_BYTES, ModelToCaller, ulaw_decode
-from telephony.bridge.barge_in import RESUME_AFTER_MS
+from telephony.audio import FRAME_BYTES, ModelToCaller, ulaw_decode, ulaw_encode
+from telephony.bridge.barge_in import ECHO_TAIL_S, RESUME_AFTER_MS, BargeInGuard
+from telephony.config import BargeInRules
 from telephony.simulate import Echo, Say, SimulationResult
 from telephony.simulate.echo_paths import hybrid_path, room_path
 
@@ -263,3 +264,70 @@ async def test_a_real_interruption_on_top_of_echo(live_server) -> None:
     paused = [p["caller_ms"] for p in events(outcome.log, "playback.paused")]
     assert all(ms >= outcome.said_ms for ms in paused), outcome.pauses()
     assert outcome.pause_decided_ms() <= 500, outcome.pauses()
+
+
+class _Actions:
+    """The call's side of the guard, noted."""
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+
+    async def pause(self, speech_start: float, caller_ms: int) -> bool:
+        self.done.append("pause")
+        return True
+
+    async def resume(self, caller_ms: int) -> None:
+        self.done.append("resume")
+
+    async def interrupt(self) -> None:
+        self.done.append("interrupt")
+
+    async def respond(self) -> None:
+        self.done.append("respond")
+
+    async def forget(self, item_id: str) -> None:
+        self.done.append("forget")
+
+
+async def test_a_turn_that_begins_as_the_echo_window_closes_is_the_callers() -> None:
+    """The caller answers 0.92 s after the agent's reply ended, on a line with echo: the
+    model's VAD reports the item 60 ms before the 1 s echo window closes. Its sound after
+    the window (where no echo can arrive) is the caller's too: the turn is answered, not
+    deleted as echo. (A count run of the renewal test found it: the caller's turn was
+    deleted, never answered, and the renewal waited for a reply that never came.)"""
+    actions, records = _Actions(), []
+    playing_until = len(REPLY) / 8000
+    clock = {"at": 0.0}
+    guard = BargeInGuard(
+        BargeInRules(),
+        actions,
+        audible=lambda: clock["at"] < playing_until,
+        agent_words=lambda: "",
+        record=lambda event, **fields: records.append({"event": event, **fields}),
+    )
+    agent = np.frombuffer(ulaw_decode(REPLY), dtype="<i2")
+    guard.reference.play(agent.tobytes(), 0.0)
+    echo = ulaw_encode((agent.astype(np.int32) // 4).astype("<i2").tobytes())  # -12 dB, flat
+    caller = fixture_audio("goforward.ulaw")
+    loud = [
+        i
+        for i in range(0, len(caller) - FRAME_BYTES, FRAME_BYTES)
+        if np.abs(np.frombuffer(ulaw_decode(caller[i : i + FRAME_BYTES]), "<i2")).max() > 2000
+    ]
+    caller = caller[loud[0] :]  # from its first word
+    begins = playing_until + ECHO_TAIL_S - 0.08
+    line = echo + SILENCE * round((begins - playing_until) * 8000) + caller + SILENCE * 4000
+    word_frames = 0
+    for n, i in enumerate(range(0, len(line) - FRAME_BYTES + 1, FRAME_BYTES)):
+        clock["at"] = (n + 1) * FRAME_MS / 1000
+        await guard.caller_frame(line[i : i + FRAME_BYTES], 0.0, clock["at"])
+        if clock["at"] > begins:
+            word_frames += 1
+            if word_frames == 3:  # the model's VAD hears the caller start
+                assert guard._judge.learned  # the line's echo path is known by now
+                await guard.speech_started("item_caller")
+    await guard.speech_stopped("item_caller")
+    # the echo during the reply was the agent's own (suppressed as such); the turn was not
+    suppressed = events(records, "barge_in.suppressed")
+    assert all(r.get("item_id") != "item_caller" for r in suppressed), suppressed
+    assert actions.done == ["respond"]

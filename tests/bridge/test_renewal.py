@@ -65,9 +65,10 @@ async def test_a_call_spans_three_session_caps_and_keeps_talking(live_server) ->
     assert len(renewed) >= 3, [r["event"] for r in log]
     # before each cap, never at it, once the spare was open: any 1.6 s of the 2.6 s script
     # cycle should hold a quiet moment. A spare still connecting 1.6 s before the cap (the
-    # server stalled) may miss it; then the renewal is at the cap, as designed. Still open: a
-    # renewal at the cap with its spare open 2 s before it, seen in a plain count run (the
-    # failure message prints the call's story for the next look)
+    # server stalled) may miss it; then the renewal is at the cap, as designed. (A renewal at
+    # the cap with its spare open 2 s before it, seen in count runs, was a caller turn the
+    # barge-in guard deleted as echo: not_quiet_s showed `settling`, a turn never answered;
+    # see test_barge_in.py::test_a_turn_that_begins_as_the_echo_window_closes_is_the_callers)
     for renewal in renewed:
         if renewal["after"] != "planned":
             ready = spare_ready(log, renewal)

@@ -103,7 +103,7 @@ class Ctx:
 
 @contextlib.asynccontextmanager
 async def running_fleet(
-    tmp_path: Path, names: tuple[str, ...] = ("A", "B", "C"), **env: str
+    tmp_path: Path, names: tuple[str, ...] = ("A", "B", "C"), own_urls: bool = False, **env: str
 ) -> AsyncIterator[Ctx]:
     redis = RedisServer(tmp_path / "redis").start()
     twilio, openai = TwilioApiStandIn(), OpenAIApiStandIn()
@@ -130,7 +130,7 @@ async def running_fleet(
             "AUDIO_AHEAD_LIMIT": "0",  # some callers replay faster than real time
             **env,
         }
-        fleet = Fleet(tmp_path, redis, base_env, list(names))
+        fleet = Fleet(tmp_path, redis, base_env, list(names), own_urls)
         try:
             await fleet.start()
             yield Ctx(fleet, model, twilio, openai)
@@ -190,6 +190,24 @@ async def test_webhook_on_one_instance_stream_on_another_and_no_replay(tmp_path:
         assert replay.close_code == 1008
         assert len(ctx.model.connections) == connections  # no model session for the replay
         assert "stream refused: stream token already used" in ctx.fleet["C"].output
+
+
+async def test_with_instance_urls_the_stream_lands_on_its_prewarmed_session(
+    tmp_path: Path,
+) -> None:
+    async with running_fleet(tmp_path, ("A", "B"), own_urls=True, GREETING="Hello.") as ctx:
+        answer = await ctx.answer("B")  # the balancer sent the webhook to B
+        # the TwiML points the stream at B itself, past the balancer
+        assert answer.stream_url == ctx.fleet["B"].base_url.replace("http", "ws") + "/media-stream"
+        result = await simulate_call(
+            "", SILENCE * 8000, answer=answer, auth_token=AUTH_TOKEN, speed=4, min_turns=1
+        )
+        log_b = await ctx.ended("B", answer.call_sid)
+    prewarm = events(log_b, "prewarm")
+    assert [r["outcome"] for r in prewarm] == ["opened", "adopted"], prewarm
+    assert len(ctx.model.connections) == 1  # one session for the call, opened at the webhook
+    assert result.turns and result.turns[0].frames > 50  # the greeting, from B's session
+    assert not ctx.log("A", answer.call_sid)
 
 
 async def test_one_sip_delivery_to_two_instances_is_accepted_once(tmp_path: Path) -> None:
