@@ -10,8 +10,7 @@ Data flow for one call::
 open the session, runs the two pumps (caller -> model, model -> caller) and a watchdog until
 something ends the call, closes everything it opened with a bounded timeout, and writes exactly
 one ``call.end`` record however the call ends. Inbound checks and transcoding are
-:mod:`.inbound`; outbound audio is :mod:`.outbound`; DTMF,
-hang-up and transfer are :mod:`.control`; reconnects are :mod:`.supervisor`.
+:mod:`.inbound`; outbound audio :mod:`.outbound`; DTMF, hang-up and transfer :mod:`.control`.
 """
 
 from __future__ import annotations
@@ -48,12 +47,11 @@ from .control import MediaCallControl
 from .hold import ToolFiller
 from .inbound import InboundAudio
 from .outbound import OutboundAudio
-from .prewarm import Prewarmed
 from .recording import RecordingTap
 from .routing import CallerAudioRoute
 from .socket import Admit, TwilioSocket
 from .start import StartWait, start_record
-from .supervisor import POLITE_ENDINGS, OpenSession, SessionSupervisor
+from .supervisor import POLITE_ENDINGS, OpenSession, SessionSupervisor, TakePrewarmed
 from .watchdog import CallWatchdog
 
 __all__ = ["Admit", "MediaStreamCall", "TwilioSocket"]
@@ -84,8 +82,7 @@ class MediaStreamCall:
         twilio: REST access to the live call (hang up, transfer); None closes the stream.
         on_frame: called with ``("in" | "out", seconds)`` per 20 ms frame processed.
         backend: which model answers, for the call log.
-        prewarmed: ``call_sid -> Prewarmed | None``: the session opened at the webhook, if any
-            (see :mod:`.prewarm`).
+        prewarmed: ``call_sid -> Prewarmed | None``: the session opened at the webhook.
     """
 
     def __init__(
@@ -102,7 +99,7 @@ class MediaStreamCall:
         twilio: TwilioCalls | None = None,
         on_frame: Callable[[str, float], None] | None = None,
         backend: str = "openai",
-        prewarmed: Callable[[str], Awaitable[Prewarmed | None]] | None = None,
+        prewarmed: TakePrewarmed | None = None,
     ) -> None:
         self._socket = socket
         self._logs = logs
@@ -298,12 +295,11 @@ class MediaStreamCall:
             await self.guard.on_server_event(raw)
 
     def under_way(self) -> list[str]:
-        """What the caller would notice if the session were replaced now, by name; empty
-        when nothing is: nothing is playing or held back (``outbound``), no response or tool
-        is under way and the caller is not speaking by the model's VAD (see
-        :meth:`~telephony.observability.recorder.SessionRecorder.under_way`), nor by our own
-        ear (``caller_unheard``: see :meth:`~.inbound.InboundAudio.heard_out`), and no
-        hang-up or transfer is pending (``call_control``)."""
+        """What the caller would notice if the session were replaced now, by name (empty:
+        nothing): audio playing or held back (``outbound``), the recorder's
+        (:meth:`~telephony.observability.recorder.SessionRecorder.under_way`), caller speech
+        the model has not reported over (``caller_unheard``, see
+        :meth:`~.inbound.InboundAudio.heard_out`), a pending hang-up or transfer."""
         names = [] if self.out.idle else ["outbound"]
         names += self._recorder.under_way()
         if self.control.busy:

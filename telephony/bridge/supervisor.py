@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from agents.realtime import RealtimePlaybackTracker, RealtimeSession
 
@@ -40,6 +40,7 @@ from ..agent.tools import CallContext, CallControl
 from ..config import CallLimits
 from ..observability.call_log import describe_error
 from ..observability.recorder import SessionRecorder
+from .host import SessionHost
 from .outbound import OutboundAudio
 from .replay import ConversationReplay
 from .tracker import PhonePlaybackTracker
@@ -54,12 +55,15 @@ __all__ = [
     "OpenSession",
     "SessionHost",
     "SessionSupervisor",
+    "TakePrewarmed",
 ]
 
 logger = logging.getLogger("telephony.bridge")
 
 OpenSession = Callable[[RealtimePlaybackTracker, CallContext], Awaitable[RealtimeSession]]
 """Builds a session (not yet connected) for a call: ``(tracker, context) -> RealtimeSession``."""
+TakePrewarmed = Callable[[str], Awaitable["Prewarmed | None"]]
+"""``call_sid -> Prewarmed | None``: the session opened for the call at the webhook."""
 
 MODEL_FAILURES = frozenset(
     {"model_error", "model_ended", "model_send_failed", "model_connect_failed"}
@@ -72,37 +76,6 @@ RESUME_INSTRUCTIONS = (
     "The connection to you dropped for a moment and has just been restored. In one short "
     "sentence, say sorry for the interruption, then continue the conversation where it was."
 )
-
-
-class SessionHost(Protocol):
-    """The call, as the supervisor drives it."""
-
-    broken: asyncio.Event
-    """Set when a send to the session failed (the session is gone)."""
-
-    async def attach(self, session: RealtimeSession) -> None:
-        """Send caller audio (held audio first) to ``session`` from now on; raises if a send
-        fails."""
-        ...
-
-    def detach(self) -> bool:
-        """Hold caller audio from now on (a session is being replaced); the next session
-        hears the last moments the old one heard again, then the held audio. False if it was
-        already held."""
-        ...
-
-    async def on_model_event(self, event: Any) -> None:
-        """One session event (audio to the caller, the call log); raises when the call is over."""
-        ...
-
-    def under_way(self) -> list[str]:
-        """What the caller would notice if the session were replaced now, by name; empty: a
-        session may be replaced now."""
-        ...
-
-    async def say_sorry(self) -> str:
-        """Play the recorded apology to the caller; returns how, for ``call.apology``."""
-        ...
 
 
 class SessionSupervisor:
@@ -137,7 +110,7 @@ class SessionSupervisor:
         backend: str = "openai",
         reconnects: int = 1,
         on_model_failure: Callable[[str, str], Awaitable[str]] | None = None,
-        prewarmed: Callable[[str], Awaitable[Prewarmed | None]] | None = None,
+        prewarmed: TakePrewarmed | None = None,
     ) -> None:
         self._open_session = open_session
         self._prewarmed = prewarmed
@@ -380,12 +353,11 @@ class SessionSupervisor:
                 return await self._connect(call_sid)
             return None
         self._trackers[session] = tracker
-        self._record("model.connected", connect_ms=round((time.monotonic() - t0) * 1000, 1))
+        connect_ms = round((time.monotonic() - t0) * 1000, 1)
+        self._record("model.connected", connect_ms=connect_ms, backend=self._backend)
         return session
 
-    async def _adopt(
-        self, call_sid: str, take: Callable[[str], Awaitable[Prewarmed | None]]
-    ) -> RealtimeSession | None:
+    async def _adopt(self, call_sid: str, take: TakePrewarmed) -> RealtimeSession | None:
         """The session pre-warmed for ``call_sid``, now the call's (its tools act on this
         call); None when there was none or it failed to connect."""
         prewarmed = await take(call_sid)
@@ -400,7 +372,8 @@ class SessionSupervisor:
             waited_ms=round(prewarmed.waited_s * 1000, 1),
             greeted=prewarmed.greeted,
         )
-        self._record("model.connected", connect_ms=prewarmed.connect_ms, prewarmed=True)
+        connected = {"connect_ms": prewarmed.connect_ms, "backend": self._backend}
+        self._record("model.connected", **connected, prewarmed=True)
         return prewarmed.session
 
     async def _activate(self, session: RealtimeSession) -> None:

@@ -23,10 +23,15 @@ from telephony.observability.call_log import read_call_log
 from telephony.simulate import answer_call
 from telephony.testing import LoopbackRealtimeServer, tone
 
+# the stream path alone: no model session before `start` (with MODEL_PREWARM, the webhook opens
+# one: tests/bridge/test_prewarm.py)
+COLD = {"model_prewarm": False}
+
 
 @pytest.mark.parametrize("problem", ["missing", "tampered", "other call", "expired", "reused"])
 async def test_stream_tokens_bind_the_stream_to_its_call(live_server, problem: str) -> None:
-    async with live_server(reply=lambda _: tone(600, 100)) as srv:
+    # the stream path alone (the webhook's pre-warmed session: tests/bridge/test_prewarm.py)
+    async with live_server(overrides=COLD, reply=lambda _: tone(600, 100)) as srv:
         answer = await srv.answer()
         parameters = dict(answer.parameters)
         call_sid = answer.call_sid
@@ -79,7 +84,7 @@ async def test_calls_beyond_capacity_get_busy(settings: Settings) -> None:
     async with LoopbackRealtimeServer(reply=lambda _: tone(600, 100)) as model:
         app = create_app(
             settings.model_copy(
-                update={"openai_realtime_url": model.url, "max_concurrent_calls": 1}
+                update={"openai_realtime_url": model.url, "max_concurrent_calls": 1, **COLD}
             )
         )
         async with run_server(app, settings.port) as base_url:
@@ -149,7 +154,7 @@ async def test_an_account_other_than_ours_is_refused(live_server) -> None:
 
 
 async def test_a_crafted_token_is_refused_cleanly(live_server) -> None:
-    async with live_server(reply=lambda _: tone(600, 100)) as srv:
+    async with live_server(overrides=COLD, reply=lambda _: tone(600, 100)) as srv:
         answer = await srv.answer()
         for token in ("١٢٣.abc.def", "9" * 400, "1.\u00e9" * 20, "1.a.b.c"):
             ws = await connect(answer.stream_url, additional_headers=answer.headers)

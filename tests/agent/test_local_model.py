@@ -62,7 +62,7 @@ async def test_offline_call_hears_the_caller_and_reads_it_back(offline, caplog) 
             )
             log = await ended_log(offline.call_log_dir, result.call_sid)
     assert "EMBEDDED OFFLINE MODEL" in caplog.text
-    assert next(r for r in log if r["event"] == "model.connecting")["backend"] == "local"
+    assert next(r for r in log if r["event"] == "model.connected")["backend"] == "local"
     caller_said = [r["text"] for r in log if r["event"] == "transcript.caller"]
     assert len(caller_said) == 1
     assert "forward" in caller_said[0].lower() and "meters" in caller_said[0].lower()

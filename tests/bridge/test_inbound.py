@@ -206,7 +206,8 @@ async def test_bad_input_is_logged_and_harms_no_call(live_server) -> None:
 
 
 async def test_socket_without_start_is_closed(live_server) -> None:
-    async with live_server(limits=CallLimits(start_timeout=0.3)) as srv:
+    cold = {"model_prewarm": False}  # the stream path alone (the pre-warm: test_prewarm.py)
+    async with live_server(limits=CallLimits(start_timeout=0.3), overrides=cold) as srv:
         answer = await srv.answer()
         async with connect(answer.stream_url, additional_headers=answer.headers) as ws:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call"}))

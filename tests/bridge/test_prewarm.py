@@ -133,3 +133,22 @@ async def test_with_prewarm_off_the_stream_connects_as_before(live_server) -> No
         log = await final_log(srv, result.call_sid)
     assert not events(log, "prewarm") and len(srv.model.connections) == 1
     assert result.turns and result.turns[0].frames > 0
+
+
+async def test_a_prewarm_that_failed_to_connect_leaves_the_stream_a_cold_connect(
+    live_server,
+) -> None:
+    async with live_server(overrides={"greeting": "Hello there."}) as srv:
+        srv.model.reject_next = 1  # the pre-warm's connect is refused
+        answer = await srv.answer()
+        await wait_for(
+            lambda: [r for r in prewarm_log(srv, answer.call_sid) if r["outcome"] == "failed"],
+            what="the refused pre-warm noted",
+        )
+        result = await srv.call(SILENCE * 8000, answer=answer, tail_s=0.5)
+        log = await final_log(srv, result.call_sid)
+    assert [r["outcome"] for r in events(log, "prewarm")] == ["opened", "failed"]
+    connected = events(log, "model.connected")
+    assert len(connected) == 1 and "prewarmed" not in connected[0]  # connected at `start`
+    assert not events(log, "model.connect_failed")  # the stream's own connect did not fail
+    assert result.turns and result.turns[0].frames > 0  # and the greeting was heard

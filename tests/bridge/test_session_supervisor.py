@@ -25,10 +25,13 @@ from telephony.observability.call_log import read_call_log
 from telephony.testing import TwilioApiStandIn, tone
 
 CALLER = fixture_audio("goforward.ulaw") + b"\xff" * 12000 + fixture_audio("numbers.ulaw")
+# connect failures at `start` (the connects counted from the stream's): no pre-warm at the
+# webhook (a failed pre-warm falls back to these: tests/bridge/test_prewarm.py)
+COLD = {"model_prewarm": False}
 
 
 async def test_refused_once_then_the_reconnect_carries_the_call(live_server) -> None:
-    async with live_server(reply=lambda _: tone(600, 300)) as srv:
+    async with live_server(overrides=COLD, reply=lambda _: tone(600, 300)) as srv:
         srv.model.reject_next = 1
         result = await srv.call(fixture_audio("goforward.ulaw"), speed=4, tail_s=0.3, min_turns=1)
         log = await final_log(srv, result.call_sid)
@@ -79,8 +82,8 @@ async def test_second_failure_ends_the_call_with_an_apology(
 ) -> None:
     twilio = TwilioApiStandIn()
     async with run_server(twilio.app) as api_url:
-        overrides = {"twilio_account_sid": ACCOUNT_SID, "twilio_api_base_url": api_url}
-        async with live_server(overrides=overrides if with_rest else None) as srv:
+        overrides = {"twilio_account_sid": ACCOUNT_SID, "twilio_api_base_url": api_url, **COLD}
+        async with live_server(overrides=overrides if with_rest else COLD) as srv:
             srv.model.reject_next = 2  # the first connect and its one retry
             # the caller stays on the line (up to 20 s of call time) until the server ends it
             result = await srv.call(fixture_audio("goforward.ulaw"), speed=4, tail_s=20)
@@ -127,7 +130,7 @@ async def test_drop_after_the_reconnect_ends_the_call(live_server, settings) -> 
 async def test_rest_apology_tolerates_a_call_that_already_ended(live_server) -> None:
     twilio = TwilioApiStandIn()
     async with run_server(twilio.app) as api_url:
-        overrides = {"twilio_account_sid": ACCOUNT_SID, "twilio_api_base_url": api_url}
+        overrides = {"twilio_account_sid": ACCOUNT_SID, "twilio_api_base_url": api_url, **COLD}
         async with live_server(overrides=overrides) as srv:
             srv.model.reject_next = 2
             answer_sid = "CA" + "7" * 32

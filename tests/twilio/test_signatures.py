@@ -97,7 +97,8 @@ def test_without_auth_token_everything_is_refused_unless_dev_mode(settings: Sett
 
 
 async def test_media_handshake_refuses_missing_and_forged_signatures(live_server) -> None:
-    async with live_server() as srv:
+    cold = {"model_prewarm": False}  # the stream path alone (the pre-warm: test_prewarm.py)
+    async with live_server(overrides=cold) as srv:
         answer = await srv.answer()
         for headers in ({}, {"X-Twilio-Signature": "Zm9yZ2Vk"}):
             with pytest.raises(InvalidStatus) as refused:
