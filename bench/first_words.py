@@ -152,7 +152,7 @@ async def main() -> None:
     columns = [(label, root, "") for label, root in checkouts]
     if args.fleet:
         columns += [(f"{label}, fleet A→B", root, "split") for label, root in checkouts]
-        columns += [(f"{label}, fleet own URLs", root, "own") for label, root in checkouts]
+        columns.append(("this, fleet own URLs", ROOT, "own"))  # INSTANCE_PUBLIC_URL is new
     results = {}
     for label, root, fleet in columns:
         results[label] = await run_column(
