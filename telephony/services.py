@@ -137,14 +137,14 @@ class Services:
         said = await self.rest.say_and_hang_up(call_sid, text)
         return "twilio_rest" if said else "twilio_rest (call already ended)"
 
-    def prewarm_call(self, call_sid: str, hold_s: float | None = None) -> None:
+    async def prewarm_call(self, call_sid: str, hold_s: float | None = None) -> None:
         """Open ``call_sid``'s model session now, ahead of its stream (``MODEL_PREWARM``); in
-        a fleet, note this instance as its holder, so that a stream or a final status
-        reaching another instance closes it at once."""
+        a fleet, note this instance as its holder before the TwiML goes out, so that a stream
+        or a final status reaching another instance finds it and closes it at once."""
         if self.prewarm is None or not self.prewarm.open(call_sid, hold_s):
             return
         if self.state.shared:
-            self._spawn(self.control.note_prewarm(call_sid, hold_s or self.prewarm.hold_s))
+            await self.control.note_prewarm(call_sid, hold_s or self.prewarm.hold_s)
 
     def end_prewarm(self, call_sid: str, status: str) -> None:
         """A call status came: a final one (busy, no-answer, …) closes the call's pre-warmed

@@ -83,7 +83,7 @@ async def place(request: Request, services: ServicesDep) -> dict[str, str]:
         raise HTTPException(422, str(exc)) from None
     await services.registry.mark_ours(call_sid)  # call control may act on it while it rings
     ring = RING_TIMEOUT_S + services.settings.model_prewarm_timeout
-    services.prewarm_call(call_sid, hold_s=ring)  # the greeting ready when answered
+    await services.prewarm_call(call_sid, hold_s=ring)  # the greeting ready when answered
     return {"call_sid": call_sid}
 
 

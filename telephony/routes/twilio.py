@@ -188,7 +188,7 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
             log.write("call.rejected", reason=admission.reason, twiml="busy")
             return Response(reject("busy"), media_type="application/xml")
     if admission.first:  # the stream's model session opens while the TwiML travels
-        services.prewarm_call(call_sid)
+        await services.prewarm_call(call_sid)
     stream_params = {k: caller_text(params[k]) or "" for k in STREAM_PARAMETERS if k in params}
     stream_params["token"] = admission.token
     if services.trial:  # only this machine could sign it: a simulated call, no carrier

@@ -88,7 +88,9 @@ async def test_two_workers_share_the_calls_and_drain_on_sigterm(tmp_path: Path) 
     instances = set()
     for log in streamed:
         assert [r["event"] for r in log].count("call.end") == 1
-        assert log[-1]["reason"] == "server_shutdown"
-        instances.add(log[-1]["instance"])
+        # (the worker that answered the webhook may note its pre-warm's close after it)
+        end = next(r for r in log if r["event"] == "call.end")
+        assert end["reason"] == "server_shutdown"
+        instances.add(end["instance"])
     # both workers carried calls (SO_REUSEPORT spreads them; all 12 on one: p = 2^-11)
     assert len(instances) == 2, instances
