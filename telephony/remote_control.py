@@ -249,6 +249,15 @@ class RemoteControl:
         except FleetUnavailable:
             pass
 
+    async def prewarmed_elsewhere(self, call_id: str) -> bool:
+        """Whether another instance holds ``call_id``'s pre-warmed session (False when the
+        fleet state is down: then at worst two are open, each closed by its own timer)."""
+        try:
+            holder = await self._state.recall(PREWARM_KEY.format(call_id))
+        except FleetUnavailable:
+            return False
+        return holder is not None and holder != self._state.instance
+
     async def discard_prewarm(self, call_id: str, reason: str) -> bool:
         """Have the instance holding ``call_id``'s pre-warmed session close it now (its stream
         started here, or a final call status came here); True when it did. Nothing to do

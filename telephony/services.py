@@ -137,14 +137,23 @@ class Services:
         said = await self.rest.say_and_hang_up(call_sid, text)
         return "twilio_rest" if said else "twilio_rest (call already ended)"
 
-    async def prewarm_call(self, call_sid: str, hold_s: float | None = None) -> None:
-        """Open ``call_sid``'s model session now, ahead of its stream (``MODEL_PREWARM``); in
-        a fleet, note this instance as its holder before the TwiML goes out, so that a stream
-        or a final status reaching another instance finds it and closes it at once."""
-        if self.prewarm is None or not self.prewarm.open(call_sid, hold_s):
-            return
+    async def prewarm_call(self, call_sid: str, hold_s: float | None = None) -> float | None:
+        """Open ``call_sid``'s model session now, ahead of its stream (``MODEL_PREWARM``);
+        returns how long it is held when it opened here (the caller writes ``prewarm``
+        ``opened``), else None. In a fleet, not when another instance holds one already (a
+        dialled call answered elsewhere); this instance is noted as the holder before the
+        TwiML goes out, so that a stream or a final status reaching another instance finds it
+        and closes it at once."""
+        if self.prewarm is None or call_sid in self.prewarm:
+            return None
+        if self.state.shared and await self.control.prewarmed_elsewhere(call_sid):
+            return None
+        hold = hold_s or self.prewarm.hold_s
+        if not self.prewarm.open(call_sid, hold):
+            return None
         if self.state.shared:
-            await self.control.note_prewarm(call_sid, hold_s or self.prewarm.hold_s)
+            await self.control.note_prewarm(call_sid, hold)
+        return hold
 
     def end_prewarm(self, call_sid: str, status: str) -> None:
         """A call status came: a final one (busy, no-answer, …) closes the call's pre-warmed

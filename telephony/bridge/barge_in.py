@@ -166,7 +166,9 @@ class BargeInGuard:
         if audible:
             self._last_audible_at = now
         if not (echo or self._speech is not None or audible):
-            if self._items:  # a model VAD item is open: no echo can arrive, its sound counts
+            if any(i.echo and not i.stopped for i in self._items.values()):
+                # an item that began in the echo window is still open: no echo can arrive
+                # now, so its sound is the caller's (as sound beyond the echo is, within)
                 raw = ulaw_decode(ulaw)
                 if len(raw) == 320 and self._detect.loud(raw):
                     self._caller_frames.append(self.caller_ms)

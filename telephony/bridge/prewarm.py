@@ -112,7 +112,8 @@ class PrewarmPool:
     def open(self, call_sid: str, hold_s: float | None = None) -> bool:
         """Open ``call_sid``'s session in the background and ask for the greeting; False (and
         nothing opened) when the CallSid has one already or there is no room. ``hold_s``
-        overrides the pool's bound (an outbound call rings first)."""
+        overrides the pool's bound (an outbound call rings first). The ``opened`` record is
+        the caller's to write; the pool writes the others."""
         if call_sid in self._entries or not self._room():
             return False
         task = asyncio.create_task(self._open(call_sid), name=f"prewarm:{call_sid}")
@@ -121,8 +122,7 @@ class PrewarmPool:
         hold = self.hold_s if hold_s is None else hold_s
         entry.timer = loop.call_later(hold, self._expire, call_sid, entry)
         self._entries[call_sid] = entry
-        self._note(call_sid, {"outcome": "opened", "hold_s": hold})
-        return True
+        return True  # the caller notes `opened` (after its own record of the webhook)
 
     async def take(self, call_sid: str) -> Prewarmed | None:
         """The stream of ``call_sid`` started: its session (waiting for a connect still under
@@ -134,7 +134,10 @@ class PrewarmPool:
         if entry.timer is not None:
             entry.timer.cancel()
         try:
-            prewarmed = await entry.task
+            prewarmed = await asyncio.shield(entry.task)
+        except asyncio.CancelledError:  # the call ended meanwhile: nobody else will close it
+            self._spawn_close(entry)
+            raise
         except Exception:  # _open records its own failures
             prewarmed = None
         if prewarmed is not None:
@@ -165,11 +168,22 @@ class PrewarmPool:
     def _close_entry(self, call_sid: str, entry: _Entry, reason: str) -> None:
         if entry.timer is not None:
             entry.timer.cancel()
+        self._spawn_close(entry)
         waited = round(time.monotonic() - entry.opened_at, 3)
-        self._note(call_sid, {"outcome": "discarded", "reason": reason, "waited_s": waited})
-        task = asyncio.create_task(self._close(entry), name=f"prewarm-close:{call_sid}")
+        self._safe_note(call_sid, {"outcome": "discarded", "reason": reason, "waited_s": waited})
+
+    def _spawn_close(self, entry: _Entry) -> None:
+        task = asyncio.create_task(self._close(entry), name="prewarm-close")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def _safe_note(self, call_sid: str, fields: dict[str, Any]) -> None:
+        """The call-log note; a failed write (disk full, no descriptors) is logged, and never
+        stops a close or fails the webhook."""
+        try:
+            self._note(call_sid, fields)
+        except Exception as exc:
+            logger.warning("call %s: prewarm record not written: %s", call_sid, exc)
 
     async def _close(self, entry: _Entry) -> None:
         if not entry.task.done():
@@ -179,9 +193,13 @@ class PrewarmPool:
         except (Exception, asyncio.CancelledError):
             return  # never connected (its own cleanup closed it)
         if prewarmed is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._close_timeout_s):
-                    await prewarmed.session.close()
+            await self._close_session(prewarmed.session)
+
+    async def _close_session(self, session: RealtimeSession) -> None:
+        """Close, bounded by ``close_timeout_s`` (a model may drop without a close frame)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._close_timeout_s):
+                await session.close()
 
     async def _open(self, call_sid: str) -> Prewarmed | None:
         """Connect and greet; None (recorded) when it failed."""
@@ -198,14 +216,12 @@ class PrewarmPool:
                 await greet(session, self._greeting)
         except asyncio.CancelledError:
             if session is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(session.close())
+                await asyncio.shield(self._close_session(session))
             raise
         except Exception as exc:
-            self._note(call_sid, {"outcome": "failed", "error": describe_error(exc)})
-            logger.info("call %s: pre-warm failed: %s", call_sid, describe_error(exc))
             if session is not None:
-                with contextlib.suppress(Exception):
-                    await session.close()
+                await self._close_session(session)
+            self._safe_note(call_sid, {"outcome": "failed", "error": describe_error(exc)})
+            logger.info("call %s: pre-warm failed: %s", call_sid, describe_error(exc))
             return None
         return Prewarmed(session, tracker, context, bool(self._greeting), 0.0, connect_ms)

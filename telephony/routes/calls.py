@@ -83,7 +83,10 @@ async def place(request: Request, services: ServicesDep) -> dict[str, str]:
         raise HTTPException(422, str(exc)) from None
     await services.registry.mark_ours(call_sid)  # call control may act on it while it rings
     ring = RING_TIMEOUT_S + services.settings.model_prewarm_timeout
-    await services.prewarm_call(call_sid, hold_s=ring)  # the greeting ready when answered
+    hold = await services.prewarm_call(call_sid, hold_s=ring)  # the greeting ready at answer
+    if hold is not None:
+        with services.logs.open(call_sid, observe=False) as log:
+            log.write("prewarm", outcome="opened", hold_s=hold)
     return {"call_sid": call_sid}
 
 

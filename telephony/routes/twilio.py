@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, WebSocket
 from starlette.websockets import WebSocketState
@@ -171,8 +171,12 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
     call_sid = params["CallSid"]
     settings, registry = services.settings, services.registry
     admission = await registry.answer(call_sid)
-    stream_base = settings.instance_public_url or settings.public_url  # this instance, if set
-    url = media_stream_url(stream_base, request.headers.get("host", ""), request.url.scheme)
+    # the stream's model session opens while the TwiML travels; the stream comes back here
+    # (INSTANCE_PUBLIC_URL) only to adopt a session opened here
+    hold = await services.prewarm_call(call_sid) if admission.first else None
+    own = settings.instance_public_url if hold is not None and not registry.draining else None
+    host = request.headers.get("host", "")
+    url = media_stream_url(own or settings.public_url, host, request.url.scheme)
     with services.logs.open(call_sid) as log:
         log.write(
             "webhook",
@@ -187,8 +191,8 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
         if admission.token is None:
             log.write("call.rejected", reason=admission.reason, twiml="busy")
             return Response(reject("busy"), media_type="application/xml")
-    if admission.first:  # the stream's model session opens while the TwiML travels
-        await services.prewarm_call(call_sid)
+        if hold is not None:
+            log.write("prewarm", outcome="opened", hold_s=hold)
     stream_params = {k: caller_text(params[k]) or "" for k in STREAM_PARAMETERS if k in params}
     stream_params["token"] = admission.token
     if services.trial:  # only this machine could sign it: a simulated call, no carrier
@@ -203,7 +207,7 @@ async def media_stream(websocket: WebSocket, services: ServicesDep) -> None:
     settings = services.settings
     base = settings.public_url
     own = settings.instance_public_url
-    if own and urlsplit(own).netloc == websocket.headers.get("host"):
+    if own and _same_host(urlsplit(own), websocket.headers.get("host", "")):
         base = own  # the TwiML sent it here directly: Twilio signed this URL
     url = request_url(
         base,
@@ -217,6 +221,18 @@ async def media_stream(websocket: WebSocket, services: ServicesDep) -> None:
         await websocket.close(code=1008)  # before accept: the handshake is refused (403)
         return
     await bridge_media_socket(websocket, services)
+
+
+def _same_host(url: SplitResult, host: str) -> bool:
+    """Whether a ``Host`` header names ``url``'s host (case-insensitive, default port or
+    none)."""
+    default = 443 if url.scheme == "https" else 80
+    name, _, port = host.lower().rpartition(":") if ":" in host else (host.lower(), "", "")
+    try:
+        port_number = int(port) if port else default
+    except ValueError:
+        return False
+    return name == (url.hostname or "") and port_number == (url.port or default)
 
 
 async def bridge_media_socket(websocket: WebSocket, services: Services) -> None:
