@@ -239,11 +239,9 @@ class OutboundAudio:
         if self.reference is not None:
             self.reference.stop(self._clock())
             self._mark_samples.clear()
-        if self.stream_sid is not None:
-            await self._send(clear_message(self.stream_sid))
         self.clears += 1
         reaction_ms = self._metrics.clear_sent(now, playing, speech_start)
-        self._record(
+        self._record(  # first: its ts is when the clear was decided and left
             "clear.sent",
             item_id=item_id,
             playing=playing,
@@ -251,6 +249,8 @@ class OutboundAudio:
             barge_in_ms=reaction_ms,
             paused=self.paused,
         )
+        if self.stream_sid is not None:
+            await self._send(clear_message(self.stream_sid))
 
     async def pause(self, speech_start: float | None = None, caller_ms: int | None = None) -> bool:
         """Stop the agent's audio where the caller is now hearing it (``clear``) and keep the
@@ -298,10 +298,14 @@ class OutboundAudio:
             gap_ms=gap_ms,
             caller_ms=caller_ms,
         )
-        for i in range(0, len(frames), RESUME_MARK_FRAMES):  # echoes soon re-anchor it
-            await self._emit(frames[i : i + RESUME_MARK_FRAMES], self._item_key)
-            if i == 0:
-                self.tracker.restart()
+        # the first packet alone with its mark: its echo tells when playback began again
+        # (the tracker holds the position until then), then a mark every RESUME_MARK_FRAMES
+        batches = [frames[:1]] + [
+            frames[i : i + RESUME_MARK_FRAMES] for i in range(1, len(frames), RESUME_MARK_FRAMES)
+        ]
+        for batch in batches:
+            if batch:
+                await self._emit(batch, self._item_key)
 
     def on_mark_echo(self, name: str) -> None:
         """Twilio echoed mark ``name``: its audio played (or a ``clear`` dropped it)."""

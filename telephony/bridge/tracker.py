@@ -31,7 +31,6 @@ class PhonePlaybackTracker(RealtimePlaybackTracker):
         super().__init__()
         self._queued_ms: dict[tuple[str, int], float] = {}  # sent, not yet confirmed, per item
         self._anchor: float | None = None  # when the current item began playing (monotonic)
-        self._provisional = False  # the anchor is our guess after a resume, not an echo's
 
     def on_sent_ms(self, item_id: str, item_content_index: int, ms: float) -> None:
         """Audio of an item went to Twilio (queued for playback)."""
@@ -50,15 +49,17 @@ class PhonePlaybackTracker(RealtimePlaybackTracker):
         super().on_play_ms(item_id, item_content_index, ms)
         self._queued_ms[key] = max(0.0, self._queued_ms.get(key, 0.0) - ms)
         anchor = time.monotonic() - (self._confirmed_ms(key) or 0.0) / 1000
-        if new_item or self._anchor is None or self._provisional:
+        if new_item or self._anchor is None:
             self._anchor = anchor
-            self._provisional = False
         else:
             self._anchor = min(self._anchor, anchor)
 
     def freeze(self, heard_ms: float) -> None:
         """Playback of the current item stopped at ``heard_ms`` (a pause: a ``clear`` that
-        keeps the rest to play later); audio sent again from there counts on from it."""
+        keeps the rest to play later); audio sent again from there counts on from it once
+        its first echo says it began playing: until then the position holds (when Twilio
+        starts it is not known here, and a guess from when we sent it runs ahead by the trip
+        to Twilio: a count run caught a truncation two packets past what the caller heard)."""
         state = super().get_state()
         item, elapsed = state["current_item_id"], state["elapsed_ms"]
         if item is None or elapsed is None:
@@ -68,14 +69,6 @@ class PhonePlaybackTracker(RealtimePlaybackTracker):
             super().on_play_ms(item, content_index, heard_ms - elapsed)
         self._queued_ms[(item, content_index)] = 0.0
         self._anchor = None
-
-    def restart(self) -> None:
-        """Audio of the current item was sent again after :meth:`freeze`: Twilio's buffer was
-        empty, so it plays from now on (the position moves before its first echo)."""
-        state = super().get_state()
-        if state["current_item_id"] is not None and state["elapsed_ms"] is not None:
-            self._anchor = time.monotonic() - state["elapsed_ms"] / 1000
-            self._provisional = True  # the first echo's anchor replaces it (network delay)
 
     def on_interrupted(self) -> None:
         super().on_interrupted()

@@ -119,6 +119,13 @@ class SimulationResult:
     stall_s: float = 0.0  # reply audio that arrived after it was due (the caller heard a gap)
     send_lateness_s: list[float] = field(default_factory=list)  # our own pacing error per frame
     said: list[float] = field(default_factory=list)  # call time each :class:`Say` began
+    started_wall: float = 0.0  # ``time.time()`` at call time 0 (the ``start`` message)
+    speed: float = 1.0  # call time runs this many times real time
+
+    def call_time(self, wall: float) -> float:
+        """Call time (seconds) of a ``time.time()`` reading, such as a call log record's
+        ``ts``: the server runs in the same process in the tests, on the same clock."""
+        return (wall - self.started_wall) * self.speed
 
     @property
     def reply_audio(self) -> bytes:
@@ -181,6 +188,7 @@ class TwilioSide:
             }
         )
         self.t0 = time.monotonic()
+        self.r.started_wall, self.r.speed = time.time(), self.speed
 
     async def run(
         self,

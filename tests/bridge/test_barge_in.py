@@ -11,6 +11,7 @@ many milliseconds of wall time that took on this machine is bench/barge_in.py's 
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from dataclasses import dataclass
 from typing import Any
@@ -73,11 +74,28 @@ class Outcome:
         resumed = [r for r in events(self.log, "playback.resumed") if r["caller_ms"] is not None]
         return [r["caller_ms"] - p["caller_ms"] for p, r in zip(paused, resumed, strict=False)]
 
-    def heard_ms(self) -> float:
-        """How far into the first reply the caller heard: the played frames that continue it
-        (after a pause and resume each plays once, give or take the one packet a resume may
-        slip, see :func:`follow_reply`), up to the next reply."""
-        return follow_reply(self)[0] * 20
+    def heard_ms(self, until: float | None = None) -> float:
+        """How far into the first reply the caller heard (by call time ``until``, or in all):
+        the played frames that continue it, up to the next reply (see :func:`follow_reply`)."""
+        return follow_reply(self, until)[0] * 20
+
+    def decided_at(self, item_id: str) -> float:
+        """Call time the last ``clear`` for ``item_id`` was decided (a pause, or the cut)."""
+        sent = [c for c in events(self.log, "clear.sent") if c["item_id"] == item_id]
+        return self.result.call_time(sent[-1]["ts"])
+
+    def in_transit(self) -> int:
+        """Packets the caller heard while a ``clear`` was on its way: each began playing
+        after the server decided the clear (its ``clear.sent`` record) and before the
+        simulated Twilio read it. On a busy machine the event loop is late; on a real line
+        the trip to Twilio takes as long. A resume plays them again."""
+        sent = [self.result.call_time(c["ts"]) for c in events(self.log, "clear.sent")]
+        starts = [at for at, _ in self.result.played]
+        return sum(
+            bisect.bisect_left(starts, read) - bisect.bisect_left(starts, decided)
+            for decided, read in zip(sent, self.result.clears, strict=False)
+            if read > decided
+        )
 
     def pauses(self) -> list[dict[str, Any]]:
         """The pauses and resumes, for a failure message."""
@@ -113,31 +131,49 @@ async def call(
     return Outcome(result, log, srv.model.connections[0])
 
 
-def follow_reply(outcome: Outcome) -> tuple[int, int]:
-    """Walk what the caller heard along the first reply: (frames of it reached, slips). Where a
-    pause resumed, one 20 ms packet may be heard twice or not at all (a slip): where the
-    caller's ear was is known from mark echoes to within a packet, not exactly (it is exact
-    when the loop is not starved). Raises AssertionError on audio lost or out of order; stops
-    at the next reply."""
+def follow_reply(outcome: Outcome, until: float | None = None) -> tuple[int, int]:
+    """Walk what the caller heard along the first reply (the packets that began playing before
+    call time ``until``, or all): (frames of it reached, packets slipped). Where a pause
+    resumed, packets may be heard twice or not at all (a slip): one packet, since where the
+    caller's ear was is known from mark echoes to within a packet, plus the packets heard
+    while the clear was on its way (:meth:`Outcome.in_transit`), heard again. Raises
+    AssertionError on audio lost or out of order, or more slipped than that; stops at the
+    next reply."""
     expected = reply_frames()
+    resumes = len(events(outcome.log, "playback.resumed"))
+    budget = resumes + outcome.in_transit() if resumes else 0
     slips, i = 0, 0
-    for _, frame in outcome.result.played:
-        if i >= len(expected):
+    for at, frame in outcome.result.played:
+        if i >= len(expected) or (until is not None and at >= until):
             break
         if frame == expected[i]:
             i += 1
-        elif i > 0 and frame == expected[i - 1]:
-            slips += 1  # heard twice
-        elif i + 1 < len(expected) and frame == expected[i + 1]:
-            slips += 1  # skipped one
-            i += 2
+            continue
+        back = next((k for k in range(1, budget + 1) if i - k >= 0 and frame == expected[i - k]), 0)
+        ahead = next(
+            (k for k in range(1, budget + 1) if i + k < len(expected) and frame == expected[i + k]),
+            0,
+        )
+        if back:  # heard again: packets back to this one
+            slips += back
+            i = i - back + 1
+        elif ahead:  # skipped
+            slips += ahead
+            i += ahead + 1
         elif frame == expected[0]:
             break  # the next reply begins (it starts as the first one did)
         else:
-            raise AssertionError(f"audio lost or out of order at frame {i}")
-    resumes = len(events(outcome.log, "playback.resumed"))
-    assert slips <= resumes, f"{slips} packets slipped over {resumes} resumes"
+            raise AssertionError(f"audio lost or out of order at frame {i} (budget {budget})")
+    assert slips <= budget, f"{slips} packets slipped over {resumes} resumes (budget {budget})"
     return i, slips
+
+
+def assert_truncated_where_heard(outcome: Outcome) -> None:
+    """The model's item was truncated where the caller's ear was when the cut (or the pause
+    it followed) was decided, within the packet being played."""
+    truncation = outcome.truncations[0]
+    heard = outcome.heard_ms(outcome.decided_at(truncation["item_id"]))
+    assert abs(truncation["audio_end_ms"] - heard) <= 20, (heard, outcome.pauses())
 
 
 # The silence a resumed pause leaves in what the caller hears is the pause the guard decided
@@ -203,8 +239,7 @@ async def test_a_real_interruption_cuts_the_agent_off_where_the_caller_heard_it(
     )
     for outcome in (guarded, model_decides):
         assert outcome.result.clears and len(outcome.truncations) == 1
-        truncated = outcome.truncations[0]["audio_end_ms"]
-        assert abs(truncated - outcome.heard_ms()) <= 20, outcome.pauses()
+        assert_truncated_where_heard(outcome)
         responses = outcome.connection.responses  # then the agent answered the question
         assert len(responses) == 2 and responses[1]["status"] == "completed"
     assert events(guarded.log, "barge_in.interruption")[0]["why"] == "long_speech"
@@ -257,8 +292,7 @@ async def test_a_real_interruption_on_top_of_echo(live_server) -> None:
         live_server, fixture_audio("wait_stop.ulaw"), "Wait, stop, I have a question.", echo=ROOM
     )
     assert outcome.result.clears and len(outcome.truncations) == 1
-    truncated = outcome.truncations[0]["audio_end_ms"]
-    assert abs(truncated - outcome.heard_ms()) <= 20, outcome.pauses()
+    assert_truncated_where_heard(outcome)
     # no pause before the caller spoke, and the guard paused the agent within 500 ms of the
     # words' start on the caller's audio clock (the echo issue's target)
     paused = [p["caller_ms"] for p in events(outcome.log, "playback.paused")]
