@@ -150,9 +150,14 @@ async def test_marks_report_played_audio_and_barge_in_clears(live_server) -> Non
     # echoed marks, plus the audio heard since the last echo (PhonePlaybackTracker)
     assert confirmed <= truncation["audio_end_ms"] <= played_before_clear_ms + 20
 
-    # marks sent after the cleared audio came back as cleared, not played
-    cleared = [name for name, _, was_cleared in result.echoes if was_cleared]
-    assert cleared and {r["name"] for r in events(records, "mark.cleared")} == set(cleared)
+    # marks sent after the cleared audio came back as cleared, not played; an echo of audio
+    # that played but was not read yet when the clear was decided (in the socket, or on its
+    # way) reads as cleared too: Twilio echoes both alike, so the two cannot be told apart
+    cleared = {name for name, _, was_cleared in result.echoes if was_cleared}
+    logged = {r["name"] for r in events(records, "mark.cleared")}
+    played = {r["name"] for r in events(records, "mark.played")}
+    unread = {n for n, at, was in result.echoes if not was and at <= clear_at} - played
+    assert cleared and cleared <= logged and logged - cleared <= unread, (logged, unread)
     clear_record = events(records, "clear.sent")[-1]
     assert clear_record["playing"] is True and clear_record["dropped_ms"] > 0
 
