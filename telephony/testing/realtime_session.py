@@ -86,6 +86,7 @@ class LoopbackSession:
         self.ids = itertools.count(1)
         self.turn = 0
         self.response_task: asyncio.Task[None] | None = None
+        self.done_sent = False  # the current response's response.done went out
         self.closing: asyncio.Task[None] | None = None
         self.session: dict[str, Any] = {
             "type": "realtime",
@@ -308,8 +309,11 @@ class LoopbackSession:
         await self.send(event)
 
     def start_response(self) -> None:
-        if self.response_task is not None and not self.response_task.done():
+        # a response is active until its response.done is sent (as OpenAI's: a
+        # response.create right after response.done, as the SDK sends after a tool, starts one)
+        if self.response_task is not None and not self.response_task.done() and not self.done_sent:
             return
+        self.done_sent = False
         turn = self.turn
         self.turn += 1
         self.response_task = asyncio.create_task(self.respond(turn))
@@ -373,6 +377,7 @@ class LoopbackSession:
             await self.send({**done, "item": item})
             done_response = _response(response_id, [item], status)
             done_response["usage"] = self.usage(record["audio_ms"], text)
+            self.done_sent = True
             await self.send({"type": "response.done", "response": done_response})
         if self.s.playout_delay_s is not None and record["audio_ms"]:
             self.playout = self.later(self.played_out(response_id))

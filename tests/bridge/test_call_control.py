@@ -92,7 +92,9 @@ async def test_a_keypad_flood_is_a_handful_of_messages_and_a_bounded_log(live_se
     counted; messages past 2 at once and one every 3 s wait, the keys meanwhile joining them."""
     flood = [(0.5 + i / 200, "#") for i in range(800)]  # 4 s of it
     async with live_server(overrides={"dtmf_timeout": 0.3}) as srv:
-        result = await srv.call(SILENCE * 8000 * 10, speed=2, tail_s=0.3, dtmf=flood)
+        # real time: at twice it, a loaded machine's loop fell behind the caller's clock and
+        # the last message's response.create was lost as the call closed (a count run)
+        result = await srv.call(SILENCE * 8000 * 10, speed=1, tail_s=0.3, dtmf=flood)
         log = await final_log(srv, result.call_sid)
         size = (srv.settings.call_log_dir / f"{result.call_sid}.jsonl").stat().st_size
     conn = srv.model.connections[0]
