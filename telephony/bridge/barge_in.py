@@ -188,7 +188,10 @@ class BargeInGuard:
             if gap > 0:
                 self._judge.idle(gap)
             self._judged_at = at
-            beyond_echo, judged = self._judge.frame(heard, far), True
+            # the judge learns the line's own echo path from the raw frame: AEC3's residual
+            # changes as it adapts (and jumps when it re-converges), which no band path
+            # learned per call can explain (a count run: 6 pauses of echo at -20 dB)
+            beyond_echo, judged = self._judge.frame(raw, far), True
             raw_speech = self._detect_raw(raw)
         speech = len(heard) == 320 and self._detect(heard) and beyond_echo
         # the caller's sound for the model's VAD items: beyond the echo where judged (a tone

@@ -281,7 +281,8 @@ async def test_the_agents_own_echo_does_not_interrupt_it(live_server, echo: Echo
 
 
 async def test_echo_with_the_canceller_on(live_server) -> None:
-    """ECHO_CANCELLATION=true (WebRTC AEC3 before the judge) keeps echo from interrupting."""
+    """ECHO_CANCELLATION=true (WebRTC AEC3 on what the model hears; the judge reads the raw
+    line) keeps echo from interrupting."""
     echo = Echo(gain_db=-20, delay_ms=250)
     outcome = await call(live_server, None, echo=echo, overrides={"echo_cancellation": True})
     assert_echo_was_no_turn(outcome)
