@@ -110,7 +110,22 @@ class UnwarmOp(_Message):
     args: UnwarmArgs = UnwarmArgs()
 
 
-_Op = LiveOp | HangUpOp | TransferOp | AmdOp | UnwarmOp
+class WarmArgs(BaseModel):
+    key: Annotated[str, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    outcome: Short
+    why: Annotated[str, Field(max_length=120)] = ""
+    leg: Annotated[str, Field(max_length=64)] = ""
+
+
+class WarmOp(_Message):
+    """``warm``: a decision of ``call``'s warm transfer (from the person's leg or a callback)."""
+
+    op: Literal["warm"]
+    call: CallId
+    args: WarmArgs
+
+
+_Op = LiveOp | HangUpOp | TransferOp | AmdOp | UnwarmOp | WarmOp
 ControlMessage = Annotated[_Op, Field(discriminator="op")]
 """The control messages an owner acts on (extra keys ignored; sizes bounded)."""
 _MESSAGE: TypeAdapter[_Op] = TypeAdapter(ControlMessage)
@@ -124,6 +139,7 @@ class LiveCall(BaseModel):
     caller: Annotated[str, Field(max_length=128)] = ""
     seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     instance: Short
+    transfer: Annotated[str, Field(max_length=120)] = ""
 
 
 class LiveReply(BaseModel):
@@ -241,6 +257,15 @@ class RemoteControl:
         self._log(call_id, "amd", result, answered_by=answered_by)
         return result
 
+    async def warm(self, call_id: str, key: str, outcome: str, why: str, leg: str) -> bool:
+        """A warm transfer's decision to the owner of the caller's leg ``call_id``; True when
+        its transfer ``key`` took it (False: the caller is gone, or it was decided before)."""
+        args = {"key": key, "outcome": outcome, "why": why[:120], "leg": leg}
+        result = await self._via_owner("warm", call_id, args)
+        if result is not None:  # (none taken: the caller's log may have ended; left alone)
+            self._log(call_id, "warm", result, outcome=outcome)
+        return result is not None
+
     async def note_prewarm(self, call_id: str, ttl_s: float) -> None:
         """Record this instance as the holder of ``call_id``'s pre-warmed session (for
         ``ttl_s``), so that another instance can have it closed (:meth:`discard_prewarm`)."""
@@ -275,7 +300,8 @@ class RemoteControl:
 
     def local_live(self) -> list[dict[str, Any]]:
         """This instance's calls in progress: ``call_sid``, ``caller`` (as ``show_number``
-        shows it), ``seconds`` since the call started, ``instance``."""
+        shows it), ``seconds`` since the call started, ``instance``, ``transfer`` (a warm
+        transfer's destination and state)."""
         now = time.monotonic()
         return [
             {
@@ -283,6 +309,7 @@ class RemoteControl:
                 "caller": self._show_number(getattr(call, "caller", None)),
                 "seconds": round(now - getattr(call, "started_at", now), 1),
                 "instance": self._state.instance,
+                "transfer": _transfer_state(call),
             }
             for call_id, call in self._registry.live.items()
         ]
@@ -339,6 +366,10 @@ class RemoteControl:
             detail = await control.operator_hang_up(op.args.reason)
         elif isinstance(op, TransferOp):
             detail = await control.operator_transfer(op.args.destination)
+        elif isinstance(op, WarmOp):
+            a = op.args
+            taken = control.warm_decided(a.key, a.outcome, a.why, a.leg or None)
+            return {"ok": taken, **({} if taken else {"error": "no such transfer"})}
         elif hasattr(control, "on_answered"):  # AMD: Media Streams calls only
             detail = await control.on_answered(op.args.answered_by, op.args.message)
         else:
@@ -408,3 +439,12 @@ class RemoteControl:
     def _log(self, call_id: str, op: str, result: ControlResult, **fields: Any) -> None:
         with self._logs.open(call_id, observe=False) as log:
             log.write("control.request", op=op, via=result.via, owner=result.instance, **fields)
+
+
+def _transfer_state(call: Any) -> str:
+    """A live call's warm transfer for the console: ``sales: waiting for the person``, or its
+    outcome; '' when there is none."""
+    warm = getattr(getattr(call, "control", None), "warm", None)
+    if warm is None:
+        return ""
+    return f"{warm.briefing.destination}: {warm.outcome or 'waiting for the person'}"

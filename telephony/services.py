@@ -7,10 +7,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +31,7 @@ from .audio.hold import load_hold_sound
 from .bridge import FINAL_CALL_STATUSES, MediaStreamCall, PrewarmPool, TwilioSocket
 from .bridge.prewarm import Prewarmed
 from .config import CallFeatures, CallLimits, Settings
-from .console import CallIndex, show_number
+from .console import CallIndex, open_index, show_number, with_index
 from .fleet import FleetState, LocalState
 from .fleet.redis_state import RedisState
 from .fleet.seal import ControlSeal
@@ -42,6 +40,7 @@ from .observability.prometheus import ServiceMetrics
 from .observability.ratelimit import LogLimiter
 from .remote_control import RemoteControl
 from .sip import SipCalls
+from .transfers import TransferLegs
 from .twilio.ids import is_call_sid, is_stream_sid
 from .twilio.media_stream import Start
 from .twilio.rest import TwilioCalls
@@ -74,6 +73,7 @@ class Services:
         control: hang-up and transfer from any instance.
         console: the console's call index; None without ``CONSOLE_TOKEN``.
         prewarm: model sessions opened at the webhook (``MODEL_PREWARM``); None when off.
+        transfers: warm transfers' legs, briefings and decisions.
     """
 
     settings: Settings
@@ -93,6 +93,7 @@ class Services:
     refusals: LogLimiter = field(default_factory=lambda: LogLimiter(_refusal_logger))
     console: CallIndex | None = None
     prewarm: PrewarmPool | None = None
+    transfers: TransferLegs | None = None
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
@@ -117,6 +118,8 @@ class Services:
             account = self.settings.twilio_account_sid
             if account and start.start.account_sid != account:
                 raise Refused("AccountSid is not TWILIO_ACCOUNT_SID")
+            if self.transfers is not None:  # a warm transfer's person leg, or may make one
+                await self.transfers.admit(start, call)
             admission: Admission = await self.registry.admit(
                 start.call_sid, start.custom_parameters.get("token")
             )
@@ -219,12 +222,15 @@ def build_services(
     state = _fleet_state(settings)
     metrics = _metrics(state, lambda: registry.calls)
     registry = _registry(settings, state, metrics)
-    console = _console_index(settings)
-    logs = CallLogs(settings.call_log_dir, settings.instance_id, _observer(metrics, console))
+    console = open_index(settings.call_log_dir) if settings.console_token is not None else None
+    logs = CallLogs(
+        settings.call_log_dir, settings.instance_id, with_index(metrics.observe, console)
+    )
     checker, rest = _twilio(settings)
     sip = _sip_calls(settings, sessions, features, limits, registry, logs)
     prewarm = _prewarm(settings, sessions, features, limits, registry, logs)
     control = _remote_control(settings, registry, state, logs, rest, sip, features, prewarm)
+    transfers = TransferLegs(settings, features, rest, state, control, logs)
     return Services(
         settings,
         backend,
@@ -242,6 +248,7 @@ def build_services(
         RateLimit(settings.dial_rate_limit),
         console=console,
         prewarm=prewarm,
+        transfers=transfers,
     )
 
 
@@ -381,35 +388,6 @@ def _remote_control(
     )
     state.on_control = control.on_message
     return control
-
-
-def _console_index(settings: Settings) -> CallIndex | None:
-    """The console's call index (with ``CONSOLE_TOKEN``), rebuilt in the background from the
-    logs when its file is missing."""
-    if settings.console_token is None:
-        return None
-    settings.call_log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # personal data
-    index = CallIndex(settings.call_log_dir)
-    if not index.exists:
-        threading.Thread(target=index.rebuild, name="console-index", daemon=True).start()
-    return index
-
-
-def _observer(metrics: ServiceMetrics, index: CallIndex | None) -> Callable[[dict[str, Any]], None]:
-    """Every call-log record to the metrics; a ``call.end`` also to the console's index (the
-    log is read off the event loop)."""
-    if index is None:
-        return metrics.observe
-
-    def observe(record: dict[str, Any]) -> None:
-        metrics.observe(record)
-        if record.get("event") == "call.end" and isinstance(record.get("call_sid"), str):
-            with contextlib.suppress(RuntimeError):  # no running loop: not a live call
-                loop = asyncio.get_running_loop()
-                # next turn of the loop: the log is closed (flushed) right after call.end
-                loop.call_soon(loop.run_in_executor, None, index.add_log, record["call_sid"])
-
-    return observe
 
 
 def _fleet_state(settings: Settings) -> FleetState:

@@ -26,6 +26,7 @@ from agents.realtime.model_inputs import RealtimeModelSendRawMessage
 from agents.realtime.openai_realtime import OpenAIRealtimeSIPModel
 
 from ..config import Settings
+from .briefing import Briefing, briefing_agent
 from .openai_model import PhoneRealtimeModel, PhoneSIPModel
 from .tools import CallContext
 
@@ -270,7 +271,8 @@ class SessionFactory:
         )
 
     async def open(self, tracker: RealtimePlaybackTracker, context: CallContext) -> RealtimeSession:
-        """A session for one call (its tools see ``context``); connect it with ``enter()``."""
+        """A session for one call (its tools see ``context``); connect it with ``enter()``. A
+        warm transfer's person leg (its control has a ``briefing``) gets the briefing agent."""
         model = (
             self._model_factory()
             if self._model_factory is not None
@@ -281,5 +283,9 @@ class SessionFactory:
             )
         )
         run_config: RealtimeRunConfig = {"model_settings": dict(self.model_settings)}  # type: ignore[typeddict-item]
-        runner = RealtimeRunner(self._agent, model=model, config=run_config)
+        agent = self._agent
+        briefing = getattr(context.control, "briefing", None)  # a warm transfer's person leg
+        if isinstance(briefing, Briefing):
+            agent = briefing_agent(agent, briefing)
+        runner = RealtimeRunner(agent, model=model, config=run_config)
         return await runner.run(context=context, model_config=self.model_config(tracker))

@@ -21,6 +21,8 @@ from agents import FunctionTool, RunContextWrapper, Tool, function_tool
 __all__ = [
     "CallContext",
     "CallControl",
+    "TransferDecision",
+    "briefing_tools",
     "call_control_tools",
     "end_call",
     "transfer_refusal",
@@ -54,8 +56,19 @@ class CallControl(Protocol):
         """End the call once the agent's goodbye has played; returns a note for the model."""
         ...
 
-    async def transfer(self, destination: str) -> str:
-        """Hand the caller to an allowed destination name; returns a note for the model."""
+    async def transfer(self, destination: str, summary: str = "") -> str:
+        """Hand the caller to an allowed destination name; returns a note for the model.
+        ``summary``: the caller's request in a sentence or two, for a warm transfer's
+        briefing."""
+        ...
+
+
+class TransferDecision(Protocol):
+    """What a warm transfer's briefing leg can do: the person accepts or declines."""
+
+    async def decide_transfer(self, accepted: bool, why: str) -> str:
+        """The person's answer (``why``: ``voice`` or ``keypad``, a reason for a decline);
+        returns a note for the model."""
         ...
 
 
@@ -96,13 +109,56 @@ def transfer_tool(destinations: Iterable[str]) -> FunctionTool:
             f"them. destination must be one of: {', '.join(names)}."
         ),
     )
-    async def transfer_call(ctx: RunContextWrapper[Any], destination: str) -> str:
+    async def transfer_call(
+        ctx: RunContextWrapper[Any], destination: str, summary: str = ""
+    ) -> str:
+        """Transfer the caller.
+
+        Args:
+            destination: one of the allowed names.
+            summary: what the caller wants, in one or two sentences, for the person who
+                takes the call (they may be briefed before the caller is put through).
+        """
         control = _control(ctx)
         if control is None:
             return "This session is not a phone call; there is nothing to transfer."
-        return await control.transfer(destination)
+        return await control.transfer(destination, summary)
 
     return without_filler(transfer_call)  # type: ignore[return-value]
+
+
+def _decision(ctx: RunContextWrapper[Any]) -> TransferDecision | None:
+    control = _control(ctx)
+    return control if hasattr(control, "decide_transfer") else None  # type: ignore[return-value]
+
+
+@function_tool
+async def accept_transfer(ctx: RunContextWrapper[Any]) -> str:
+    """The person said yes: they take the call. The caller is put through at once; say
+    nothing more."""
+    decision = _decision(ctx)
+    if decision is None:
+        return "There is no transfer to accept on this call."
+    return await decision.decide_transfer(True, "voice")
+
+
+@function_tool
+async def decline_transfer(ctx: RunContextWrapper[Any], reason: str = "") -> str:
+    """The person said no, or cannot take the call now.
+
+    Args:
+        reason: why, in a few words, if they said (the caller is told).
+    """
+    decision = _decision(ctx)
+    if decision is None:
+        return "There is no transfer to decline on this call."
+    return await decision.decide_transfer(False, reason[:120] or "voice")
+
+
+def briefing_tools() -> list[FunctionTool]:
+    """The tools of a warm transfer's briefing agent: ``accept_transfer``,
+    ``decline_transfer``."""
+    return [without_filler(accept_transfer), without_filler(decline_transfer)]  # type: ignore[list-item]
 
 
 without_filler(end_call)  # it ends the call: no hold sound before the goodbye

@@ -163,7 +163,7 @@ class MediaStreamCall:
             self.out.reference = PlayoutReference()
         self.recording: RecordingTap | None = None
         self.filler: ToolFiller | None = None
-        if features.hold_delay is not None and features.hold_sound:
+        if features.hold_sound:  # tools' hold (after hold_delay), a warm transfer's hold
             self.filler = ToolFiller(
                 features.hold_sound,
                 features.hold_delay,
@@ -371,7 +371,7 @@ class MediaStreamCall:
                 self.control.on_dtmf(message.digit)
             elif isinstance(message, Stop):
                 self._record("stream.stop")
-                raise _CallEnded("caller_hangup")
+                raise _CallEnded(self.control.stop_reason)  # caller_hangup, or ours
             elif isinstance(message, Start) and self.inbound.refused(
                 "duplicate start", time.monotonic()
             ):

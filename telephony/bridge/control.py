@@ -4,7 +4,9 @@ when answering machine detection says a machine or a fax answered an outbound ca
 
 Twilio's steps (:class:`TwilioCarrier`): the caller heard a response once the marks after its
 audio echoed; hang-up and transfer are REST updates of the live call (``Status=completed``,
-TwiML ``<Dial>``).
+TwiML ``<Dial>``). A warm transfer's steps are :mod:`.warm`'s; on the person's leg this
+control holds the :class:`~telephony.agent.briefing.Briefing` and takes the decision (the
+briefing agent's tools, or keys 1 and 2), which goes to the caller's owner.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..agent.briefing import Briefing, briefing_opening
 from ..agent.sessions import leave_voicemail
 from ..config import CallFeatures
 from ..control import CallController
@@ -29,6 +32,12 @@ __all__ = ["MediaCallControl", "TwilioCarrier"]
 
 POLL_S = 0.02
 TRANSFER_WAIT_POLLS = 250  # up to 5 s: let "I am transferring you" finish playing
+# a warm transfer's decision to the caller's owner: (briefing, outcome, why, this leg) -> taken
+Report = Callable[[Briefing, str, str, str], Awaitable[bool]]
+DECLINED_BY_KEYPAD = (
+    "The person pressed 2: they decline the call. Tell them you will let the caller know."
+)
+CALLER_GONE = "The caller has hung up already; there is nobody to put through."
 
 
 class TwilioCarrier:
@@ -119,6 +128,52 @@ class MediaCallControl(CallController):
         super().__init__(features, self.twilio, record, recorder, end)
         self._outbound = outbound
         self.keypad = Keypad(features.dtmf_timeout, lambda: self.session, record, clock)
+        self.briefing: Briefing | None = None  # on a warm transfer's person leg
+        self._report: Report | None = None
+        self.decided: str | None = None  # the person's decision, once made
+
+    def brief(self, briefing: Briefing, report: Report) -> None:
+        """This call is a warm transfer's person leg: its agent briefs them with
+        ``briefing``; the decision goes to ``report``."""
+        self.briefing, self._report = briefing, report
+
+    def opening(self) -> str:
+        """The first words of a person leg's agent, logged (``transfer.briefing``) as the
+        session is asked for them; empty on any other call."""
+        if self.briefing is None:
+            return ""
+        text = briefing_opening(self.briefing)
+        self._record("transfer.briefing", leg="person", summary=self.briefing.summary, text=text)
+        return text
+
+    async def decide_transfer(self, accepted: bool, why: str) -> str:
+        """The person's answer on a briefing leg (the agent's tools, or keys 1 and 2): logged,
+        sent to the caller's owner. Accepted: this leg's stream ends and the owner moves it
+        into the conference. Declined: the agent says goodbye, then this leg hangs up."""
+        if self.briefing is None or self._report is None:
+            return "There is no transfer on this call."
+        if self.decided is not None:
+            return "The decision is made already."
+        self.decided = outcome = "accepted" if accepted else "declined"
+        self._leaving = "transferred" if accepted else None
+        self._record(f"transfer.{outcome}", leg="person", why=why)
+        taken = await self._report(self.briefing, outcome, why, self.call_sid or "")
+        if not taken:
+            self._leaving = None
+            self._record("transfer.unclaimed", leg="person", why="the caller's transfer is over")
+            if why == "keypad":  # no tool call under way: ask for the goodbye
+                await self.end_politely("transfer_over", CALLER_GONE, by="transfer")
+            else:  # the tool's output asks for it
+                self.hang_up_after("transfer_over", self._recorder.responses_started)
+            return f"{CALLER_GONE} Tell the person so and say goodbye."
+        if accepted:
+            self._end("transferred")
+            return "The caller is being put through now. Say nothing more."
+        if why == "keypad":
+            await self.end_politely("transfer_declined", DECLINED_BY_KEYPAD, by="keypad")
+        else:
+            self.hang_up_after("transfer_declined", self._recorder.responses_started)
+        return "Say one short sentence that you will let the caller know, and goodbye."
 
     @property
     def call_sid(self) -> str | None:
@@ -129,13 +184,22 @@ class MediaCallControl(CallController):
         self.twilio.call_sid = call_sid
 
     def on_dtmf(self, digit: str) -> None:
-        """A keypad digit (see :class:`~.keypad.Keypad`)."""
+        """A keypad digit (see :class:`~.keypad.Keypad`); on a briefing leg, 1 accepts and 2
+        declines."""
+        if self.briefing is not None and digit in "12" and self.decided is None:
+            self.hang_up_with(self.decide_transfer(digit == "1", "keypad"))
+            return
         self.keypad.press(digit)
 
     async def stop(self) -> None:
-        """Drop pending digits; cancel a pending hang-up or transfer (the call is over)."""
+        """Drop pending digits; cancel a pending hang-up or transfer (the call is over). A
+        person leg that ends undecided tells the caller's owner (``hung_up``)."""
         await self.keypad.stop()
         await super().stop()
+        if self.briefing is not None and self._report is not None and self.decided is None:
+            self.decided = "hung_up"  # (or the caller's owner ended this leg)
+            self._record("transfer.declined", leg="person", why="leg_ended")
+            await self._report(self.briefing, "hung_up", "", self.call_sid or "")
 
     # ------------------------------------------------------------------ who answered
 
@@ -178,11 +242,13 @@ class MediaCallControl(CallController):
             )
         else:
             self._record("voicemail.failed", why="the model gave no response")
+        self._leaving = "voicemail"
         via = await self.twilio.hang_up()
         self._record("call.hangup", via=via, reason="voicemail")
         self._end("voicemail")
 
     async def _hang_up_now(self, reason: str) -> None:
+        self._leaving = reason
         via = await self.twilio.hang_up()
         self._record("call.hangup", via=via, reason=reason)
         self._end(reason)

@@ -33,7 +33,8 @@ class ToolFiller:
 
     Args:
         sound: the loop, μ-law 8 kHz, whole 20 ms frames.
-        delay_s: a tool running this long (and nothing playing) starts the sound.
+        delay_s: a tool running this long (and nothing playing) starts the sound; None: tools
+            never do (only :meth:`hold` does).
         send_media: sends μ-law bytes to Twilio as one ``media`` message (no mark: the hold
             sound is not the agent's audio and counts for no playback position).
         send: sends one text frame to Twilio (the ``clear``).
@@ -45,7 +46,7 @@ class ToolFiller:
     def __init__(
         self,
         sound: bytes,
-        delay_s: float,
+        delay_s: float | None,
         send_media: Callable[[bytes], Awaitable[None]],
         send: Callable[[str], Awaitable[None]],
         stream_sid: Callable[[], str | None],
@@ -63,6 +64,7 @@ class ToolFiller:
         self._tools_ended_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._sent_ms = 0
+        self._held_for: str | None = None  # why the sound plays on request (hold)
         self.plays = 0
 
     async def on_session_event(self, event: Any) -> None:
@@ -78,7 +80,7 @@ class ToolFiller:
 
     def tool_started(self, tool: Any) -> None:
         """The SDK's ``tool_start``: a tool call began (opted-out tools are ignored)."""
-        if not wants_filler(tool):
+        if not wants_filler(tool) or self._delay_s is None:
             return
         name = str(getattr(tool, "name", "tool"))
         self._running[name] = self._running.get(name, 0) + 1
@@ -95,6 +97,19 @@ class ToolFiller:
                 del self._running[name]
         if not self._running:
             self._tools_ended_at = time.monotonic()
+
+    def hold(self, why: str) -> None:
+        """Play the hold sound now and until :meth:`release` (a warm transfer's caller on
+        hold), whatever tools do; the agent's reply audio still stops it."""
+        self._held_for = why
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._hold(), name="hold")
+
+    async def release(self) -> None:
+        """End a :meth:`hold` (``clear`` what is queued at Twilio)."""
+        if self._held_for is not None:
+            self._held_for = None
+            await self._stop("released")
 
     async def reply_starts(self) -> None:
         """The agent's audio is about to go out: the hold sound stops first (``clear``)."""
@@ -119,19 +134,22 @@ class ToolFiller:
 
     async def _hold(self) -> None:
         started = time.monotonic()
-        await asyncio.sleep(self._delay_s)
-        if not self._running or not self._idle():
+        if self._held_for is None:
+            await asyncio.sleep(self._delay_s or 0.0)
+        after_ms = round((time.monotonic() - started) * 1000)
+        if self._held_for is not None:  # asked for (now, or while a tool's delay ran)
+            self._record("hold.started", why=self._held_for, after_ms=after_ms)
+        elif not self._running or not self._idle():
             return
-        tools = sorted(self._running)
-        self._record(
-            "hold.started", tools=tools, after_ms=round((time.monotonic() - started) * 1000)
-        )
+        else:
+            self._record("hold.started", tools=sorted(self._running), after_ms=after_ms)
         self.plays += 1
         position = 0
         t0 = time.monotonic()
         while True:
             ended = self._tools_ended_at
-            if ended is not None and time.monotonic() - ended > AFTER_TOOL_S:
+            stale = ended is not None and time.monotonic() - ended > AFTER_TOOL_S
+            if stale and self._held_for is None:
                 self._record("hold.stopped", why="no_reply", sent_ms=self._sent_ms)
                 self._sent_ms = 0
                 return

@@ -41,6 +41,7 @@ class CallerAudioRoute:
         self._held: deque[bytes] = deque()  # caller audio while no session takes it
         self._recent: deque[bytes] = deque(maxlen=PREROLL_FRAMES)  # sent to the session
         self.held_dropped = 0
+        self.muted = False  # the session hears silence instead (a caller on hold)
 
     async def attach(self, session: RealtimeSession) -> None:
         """Caller audio goes to ``session`` from now on, the audio held meanwhile first;
@@ -69,10 +70,12 @@ class CallerAudioRoute:
         return True
 
     async def deliver(self, pcm: bytes) -> None:
-        """One caller frame to the session, or held while there is none. A failed send
-        detaches the session, sets :attr:`broken` and holds the frame (the supervisor, which
-        reads the session's last events, says whether it was the cap: a clean 1001 close is
-        ``model.closed``, anything else ``model.error``)."""
+        """One caller frame to the session (silence while :attr:`muted`), or held while
+        there is none. A failed send detaches the session, sets :attr:`broken` and holds the
+        frame (the supervisor, which reads the session's last events, says whether it was the
+        cap: a clean 1001 close is ``model.closed``, anything else ``model.error``)."""
+        if self.muted:
+            pcm = bytes(len(pcm))
         target = self.target
         if target is None:  # a session is being replaced: hold, deliver later
             self._hold(pcm)

@@ -382,10 +382,13 @@ class SessionSupervisor:
         self._sessions += 1
         self._outbound.new_session(self._trackers.pop(session))
         self._recorder.session_replaced()
-        if self._sessions == 1 and self._greeting:
+        opening = getattr(self._control, "opening", None)  # a warm transfer's briefing
+        first = self._sessions == 1
+        greeting = ((opening() if first and opening else "") or self._greeting) if first else ""
+        if greeting:
             if not self._greeted:
-                await greet(session, self._greeting)
-            self._record("greeting.requested", text=self._greeting, prewarmed=self._greeted)
+                await greet(session, greeting)
+            self._record("greeting.requested", text=greeting, prewarmed=self._greeted)
 
     def _close_later(self, session: RealtimeSession) -> None:
         task = asyncio.create_task(self._close(session), name="model-close")

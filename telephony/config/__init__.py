@@ -149,6 +149,10 @@ class Settings(
             prices=Prices.with_overrides(self.prices, self.openai_realtime_model),
             hold_delay=self.filler_delay or None,
             record=self.record_calls,
+            warm_targets=self.warm_destinations,
+            ring_timeout=self.transfer_ring_timeout,
+            decide_timeout=self.transfer_decide_timeout,
+            transfer_offer=self.transfer_offer,
         )
 
 

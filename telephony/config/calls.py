@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .prices import Prices
 
@@ -82,6 +82,10 @@ class CallFeatures:
         hold_sound: the hold loop, μ-law 8 kHz, whole 20 ms frames (the services load it
             from ``HOLD_SOUND`` once).
         record: write a stereo recording next to each call's log.
+        warm_targets: destination names transferred warm (the agent briefs a person first).
+        ring_timeout: seconds a warm transfer's person is rung before it counts as no answer.
+        decide_timeout: seconds from dialling the person to their decision, at most.
+        transfer_offer: what the agent offers the caller when the person declines.
     """
 
     greeting: str = ""
@@ -93,6 +97,10 @@ class CallFeatures:
     hold_delay: float | None = None
     hold_sound: bytes = b""
     record: bool = False
+    warm_targets: frozenset[str] = frozenset()
+    ring_timeout: int = 25
+    decide_timeout: float = 60.0
+    transfer_offer: str = ""
 
 
 def parse_transfer_targets(text: str) -> dict[str, str]:
@@ -155,6 +163,27 @@ class CallSettings(BaseModel):
         description="allowed `transfer_call` destinations: "
         "`sales=+15551230000,support=sip:help@example.com`",
     )
+    transfer_warm: str = Field(
+        default="",
+        description="destination names of `TRANSFER_TARGETS` transferred warm (the caller "
+        "holds while the agent briefs the person, who accepts or declines); `*`: all",
+    )
+    transfer_ring_timeout: int = Field(
+        default=25,
+        ge=5,
+        le=600,
+        description="seconds a warm transfer rings the person before it counts as no answer",
+    )
+    transfer_decide_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds from dialling the person to their decision, at most "
+        "(`transfer.timeout`)",
+    )
+    transfer_offer: str = Field(
+        default="to take a message, or to have someone call them back",
+        description="what the agent offers the caller when a warm transfer is declined",
+    )
     apology_message: str = Field(
         default="Sorry, we are having technical difficulties. Please call again later. Goodbye.",
         description="said through the REST API when the model fails for good",
@@ -181,6 +210,26 @@ class CallSettings(BaseModel):
     def _check_transfer_targets(cls, value: str) -> str:
         parse_transfer_targets(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_transfer_warm(self) -> CallSettings:
+        names = {n.strip() for n in self.transfer_warm.split(",") if n.strip()} - {"*"}
+        unknown = sorted(names - set(self.transfer_destinations))
+        if unknown:
+            raise ValueError(f"TRANSFER_WARM names {unknown} that TRANSFER_TARGETS does not")
+        sip = sorted(n for n in names if self.transfer_destinations[n].startswith("sip:"))
+        if sip:
+            raise ValueError(f"TRANSFER_WARM: {sip} are sip: URIs; a warm transfer dials a number")
+        return self
+
+    @property
+    def warm_destinations(self) -> frozenset[str]:
+        """``TRANSFER_WARM`` as destination names (``*``: every target that is a number)."""
+        names = {n.strip() for n in self.transfer_warm.split(",") if n.strip()}
+        targets = self.transfer_destinations
+        if "*" in names:
+            return frozenset(n for n, to in targets.items() if to.startswith("+"))
+        return frozenset(names)
 
     @property
     def transfer_destinations(self) -> dict[str, str]:

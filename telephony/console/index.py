@@ -7,15 +7,26 @@ index file is ``CALL_LOG_DIR/.console-index.sqlite3`` (owner-only); deleting it 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INDEX_NAME", "CallIndex", "CallRow", "mask_number", "summarise"]
+__all__ = [
+    "INDEX_NAME",
+    "CallIndex",
+    "CallRow",
+    "mask_number",
+    "open_index",
+    "summarise",
+    "with_index",
+]
 
 INDEX_NAME = ".console-index.sqlite3"
 COLUMNS = (
@@ -212,3 +223,31 @@ class CallIndex:
     def outcomes(self) -> list[str]:
         with self._lock, self._connect() as db:
             return [r[0] for r in db.execute("SELECT DISTINCT reason FROM calls ORDER BY 1")]
+
+
+def open_index(directory: Path) -> CallIndex:
+    """The console's call index of the logs in ``directory`` (made private to this user: it
+    holds personal data), rebuilt in the background when its file is missing."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    index = CallIndex(directory)
+    if not index.exists:
+        threading.Thread(target=index.rebuild, name="console-index", daemon=True).start()
+    return index
+
+
+def with_index(
+    observe: Callable[[dict[str, Any]], None], index: CallIndex | None
+) -> Callable[[dict[str, Any]], None]:
+    """``observe`` (each call-log record), and a ``call.end`` also to ``index``: the log is
+    read off the event loop, on the loop's next turn (it is flushed right after ``call.end``)."""
+    if index is None:
+        return observe
+
+    def observe_and_index(record: dict[str, Any]) -> None:
+        observe(record)
+        if record.get("event") == "call.end" and isinstance(record.get("call_sid"), str):
+            with contextlib.suppress(RuntimeError):  # no running loop: not a live call
+                loop = asyncio.get_running_loop()
+                loop.call_soon(loop.run_in_executor, None, index.add_log, record["call_sid"])
+
+    return observe_and_index

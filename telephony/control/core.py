@@ -10,26 +10,35 @@ call, the OpenAI Calls API, the goodbye heard at ``output_audio_buffer.stopped``
 
 Records: ``hangup.requested`` (``reason``, and ``by`` for an operator or a watchdog),
 ``call.hangup`` (``via``, ``waited_ms``, ``waited_for``), ``transfer.requested``,
-``transfer.refused``, ``call.transfer`` (``destination`` and the carrier's fields).
+``transfer.refused``, ``call.transfer`` (``destination``, ``mode`` and the carrier's fields);
+a warm transfer's records are :mod:`.warm`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from ..agent.sessions import OPERATOR_ENDS, announce_transfer, say_goodbye
+from ..agent.briefing import Briefing, briefing_summary
+from ..agent.sessions import OPERATOR_ENDS, announce_transfer, create_response, say_goodbye
 from ..agent.tools import transfer_refusal
 from ..config import CallFeatures
 from ..observability.call_log import describe_error
 from ..observability.recorder import SessionRecorder
+from .warm import WarmCarrier, WarmTransfer, declined_note
 
 __all__ = ["HANG_UP_NOTE", "CallController", "Carrier"]
 
+FINISH_S = 10.0  # a transfer under way when the stream ends: how long it may finish
 HANG_UP_NOTE = "The call will end as soon as your goodbye has played. Say a short goodbye now."
+WARM_NOTE = (
+    "In one short sentence, tell the caller you are connecting them to {} and that they will "
+    "hear hold music for a moment. Say nothing else; you will be told whether {} takes the call."
+)
 
 
 class Carrier(Protocol):
@@ -79,6 +88,22 @@ class CallController:
         self.session: Any = None  # the model session in use now (a RealtimeSession)
         self._hangup_task: asyncio.Task[None] | None = None
         self._transfer_task: asyncio.Task[None] | None = None
+        self.warm_carrier: WarmCarrier | None = None  # warm transfers possible on this call
+        self.warm: WarmTransfer | None = None  # the warm transfer under way, or the last
+        self.call_id = ""  # this call's id (the briefing names it)
+        self.caller_number = ""  # as a briefing says it
+        self._leaving: str | None = None  # why, once call control is taking the call away
+
+    @property
+    def record(self) -> Callable[..., Any]:
+        """Writes a record to this call's log."""
+        return self._record
+
+    @property
+    def stop_reason(self) -> str:
+        """Why the call ended when the carrier ends its stream: what call control was doing
+        then (a hang-up's reason, ``transferred``), else the caller hung up."""
+        return self._leaving or "caller_hangup"
 
     @property
     def busy(self) -> bool:
@@ -91,12 +116,24 @@ class CallController:
         return self._hangup_task is not None or self._transfer_task is not None
 
     async def stop(self) -> None:
-        """Cancel a pending hang-up or transfer (the call is over)."""
+        """Cancel a pending hang-up or transfer (the call is over); a transfer the carrier
+        is carrying out (the stream ended because of it) is let finish, for at most
+        ``FINISH_S``."""
         for task in (self._hangup_task, self._transfer_task):
             if task is not None and not task.done():
+                if task is self._transfer_task and self._leaving == "transferred":
+                    with contextlib.suppress(BaseException):
+                        await asyncio.wait_for(asyncio.shield(task), FINISH_S)
+                    if task.done():
+                        continue
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+
+    def leaving(self, why: str | None) -> None:
+        """Call control is taking the call away (``why``, such as ``transferred``): a
+        ``stop`` from the carrier is that, not the caller hanging up; None: no longer."""
+        self._leaving = why
 
     # ------------------------------------------------------------------ the agent's tools
 
@@ -108,18 +145,78 @@ class CallController:
         self.hang_up_after("agent_hangup", self._recorder.responses_started)
         return HANG_UP_NOTE
 
-    async def transfer(self, destination: str) -> str:
-        """``transfer_call``: hand the caller to an allowed destination name."""
+    async def transfer(self, destination: str, summary: str = "") -> str:
+        """``transfer_call``: hand the caller to an allowed destination name (warm, with
+        ``summary`` in the briefing, when ``TRANSFER_WARM`` names it and this call can)."""
         target = self._features.transfer_targets.get(destination)
         if target is None:
             self._record("transfer.refused", destination=str(destination)[:80])
             return transfer_refusal(self._features.transfer_targets, destination)
+        if self.warm_carrier is not None and destination in self._features.warm_targets:
+            return self.transfer_warm(destination, target, summary, by="agent")
+        self._leaving = "transferred"
         outcome = await self.carrier.transfer(destination, target)
         if isinstance(outcome, str):
+            self._leaving = None
             return outcome
-        self._record("call.transfer", destination=destination, **outcome)
+        said = {"summary": summary[:400]} if summary else {}
+        self._record("call.transfer", destination=destination, mode="cold", **said, **outcome)
         self._end("transferred")
         return f"Transferring the caller to {destination} now."
+
+    def transfer_warm(self, destination: str, target: str, summary: str, by: str) -> str:
+        """Start a warm transfer (see :mod:`.warm`) once what the agent says next has played;
+        returns a note for the model."""
+        if self.busy:
+            return "A transfer or a hang-up is already under way."
+        turns = [t.text for t in self._recorder.conversation if t.role == "user"]
+        briefing = Briefing(
+            key=secrets.token_urlsafe(18),
+            caller_sid=self.call_id,
+            destination=destination,
+            summary=briefing_summary(summary, turns[-3:]),
+            caller=self.caller_number,
+        )
+        self._record("transfer.requested", destination=destination, mode="warm", by=by)
+        self._record("transfer.briefing", leg="caller", summary=briefing.summary, key=briefing.key)
+        assert self.warm_carrier is not None
+        warm = WarmTransfer(
+            briefing,
+            target,
+            self.warm_carrier,
+            self._record,
+            self._features.decide_timeout,
+            leaving=lambda: self.leaving("transferred"),
+        )
+        self.warm = warm
+        started_before = self._recorder.responses_started
+
+        async def connect() -> None:
+            try:
+                await self.carrier.heard(started_before, self._features.hangup_grace)
+            except asyncio.CancelledError:  # the caller hung up before the dial
+                warm.outcome = "cancelled"
+                self._record("transfer.cancelled", why="caller_hangup", person_leg=None)
+                raise
+            outcome = await warm.run()
+            if outcome == "accepted":
+                self._record(
+                    "call.transfer", destination=destination, mode="warm", person_leg=warm.leg
+                )
+                self._end("transferred")
+                return
+            self._transfer_task = self._leaving = None  # the call goes on
+            note = declined_note(destination, outcome, warm.why, self._features.transfer_offer)
+            await self.ask(lambda session: create_response(session, note))
+
+        self._transfer_task = asyncio.create_task(connect(), name=f"warm:{self.call_id}")
+        return WARM_NOTE.format(destination, destination)
+
+    def warm_decided(self, key: str, outcome: str, why: str, leg: str | None) -> bool:
+        """A warm transfer's decision reached this call (from any instance); False when it
+        is not this call's transfer under way (then it changes nothing)."""
+        warm = self.warm
+        return warm is not None and warm.briefing.key == key and warm.decide(outcome, why, leg)
 
     # ------------------------------------------------------------------ an operator
 
@@ -137,6 +234,11 @@ class CallController:
             return transfer_refusal(self._features.transfer_targets, destination)
         if self.ending:
             return "already ending"
+        if self.warm_carrier is not None and destination in self._features.warm_targets:
+            target = self._features.transfer_targets[destination]
+            note = self.transfer_warm(destination, target, "", by="operator")
+            await self.ask(lambda session: create_response(session, note))
+            return "warm transfer: the agent tells the caller, then the person is briefed"
         self._record("transfer.requested", destination=destination, by="operator")
         started_before = self._recorder.responses_started
 
@@ -165,6 +267,7 @@ class CallController:
             t0 = time.monotonic()
             waited_for = await self.carrier.heard(started_before, self._features.hangup_grace)
             waited_ms = round((time.monotonic() - t0) * 1000)
+            self._leaving = reason
             via = await self.carrier.hang_up()
             self._record("call.hangup", via=via, waited_ms=waited_ms, waited_for=waited_for)
             self._end(reason)

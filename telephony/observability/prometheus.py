@@ -123,6 +123,13 @@ class ServiceMetrics:
         self.rejected = Counter(
             "telephony_rejected", "Requests refused, by reason", ["reason"], registry=r
         )
+        self.transfers = Counter(
+            "telephony_transfers",
+            "Transfers, by mode (cold, warm) and outcome (transferred; a warm one's accepted, "
+            "declined, no_answer, busy, failed, voicemail, hung_up, timeout, cancelled)",
+            ["mode", "outcome"],
+            registry=r,
+        )
 
     def observe(self, record: dict[str, Any]) -> None:
         """A call-log record was written."""
@@ -138,6 +145,11 @@ class ServiceMetrics:
             self.model_errors.inc()
         elif event == "call.rejected":
             self.rejected.labels(reason="busy").inc()
+        elif event == "call.transfer" and record.get("mode") == "cold":
+            self.transfers.labels(mode="cold", outcome="transferred").inc()
+        elif event in WARM_OUTCOME_EVENTS and record.get("leg") != "person":
+            result = record.get("outcome") or event.removeprefix("transfer.")
+            self.transfers.labels(mode="warm", outcome=str(result)[:20]).inc()
         elif event == "call.end":
             label = outcome(record.get("reason"))
             self.calls.labels(outcome=label).inc()
@@ -151,6 +163,12 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# the caller leg's record of a warm transfer's outcome (the person's leg writes some too)
+WARM_OUTCOME_EVENTS = frozenset(
+    {"transfer.accepted", "transfer.declined", "transfer.timeout", "transfer.cancelled"}
+)
 
 
 def outcome(reason: object) -> str:

@@ -39,6 +39,12 @@ EVENT_LABELS = {
     "model.reconnecting": lambda r: "reconnect",
     "call.hangup": lambda r: "hang-up",
     "call.transfer": lambda r: f"transfer {r.get('destination')}",
+    "transfer.started": lambda r: f"dialling {r.get('destination')}",
+    "transfer.accepted": lambda r: "accepted",
+    "transfer.declined": lambda r: f"declined: {r.get('outcome') or r.get('why')}",
+    "transfer.timeout": lambda r: "no decision",
+    "transfer.cancelled": lambda r: "transfer cancelled",
+    "hold.started": lambda r: "hold",
     "greeting.requested": lambda r: "greeting",
     "model.usage": lambda r: (
         f"{sum((r.get('tokens') or {}).values())} tok ${r.get('cost_usd', 0):.4f}"
@@ -223,3 +229,30 @@ def render_page(records: list[dict[str, Any]], title: str) -> str:
     return f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>" + render_svg(
         records
     )
+
+
+TRANSFER_OUTCOMES = (
+    "transfer.accepted",
+    "transfer.declined",
+    "transfer.timeout",
+    "transfer.cancelled",
+)
+
+
+def transfer_line(records: list[dict[str, Any]]) -> str:
+    """A warm transfer on the caller's leg in one line for the call page ('' when there was
+    none): where to, and its outcome (or that it is under way), with the seconds it took."""
+    asked = next((r for r in records if r.get("event") == "transfer.requested"), None)
+    if asked is None or asked.get("mode") != "warm":
+        return ""
+    text = f"warm transfer to {asked.get('destination')} ({asked.get('by', 'agent')})"
+    done = next(
+        (r for r in records if r.get("event") in TRANSFER_OUTCOMES and r.get("leg") != "person"),
+        None,
+    )
+    if done is None:
+        return f"{text}: in progress"
+    outcome = done.get("outcome") or str(done["event"]).removeprefix("transfer.")
+    why = done.get("why")
+    seconds = round(float(done.get("ts", 0)) - float(asked.get("ts", 0)), 1)
+    return f"{text}: {outcome}{f' ({why})' if why else ''} after {seconds} s"

@@ -29,10 +29,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
 
 from ..console import CallRow, show_number
 from ..observability.call_log import read_call_log
-from ..observability.timeline import geometry, render_svg
+from ..observability.timeline import geometry, render_svg, transfer_line
 from ..remote_control import CallNotFound, ControlUnavailable
 from ..services import Services
 from .deps import ServicesDep, known_call_id
@@ -183,6 +184,7 @@ async def calls(
         return f"/console?{parts}"
 
     context = {
+        "targets": sorted(services.features.transfer_targets),
         "rows": [_display(row, services) for row in rows],
         "total": total,
         "offset": offset,
@@ -207,6 +209,32 @@ async def hang_up(sid: str, request: Request, services: ServicesDep) -> dict[str
     known_call_id(sid)
     try:
         result = await services.control.hang_up(sid, "console")
+    except CallNotFound:
+        raise HTTPException(404, "no such live call") from None
+    except ControlUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
+    return {"call_sid": sid, "via": result.via}
+
+
+class ConsoleTransfer(BaseModel):
+    """Body of ``POST /console/calls/{sid}/transfer``: a name of ``TRANSFER_TARGETS``."""
+
+    destination: str = Field(max_length=80)
+
+
+@router.post("/calls/{sid}/transfer", dependencies=[SignedIn])
+async def transfer(
+    sid: str, body: ConsoleTransfer, request: Request, services: ServicesDep
+) -> dict[str, str | None]:
+    """Transfer a live call (warm where ``TRANSFER_WARM`` names the destination: the agent
+    tells the caller, then briefs the person, who accepts or declines)."""
+    if request.headers.get("x-console") != "1":  # a plain cross-site form cannot set it
+        raise HTTPException(403, "missing X-Console header")
+    known_call_id(sid)
+    if body.destination not in services.features.transfer_targets:
+        raise HTTPException(422, f"{body.destination!r} is not one of TRANSFER_TARGETS")
+    try:
+        result = await services.control.transfer(sid, body.destination)
     except CallNotFound:
         raise HTTPException(404, "no such live call") from None
     except ControlUnavailable as exc:
@@ -261,6 +289,7 @@ def _call_context(sid: str, path: Path, services: Services) -> dict[str, Any]:
         ][:EVENTS_SHOWN],
         "summary": f"{kind}{end.get('reason', 'in progress')} · {end.get('duration_s', '?')} s"
         + (f" · model: {MODELS.get(model, model)}" if model else ""),
+        "transfer": transfer_line(records),
     }
 
 

@@ -2,7 +2,8 @@
 
 - ``POST /incoming-call`` (signed) → TwiML ``<Connect><Stream>`` with a per-call stream token
   (and the call's model session opened meanwhile: ``MODEL_PREWARM``), or
-  ``<Reject reason="busy"/>`` at capacity or while draining;
+  ``<Reject reason="busy"/>`` at capacity or while draining; with ``?transfer=<key>``, a warm
+  transfer's person leg: its briefing's stream, then a ``<Pause>`` until the conference;
 - ``WS /media-stream`` (signed handshake; token checked at ``start``) → the bridge;
 - ``POST /call-status`` (signed) → ``call.status`` in the call's log (a final status closes
   a pre-warmed session no stream took);
@@ -26,7 +27,13 @@ from ..services import Services
 from ..twilio.dial import AMD_PATH
 from ..twilio.ids import is_call_sid
 from ..twilio.signatures import request_url
-from ..twilio.twiml import MEDIA_STREAM_PATH, connect_stream, media_stream_url, reject
+from ..twilio.twiml import (
+    MEDIA_STREAM_PATH,
+    connect_stream,
+    media_stream_url,
+    reject,
+    say_and_hang_up_twiml,
+)
 from .deps import ServicesDep
 
 __all__ = [
@@ -46,6 +53,8 @@ SIGNATURE_SETTINGS = "x-twilio-webhooks-signature-settings"
 PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded")
 MAX_FORM_FIELDS = 100  # Twilio's Voice webhook sends about 20
 MAX_PARAMETER_CHARS = 64
+TRANSFER_PAUSE_S = 30  # a warm transfer's person waits this long after the briefing stream
+TRANSFER_GONE = "Sorry, the caller is no longer waiting. Goodbye."
 
 router = APIRouter()
 
@@ -170,10 +179,15 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
     """Twilio's Voice webhook: stream the call to us, or refuse it as busy."""
     call_sid = params["CallSid"]
     settings, registry = services.settings, services.registry
+    transfer = request.query_params.get("transfer")  # a warm transfer's person leg
+    if transfer is not None and not await _briefing_found(services, transfer, call_sid):
+        return Response(say_and_hang_up_twiml(TRANSFER_GONE), media_type="application/xml")
     admission = await registry.answer(call_sid)
     # the stream's model session opens while the TwiML travels; the stream comes back here
-    # (INSTANCE_PUBLIC_URL) only to adopt a session opened here
-    hold = await services.prewarm_call(call_sid) if admission.first else None
+    # (INSTANCE_PUBLIC_URL) only to adopt a session opened here (not a briefing's: its agent
+    # is known only at start)
+    first = admission.first and transfer is None
+    hold = await services.prewarm_call(call_sid) if first else None
     own = settings.instance_public_url if hold is not None and not registry.draining else None
     host = request.headers.get("host", "")
     url = media_stream_url(own or settings.public_url, host, request.url.scheme)
@@ -197,7 +211,19 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
     stream_params["token"] = admission.token
     if services.trial:  # only this machine could sign it: a simulated call, no carrier
         stream_params["Simulated"] = "true"
-    return Response(connect_stream(url, stream_params), media_type="application/xml")
+    if transfer is not None:  # the person waits after the stream until the conference
+        stream_params["Transfer"] = transfer
+    pause = TRANSFER_PAUSE_S if transfer is not None else 0
+    return Response(connect_stream(url, stream_params, pause), media_type="application/xml")
+
+
+async def _briefing_found(services: Services, key: str, call_sid: str) -> bool:
+    """Whether a warm transfer's briefing ``key`` is stored (logged on the leg when not)."""
+    if services.transfers is not None and await services.transfers.find(key) is not None:
+        return True
+    with services.logs.open(call_sid, observe=False) as log:
+        log.write("transfer.unknown", why="no briefing for this transfer (expired or unknown)")
+    return False
 
 
 @router.websocket(MEDIA_STREAM_PATH)
@@ -277,6 +303,11 @@ async def amd_status(request: Request, params: TwilioForm, services: ServicesDep
             answered_by=answered_by,
             detection_ms=caller_text(params.get("MachineDetectionDuration")),
         )
+    transfer = request.query_params.get("transfer")
+    if transfer is not None:  # a warm transfer's person: a machine declines
+        if services.transfers is not None:
+            await services.transfers.on_amd(transfer, answered_by, call_sid)
+        return Response(status_code=204)
     try:
         await services.control.answered(call_sid, answered_by, message[:500])
     except (CallNotFound, ControlUnavailable) as exc:
@@ -285,9 +316,10 @@ async def amd_status(request: Request, params: TwilioForm, services: ServicesDep
 
 
 @router.post("/call-status")
-async def call_status(params: TwilioForm, services: ServicesDep) -> Response:
+async def call_status(request: Request, params: TwilioForm, services: ServicesDep) -> Response:
     """Twilio's status callbacks (initiated, ringing, answered, completed, busy, …); a final
-    one closes the call's pre-warmed model session, if no stream took it."""
+    one closes the call's pre-warmed model session, if no stream took it, and decides a warm
+    transfer whose person's call it is (``?transfer=``), if nothing did before."""
     status = caller_text(params.get("CallStatus"))
     with services.logs.open(params["CallSid"], observe=False) as log:
         log.write(
@@ -298,4 +330,7 @@ async def call_status(params: TwilioForm, services: ServicesDep) -> Response:
             sequence=caller_text(params.get("SequenceNumber")),
         )
     services.end_prewarm(params["CallSid"], status or "")
+    transfer = request.query_params.get("transfer")
+    if transfer is not None and services.transfers is not None:
+        await services.transfers.on_status(transfer, status or "", params["CallSid"])
     return Response(status_code=204)

@@ -72,12 +72,17 @@ async def answer_call(
     to_number: str = "+15550002222",
     auth_token: str | None = None,
     public_url: str | None = None,
+    webhook: str = "/incoming-call",
+    direction: str = "inbound",
 ) -> Answer:
     """Post Twilio's Voice webhook for a new inbound call, as Twilio does (signed with
     ``auth_token``), and read the ``<Connect><Stream>`` out of the TwiML.
 
     ``public_url`` is the URL Twilio would have requested (a load balancer's, the server's
     ``PUBLIC_URL``); the request itself goes to ``base_url``, as a balancer forwards it.
+    ``webhook``: the path (and query) of the Voice URL (a dialled call's, such as a warm
+    transfer's person leg); ``direction``: Twilio's ``Direction`` (``outbound-api`` for a
+    call placed over REST).
 
     Raises:
         ValueError: the TwiML has no ``<Connect><Stream url>`` (e.g. a ``<Reject>``).
@@ -91,12 +96,12 @@ async def answer_call(
         "From": from_number,
         "To": to_number,
         "CallStatus": "ringing",
-        "Direction": "inbound",
+        "Direction": direction,
         "ApiVersion": "2010-04-01",
     }
-    webhook = base_url.rstrip("/") + "/incoming-call"
-    signed_url = (public_url or base_url).rstrip("/") + "/incoming-call"
-    twiml = await asyncio.to_thread(_post_webhook, webhook, params, auth_token, signed_url)
+    url = base_url.rstrip("/") + webhook
+    signed_url = (public_url or base_url).rstrip("/") + webhook
+    twiml = await asyncio.to_thread(_post_webhook, url, params, auth_token, signed_url)
     stream_url, parameters = _parse_twiml(twiml)
     headers = {}
     if auth_token:
@@ -122,6 +127,7 @@ async def simulate_call(
     answer: Answer | None = None,
     echo: Echo | None = None,
     script: Sequence[Say] = (),
+    ended: asyncio.Event | None = None,
 ) -> SimulationResult:
     """Play one Twilio call against the server at ``base_url`` (``http://host:port``).
 
@@ -143,6 +149,8 @@ async def simulate_call(
         echo: the caller's line echoes the agent's audio back (with line noise); None: no echo.
         script: utterances said after ``audio``, each timed by what the caller heard of the
             agent (:class:`Say`); the call lasts until all were said (within ``max_tail_s``).
+        ended: the call stays on the stream until this is set (then ``stop``, as Twilio ends
+            a stream when the call is moved or hung up), within ``max_tail_s``.
 
     Returns:
         A :class:`SimulationResult`. Raises ``ValueError`` if the TwiML has no stream.
@@ -160,6 +168,7 @@ async def simulate_call(
     result.caller_speech = speech_segments(audio)
     async with connect(answer.stream_url, additional_headers=answer.headers, max_size=2**20) as ws:
         twilio = TwilioSide(ws, result, speed, echo)
+        twilio.ended = ended
         await twilio.open(account_sid)
         await twilio.run(
             audio, tail_s, max_tail_s, min_turns, dtmf, hang_up, account_sid, script=script

@@ -153,6 +153,7 @@ class TwilioSide:
         self.turn: Turn | None = None
         self.starts: list[float] = []  # call times the agent's frames start playing, in order
         self.send_lock = asyncio.Lock()
+        self.ended: asyncio.Event | None = None  # set: the call leaves the stream (stop)
 
     def now(self) -> float:
         return (time.monotonic() - self.t0) * self.speed
@@ -340,6 +341,8 @@ class TwilioSide:
         end_of_file = len(frames) * FRAME_S
         while True:
             at = chunk * FRAME_S
+            if self.ended is not None and self.ended.is_set():
+                return
             if chunk >= len(frames) and cues and self.cue_due(cues[0], at):
                 say = cues.popleft()
                 self.r.said.append(at)
@@ -352,7 +355,7 @@ class TwilioSide:
                 idle_since = max(
                     end_of_file, self.play_until, self.r.frames[-1][0] if self.r.frames else 0
                 )
-                waiting = len(self.r.turns) < min_turns or bool(cues)
+                waiting = len(self.r.turns) < min_turns or bool(cues) or self.ended is not None
                 tail = max(tail_s, TAIL_WALL_MIN_S * self.speed)
                 longest = max(max_tail_s, MAX_TAIL_WALL_MIN_S * self.speed)
                 if (at >= idle_since + tail and not waiting) or at >= end_of_file + longest:

@@ -50,6 +50,9 @@ class LoopbackRealtimeServer:
             come a few hundred ms after it).
         tool_call: ``(name, arguments)`` of a function call turn ``n`` makes before its audio (the
             SDK runs the tool, sends its output and asks for the next response), or None.
+        tool_call_in: the same, chosen by the session's ``instructions`` and the turn (two
+            agents on one server: a warm transfer's caller and briefing legs); overrides
+            ``tool_call``.
         session_cap_s: each session ends after this many seconds as OpenAI's do at their cap:
             an ``error`` with code ``session_expired``, then a close with 1001.
         announce_expiry: ``session.created`` carries ``expires_at`` (OpenAI's does); False
@@ -82,6 +85,7 @@ class LoopbackRealtimeServer:
         transcript_delay_s: float = 0.0,
         reply_text: Callable[[int], str] | None = None,
         tool_call: Callable[[int], tuple[str, dict[str, Any]] | None] | None = None,
+        tool_call_in: Callable[[str, int], tuple[str, dict[str, Any]] | None] | None = None,
         session_cap_s: float | None = None,
         announce_expiry: bool = True,
         playout_delay_s: float | None = None,
@@ -102,6 +106,7 @@ class LoopbackRealtimeServer:
         self.transcript_delay_s = transcript_delay_s
         self.reply_text = reply_text or (lambda turn: f"loopback reply {turn}")
         self.tool_call = tool_call or (lambda _turn: None)
+        self.tool_call_in = tool_call_in
         self.session_cap_s = session_cap_s
         self.announce_expiry = announce_expiry
         self.playout_delay_s = playout_delay_s

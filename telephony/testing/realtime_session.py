@@ -361,7 +361,10 @@ class LoopbackSession:
                     "item": item,
                 }
             )
-            call = self.s.tool_call(turn)
+            if self.s.tool_call_in is not None:
+                call = self.s.tool_call_in(str(self.session.get("instructions") or ""), turn)
+            else:
+                call = self.s.tool_call(turn)
             if call is not None:
                 await self.function_call(response_id, *call)
             if self.s.first_delta_delay_s:

@@ -7,6 +7,7 @@ Serve :attr:`TwilioApiStandIn.app` on 127.0.0.1 and point the twilio client at i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import time
@@ -34,6 +35,17 @@ class TwilioApiStandIn:
     gone: set[str] = field(default_factory=set)
     created: list[str] = field(default_factory=list)  # CallSids of calls it "placed"
     auth_token: str | None = None  # checked by the account resource (None: any)
+    _left: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def leaves(self, call_sid: str) -> asyncio.Event:
+        """Set once an update moves ``call_sid`` off its TwiML or ends it (new TwiML, or a
+        ``Status``): Twilio then ends the call's media stream, as a simulated leg should."""
+        return self._left.setdefault(call_sid, asyncio.Event())
+
+    def updates(self, call_sid: str) -> list[dict[str, str]]:
+        """The forms of the updates of ``call_sid``, in order."""
+        suffix = f"/Calls/{call_sid}.json"
+        return [r.form for r in self.requests if r.path.endswith(suffix)]
 
     @property
     def app(self) -> FastAPI:
@@ -92,6 +104,8 @@ class TwilioApiStandIn:
                     status_code=404,
                 )
             status = form.get("Status", "in-progress")
+            if "Twiml" in form or "Url" in form or "Status" in form:
+                self.leaves(call_sid).set()
             return {"sid": call_sid, "account_sid": account_sid, "status": status}
 
         return app

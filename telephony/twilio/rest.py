@@ -83,12 +83,14 @@ class TwilioCalls:
         status_callback: str,
         status_events: list[str],
         amd_callback: str | None = None,
+        timeout_s: int | None = None,
     ) -> str:
         """Place an outbound call whose TwiML comes from ``url``; returns its CallSid. With
         ``amd_callback``, Twilio's answering machine detection runs asynchronously
         (``MachineDetection=DetectMessageEnd``, ``AsyncAmd``): the call connects at once and
         the result (``AnsweredBy``) is posted to ``amd_callback`` once known, after the
-        greeting and beep for a machine.
+        greeting and beep for a machine. ``timeout_s``: how long it rings before Twilio gives
+        up (``Timeout``; status ``no-answer``); None: Twilio's default, 60 s.
 
         Raises ``TwilioRestException`` when Twilio refuses it.
         """
@@ -110,6 +112,7 @@ class TwilioCalls:
                 status_callback=status_callback,
                 status_callback_event=status_events,
                 status_callback_method="POST",
+                **({"timeout": timeout_s} if timeout_s else {}),
                 **amd,
             )
             return str(call.sid)

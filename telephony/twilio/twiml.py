@@ -9,6 +9,7 @@ from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 __all__ = [
     "MEDIA_STREAM_PATH",
+    "conference_twiml",
     "connect_stream",
     "dial_twiml",
     "media_stream_url",
@@ -42,10 +43,12 @@ def media_stream_url(public_url: str | None, host: str, scheme: str) -> str:
     return f"{ws_scheme}://{host}{base_path}{MEDIA_STREAM_PATH}"
 
 
-def connect_stream(stream_url: str, parameters: Mapping[str, str]) -> str:
+def connect_stream(stream_url: str, parameters: Mapping[str, str], pause_s: int = 0) -> str:
     """TwiML ``<Connect><Stream url=…>`` with each parameter as a nested ``<Parameter>``.
 
     The parameters arrive back in the Media Streams ``start`` message as ``customParameters``.
+    ``pause_s``: a ``<Pause>`` after the stream, so that the call stays up that long once the
+    stream ends (a warm transfer's person waits there to be moved into the conference).
     Returns the XML document as text.
     """
     response = VoiceResponse()
@@ -54,6 +57,8 @@ def connect_stream(stream_url: str, parameters: Mapping[str, str]) -> str:
     for name, value in parameters.items():
         stream.parameter(name=name, value=value)
     response.append(connect)
+    if pause_s:
+        response.pause(length=pause_s)
     return str(response)
 
 
@@ -75,6 +80,16 @@ def dial_twiml(destination: str) -> str:
         dial.sip(destination)
     else:
         dial.number(destination)
+    response.append(dial)
+    return str(response)
+
+
+def conference_twiml(name: str) -> str:
+    """TwiML ``<Dial><Conference>`` into the room ``name`` (a warm transfer's caller and
+    person): it starts when either enters, ends when either leaves, no beep."""
+    response = VoiceResponse()
+    dial = Dial()
+    dial.conference(name, start_conference_on_enter=True, end_conference_on_exit=True, beep=False)
     response.append(dial)
     return str(response)
 

@@ -30,7 +30,7 @@ from processes import Fleet, RedisServer, http_status
 from websockets.asyncio.client import ClientConnection, connect
 
 from telephony.observability.call_log import read_call_log
-from telephony.simulate import Answer, answer_call, simulate_call
+from telephony.simulate import Answer, Say, answer_call, simulate_call
 from telephony.testing import (
     LoopbackRealtimeServer,
     OpenAIApiStandIn,
@@ -103,12 +103,17 @@ class Ctx:
 
 @contextlib.asynccontextmanager
 async def running_fleet(
-    tmp_path: Path, names: tuple[str, ...] = ("A", "B", "C"), own_urls: bool = False, **env: str
+    tmp_path: Path,
+    names: tuple[str, ...] = ("A", "B", "C"),
+    own_urls: bool = False,
+    model_args: dict[str, Any] | None = None,
+    **env: str,
 ) -> AsyncIterator[Ctx]:
     redis = RedisServer(tmp_path / "redis").start()
     twilio, openai = TwilioApiStandIn(), OpenAIApiStandIn()
+    loopback = {"reply": lambda _: tone(600, 1500), **(model_args or {})}
     async with (
-        LoopbackRealtimeServer(reply=lambda _: tone(600, 1500)) as model,
+        LoopbackRealtimeServer(**loopback) as model,
         run_server(twilio.app) as twilio_url,
         run_server(openai.app) as openai_url,
     ):
@@ -455,3 +460,67 @@ async def test_the_console_lists_the_calls_of_every_instance(tmp_path: Path) -> 
                 ctx.fleet["B"].signal(signal.SIGCONT)
         finally:
             await end_stream(ws)
+
+
+def _warm_agents(instructions: str, turn: int) -> tuple[str, dict[str, Any]] | None:
+    """The caller's agent transfers at its first reply; the briefing agent accepts when the
+    person first speaks."""
+    if "is on hold" in instructions:
+        return ("accept_transfer", {}) if turn == 1 else None
+    summary = "Dana wants to move her delivery to Friday"
+    return ("transfer_call", {"destination": "sales", "summary": summary}) if turn == 0 else None
+
+
+async def test_warm_transfer_whose_person_leg_reaches_another_instance(tmp_path: Path) -> None:
+    """The caller's call runs on A; the person's leg (its webhook and stream) on B. B's
+    decision reaches A over the control channel, and A joins both calls in the conference."""
+    target, caller_number = "+15550003333", "+15550009999"
+    env = {"TRANSFER_TARGETS": f"sales={target}", "TRANSFER_WARM": "sales"}
+    model = {"reply": lambda _: tone(600, 300), "tool_call_in": _warm_agents}
+    async with running_fleet(
+        tmp_path, ("A", "B"), model_args=model, TWILIO_FROM_NUMBER=caller_number, **env
+    ) as ctx:
+        caller = await ctx.answer("A")
+        caller_leg = asyncio.create_task(
+            simulate_call(
+                "",
+                fixture_audio("goforward.ulaw"),
+                answer=caller.via(ctx.fleet["A"].base_url),
+                auth_token=AUTH_TOKEN,
+                ended=ctx.twilio.leaves(caller.call_sid),
+                max_tail_s=40,
+            )
+        )
+        await wait_for(lambda: ctx.twilio.created, 20, "the person's call placed")
+        person_sid = ctx.twilio.created[0]
+        create = next(r for r in ctx.twilio.requests if r.path.endswith("/Calls.json"))
+        person = await answer_call(
+            ctx.fleet["B"].base_url,
+            auth_token=AUTH_TOKEN,
+            public_url=ctx.fleet.public_url,
+            call_sid=person_sid,
+            webhook=create.form["Url"].removeprefix(ctx.fleet.public_url),
+            direction="outbound-api",
+        )
+        person_said = [Say(fixture_audio("okay.ulaw"), quiet_s=0.3)]
+        await simulate_call(
+            "",
+            b"",
+            answer=person.via(ctx.fleet["B"].base_url),
+            auth_token=AUTH_TOKEN,
+            script=person_said,
+            ended=ctx.twilio.leaves(person_sid),
+            max_tail_s=30,
+        )
+        await asyncio.wait_for(caller_leg, 20)
+        caller_log = await ctx.ended("A", caller.call_sid)
+        person_log = await ctx.ended("B", person_sid)
+        asked_on_b = ctx.log("B", caller.call_sid)  # B asked the owner, in the caller's name
+        room = f"warm-{caller.call_sid}"
+        for sid in (caller.call_sid, person_sid):
+            assert any(room in u.get("Twiml", "") for u in ctx.twilio.updates(sid)), sid
+    assert events(person_log, "transfer.briefing") and events(person_log, "transfer.accepted")
+    assert events(caller_log, "transfer.accepted")[0]["person_leg"] == person_sid
+    warm = [r for r in events(asked_on_b, "control.request") if r["op"] == "warm"]
+    assert warm and warm[0]["via"] == "owner" and warm[0]["owner"] == "A"
+    assert caller_log[-1]["reason"] == person_log[-1]["reason"] == "transferred"
