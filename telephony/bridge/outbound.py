@@ -261,6 +261,7 @@ class OutboundAudio:
         if self.paused or not self.playing or self._item_key is None:
             return False
         state = self.tracker.get_state()
+        read_ts = round(time.time(), 6)  # the caller's ear was there at this wall time
         item_id = self._item_key[0]
         heard_ms = 0.0
         if state["current_item_id"] == item_id and state["elapsed_ms"] is not None:
@@ -276,6 +277,7 @@ class OutboundAudio:
             heard_ms=self._paused_at * PACKET_MS,
             kept_ms=(len(self._item_frames) - self._paused_at) * PACKET_MS,
             caller_ms=caller_ms,
+            heard_ts=read_ts,
         )
         return True
 

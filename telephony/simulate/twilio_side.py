@@ -109,6 +109,7 @@ class SimulationResult:
     played: list[tuple[float, bytes]] = field(default_factory=list)  # (plays at, μ-law)
     marks: list[tuple[str, float]] = field(default_factory=list)  # (name, received at)
     echoes: list[tuple[str, float, bool]] = field(default_factory=list)  # (name, at, cleared)
+    mark_due: dict[str, float] = field(default_factory=dict)  # name -> its audio finished playing
     clears: list[float] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
     bad_frames: list[str] = field(default_factory=list)
@@ -278,7 +279,8 @@ class TwilioSide:
 
     def on_mark(self, now: float, name: str) -> None:
         self.r.marks.append((name, now))
-        self.pending_marks.append((name, max(now, self.play_until)))
+        self.r.mark_due[name] = max(now, self.play_until)
+        self.pending_marks.append((name, self.r.mark_due[name]))
 
     async def on_clear(self, now: float) -> None:
         # decided at once, before anything else runs: marks whose audio had played by now

@@ -80,15 +80,27 @@ class Outcome:
         return follow_reply(self, until)[0] * 20
 
     def decided_at(self, item_id: str) -> float:
-        """Call time the last ``clear`` for ``item_id`` was decided (a pause, or the cut)."""
+        """Call time the last ``clear`` for ``item_id`` was decided (the cut), or, when it
+        was a pause's, the time the pause read where the caller's ear was (``heard_ts``: a
+        busy machine can stop the process between that read and the ``clear.sent`` record,
+        and a packet that began meanwhile is not in the truncation)."""
         sent = [c for c in events(self.log, "clear.sent") if c["item_id"] == item_id]
+        if sent[-1].get("paused"):
+            paused = [p for p in events(self.log, "playback.paused") if p["ts"] >= sent[-1]["ts"]]
+            if paused and paused[0]["item_id"] == item_id:
+                return self.result.call_time(paused[0]["heard_ts"])
         return self.result.call_time(sent[-1]["ts"])
 
     def unconfirmed_ms(self, decided: float) -> float:
         """Audio the caller heard since the last resume before call time ``decided`` that the
-        server could not know of yet: it holds the playback position at the pause point until
-        Twilio echoes the first resumed packet (it never claims more than it knows played).
-        All of it when that echo was read after ``decided``; else 0."""
+        server could not know of yet. It holds the playback position at the pause point until
+        Twilio echoes the first resumed packet (it never claims more than it knows played):
+        all of it when no resumed echo was read by ``decided``. After that it counts on in
+        real time from when it read the echo, so it is behind by how late that echo reached
+        it after its audio played (the simulated Twilio sends echoes on its 20 ms frame
+        ticks, and a busy event loop reads them later still): the least such delay of the
+        resumed echoes read by ``decided``, as the tracker keeps the earliest start they give.
+        0 without a resume."""
         resumes = [
             r
             for r in events(self.log, "playback.resumed")
@@ -97,11 +109,15 @@ class Outcome:
         if not resumes:
             return 0.0
         last = resumes[-1]
-        sent = (m["name"] for m in events(self.log, "mark.sent") if m["ts"] >= last["ts"])
-        first = next(sent, None)  # None: nothing was left to resume
-        echoes = [m["ts"] for m in events(self.log, "mark.played") if m["name"] == first]
-        if echoes and self.result.call_time(echoes[0]) <= decided:
-            return 0.0
+        sent = {m["name"] for m in events(self.log, "mark.sent") if m["ts"] >= last["ts"]}
+        due = self.result.mark_due
+        late = [
+            (self.result.call_time(m["ts"]) - due[m["name"]]) * 1000
+            for m in events(self.log, "mark.played")
+            if m["name"] in sent and self.result.call_time(m["ts"]) <= decided
+        ]
+        if late:
+            return max(0.0, min(late))
         return max(0.0, self.heard_ms(decided) - float(last["from_ms"]))
 
     def in_transit(self) -> int:
@@ -191,9 +207,10 @@ def follow_reply(outcome: Outcome, until: float | None = None) -> tuple[int, int
 def assert_truncated_where_heard(outcome: Outcome) -> None:
     """The model's item was truncated where the caller's ear was when the cut (or the pause
     it followed) was decided, within the packet being played; never past it. When that
-    decision came right after a resume, before Twilio echoed the first resumed packet, the
-    server holds the pause point: it may be behind by what played since (a count run: a
-    second pause 40 ms into a resume, truncated at the first pause point, 1820 vs 1860)."""
+    decision came right after a resume, the server knows only what the resumed echoes told
+    it, so it may be behind by :meth:`Outcome.unconfirmed_ms` (count runs: a second pause
+    40 ms into a resume, before its first echo, truncated at the first pause point, 1820 vs
+    1860; and three with the echo read, 40-60 ms behind, that echo read as late)."""
     truncation = outcome.truncations[0]
     decided = outcome.decided_at(truncation["item_id"])
     heard, unconfirmed = outcome.heard_ms(decided), outcome.unconfirmed_ms(decided)
