@@ -2,8 +2,9 @@
 
 Each run starts its own ``server.py`` (on a free port of 127.0.0.1, its call log in a
 temporary folder, a webhook key of its own, no Twilio REST: ``TWILIO_ACCOUNT_SID`` unset, so
-nothing reaches a real call) with the settings of the folder it runs in (``.env``: the agent,
-the greeting, the turn settings), and one of three models:
+nothing reaches a real call) with the settings of the folder it runs in (its ``.env`` and
+environment: the agent, imported from that folder too, the greeting, the turn settings; but
+one process: ``REDIS_URL`` unset, ``WORKERS=1``), and one of three models:
 
 - ``configured``: what the settings say (OpenAI with ``OPENAI_API_KEY``, else offline);
 - ``offline``: the embedded offline model (``REALTIME_BACKEND=local``; the ``local`` extra);
@@ -11,7 +12,8 @@ the greeting, the turn settings), and one of three models:
   audio, transcript and tool call, in order): the bridge and the agent's tools are tested
   deterministically, without a model.
 
-The caller's turns are played by the simulator, each at its cue (:class:`~telephony.simulate.Say`).
+The caller's turns are played by the simulator, each at its cue
+(:class:`~telephony.simulate.Say`).
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ def _loopback(scenario: Scenario) -> LoopbackRealtimeServer:
 
 
 def _start(env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
+    """``server.py`` in the folder run in (its ``.env`` read, under ``env``)."""
     with out.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, str(server_script())],
@@ -140,9 +143,13 @@ def _log_if_ended(path: Path) -> list[dict[str, Any]] | None:
 async def _server(env: dict[str, str], workdir: Path) -> AsyncIterator[str]:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
+    here = str(Path.cwd())  # AGENT=module:attribute is imported from the folder run in
+    paths = os.pathsep.join(
+        filter(None, [here, env.get("PYTHONPATH", os.environ.get("PYTHONPATH"))])
+    )
     full = {**os.environ, **env, "PORT": str(port), "PUBLIC_URL": base, "HOST": "127.0.0.1"}
-    full.pop("TWILIO_ACCOUNT_SID", None)
-    full.pop("REDIS_URL", None)
+    # over .env too: no Twilio REST (nothing reaches a real call), one process, no fleet
+    full |= {"PYTHONPATH": paths, "TWILIO_ACCOUNT_SID": "", "REDIS_URL": "", "WORKERS": "1"}
     out = workdir / "server.out"
     process = await asyncio.to_thread(_start, full, out)
     try:
@@ -180,11 +187,14 @@ def _caller_audio(scenario: Scenario, speak: Any) -> tuple[bytes, list[Say]]:
 
 def _speaker() -> Any:
     """Text to μ-law 8 kHz with the offline model's voice (Piper), loaded on first use."""
-    from ..agent.local.stack import load_local_stack
+    from ..agent.local.stack import LocalModelUnavailable, load_local_stack
     from ..audio import ModelToCaller
 
     def speak(text: str) -> bytes:
-        pcm = load_local_stack().speak(text)
+        try:
+            pcm = load_local_stack().speak(text)
+        except LocalModelUnavailable as exc:
+            raise ReplayError(f"text turns are spoken by the offline voice: {exc}") from None
         down = ModelToCaller()
         return down.feed(pcm) + down.flush()
 

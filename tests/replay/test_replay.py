@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from processes import ROOT, ServerProcess
 
 from telephony.audio import ulaw_encode
 from telephony.replay import Scenario, check, run_scenario, scenario_from_call
+from telephony.replay.cli import main as replay_command
 from telephony.replay.extract import HANGOVER_FRAMES, read_recording
 from telephony.simulate import Say, simulate_call
 from telephony.simulate.audio_files import speech_segments
@@ -71,12 +73,16 @@ async def _record_a_call(workdir: Path) -> tuple[list[dict[str, Any]], Path]:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Scenario, Path]:
+    """The recorded call, cut into a scenario by the command (``telephony-replay record``)."""
     workdir = tmp_path_factory.mktemp("recorded")
     records, wav = asyncio.run(_record_a_call(workdir))
-    scenario = scenario_from_call(records, wav, name="order")
-    path = workdir / "order.json"
-    scenario.save(path)
-    return Scenario.load(path), wav
+    path = workdir / "scenarios" / "order.json"
+    log = wav.with_suffix(".jsonl")
+    assert replay_command(["record", "--log", str(log), "--wav", str(wav), "-o", str(path)]) == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds the caller's voice
+    scenario = Scenario.load(path)
+    assert scenario == scenario_from_call(records, wav, name=scenario.name)
+    return scenario, wav
 
 
 def _heard_before_barge_in(caller: np.ndarray, agent_heard: list[float]) -> float:
