@@ -123,7 +123,9 @@ class ToolFiller:
         if task is None:
             return
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        # a send of the loop may have found the stream closed first (the call is ending: a
+        # conference took it, Twilio hung up): that must not end the call without its log
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         if self._sent_ms:
             stream_sid = self._stream_sid()
