@@ -231,6 +231,8 @@ def build_services(
     prewarm = _prewarm(settings, sessions, features, limits, registry, logs)
     control = _remote_control(settings, registry, state, logs, rest, sip, features, prewarm)
     transfers = TransferLegs(settings, features, rest, state, control, logs)
+    if sip is not None and transfers.hands_off:
+        sip.hand_off = transfers.hand_off
     return Services(
         settings,
         backend,

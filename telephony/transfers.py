@@ -10,11 +10,18 @@ reaches any instance, and every decision on its way to the caller's owner.
 - Decisions: the person's (voice, keypad, hanging up), the person's call status (``no-answer``,
   ``busy``, ``failed``, ``completed``) and answering machine detection (a machine) each go to
   the caller's owner (:meth:`telephony.remote_control.RemoteControl.warm`); the first counts.
+- The SIP path (``SIP_TRANSFER_DOMAIN``): OpenAI's SIP calls can only be referred, so a warm
+  transfer there is handed off. The briefing is stored under a second key and the call is
+  referred to ``sip:warm-<key>@<SIP_TRANSFER_DOMAIN>``, a Twilio SIP Domain whose Voice URL is
+  our ``/incoming-call``: the caller comes back as a Twilio call, which takes the handoff at
+  ``start`` and runs the warm transfer as every Media Streams call does (hold at once).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -31,11 +38,14 @@ from .twilio.dial import MACHINE
 from .twilio.media_stream import Start
 from .twilio.rest import TwilioCalls
 
-__all__ = ["BRIEFING_KEY", "STATUS_OUTCOMES", "TransferLegs"]
+__all__ = ["BRIEFING_KEY", "HANDOFF_KEY", "STATUS_OUTCOMES", "TransferLegs", "handoff_key"]
 
 logger = logging.getLogger("telephony.transfers")
 
 BRIEFING_KEY = "transfer:{}"  # fleet state: a warm transfer's briefing, by its key
+HANDOFF_KEY = "handoff:{}"  # fleet state: a SIP call's warm transfer, until Twilio's call takes it
+HANDOFF_KEEP_S = 120.0  # the refer, Twilio's INVITE and the webhook take seconds
+HANDOFF_USER = re.compile(r"sip:warm-([A-Za-z0-9_-]{16,64})@([A-Za-z0-9.-]+)(?:[;:>].*)?")
 DECIDED = "decided"  # stored in its place once the caller's owner took a decision
 KEEP_S = 120.0  # a briefing outlives ring and decision by this much
 # the person's call status, as a decision (``canceled``: we hung it up ourselves)
@@ -45,6 +55,17 @@ STATUS_OUTCOMES = {
     "failed": "failed",
     "completed": "hung_up",
 }
+
+
+def handoff_key(to: str | None, domain: str | None) -> str | None:
+    """The handoff key in a Twilio webhook's ``To`` (``sip:warm-<key>@<domain>``, the URI a
+    SIP call was referred to); None when ``To`` is not one for ``domain``."""
+    if not to or not domain:
+        return None
+    match = HANDOFF_USER.fullmatch(to.strip())
+    if match is None or match.group(2).lower() != domain:
+        return None
+    return match.group(1)
 
 
 class TransferLegs:
@@ -84,9 +105,50 @@ class TransferLegs:
             self._features.warm_targets and self._rest and s.twilio_from_number and s.public_url
         )
 
+    @property
+    def hands_off(self) -> bool:
+        """Whether a SIP call's warm transfer can be handed off to a Twilio call: warm
+        transfers are on and ``SIP_TRANSFER_DOMAIN`` is set."""
+        return self.enabled and bool(self._settings.sip_transfer_domain)
+
+    async def hand_off(
+        self, briefing: Briefing, refer: Callable[[str, str], Awaitable[dict[str, Any] | str]]
+    ) -> dict[str, Any] | str:
+        """A SIP call's warm transfer: store ``briefing`` for the Twilio call the refer
+        brings back, then ``refer(destination, uri)`` the call to
+        ``sip:warm-<key>@<SIP_TRANSFER_DOMAIN>``; returns the refer's ``call.transfer``
+        fields (with ``handoff``), or a note for the model when it could not."""
+        try:
+            await self._state.remember(
+                HANDOFF_KEY.format(briefing.key), briefing.model_dump_json(), HANDOFF_KEEP_S
+            )
+        except FleetUnavailable:
+            logger.warning("warm transfer: the fleet state is down; handoff not stored")
+            return "The transfer failed; apologise and offer to help instead."
+        uri = f"sip:warm-{briefing.key}@{self._settings.sip_transfer_domain}"
+        outcome = await refer(briefing.destination, uri)
+        return outcome if isinstance(outcome, str) else {**outcome, "handoff": briefing.key}
+
+    async def find_handoff(self, key: str, take: bool = False) -> Briefing | None:
+        """The handed-off transfer stored under ``key`` (``take``: and no longer there for
+        another call); None when there is none (or the fleet state is down)."""
+        try:
+            raw = await self._state.recall(HANDOFF_KEY.format(key))
+            if raw is None or raw == DECIDED:
+                return None
+            if take:
+                await self._state.overwrite(HANDOFF_KEY.format(key), DECIDED)
+            return Briefing.model_validate_json(raw)
+        except FleetUnavailable:
+            logger.warning("warm transfer: the fleet state is down; handoff not found")
+        except ValidationError:
+            logger.warning("warm transfer: a stored handoff does not fit; ignored")
+        return None
+
     async def admit(self, start: Start, call: MediaStreamCall) -> None:
         """At a stream's ``start``: a person's leg takes its briefing; a caller's leg may
-        transfer warm.
+        transfer warm, and one the webhook found a handoff for continues it (see
+        :meth:`telephony.control.CallController.start_handoff`, once the stream started).
 
         Raises:
             Refused: a person's leg whose briefing is gone (expired, or never stored).
@@ -114,6 +176,9 @@ class TransferLegs:
                 call.route,
                 control.record,
             )
+            handoff = start.custom_parameters.get("Handoff")
+            if handoff and 16 <= len(handoff) <= 64:
+                control.handoff = await self.find_handoff(handoff, take=True)
 
     async def store(self, briefing: Briefing) -> None:
         """Keep ``briefing`` where every instance finds it, for the ring and the decision.

@@ -120,9 +120,8 @@ class MediaStreamCall:
         self._started_at = self.started_at = time.monotonic()
         self.caller: str | None = None
         self.inbound = InboundAudio(self._record, self.metrics, self._limits.audio_ahead)
-        # the caller's audio clock: seconds of caller audio received, which Twilio captures
-        # at 20 ms a frame and sends in order with its mark echoes; the echo reference and the
-        # recording place the agent's playout on it, however late our loop reads the socket
+        # the caller's audio clock (seconds received; Twilio sends frames in order with the
+        # mark echoes): the echo reference and the recording place the agent's playout on it
         self._caller_samples = 0
         self.out = OutboundAudio(
             self._send,
@@ -237,6 +236,7 @@ class MediaStreamCall:
         self._record("stream.start", **fields, **admitted)
         if unusual is not None:
             self._record("protocol.error", error=unusual)
+        self.control.start_handoff()  # a SIP call's warm transfer handed off to this call
 
     async def _bridge(self, call_sid: str) -> None:
         """The caller pump and the watchdog for the whole call, and the model sessions under the

@@ -137,9 +137,12 @@ class MediaCallControl(CallController):
         ``briefing``; the decision goes to ``report``."""
         self.briefing, self._report = briefing, report
 
-    def opening(self) -> str:
+    def opening(self) -> str | None:
         """The first words of a person leg's agent, logged (``transfer.briefing``) as the
-        session is asked for them; empty on any other call."""
+        session is asked for them; None on a call that continues a handed-off transfer (the
+        caller holds at once: no greeting); empty on any other call (the greeting)."""
+        if self.handoff is not None:
+            return None
         if self.briefing is None:
             return ""
         text = briefing_opening(self.briefing)

@@ -383,8 +383,10 @@ class SessionSupervisor:
         self._outbound.new_session(self._trackers.pop(session))
         self._recorder.session_replaced()
         opening = getattr(self._control, "opening", None)  # a warm transfer's briefing
-        first = self._sessions == 1
-        greeting = ((opening() if first and opening else "") or self._greeting) if first else ""
+        greeting = ""
+        if self._sessions == 1:  # None: no greeting (a handed-off transfer's caller holds)
+            said = opening() if opening else ""
+            greeting = self._greeting if said == "" else said or ""
         if greeting:
             if not self._greeted:
                 await greet(session, greeting)

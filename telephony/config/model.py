@@ -3,6 +3,7 @@ are kept alive and renewed."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -110,4 +111,20 @@ class SipSettings(BaseModel):
         "(`/openai/webhook`)",
     )
 
+    sip_transfer_domain: str | None = Field(
+        default=None,
+        description="a Twilio SIP Domain (`example.sip.twilio.com`) whose Voice URL is this "
+        "service's `/incoming-call`: a warm transfer on the SIP path refers the caller there and "
+        "goes on as a Media Streams call; unset: warm names are transferred cold on SIP",
+    )
+
     _sip_secrets_unset = field_validator("openai_webhook_secret", mode="before")(empty_is_unset)
+    _sip_domain_unset = field_validator("sip_transfer_domain", mode="before")(empty_is_unset)
+
+    @field_validator("sip_transfer_domain")
+    @classmethod
+    def _check_domain(cls, value: str | None) -> str | None:
+        value = value.strip().lower() if value is not None else None
+        if value is not None and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", value):
+            raise ValueError("must be a host name such as example.sip.twilio.com")
+        return value

@@ -39,6 +39,14 @@ WARM_NOTE = (
     "In one short sentence, tell the caller you are connecting them to {} and that they will "
     "hear hold music for a moment. Say nothing else; you will be told whether {} takes the call."
 )
+HANDOFF_NOTE = (
+    "In one short sentence, tell the caller you are connecting them to {} and that they will "
+    "hear hold music for a moment. Say nothing else."
+)
+# the agent of a call handed off (from the SIP path) knows only the briefing's summary
+HANDOFF_CONTEXT = (
+    "This call was moved to this line for the transfer; the caller had asked about: {}. "
+)
 
 
 class Carrier(Protocol):
@@ -90,6 +98,10 @@ class CallController:
         self._transfer_task: asyncio.Task[None] | None = None
         self.warm_carrier: WarmCarrier | None = None  # warm transfers possible on this call
         self.warm: WarmTransfer | None = None  # the warm transfer under way, or the last
+        # a warm transfer by handing the call to a Twilio call that does it (the SIP path's):
+        # stores the briefing and refers the call; returns call.transfer's fields, or a note
+        self.warm_handoff: Callable[[Briefing], Awaitable[dict[str, Any] | str]] | None = None
+        self.handoff: Briefing | None = None  # this call continues a handed-off transfer
         self.call_id = ""  # this call's id (the briefing names it)
         self.caller_number = ""  # as a briefing says it
         self._leaving: str | None = None  # why, once call control is taking the call away
@@ -152,8 +164,8 @@ class CallController:
         if target is None:
             self._record("transfer.refused", destination=str(destination)[:80])
             return transfer_refusal(self._features.transfer_targets, destination)
-        if self.warm_carrier is not None and destination in self._features.warm_targets:
-            return self.transfer_warm(destination, target, summary, by="agent")
+        if self._warm_possible(destination):
+            return self._start_warm(destination, target, summary, by="agent")
         self._leaving = "transferred"
         outcome = await self.carrier.transfer(destination, target)
         if isinstance(outcome, str):
@@ -164,22 +176,71 @@ class CallController:
         self._end("transferred")
         return f"Transferring the caller to {destination} now."
 
-    def transfer_warm(self, destination: str, target: str, summary: str, by: str) -> str:
-        """Start a warm transfer (see :mod:`.warm`) once what the agent says next has played;
-        returns a note for the model."""
-        if self.busy:
-            return "A transfer or a hang-up is already under way."
+    def _warm_possible(self, destination: str) -> bool:
+        return destination in self._features.warm_targets and (
+            self.warm_carrier is not None or self.warm_handoff is not None
+        )
+
+    def _start_warm(self, destination: str, target: str, summary: str, by: str) -> str:
+        """A warm transfer by this call's own carrier, else by handing the call off."""
+        if self.warm_carrier is not None:
+            return self.transfer_warm(destination, target, summary, by)
+        return self.hand_off_warm(destination, summary, by)
+
+    def _briefing(self, destination: str, summary: str) -> Briefing:
         turns = [t.text for t in self._recorder.conversation if t.role == "user"]
-        briefing = Briefing(
+        return Briefing(
             key=secrets.token_urlsafe(18),
             caller_sid=self.call_id,
             destination=destination,
             summary=briefing_summary(summary, turns[-3:]),
             caller=self.caller_number,
         )
+
+    def transfer_warm(self, destination: str, target: str, summary: str, by: str) -> str:
+        """Start a warm transfer (see :mod:`.warm`) once what the agent says next has played;
+        returns a note for the model."""
+        if self.busy:
+            return "A transfer or a hang-up is already under way."
+        briefing = self._briefing(destination, summary)
         self._record("transfer.requested", destination=destination, mode="warm", by=by)
         self._record("transfer.briefing", leg="caller", summary=briefing.summary, key=briefing.key)
+        self._run_warm(briefing, target, self._recorder.responses_started)
+        return WARM_NOTE.format(destination, destination)
+
+    def start_handoff(self) -> None:
+        """This call continues a warm transfer handed off to it (:attr:`handoff`, from the
+        SIP path, where the agent has told the caller already): the caller holds at once while
+        the person is dialled and briefed. Call it once the call's log is open (its records
+        follow the stream's start). Nothing when there is none or this call cannot transfer
+        warm."""
+        handed, target = self.handoff, None
+        if handed is not None:
+            target = self._features.transfer_targets.get(handed.destination)
+        if handed is None or target is None or self.warm_carrier is None:
+            return
+        briefing = handed.model_copy(
+            update={"key": secrets.token_urlsafe(18), "caller_sid": self.call_id}
+        )
+        destination, key = handed.destination, briefing.key
+        self._record("transfer.requested", destination=destination, mode="warm", by="handoff")
+        self._record(
+            "transfer.briefing",
+            leg="caller",
+            summary=briefing.summary,
+            key=key,
+            handed_off_by=handed.caller_sid,
+        )
+        self._run_warm(briefing, target, None, HANDOFF_CONTEXT.format(handed.summary))
+
+    def _run_warm(
+        self, briefing: Briefing, target: str, started_before: int | None, context: str = ""
+    ) -> None:
+        """Run one warm transfer in :attr:`_transfer_task`: once the responses begun after
+        ``started_before`` have played (None: at once), dial and hold; then leave the call to
+        the person, or tell the agent (``context`` first) that it did not happen."""
         assert self.warm_carrier is not None
+        destination = briefing.destination
         warm = WarmTransfer(
             briefing,
             target,
@@ -189,11 +250,11 @@ class CallController:
             leaving=lambda: self.leaving("transferred"),
         )
         self.warm = warm
-        started_before = self._recorder.responses_started
 
         async def connect() -> None:
             try:
-                await self.carrier.heard(started_before, self._features.hangup_grace)
+                if started_before is not None:
+                    await self.carrier.heard(started_before, self._features.hangup_grace)
             except asyncio.CancelledError:  # the caller hung up before the dial
                 warm.outcome = "cancelled"
                 self._record("transfer.cancelled", why="caller_hangup", person_leg=None)
@@ -206,11 +267,39 @@ class CallController:
                 self._end("transferred")
                 return
             self._transfer_task = self._leaving = None  # the call goes on
-            note = declined_note(destination, outcome, warm.why, self._features.transfer_offer)
+            offer = self._features.transfer_offer
+            note = context + declined_note(destination, outcome, warm.why, offer)
             await self.ask(lambda session: create_response(session, note))
 
         self._transfer_task = asyncio.create_task(connect(), name=f"warm:{self.call_id}")
-        return WARM_NOTE.format(destination, destination)
+
+    def hand_off_warm(self, destination: str, summary: str, by: str) -> str:
+        """A warm transfer by handing the call off (:attr:`warm_handoff`) once what the agent
+        says next has played: the call is referred to a Twilio call that holds, dials and
+        briefs (:meth:`start_handoff` there); this call ends ``transferred``. Returns a note
+        for the model."""
+        if self.busy:
+            return "A transfer or a hang-up is already under way."
+        assert self.warm_handoff is not None
+        hand_off = self.warm_handoff
+        briefing = self._briefing(destination, summary)
+        self._record("transfer.requested", destination=destination, mode="warm", by=by)
+        self._record("transfer.briefing", leg="caller", summary=briefing.summary, key=briefing.key)
+        started_before = self._recorder.responses_started
+
+        async def refer() -> None:
+            await self.carrier.heard(started_before, self._features.hangup_grace)
+            self._leaving = "transferred"
+            outcome = await hand_off(briefing)
+            if isinstance(outcome, str):  # the call goes on
+                self._transfer_task = self._leaving = None
+                await self.ask(lambda session: create_response(session, outcome))
+                return
+            self._record("call.transfer", destination=destination, mode="warm", **outcome)
+            self._end("transferred")
+
+        self._transfer_task = asyncio.create_task(refer(), name=f"handoff:{self.call_id}")
+        return HANDOFF_NOTE.format(destination)
 
     def warm_decided(self, key: str, outcome: str, why: str, leg: str | None) -> bool:
         """A warm transfer's decision reached this call (from any instance); False when it
@@ -234,9 +323,9 @@ class CallController:
             return transfer_refusal(self._features.transfer_targets, destination)
         if self.ending:
             return "already ending"
-        if self.warm_carrier is not None and destination in self._features.warm_targets:
+        if self._warm_possible(destination):
             target = self._features.transfer_targets[destination]
-            note = self.transfer_warm(destination, target, "", by="operator")
+            note = self._start_warm(destination, target, "", by="operator")
             await self.ask(lambda session: create_response(session, note))
             return "warm transfer: the agent tells the caller, then the person is briefed"
         self._record("transfer.requested", destination=destination, by="operator")

@@ -3,7 +3,9 @@
 - ``POST /incoming-call`` (signed) → TwiML ``<Connect><Stream>`` with a per-call stream token
   (and the call's model session opened meanwhile: ``MODEL_PREWARM``), or
   ``<Reject reason="busy"/>`` at capacity or while draining; with ``?transfer=<key>``, a warm
-  transfer's person leg: its briefing's stream, then a ``<Pause>`` until the conference;
+  transfer's person leg: its briefing's stream, then a ``<Pause>`` until the conference; a
+  SIP call's warm transfer referred to ``sip:warm-<key>@<SIP_TRANSFER_DOMAIN>`` streams with
+  its handoff (the caller holds at once);
 - ``WS /media-stream`` (signed handshake; token checked at ``start``) → the bridge;
 - ``POST /call-status`` (signed) → ``call.status`` in the call's log (a final status closes
   a pre-warmed session no stream took);
@@ -24,6 +26,7 @@ from starlette.websockets import WebSocketState
 
 from ..remote_control import CallNotFound, ControlUnavailable
 from ..services import Services
+from ..transfers import handoff_key
 from ..twilio.dial import AMD_PATH
 from ..twilio.ids import is_call_sid
 from ..twilio.signatures import request_url
@@ -182,11 +185,12 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
     transfer = request.query_params.get("transfer")  # a warm transfer's person leg
     if transfer is not None and not await _briefing_found(services, transfer, call_sid):
         return Response(say_and_hang_up_twiml(TRANSFER_GONE), media_type="application/xml")
+    handoff = await _handoff_found(services, params.get("To"), call_sid)
     admission = await registry.answer(call_sid)
     # the stream's model session opens while the TwiML travels; the stream comes back here
     # (INSTANCE_PUBLIC_URL) only to adopt a session opened here (not a briefing's: its agent
-    # is known only at start)
-    first = admission.first and transfer is None
+    # is known only at start; nor a handoff's: it does not greet)
+    first = admission.first and transfer is None and handoff is None
     hold = await services.prewarm_call(call_sid) if first else None
     own = settings.instance_public_url if hold is not None and not registry.draining else None
     host = request.headers.get("host", "")
@@ -213,6 +217,8 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
         stream_params["Simulated"] = "true"
     if transfer is not None:  # the person waits after the stream until the conference
         stream_params["Transfer"] = transfer
+    if handoff is not None:  # a SIP call's warm transfer goes on here
+        stream_params["Handoff"] = handoff
     pause = TRANSFER_PAUSE_S if transfer is not None else 0
     return Response(connect_stream(url, stream_params, pause), media_type="application/xml")
 
@@ -224,6 +230,20 @@ async def _briefing_found(services: Services, key: str, call_sid: str) -> bool:
     with services.logs.open(call_sid, observe=False) as log:
         log.write("transfer.unknown", why="no briefing for this transfer (expired or unknown)")
     return False
+
+
+async def _handoff_found(services: Services, to: str | None, call_sid: str) -> str | None:
+    """The handoff key when ``To`` is a SIP call's warm transfer referred to us and its
+    handoff is stored; else None (an unknown one is logged, and the call is answered as any
+    call: the caller is on the line)."""
+    key = handoff_key(to, services.settings.sip_transfer_domain)
+    if key is None or services.transfers is None:
+        return None
+    if await services.transfers.find_handoff(key) is not None:
+        return key
+    with services.logs.open(call_sid, observe=False) as log:
+        log.write("transfer.unknown", why="no handoff for this SIP transfer (expired or unknown)")
+    return None
 
 
 @router.websocket(MEDIA_STREAM_PATH)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -35,7 +36,7 @@ from ..control import CallController
 from ..observability.call_log import CallLogs, describe_error
 from ..observability.recorder import SessionRecorder
 
-__all__ = ["HEADERS_LOGGED", "OpenAICallsCarrier", "SipCall", "untrusted"]
+__all__ = ["HEADERS_LOGGED", "OpenAICallsCarrier", "SipCall", "caller_number", "untrusted"]
 
 logger = logging.getLogger("telephony.sip")
 
@@ -50,6 +51,13 @@ HEADERS_LOGGED = ("From", "To", "Call-ID", "Diversion")
 def untrusted(value: str, limit: int = 200) -> str:
     """SIP header text comes from the caller's side: printable characters only, bounded."""
     return "".join(ch for ch in value if ch.isprintable())[:limit]
+
+
+def caller_number(from_header: str) -> str:
+    """The caller's number in a SIP ``From`` header (``"Ada" <sip:+15550001111@host>`` →
+    ``+15550001111``); '' when it names none."""
+    match = re.search(r"<?(?:sip|tel):(\+?[0-9]{3,15})(?:[@;>]|$)", from_header)
+    return match.group(1) if match else ""
 
 
 class OpenAICallsCarrier:
@@ -158,6 +166,8 @@ class SipCall:
         self._end_reason: str | None = None
         carrier = OpenAICallsCarrier(client, call_id, self._events, self._log.write)
         self.control = CallController(features, carrier, self._log.write, self._events, self.end)
+        self.control.call_id = call_id
+        self.control.caller_number = caller_number(sip_headers.get("From", ""))
         self._extra = extra or {}
         self._expires_at = self._started + limits.session_max  # until session.created says
 

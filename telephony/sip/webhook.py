@@ -16,13 +16,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from openai import AsyncOpenAI, InvalidWebhookSignatureError, NotFoundError
 from openai.types.webhooks import RealtimeCallIncomingWebhookEvent
 
 from ..admission import CallRegistry
+from ..agent.briefing import Briefing
 from ..agent.sessions import SessionFactory
 from ..agent.tools import CallContext
 from ..config import CallFeatures, CallLimits
@@ -35,6 +36,9 @@ __all__ = ["SipCalls"]
 
 logger = logging.getLogger("telephony.sip")
 
+Refer = Callable[[str, str], Awaitable[dict[str, Any] | str]]  # (destination, uri)
+# (briefing, refer) -> call.transfer's fields, or a note for the model
+HandOff = Callable[[Briefing, Refer], Awaitable[dict[str, Any] | str]]
 BUSY_HERE = 486  # SIP status for "at capacity"
 SEEN_TTL_S = 600.0
 
@@ -66,6 +70,9 @@ class SipCalls:
         self._refusals = LogLimiter(logger)
         self._seen: dict[str, float] = {}  # webhook-id or call_id -> when
         self.tasks: set[asyncio.Task[None]] = set()
+        # a warm transfer handed off to a Twilio call (``SIP_TRANSFER_DOMAIN``): stores the
+        # briefing, then refers the call by the given ``refer(destination, uri)``
+        self.hand_off: HandOff | None = None
 
     async def _duplicate(self, *keys: str) -> bool:
         """Whether a delivery was seen before, here or (in a fleet) on any instance."""
@@ -157,6 +164,10 @@ class SipCalls:
             logs=self._logs,
             extra=extra,
         )
+        hand_off = self.hand_off
+        if hand_off is not None:
+            transfer = call.control.carrier.transfer
+            call.control.warm_handoff = lambda briefing: hand_off(briefing, transfer)
         registry = self._registry
 
         async def run() -> None:

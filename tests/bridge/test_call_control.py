@@ -178,7 +178,11 @@ async def test_transfer_call_refuses_anything_not_allowed(live_server, destinati
             reply=lambda _: tone(600, 300),
             tool_call=transfer_script(destination),
         ) as srv:
-            result = await srv.call(fixture_audio("goforward.ulaw"), speed=4, tail_s=0.5)
+            # the caller stays for the reply after the tool's output (on a busy machine that
+            # can come more than the tail's wall-clock second after the caller's last word)
+            result = await srv.call(
+                fixture_audio("goforward.ulaw"), speed=4, tail_s=0.5, min_turns=2, max_tail_s=20
+            )
             log = await final_log(srv, result.call_sid)
     assert not twilio.requests  # nothing was dialled
     assert events(log, "transfer.refused")[0]["destination"] == destination
@@ -195,7 +199,9 @@ async def test_handoff_keeps_the_phone_audio_formats(live_server) -> None:
         return ("transfer_to_billing", {}) if turn == 0 else None
 
     async with live_server(agent=front, reply=lambda _: tone(600, 300), tool_call=handoff) as srv:
-        result = await srv.call(fixture_audio("goforward.ulaw"), speed=4, tail_s=0.5)
+        result = await srv.call(  # the caller stays for the new agent's reply, however late
+            fixture_audio("goforward.ulaw"), speed=4, tail_s=0.5, min_turns=2, max_tail_s=20
+        )
         log = await final_log(srv, result.call_sid)
     updates = [e["session"] for e in srv.model.connections[0].received("session.update")]
     handoff_updates = [u for u in updates if "billing" in json.dumps(u.get("instructions", ""))]

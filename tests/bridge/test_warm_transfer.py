@@ -11,6 +11,7 @@ as Twilio ends a stream then."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 import urllib.parse
 import urllib.request
@@ -24,13 +25,15 @@ from helpers import (
     final_log,
     fixture_audio,
     metric_samples,
+    run_server,
     twilio_api,
     wait_for,
 )
 from twilio.request_validator import RequestValidator
 
+from telephony.observability.call_log import read_call_log
 from telephony.simulate import Say
-from telephony.testing import tone
+from telephony.testing import OpenAIApiStandIn, signed_webhook, tone
 
 TARGET = "+15550003333"
 FROM = "+15550009999"
@@ -117,13 +120,14 @@ def person_connection(srv: Any) -> Any:
 
 
 def notes(srv: Any) -> list[str]:
-    """What the caller's agent was asked to say (its ``response.create`` instructions)."""
-    caller = next((c for c in srv.model.connections if not briefs(c)), None)
-    if caller is None:
-        return []
+    """What the caller's agent was asked to say (its ``response.create`` instructions), over
+    all its sessions: on a loaded machine a session silent through the hold can miss its
+    liveness pong and be replaced, and the note then goes to the new one."""
     return [
         str(e["response"]["instructions"])
-        for e in caller.received("response.create")
+        for c in srv.model.connections
+        if not briefs(c)
+        for e in c.received("response.create")
         if "instructions" in (e.get("response") or {})
     ]
 
@@ -397,3 +401,73 @@ async def test_an_operator_starts_one_from_the_console(live_server) -> None:
     assert (forged.status_code, unknown.status_code, started.status_code) == (403, 422, 200)
     assert live[0]["transfer"] == "sales: waiting for the person"
     assert "warm transfer to sales (operator): busy (call status busy) after" in page
+
+
+SIP_SECRET = "whsec_" + base64.b64encode(b"sip-handoff-secret-0123456789").decode()
+DOMAIN = "example.sip.twilio.com"
+SIP_CALLER = '"Dana" <sip:+15550001111@pstn.twilio.com>'
+
+
+async def test_a_sip_calls_warm_transfer_is_handed_off_to_a_twilio_call(live_server) -> None:
+    """The SIP path (``SIP_TRANSFER_DOMAIN``): the SIP call's agent tells the caller, the
+    call is referred to ``sip:warm-<key>@<domain>``; Twilio's trunk brings the caller to that
+    SIP Domain, whose webhook (ours) streams the call with its handoff; there the caller holds
+    at once (no greeting), the person is dialled and briefed with the SIP caller's request and
+    number, accepts, and both are joined. A handoff key is good for one call."""
+    openai = OpenAIApiStandIn()
+    async with twilio_api() as (stand_in, api), run_server(openai.app) as openai_url:
+        overrides = warm_settings(
+            api,
+            openai_webhook_secret=SIP_SECRET,
+            openai_base_url=f"{openai_url}/v1",
+            sip_transfer_domain=DOMAIN,
+            greeting="Hello.",  # the SIP agent's first response asks for the transfer
+        )
+        async with live_server(
+            overrides=overrides, reply=lambda _: tone(600, 300), tool_call_in=agents(ACCEPT)
+        ) as srv:
+            body, headers = signed_webhook(SIP_SECRET, "rtc_warm", {"From": SIP_CALLER})
+            async with httpx.AsyncClient(base_url=srv.base_url) as http:
+                delivered = await http.post("/openai/webhook", content=body, headers=headers)
+            await wait_for(lambda: openai.of("refer"), 20, "the SIP call referred")
+            [(referred, refer)] = openai.of("refer")
+            sip_log = await final_log(srv, "rtc_warm")
+            # Twilio: the trunk's REFER reaches the SIP Domain, whose Voice URL is ours
+            uri = refer["target_uri"]
+            caller_sid = "CA" + secrets.token_hex(16)
+            answer = await srv.answer(call_sid=caller_sid, to_number=uri, from_number=SIP_CALLER)
+            caller = asyncio.create_task(
+                srv.call(b"", answer=answer, ended=stand_in.leaves(caller_sid), max_tail_s=40)
+            )
+            await answer_person(srv, stand_in, script=PERSON_SAYS, max_tail_s=30)
+            await caller
+            person_sid, _ = await dialled(srv, stand_in)
+            caller_log = await final_log(srv, caller_sid)
+            briefing_asked = person_connection(srv).received("response.create")[0]
+            again = await srv.answer(to_number=uri, from_number=SIP_CALLER)
+            again_log = read_call_log(srv.settings.call_log_dir / f"{again.call_sid}.jsonl")
+    assert delivered.status_code == 200 and referred == "rtc_warm"
+    key = uri.removeprefix("sip:warm-").removesuffix(f"@{DOMAIN}")
+    assert uri == f"sip:warm-{key}@{DOMAIN}" and len(key) >= 16
+    # the SIP call: the agent asked, the caller was told, then referred and left
+    assert events(sip_log, "transfer.briefing")[0]["summary"] == SUMMARY
+    moved = events(sip_log, "call.transfer")[0]
+    assert (moved["mode"], moved["via"], moved["handoff"]) == ("warm", "refer", key)
+    kinds = [r["event"] for r in sip_log]
+    assert kinds.index("call.transfer") > kinds.index("response.done")  # after it was said
+    assert sip_log[-1]["reason"] == "transferred"
+    # the Twilio call: no greeting, the hold at once, the briefing as the SIP agent gave it
+    assert answer.parameters["Handoff"] == key
+    assert not events(caller_log, "greeting.requested")
+    assert events(caller_log, "transfer.briefing")[0]["handed_off_by"] == "rtc_warm"
+    assert events(caller_log, "hold.started")[0]["why"] == "transfer"
+    instructions = briefing_asked["response"]["instructions"]
+    assert SUMMARY in instructions and "+15550001111" in instructions
+    room = f"warm-{caller_sid}"
+    for sid in (caller_sid, person_sid):
+        assert any(room in u.get("Twiml", "") for u in stand_in.updates(sid)), sid
+    assert events(caller_log, "transfer.accepted")[0]["via"] == f"twilio_conference {room}"
+    assert caller_log[-1]["reason"] == "transferred"
+    # the same URI again: the handoff was taken; a call like any other, said so in its log
+    assert "Handoff" not in again.parameters
+    assert events(again_log, "transfer.unknown")
