@@ -103,7 +103,12 @@ async def test_a_keypad_flood_is_a_handful_of_messages_and_a_bounded_log(live_se
     # keys end at 4.5 s, so the last message leaves by 7.5 s, well before the hang-up (in a 5 s
     # call it could leave as the call closed, its response.create lost with the session)
     assert 2 <= len(sent) <= 5, [r["digits"] for r in sent]
-    assert len(conn.received("response.create")) == len(sent)
+    # each message reached the model as an item of its own; the SDK asks for one response at
+    # a time, so a message sent while the last one's reply is still on its way is answered in
+    # the next response (a count run saw 4 messages, 3 response.create)
+    items = [e for e in conn.received("conversation.item.create") if "keypad" in json.dumps(e)]
+    assert len(items) == len(sent), (len(items), [r["digits"] for r in sent])
+    assert 1 <= len(conn.received("response.create")) <= len(sent)
     assert all(len(r["digits"]) <= 32 for r in sent)
     taken = events(log, "dtmf")
     assert len(taken) <= 32 + 12 * 4 + 1  # 4 s of flood at 12 a second
