@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -130,7 +131,11 @@ async def test_offline_goodbye_ends_the_call_through_the_tool(offline) -> None:
     caller = SILENCE * 4000 + fixture_audio("goodbye.ulaw") + SILENCE * 80000
     app = create_app(offline)
     async with run_server(app, offline.port) as url:
-        result = await simulate_call(url, caller, speed=2, tail_s=5, auth_token=AUTH_TOKEN)
+        # the caller stays until the server ends the call (an event never set), however long
+        # Whisper and Piper take on a busy machine; a 5 s tail was a bet on their speed
+        result = await simulate_call(
+            url, caller, speed=2, max_tail_s=60, ended=asyncio.Event(), auth_token=AUTH_TOKEN
+        )
         log = await ended_log(offline.call_log_dir, result.call_sid)
     kinds = [r["event"] for r in log]
     assert (
@@ -169,7 +174,11 @@ async def test_offline_turn_waits_through_a_hesitation(
     caller = SILENCE * 8000 + fixture_audio(fixture) + SILENCE * 24000
     app = create_app(offline.model_copy(update={"greeting": ""}))
     async with run_server(app, offline.port) as url:
-        result = await simulate_call(url, caller, speed=1, tail_s=1.0, auth_token=AUTH_TOKEN)
+        # the caller waits for the reply, however long Whisper takes on a busy machine (a busy
+        # run's caller hung up 4 s after the sentence, before it was transcribed)
+        result = await simulate_call(
+            url, caller, speed=1, tail_s=1.0, min_turns=1, max_tail_s=30, auth_token=AUTH_TOKEN
+        )
         log = await ended_log(offline.call_log_dir, result.call_sid)
     stops = [r for r in log if r["event"] == "speech.stopped"]
     assert len(stops) == 1, [r["audio_end_ms"] for r in stops]

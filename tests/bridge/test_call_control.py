@@ -3,6 +3,7 @@ and a loopback stand-in for Twilio's REST API (the twilio client pointed at it).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -18,6 +19,14 @@ from helpers import (
 )
 
 from telephony.testing import tone
+
+
+# the caller stays on the line until the server ends the call (an event that is never set),
+# for up to 120 s of call time (30 s of wall time at speed 4): a hang-up or transfer that
+# comes late on a busy machine is still waited for. A fixed tail (10 s of call time, 2.5 s of
+# wall time) was red in a busy run: the caller hung up before the agent's goodbye was over.
+def until_the_server_ends_it() -> dict[str, Any]:
+    return {"speed": 4, "max_tail_s": 120, "ended": asyncio.Event()}
 
 
 def end_call_script(turn: int) -> tuple[str, dict[str, Any]] | None:
@@ -138,7 +147,7 @@ async def test_end_call_waits_for_the_goodbye_then_hangs_up(live_server, already
             if already_gone:
                 twilio.gone.add(call_sid)
             result = await srv.call(
-                fixture_audio("goforward.ulaw"), speed=4, tail_s=10, call_sid=call_sid
+                fixture_audio("goforward.ulaw"), call_sid=call_sid, **until_the_server_ends_it()
             )
             log = await final_log(srv, result.call_sid)
     conn = srv.model.connections[0]
@@ -165,7 +174,7 @@ async def test_transfer_call_dials_an_allowed_destination(live_server) -> None:
         async with live_server(
             overrides=overrides, reply=lambda _: tone(600, 300), tool_call=transfer_script("sales")
         ) as srv:
-            result = await srv.call(fixture_audio("goforward.ulaw"), speed=4, tail_s=10)
+            result = await srv.call(fixture_audio("goforward.ulaw"), **until_the_server_ends_it())
             log = await final_log(srv, result.call_sid)
     (request,) = twilio.requests
     assert "<Dial><Number>+15551230000</Number></Dial>" in request.form["Twiml"]
