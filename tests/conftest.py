@@ -46,6 +46,12 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         call_log_dir=tmp_path / "calls",
         greeting="",  # tests that want the greeting turn it on
         audio_ahead_limit=0,  # the simulator replays up to 8x faster than real time
+        # the model socket's liveness watchdog (a ping after 0.5 s of model silence, dropped
+        # with no pong in 1 s) is a wall-clock rule, and the loopback model shares the test's
+        # event loop: a loop starved on a busy machine missed a pong and a test that is not
+        # about liveness had its session replaced mid-call. Those tests give it 5 s; the
+        # liveness tests (tests/bridge/test_renewal.py) set the production 1 s themselves.
+        model_ping_timeout=5.0,
     )
 
 

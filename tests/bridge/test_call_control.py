@@ -217,7 +217,10 @@ async def test_handoff_keeps_the_phone_audio_formats(live_server) -> None:
             fixture_audio("goforward.ulaw"), speed=4, tail_s=0.5, min_turns=2, max_tail_s=20
         )
         log = await final_log(srv, result.call_sid)
-    updates = [e["session"] for e in srv.model.connections[0].received("session.update")]
+    # every session of the call (a busy machine may replace one; the update goes to the new)
+    updates = [
+        e["session"] for c in srv.model.connections for e in c.received("session.update")
+    ]
     handoff_updates = [u for u in updates if "billing" in json.dumps(u.get("instructions", ""))]
     assert handoff_updates, "the handoff updated the session"
     for update in updates:

@@ -174,7 +174,8 @@ async def test_a_renewal_at_the_cap_says_what_kept_the_open_spare_waiting(live_s
 
 
 async def _reply_after_failure(live_server, mode: str) -> tuple[float, list[dict]]:
-    async with live_server(reply=lambda _: tone(600, 500)) as srv:
+    liveness = {"model_silence_timeout": 0.5, "model_ping_timeout": 1.0}  # the defaults
+    async with live_server(overrides=liveness, reply=lambda _: tone(600, 500)) as srv:
         srv.model.fail_rule = lambda n: mode if n == 0 else None
         result = await srv.call(SILENCE * 4000 + ulaw_tone(500, 0.6) + PAUSE * 3, tail_s=0.5)
         log = await final_log(srv, result.call_sid)
