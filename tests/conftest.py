@@ -31,6 +31,27 @@ hypothesis.settings.register_profile(
 )
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
+# Test modules whose tests share a costly session-scoped fixture (a fleet of ``server.py``
+# processes): xdist sends all of such a module's tests to one worker, so the fixture starts
+# once a run; every other test is scheduled one by one, as ``--dist load`` does. (xdist's own
+# way, ``xdist_group`` with ``--dist loadgroup``, renames items through ``item._nodeid``, which
+# pytest 9.2 no longer reads: the group was spread over every worker.)
+ONE_WORKER_MODULES = frozenset({"tests/fleet/test_shared_fleet.py"})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "load":
+        return None  # a --dist the caller chose is kept
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER_MODULES else nodeid
+
+    return ModulesOnOneWorker(config, log)
+
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:

@@ -218,9 +218,7 @@ async def test_handoff_keeps_the_phone_audio_formats(live_server) -> None:
         )
         log = await final_log(srv, result.call_sid)
     # every session of the call (a busy machine may replace one; the update goes to the new)
-    updates = [
-        e["session"] for c in srv.model.connections for e in c.received("session.update")
-    ]
+    updates = [e["session"] for c in srv.model.connections for e in c.received("session.update")]
     handoff_updates = [u for u in updates if "billing" in json.dumps(u.get("instructions", ""))]
     assert handoff_updates, "the handoff updated the session"
     for update in updates:

@@ -1,14 +1,17 @@
-"""Fleet behaviour that leaves the fleet as it found it, on one fleet shared by the module:
-three real ``server.py`` instances on a real Redis, started once (a start is about 5 CPU-s,
-almost all imports, and the machine starts one server at a time). A call answered by one
-instance and streamed on another, single-use tokens and SIP deliveries fleet-wide, call
-control and the console from any instance, a warm transfer across instances.
+"""Fleet behaviour on one fleet shared by the module: three real ``server.py`` instances on a
+real Redis, started once (a start is about 5 CPU-s, almost all imports, and the machine starts
+one server at a time). A call answered by one instance and streamed on another, single-use
+tokens and SIP deliveries fleet-wide, call control and the console from any instance, SIGTERM
+drain while the others take calls, a warm transfer across instances.
 
-Each test waits, after it ends, until every call it made has ended fleet-wide (no fleet slot
-held) and puts the loopback model back as it was, so no test sees another's calls. The tests
-that break the fleet (kill an instance or Redis, drain) or need other settings start their
-own, in ``test_fleet.py``. ``xdist_group`` keeps this module on one xdist worker
-(``--dist loadgroup`` in the README's test command), so the fleet is started once per run."""
+Each test finds the fleet whole and quiet and leaves it so: after it, an instance it stopped
+is started again, the loopback model is put back as it was, and the test waits until every
+call it made has ended fleet-wide (no fleet slot held), so no test sees another's calls and
+the order they run in does not matter. The tests that need settings of their own (a fleet
+cap, a URL per instance) or break what an instance restart does not mend (Redis going away)
+start their own fleet, in ``test_fleet.py``. The fleet is session-scoped (one per xdist
+worker) and ``tests/conftest.py`` has xdist send this module's tests to one worker, so it
+starts once a run."""
 
 from __future__ import annotations
 
@@ -34,17 +37,18 @@ from fleet_support import (
     wait_for_attach,
 )
 from helpers import events, fixture_audio, wait_for, within
+from processes import http_status
 
 from telephony.simulate import Say, answer_call, simulate_call
 from telephony.testing import signed_webhook, tone
 
-pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.xdist_group("shared-fleet")]
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 CONSOLE_TOKEN = "console-token-0123456789abcdef"
 WARM_TARGET, CALLER_NUMBER = "+15550003333", "+15550009999"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ctx]:
     async with running_fleet(
         tmp_path_factory.mktemp("shared-fleet"),
@@ -52,18 +56,24 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ctx]:
         TRANSFER_TARGETS=f"sales={WARM_TARGET}",
         TRANSFER_WARM="sales",
         TWILIO_FROM_NUMBER=CALLER_NUMBER,
+        DRAIN_TIMEOUT="3",
+        DRAIN_LB_GRACE="1",
     ) as shared:
         yield shared
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def ctx(fleet: Ctx) -> AsyncIterator[Ctx]:
-    """The shared fleet, quiet before the test and made quiet again after it."""
+    """The shared fleet, whole and quiet before the test and made so again after it: an
+    instance the test stopped (SIGTERM) is started again, every call has ended."""
     await wait_for(lambda: fleet.fleet_slots() == 0, 20, "no call left from an earlier test")
     try:
         yield fleet
     finally:
         fleet.model.reply, fleet.model.tool_call_in = default_reply, None
+        for server in fleet.fleet.servers.values():
+            if server.process is not None and server.process.poll() is not None:
+                await server.up()
         await wait_for(lambda: fleet.fleet_slots() == 0, 20, "every call of the test ended")
 
 
@@ -179,6 +189,42 @@ async def test_hang_up_on_any_instance_reaches_the_owner_or_falls_back(ctx: Ctx)
     ctx.twilio.gone.add("CA" + "9" * 32)
     status, _ = await ctx.post("C", f"/calls/{'CA' + '9' * 32}/hangup")
     assert status == 404
+
+
+async def test_sigterm_on_one_instance_while_the_others_take_calls(ctx: Ctx) -> None:
+    caller = fixture_audio("numbers.ulaw") * 2
+    base = {name: ctx.fleet[name].base_url for name in ("A", "B", "C")}
+
+    async def call_on(webhook: str, stream: str) -> tuple[str, str]:
+        answer = await ctx.answer(webhook)
+        await simulate_call(
+            "", caller, answer=answer.via(base[stream]), auth_token=AUTH_TOKEN, speed=2
+        )
+        return stream, answer.call_sid
+
+    calls = [asyncio.create_task(call_on("A", "A")) for _ in range(2)]
+    await asyncio.sleep(1.0)
+    ctx.fleet["A"].signal(signal.SIGTERM)
+
+    async def a_draining() -> bool:
+        return await asyncio.to_thread(http_status, base["A"] + "/readyz") == 503
+
+    await wait_for(a_draining, 10, "A's /readyz 503 after SIGTERM")
+    # a stream the balancer had already routed to A is still taken (DRAIN_LB_GRACE)
+    calls += [asyncio.create_task(call_on("A", "A"))]
+    # the balancer sends new calls to B and C; a webhook that still lands on A gets a token
+    calls += [asyncio.create_task(call_on("A", "B"))]
+    calls += [asyncio.create_task(call_on(n, n)) for n in ("B", "C", "B", "C")]
+    finished = await asyncio.wait_for(asyncio.gather(*calls), 40)
+    assert await ctx.fleet["A"].wait(20) == 0
+    for name, call_sid in finished:
+        log = await ctx.ended(name, call_sid)
+        assert [r["event"] for r in log].count("call.end") == 1
+        assert events(log, "stream.start")  # every call was taken: nothing refused or lost
+    reasons = [ctx.log(n, sid)[-1]["reason"] for n, sid in finished]
+    assert set(reasons[:3]) <= {"server_shutdown", "caller_hangup"}  # A's own calls
+    assert reasons[3:] == ["caller_hangup"] * 5  # every call on B and C completed
+    assert ctx.fleet.redis.command("EXISTS", "tel:inst:A") == 0
 
 
 async def test_the_console_lists_the_calls_of_every_instance(ctx: Ctx) -> None:
