@@ -41,10 +41,12 @@ def transfer_script(destination: str) -> Any:
 
 
 async def test_greeting_comes_before_any_caller_audio(live_server) -> None:
-    caller = SILENCE * 16000 + fixture_audio("goforward.ulaw")  # 2 s of silence first
+    # 3 s of silence first, in real time: three times the greeting's bound below (at twice
+    # real time, 1.25 s of wall time, a busy run's greeting came after the caller spoke)
+    caller = SILENCE * 24000 + fixture_audio("goforward.ulaw")
     overrides = {"greeting": "Welcome to the test line."}
     async with live_server(overrides=overrides, reply=lambda _: tone(600, 400)) as srv:
-        result = await srv.call(caller, speed=2, tail_s=0.5, min_turns=2)
+        result = await srv.call(caller, speed=1, tail_s=0.5, min_turns=2)
         log = await final_log(srv, result.call_sid)
     greeting = result.turns[0]
     assert result.caller_speech[0][0] > greeting.first_frame_at  # the caller was still silent
@@ -52,7 +54,7 @@ async def test_greeting_comes_before_any_caller_audio(live_server) -> None:
     assert "Welcome to the test line." in request["response"]["instructions"]
     first_out = events(log, "audio.first_out")[0]
     # start -> first greeting frame with the loopback model, which answers at once; a greeting
-    # that waited for the caller would come after their 2 s of silence
+    # that waited for the caller would come after their 3 s of silence
     within("greeting.first_out_ms", first_out["ms_after_start"], 1000)
     assert events(log, "greeting.requested")[0]["text"] == "Welcome to the test line."
     assert len(result.turns) == 2  # then the caller spoke and got the normal reply
