@@ -1,8 +1,11 @@
 """Per-call event log: ``$CALL_LOG_DIR/<call id>.jsonl``, one JSON object a line.
 
-Every record has ``ts`` (UNIX seconds, float), ``call_sid`` (the Twilio CallSid or the OpenAI SIP
-call_id), ``event`` and, from a service, ``instance`` (which worker or machine wrote it), plus the
-event's own fields. Lines are written as the call goes and reach the file at most
+Every record has ``ts`` (UNIX seconds, float), ``mono`` (seconds on the writing machine's
+monotonic clock, float: immune to a wall clock that is stepped, say by NTP or a paused virtual
+machine; comparable only between records of the same ``instance``), ``call_sid`` (the Twilio
+CallSid or the OpenAI SIP call_id), ``event`` and, from a service, ``instance`` (which worker or
+machine wrote it), plus the event's own fields. Intervals between records are read with
+:func:`seconds_between`. Lines are written as the call goes and reach the file at most
 ``FLUSH_EVERY_S`` (1 s) after they were written: a call writes dozens of records a second while
 the agent speaks (audio deltas, marks), and a write to the file for each one cost about 4 % of
 the server's time under load. A process that dies loses at most the last second of records;
@@ -22,7 +25,14 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-__all__ = ["CallLog", "CallLogs", "describe_error", "read_call_log", "safe_call_id"]
+__all__ = [
+    "CallLog",
+    "CallLogs",
+    "describe_error",
+    "read_call_log",
+    "safe_call_id",
+    "seconds_between",
+]
 
 FLUSH_EVERY_S = 1.0
 _ENCODER = msgspec.json.Encoder(enc_hook=str)  # what JSON cannot say is written as str()
@@ -71,6 +81,7 @@ class CallLog:
         closed log ignores the call."""
         record = {
             "ts": round(time.time(), 6),
+            "mono": round(time.monotonic(), 6),
             "call_sid": self.call_id,
             "event": event,
             **self._tag,
@@ -155,6 +166,19 @@ def read_call_log(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return records
+
+
+def seconds_between(earlier: dict[str, Any], later: dict[str, Any]) -> float:
+    """Seconds from call-log record ``earlier`` to record ``later`` (negative if it is before).
+
+    On the monotonic clock (``mono``) when both records carry it and were written by the same
+    ``instance`` (one machine's clock); otherwise, as for logs written before ``mono`` existed or
+    records from two machines of a fleet, by wall clock (``ts``), which a stepped clock skews.
+    Raises KeyError when a record has no ``ts``.
+    """
+    if "mono" in earlier and "mono" in later and earlier.get("instance") == later.get("instance"):
+        return float(later["mono"]) - float(earlier["mono"])
+    return float(later["ts"]) - float(earlier["ts"])
 
 
 def describe_error(exc: BaseException) -> str:

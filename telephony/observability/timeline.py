@@ -19,6 +19,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from .call_log import seconds_between
+
 __all__ = ["geometry", "render_page", "render_svg"]
 
 WIDTH = 1400
@@ -70,7 +72,7 @@ class _Canvas:
             raise ValueError("empty call log")
         self.records = records
         starts = [r for r in records if r["event"] in ("stream.start", "sip.incoming")]
-        self.origin = float((starts[0] if starts else records[0])["ts"])
+        self.origin = starts[0] if starts else records[0]
         self.span = max(max(self.t(r) for r in records), 1.0)
         self.scale = (WIDTH - LEFT - RIGHT) / self.span
         self.out: list[str] = []
@@ -90,7 +92,7 @@ class _Canvas:
         self.add(f'<text x="{x}" y="{y}" class="{cls}">{html.escape(text)}</text>')
 
     def t(self, record: dict[str, Any]) -> float:
-        return float(record["ts"]) - self.origin
+        return seconds_between(self.origin, record)
 
     def x(self, seconds: float) -> float:
         return LEFT + max(0.0, seconds) * self.scale
@@ -254,5 +256,5 @@ def transfer_line(records: list[dict[str, Any]]) -> str:
         return f"{text}: in progress"
     outcome = done.get("outcome") or str(done["event"]).removeprefix("transfer.")
     why = done.get("why")
-    seconds = round(float(done.get("ts", 0)) - float(asked.get("ts", 0)), 1)
+    seconds = round(seconds_between(asked, done), 1)
     return f"{text}: {outcome}{f' ({why})' if why else ''} after {seconds} s"

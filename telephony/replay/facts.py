@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..observability.call_log import seconds_between
+
 __all__ = ["CallFacts", "ResponseFacts", "ToolCallFacts", "TurnFacts", "call_facts"]
 
 
@@ -102,7 +104,7 @@ def call_facts(records: list[dict[str, Any]]) -> CallFacts:
     t0 = float(start["ts"])
 
     def at(record: dict[str, Any]) -> float:
-        return round((float(record["ts"]) - t0) * 1000, 1)
+        return round(seconds_between(start, record) * 1000, 1)
 
     turns = [TurnFacts(0)]
     by_response: dict[str, ResponseFacts] = {}

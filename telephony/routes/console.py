@@ -32,7 +32,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from ..console import CallRow, show_number
-from ..observability.call_log import read_call_log
+from ..observability.call_log import read_call_log, seconds_between
 from ..observability.timeline import geometry, render_svg, transfer_line
 from ..remote_control import CallNotFound, ControlUnavailable
 from ..services import Services
@@ -260,8 +260,7 @@ def _call_context(sid: str, path: Path, services: Services) -> dict[str, Any]:
         raise HTTPException(404, "empty log")
     left, scale = geometry(records)
     origin = next(
-        (r["ts"] for r in records if r["event"] in ("stream.start", "sip.incoming")),
-        records[0]["ts"],
+        (r for r in records if r["event"] in ("stream.start", "sip.incoming")), records[0]
     )
     end = next((r for r in reversed(records) if r["event"] == "call.end"), {})
     model = next((r.get("backend") for r in records if r["event"] == "model.connecting"), None)
@@ -280,7 +279,7 @@ def _call_context(sid: str, path: Path, services: Services) -> dict[str, Any]:
         "metrics": _metrics(end),
         "events": [
             {
-                "t": round(r["ts"] - origin, 3),
+                "t": round(seconds_between(origin, r), 3),
                 "event": r["event"],
                 "details": _details(r, services),
             }
@@ -352,7 +351,7 @@ def _details(record: dict[str, Any], services: Services) -> str:
     shown = {
         k: _shown(k, v, services)
         for k, v in record.items()
-        if k not in ("ts", "call_sid", "event", "instance", "custom_parameters")
+        if k not in ("ts", "mono", "call_sid", "event", "instance", "custom_parameters")
     }
     return json.dumps(shown, ensure_ascii=False, default=str)[:300]
 

@@ -175,6 +175,7 @@ async def test_call_log_holds_the_whole_call(live_server) -> None:
         records = await final_log(srv, result.call_sid)
     kinds = [r["event"] for r in records]
     assert all(r["call_sid"] == result.call_sid and isinstance(r["ts"], float) for r in records)
+    assert all(isinstance(r["mono"], float) for r in records)
     assert kinds[0] == "webhook" and records[0]["from"] == "+15550001111"
     assert records[0]["to"] == "+15550002222"
     for expected in (

@@ -13,6 +13,7 @@ from helpers import events, final_log, fixture_audio, within
 
 from telephony.agent.tools import without_filler
 from telephony.audio.hold import default_hold_sound
+from telephony.observability.call_log import seconds_between
 from telephony.testing import tone
 
 
@@ -62,16 +63,16 @@ async def call_with_tool(live_server, tool: str) -> tuple[Any, list[dict[str, An
 
 async def test_a_slow_tool_gets_the_hold_sound_until_the_reply(live_server) -> None:
     result, log, connection = await call_with_tool(live_server, "check_payment")
-    started = events(log, "tool.start")[0]["ts"]
+    started = events(log, "tool.start")[0]
     hold = events(log, "hold.started")[0]
-    assert hold["ts"] - started >= 1.0  # FILLER_DELAY, not sooner
+    assert seconds_between(started, hold) >= 1.0  # FILLER_DELAY, not sooner
     # and soon after it, well before the 3 s tool ends (a timer, so a wall-clock figure)
-    within("hold.start_after_delay_s", hold["ts"] - started - 1.0, 0.8)
+    within("hold.start_after_delay_s", seconds_between(started, hold) - 1.0, 0.8)
     stopped = events(log, "hold.stopped")[0]
     assert stopped["why"] == "reply"
     # hold audio covered the whole wait: as much sent as the hold lasted (it runs up to
     # 400 ms ahead; a feeder that fell behind the clock would leave dead air)
-    on_ms = (stopped["ts"] - hold["ts"]) * 1000
+    on_ms = seconds_between(hold, stopped) * 1000
     within("hold.behind_ms", on_ms - stopped["sent_ms"], 200)
     # the caller heard it, and none of it after the reply's first frame
     played = result.played

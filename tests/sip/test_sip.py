@@ -25,7 +25,7 @@ from helpers import (
 
 from telephony.app import create_app
 from telephony.config import Settings
-from telephony.observability.call_log import read_call_log
+from telephony.observability.call_log import read_call_log, seconds_between
 from telephony.testing import LoopbackRealtimeServer, OpenAIApiStandIn, signed_webhook, tone
 
 SECRET = "whsec_" + base64.b64encode(b"sip-webhook-secret-0123456789").decode()
@@ -271,7 +271,7 @@ async def test_the_hang_up_waits_for_openai_to_say_the_goodbye_has_played(settin
     goodbye_done = [r for r in log if r["event"] == "response.done"][-1]
     hangup = hangup_of(log)
     assert hangup["waited_for"] == "output_audio_buffer.stopped"
-    assert hangup["ts"] - goodbye_done["ts"] >= 3.9  # not the 2 s margin
+    assert seconds_between(goodbye_done, hangup) >= 3.9  # not the 2 s margin
     assert len(stopped_at) == 1 and stopped_at[0] <= hung_up_at
     # promptly after it (the hang-up polls every 20 ms); HANGUP_GRACE would be 10 s
     within("sip.hangup_after_stopped_s", hung_up_at - stopped_at[0], 1.0)
@@ -288,7 +288,7 @@ async def test_without_playout_events_the_goodbye_gets_the_margin(settings) -> N
     goodbye_done = [r for r in log if r["event"] == "response.done"][-1]
     hangup = hangup_of(log)
     assert hangup["waited_for"] == "margin"
-    waited = hangup["ts"] - goodbye_done["ts"]
+    waited = seconds_between(goodbye_done, hangup)
     assert waited >= 1.9  # the 2 s margin, not less
     within("sip.margin_hangup_s", waited, 3.0)  # and not HANGUP_GRACE (10 s)
 
@@ -310,7 +310,7 @@ async def test_a_sip_call_with_nothing_said_ends_after_the_idle_timeout(settings
     requested = next(r for r in log if r["event"] == "hangup.requested")
     greeting_done = next(r for r in log if r["event"] == "response.done")
     assert requested["reason"] == "idle_timeout" and requested["by"] == "watchdog"
-    idle = requested["ts"] - greeting_done["ts"]
+    idle = seconds_between(greeting_done, requested)
     assert idle >= 1.5  # IDLE_TIMEOUT after the last thing said, not before
     within("sip.idle_timeout_s", idle, 3.0)  # the watchdog looks every 0.25 s
     assert "Nobody has said anything" in goodbye
@@ -323,7 +323,7 @@ async def test_a_sip_call_ends_politely_at_max_call_duration(settings) -> None:
     )
     requested = next(r for r in log if r["event"] == "hangup.requested")
     assert requested["reason"] == "max_duration"
-    lasted = requested["ts"] - log[0]["ts"]
+    lasted = seconds_between(log[0], requested)
     assert lasted >= 2.0  # MAX_CALL_DURATION, not less
     within("sip.max_duration_s", lasted, 3.5)  # the watchdog looks every 0.25 s
     assert "time limit" in goodbye and log[-1]["reason"] == "max_duration"
