@@ -111,6 +111,10 @@ class SimulationResult:
     echoes: list[tuple[str, float, bool]] = field(default_factory=list)  # (name, at, cleared)
     mark_due: dict[str, float] = field(default_factory=dict)  # name -> its audio finished playing
     clears: list[float] = field(default_factory=list)
+    # per clear: how far this side's playout clock ran ahead of the caller audio it had sent
+    # when it read the clear (call time, s; under 20 ms unless this side's loop ran late):
+    # audio the caller heard past the clear's point on the caller's audio clock
+    clear_lag_s: list[float] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
     bad_frames: list[str] = field(default_factory=list)
     closed_by_server: bool = False
@@ -289,6 +293,7 @@ class TwilioSide:
         dropped = [name for name, due in self.pending_marks if due > now]
         self.pending_marks = []
         self.r.clears.append(now)
+        self.r.clear_lag_s.append(max(0.0, now - self.r.frames_sent * FRAME_S))
         if self.turn is not None and self.playing():  # a clear after the reply ended cuts nothing
             self.turn.cleared = True
         self.turn = None
