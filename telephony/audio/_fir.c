@@ -16,10 +16,20 @@
  *   kernel: T doubles (reversed low-pass)
  *   encode_table: 65536 uint8 (pcm16 bit pattern -> μ-law code)
  *   pcm16: whole int16 samples, little-endian (an odd trailing byte is the caller's concern)
- *   returns one μ-law byte per completed group of three input samples
+ *   returns one μ-law byte per completed group of three input samples *
+ * echo_frame(block, ring, h, window, near, far, pos, learned, since_caller,
+ *            prior, margin, step, share, learn_share, hold) -> (pos, share, since_caller, taught)
+ *   One frame of the echo judge (telephony/audio/echo_judge.py, whose numpy path is the
+ *   reference): the band powers of the caller's frame and of what played (a 256-point FFT of
+ *   each), the band-power echo estimate over LAGS frames, the share of the frame's power
+ *   beyond it, and, on a frame of echo alone, one NLMS step of the echo path.
+ *   block: writable 2*256 doubles (the last samples of near, then of far); ring: writable
+ *   2*LAGS*13 doubles; h: writable LAGS*13 doubles; window: 256 doubles; near, far: 320 bytes
+ *   of pcm16 each. taught: 0 (no step), 1 (a step on a silent frame), 2 (a step on sound).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -147,12 +157,155 @@ done:
     return out;
 }
 
+
+/* ---------------------------------------------------------------- the echo judge's frame */
+
+#define EJ_FFT 256
+#define EJ_FRAME 160
+#define EJ_BANDS 13 /* FFT bins 8..111 in bands of 8: 250-3500 Hz */
+
+static double ej_tw_re[EJ_FFT / 2], ej_tw_im[EJ_FFT / 2];
+static uint8_t ej_rev[EJ_FFT];
+
+static void ej_init(void) {
+    for (int k = 0; k < EJ_FFT / 2; k++) {
+        ej_tw_re[k] = cos(2.0 * M_PI * k / EJ_FFT);
+        ej_tw_im[k] = -sin(2.0 * M_PI * k / EJ_FFT);
+    }
+    for (int i = 0; i < EJ_FFT; i++) {
+        int r = 0;
+        for (int b = 0; b < 8; b++) r |= ((i >> b) & 1) << (7 - b);
+        ej_rev[i] = (uint8_t)r;
+    }
+}
+
+/* In-place forward complex FFT of 256 points (radix 2, decimation in time). */
+static void ej_fft(double *re, double *im) {
+    for (int i = 0; i < EJ_FFT; i++) {
+        int j = ej_rev[i];
+        if (j > i) {
+            double t = re[i]; re[i] = re[j]; re[j] = t;
+            t = im[i]; im[i] = im[j]; im[j] = t;
+        }
+    }
+    for (int len = 2; len <= EJ_FFT; len <<= 1) {
+        int half = len >> 1, step = EJ_FFT / len;
+        for (int i = 0; i < EJ_FFT; i += len)
+            for (int j = 0; j < half; j++) {
+                double wr = ej_tw_re[j * step], wi = ej_tw_im[j * step];
+                int a = i + j, b = a + half;
+                double tr = re[b] * wr - im[b] * wi, ti = re[b] * wi + im[b] * wr;
+                re[b] = re[a] - tr; im[b] = im[a] - ti;
+                re[a] += tr; im[a] += ti;
+            }
+    }
+}
+
+static PyObject *echo_frame(PyObject *self, PyObject *args) {
+    Py_buffer bl, rg, hb, wn, nb, fb;
+    Py_ssize_t pos, since;
+    int learned;
+    double prior_f, margin, step, share_thr, learn_share;
+    Py_ssize_t hold;
+    if (!PyArg_ParseTuple(args, "w*w*w*y*y*y*npndddddn", &bl, &rg, &hb, &wn, &nb, &fb, &pos,
+                          &learned, &since, &prior_f, &margin, &step, &share_thr, &learn_share,
+                          &hold))
+        return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t lags = hb.len / (Py_ssize_t)(EJ_BANDS * sizeof(double));
+    if (bl.len != (Py_ssize_t)(2 * EJ_FFT * sizeof(double)) || lags < 1 ||
+        hb.len != (Py_ssize_t)(lags * EJ_BANDS * sizeof(double)) ||
+        rg.len != (Py_ssize_t)(2 * lags * EJ_BANDS * sizeof(double)) ||
+        wn.len != (Py_ssize_t)(EJ_FFT * sizeof(double)) || nb.len != 2 * EJ_FRAME ||
+        fb.len != 2 * EJ_FRAME || pos < 0 || pos > lags) {
+        PyErr_SetString(PyExc_ValueError, "echo_frame: a state buffer or frame of the wrong size");
+        goto done;
+    }
+    double *block = (double *)bl.buf, *ring = (double *)rg.buf, *h = (double *)hb.buf;
+    const double *window = (const double *)wn.buf;
+    const uint8_t *near = (const uint8_t *)nb.buf, *farb = (const uint8_t *)fb.buf;
+    /* the block: the last 96 samples of each, then this frame */
+    const int keep = EJ_FFT - EJ_FRAME;
+    memmove(block, block + EJ_FRAME, (size_t)keep * sizeof(double));
+    memmove(block + EJ_FFT, block + EJ_FFT + EJ_FRAME, (size_t)keep * sizeof(double));
+    for (int i = 0; i < EJ_FRAME; i++) {
+        block[keep + i] = (double)(int16_t)(near[2 * i] | (near[2 * i + 1] << 8));
+        block[EJ_FFT + keep + i] = (double)(int16_t)(farb[2 * i] | (farb[2 * i + 1] << 8));
+    }
+    /* the spectra, one FFT each (one complex FFT of both would leak far into a silent near
+     * frame by rounding, and a silent frame must have no power at all) */
+    double n[EJ_BANDS], f[EJ_BANDS];
+    for (int side = 0; side < 2; side++) {
+        double re[EJ_FFT], im[EJ_FFT];
+        for (int i = 0; i < EJ_FFT; i++) {
+            re[i] = block[side * EJ_FFT + i] * window[i];
+            im[i] = 0.0;
+        }
+        ej_fft(re, im);
+        double *bands = side ? f : n;
+        for (int b = 0; b < EJ_BANDS; b++) {
+            double p = 0.0;
+            for (int k = 8 * (b + 1); k < 8 * (b + 2); k++) p += re[k] * re[k] + im[k] * im[k];
+            bands[b] = p;
+        }
+    }
+    /* what played goes into the ring, newest first (see EchoJudge._push) */
+    if (pos == 0) {
+        memcpy(ring + lags * EJ_BANDS, ring, (size_t)(lags * EJ_BANDS) * sizeof(double));
+        pos = lags;
+    }
+    pos -= 1;
+    memcpy(ring + pos * EJ_BANDS, f, sizeof(f));
+    const double *far = ring + pos * EJ_BANDS; /* row k: k frames ago */
+    double prior[EJ_BANDS], estimate[EJ_BANDS];
+    double total = 0.0, beyond = 0.0, prior_sum = 0.0;
+    for (int b = 0; b < EJ_BANDS; b++) {
+        double top = 0.0, est = 0.0;
+        for (Py_ssize_t k = 0; k < lags; k++) {
+            double v = far[k * EJ_BANDS + b];
+            if (v > top) top = v;
+            est += h[k * EJ_BANDS + b] * v;
+        }
+        prior[b] = prior_f * top;
+        estimate[b] = est;
+        double bound = margin * est;
+        if (!learned && prior[b] > bound) bound = prior[b];
+        total += n[b];
+        if (n[b] > bound) beyond += n[b] - bound;
+        prior_sum += prior[b];
+    }
+    double share = total > 0.0 ? beyond / total : 0.0;
+    since = share > share_thr ? 0 : since + 1;
+    int taught = 0;
+    if (since >= hold && share < learn_share && total <= prior_sum && prior_sum > 0.0) {
+        for (int b = 0; b < EJ_BANDS; b++) {
+            double norm = 1e-9, target = n[b] < prior[b] ? n[b] : prior[b];
+            for (Py_ssize_t k = 0; k < lags; k++) norm += far[k * EJ_BANDS + b] * far[k * EJ_BANDS + b];
+            double g = step * (target - estimate[b]) / norm;
+            for (Py_ssize_t k = 0; k < lags; k++) {
+                double v = h[k * EJ_BANDS + b] + far[k * EJ_BANDS + b] * g;
+                h[k * EJ_BANDS + b] = v > 0.0 ? v : 0.0;
+            }
+        }
+        taught = total > 0.0 ? 2 : 1;
+    }
+    out = Py_BuildValue("ndni", pos, share, since, taught);
+done:
+    PyBuffer_Release(&bl); PyBuffer_Release(&rg); PyBuffer_Release(&hb);
+    PyBuffer_Release(&wn); PyBuffer_Release(&nb); PyBuffer_Release(&fb);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"up3", up3, METH_VARARGS, "μ-law 8 kHz -> pcm16 24 kHz, one frame (see the file header)."},
     {"down3", down3, METH_VARARGS, "pcm16 24 kHz -> μ-law 8 kHz, one frame (see the file header)."},
+    {"echo_frame", echo_frame, METH_VARARGS, "One frame of the echo judge (see the file header)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fir", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__fir(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fir(void) {
+    ej_init();
+    return PyModule_Create(&module);
+}

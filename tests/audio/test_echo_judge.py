@@ -11,6 +11,7 @@ from helpers import fixture_audio
 from telephony.audio import ulaw_decode, ulaw_encode
 from telephony.audio.echo_judge import EchoJudge
 from telephony.audio.speech import SpeechDetector
+from telephony.audio.transcoder import COMPILED
 from telephony.simulate.echo_paths import HYBRIDS, hybrid_path, room_path
 
 FRAME = 160
@@ -123,3 +124,32 @@ def test_the_speech_detector_needs_a_callers_level_and_for_speech_the_vad() -> N
     assert detect.loud(tone[:FRAME].tobytes()) and not detect.loud(bytes(2 * FRAME))
     with pytest.raises(ValueError):
         detect(bytes(100))
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled audio loop is not installed")
+@pytest.mark.parametrize(
+    ("name", "caller"),
+    [("room T60 0.6 s 12 dB noise", True), ("hybrid D2 6 dB 300 ms", False)],
+)
+def test_the_compiled_judge_gives_the_numpy_judges_verdicts(name: str, caller: bool) -> None:
+    """The compiled frame (``_fir.echo_frame``) against the numpy reference, on the real reply's
+    echo (with the caller's words over it, and on a line with digital silence first): the same
+    verdict on every frame, the same share and echo path to rounding, the same learning."""
+    near = PATHS[name].copy()
+    if caller:
+        words = samples("wait_stop.ulaw")
+        at = int(CALLER_AT_S * 8000)
+        near[at : at + len(words)] += words
+    near = np.clip(np.rint(near), -32768, 32767).astype("<i2").tobytes()
+    near = ulaw_decode(ulaw_encode(near))
+    far = FAR.astype("<i2").tobytes()
+    c, n = EchoJudge("c"), EchoJudge("numpy")
+    verdicts = []
+    for i in range(0, len(near) - 2 * FRAME + 1, 2 * FRAME):
+        frame, played = near[i : i + 2 * FRAME], far[i : i + 2 * FRAME]
+        verdicts.append(c.frame(frame, played))
+        assert verdicts[-1] == n.frame(frame, played), i // (2 * FRAME)
+        assert c.share == pytest.approx(n.share, abs=1e-9)
+    assert c.learned and n.learned and c.echo_frames == n.echo_frames > 100
+    np.testing.assert_allclose(c._h, n._h, rtol=1e-9, atol=1e-15)
+    assert any(verdicts) == caller
