@@ -32,6 +32,8 @@ try:  # the optional compiled loop (see telephony/audio/_fir.c)
     from . import _fir
 except ImportError:  # pragma: no cover - depends on the install
     _fir = None
+# None too for an extension built before echo_frame existed (an editable install not rebuilt)
+_ECHO_FRAME = getattr(_fir, "echo_frame", None)
 
 __all__ = ["EchoJudge"]
 
@@ -58,9 +60,9 @@ class EchoJudge:
     """
 
     def __init__(self, backend: Literal["auto", "c", "numpy"] = "auto") -> None:
-        if backend == "c" and _fir is None:
+        if backend == "c" and _ECHO_FRAME is None:
             raise RuntimeError("the compiled audio loop (telephony.audio._fir) is not installed")
-        self._c = backend != "numpy" and _fir is not None
+        self._c = backend != "numpy" and _ECHO_FRAME is not None
         bands = len(_EDGES) - 1
         # band powers of what played, newest first: LAGS rows of a buffer twice as long,
         # written upwards from the bottom; the window moves to the top half once it reaches
@@ -142,8 +144,8 @@ class EchoJudge:
 
     def _frame_c(self, near: bytes, far: bytes) -> bool:
         """:meth:`frame` in the compiled loop: the same steps on the same state arrays."""
-        assert _fir is not None
-        self._pos, self.share, self._since_caller, taught = _fir.echo_frame(
+        assert _ECHO_FRAME is not None
+        self._pos, self.share, self._since_caller, taught = _ECHO_FRAME(
             self._block, self._ring, self._h, self._window, near, far, self._pos,
             self.learned, self._since_caller, self._prior, self._margin, STEP, SHARE,
             LEARN_SHARE, HOLD_FRAMES,
