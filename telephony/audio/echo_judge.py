@@ -24,7 +24,6 @@ Knows nothing of Twilio or OpenAI. Formats: pcm16 little-endian mono, 8 kHz, 20 
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Literal
 
 import numpy as np
@@ -48,7 +47,6 @@ STEP = 0.3  # NLMS step
 SHARE = 0.3  # unexplained share of the frame's power that makes it the caller's
 LEARN_SHARE = 0.1  # a frame teaches the path only when this little of it is unexplained
 HOLD_FRAMES = 15  # and not within 300 ms of a frame judged the caller's (double talk)
-EARLY_FRAMES = 150  # frames judged under the prior kept for review: 3 s
 _EDGES = np.arange(8, 120, 8)  # FFT bins: 250, 500, ... 3500 Hz (31.25 Hz a bin)
 
 
@@ -78,9 +76,6 @@ class EchoJudge:
         self._prior = 10 ** (-PRIOR_ERL_DB / 10)
         self._margin = 10 ** (MARGIN_DB / 10)
         self._since_caller = HOLD_FRAMES
-        self._idle = 0  # frames passed unjudged since the last judged one
-        # (idle frames before, near, far) of frames judged under the prior; None once reviewed
-        self._early: deque[tuple[int, bytes, bytes]] | None = deque(maxlen=EARLY_FRAMES)
         self.echo_frames = 0  # frames judged the agent's echo (sound explained by it)
         self.share = 0.0  # the last frame's power beyond the estimated echo, a share of it
 
@@ -97,7 +92,6 @@ class EchoJudge:
     def idle(self, frames: int) -> None:
         """``frames`` 20 ms frames passed unjudged (nothing played, nothing to judge): what
         played before them moves that much further back."""
-        self._idle += max(frames, 0)
         for _ in range(min(max(frames, 0), LAGS)):
             self._push(np.zeros(self._ring.shape[1]))
 
@@ -117,9 +111,6 @@ class EchoJudge:
         """
         if len(near) != 2 * FRAME or len(far) != 2 * FRAME:
             raise ValueError("near and far must each be one 20 ms frame (320 bytes)")
-        if self._early is not None and not self.learned:
-            self._early.append((self._idle, near, far))
-        self._idle = 0
         if self._c:
             return self._frame_c(near, far)
         block = self._block
@@ -150,25 +141,6 @@ class EchoJudge:
             self._learn(np.minimum(n, prior), estimate)
             self.echo_frames += total > 0.0
         return caller
-
-    def review(self) -> list[bool] | None:
-        """Once the path has learned (:attr:`learned`), the verdicts of the frames judged under
-        the prior before (the last :data:`EARLY_FRAMES` of them, oldest first), judged again
-        with the learned path: True where the caller made a sound beyond the echo. Given once;
-        None before the path has learned and after the review. The judge's own state is not
-        changed (a copy of it replays the frames)."""
-        if self._early is None or not self.learned:
-            return None
-        early, self._early = self._early, None
-        again = EchoJudge(backend="c" if self._c else "numpy")
-        again._early = None
-        again._h = self._h.copy()
-        again._learned = self._learned
-        verdicts = []
-        for idle, near, far in early:
-            again.idle(idle)
-            verdicts.append(again.frame(near, far))
-        return verdicts
 
     def _frame_c(self, near: bytes, far: bytes) -> bool:
         """:meth:`frame` in the compiled loop: the same steps on the same state arrays."""

@@ -112,29 +112,6 @@ def test_the_path_is_learned_after_the_agents_audio_with_the_caller_quiet() -> N
     assert learned_at is not None and 65 <= learned_at <= 80, learned_at  # 1.3-1.6 s
 
 
-def test_frames_judged_before_the_path_was_learned_are_judged_again_once() -> None:
-    """``review``: None until the path has learned; then the verdicts of the frames judged
-    under the prior (1 s of silence, 1.3 s of the reply: under EARLY_FRAMES), judged again with
-    the learned path (echo alone: at most a stray frame the caller's); then None again. The
-    judge's own verdicts go on as before the review."""
-    far = FAR.astype("<i2").tobytes()
-    quiet = ulaw_decode(ulaw_encode(line(-10, 150).clip(-32768, 32767).astype("<i2").tobytes()))
-    judge, twin = EchoJudge(), EchoJudge()
-    verdicts = None
-    before = 0
-    for i in range(0, 8000 * 2 * 4, 2 * FRAME):
-        near, played = quiet[i : i + 2 * FRAME], far[i : i + 2 * FRAME]
-        before += not judge.learned  # judged under the prior (the last of them teaches it)
-        assert judge.frame(near, played) == twin.frame(near, played)
-        if not judge.learned:
-            assert judge.review() is None
-        elif verdicts is None:
-            verdicts = judge.review()
-            assert judge.review() is None
-    assert verdicts is not None and len(verdicts) == before
-    assert sum(verdicts) <= 2
-
-
 def test_the_speech_detector_needs_a_callers_level_and_for_speech_the_vad() -> None:
     """``loud``: at least -47 dBFS RMS, speech or not; a call: loud and WebRTC VAD speech."""
     detect = SpeechDetector()
