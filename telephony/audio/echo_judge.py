@@ -9,11 +9,9 @@ that audio could make:
 - The echo of each band is estimated from the last :data:`LAGS` frames of what played (0-780
   ms): ``E[b] = sum_k H[k, b] * F[t - k, b]``, ``H`` learned per call by normalised LMS on band
   powers, and only from frames judged echo (a caller's speech does not teach it).
-- Until ``H`` has learned from :data:`LEARN_FRAMES` frames of the agent's audio, and its
-  echo follows the line (a caller quieter than the agent teaches it too; see ``_check``), a
-  prior stands in: the loudest band power that played within the window,
-  :data:`PRIOR_ERL_DB` down (the worst echo return loss ITU-T G.168 allows a network, 6 dB,
-  with a 3 dB margin).
+- Until ``H`` has learned from :data:`LEARN_FRAMES` frames of the agent's audio, a prior
+  stands in: the loudest band power that played within the window, :data:`PRIOR_ERL_DB` down
+  (the worst echo return loss ITU-T G.168 allows a network, 6 dB, with a 3 dB margin).
 - A frame is the caller's own sound when its power beyond the estimated echo (with a margin,
   :data:`MARGIN_DB`) is a large enough share of it, summed over bands.
 
@@ -183,9 +181,9 @@ class EchoJudge:
           (measured on the agent's real reply: 0.81-0.99 over flat paths of 6-30 dB and
           20-450 ms, the G.168 hybrids, rooms and a clipping handset; 0.15-0.64 over callers
           talking over it with no echo), or
-        - it is too weak to hide a caller: 95 % of its estimates are under three times the
+        - it is too weak to hide a caller: 95 % of its estimates are under ten times the
           line's quiet level (its 10th percentile) plus the floor (a line with no echo: noise
-          or digital silence; a path taught by a caller's quiet syllables is above it).
+          or digital silence).
 
         Otherwise the path is begun again from nothing (``restarts``), the prior standing in.
         When it is trusted, the replay's verdicts are kept for :meth:`review`."""
@@ -205,7 +203,7 @@ class EchoJudge:
         echo = np.asarray(estimates)
         a, b = np.log10(line + LINE_FLOOR), np.log10(echo + LINE_FLOOR)
         coherent = a.std() > 1e-6 and b.std() > 1e-6 and np.corrcoef(a, b)[0, 1] >= COHERENCE
-        weak = np.percentile(echo, 95) <= 3 * np.percentile(line, 10) + LINE_FLOOR
+        weak = np.percentile(echo, 95) <= 10 * (np.percentile(line, 10) + LINE_FLOOR)
         if coherent or weak:
             self._trusted = True
             self._verdicts = verdicts if self._early is not None else None

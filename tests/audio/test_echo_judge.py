@@ -152,16 +152,14 @@ def test_a_caller_talking_while_the_path_learns_does_not_become_its_echo(level_d
     vad = SpeechDetector()
     alone = np.array([vad(near[i : i + 2 * FRAME]) for i in frames])  # the words, no judge
     judge = EchoJudge()
-    seen = 0  # frames judged until the path was trusted
-    for i in frames:
+    for n, i in enumerate(frames):
         judge.frame(near[i : i + 2 * FRAME], far[i : i + 2 * FRAME])
-        seen += 1
         if judge.learned:
             break
     assert judge.restarts >= 1  # the first path, taught by the caller too, was not trusted
     verdicts = judge.review()
     assert verdicts is not None
-    speech = alone[seen - len(verdicts) : seen]
+    speech = alone[n + 1 - len(verdicts) : n + 1]
     kept = np.asarray(verdicts) & speech
     assert speech.sum() >= 20 and kept.sum() >= 0.9 * speech.sum(), (kept.sum(), speech.sum())
 

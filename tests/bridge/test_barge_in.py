@@ -23,7 +23,6 @@ from audio_checks import upsample_fft
 from helpers import SILENCE, events, final_log, fixture_audio, within
 
 from telephony.audio import FRAME_BYTES, ModelToCaller, ulaw_decode, ulaw_encode
-from telephony.audio.speech import SpeechDetector
 from telephony.bridge.barge_in import ECHO_TAIL_S, RESUME_AFTER_MS, BargeInGuard
 from telephony.config import BargeInRules
 from telephony.simulate import Echo, Say, SimulationResult
@@ -426,20 +425,13 @@ LONG_REPLY_WORDS = (  # the fixture's words (tests/fixtures/README.md)
 )
 
 
-async def guard_over_a_reply(
-    echo_db: float | None,
-    caller_at_s: float | None,
-    heard: str,
-    caller: str = "wait_stop.ulaw",
-    caller_db: float = 0.0,
-):
+async def guard_over_a_reply(echo_db: float, caller_at_s: float | None, heard: str):
     """The guard, frame by frame on the caller's audio clock, over the agent's 9.9 s reply
-    echoed flat, ``echo_db`` down (None: no echo), 20 ms late; the caller's ``caller`` fixture
-    ("Wait, stop, I have a question."), ``caller_db`` from its level, ``caller_at_s`` into it
-    (or no caller). The model's VAD (as OpenAI's, which hears echo as speech) makes one item
-    of it all: it starts 0.3 s in, before the judge has learned the line, and stops as the
-    reply's echo ends; the recogniser heard ``heard``. Returns what the guard did, its records
-    and the guard."""
+    echoed flat, ``echo_db`` down, 20 ms late; the caller's "Wait, stop, I have a question."
+    ``caller_at_s`` into it (or no caller). The model's VAD (as OpenAI's, which hears echo as
+    speech) makes one item of it all: it starts 0.3 s in, before the judge has learned the
+    line, and stops as the reply's echo ends; the recogniser heard ``heard``. Returns what the
+    guard did and its records."""
     actions, records = _Actions(), []
     agent = np.frombuffer(ulaw_decode(LONG_REPLY), dtype="<i2").astype(np.float64)
     playing_until = len(agent) / 8000
@@ -452,18 +444,15 @@ async def guard_over_a_reply(
         record=lambda event, **fields: records.append({"event": event, **fields}),
     )
     guard.reference.play(agent.astype("<i2").tobytes(), 0.0)
-    echo = agent * 10 ** (echo_db / 20) if echo_db is not None else np.zeros(len(agent))
-    near = np.concatenate([np.zeros(160), echo, np.zeros(8000)])
+    near = np.concatenate([np.zeros(160), agent * 10 ** (echo_db / 20), np.zeros(8000)])
     if caller_at_s is not None:
-        words = np.frombuffer(ulaw_decode(fixture_audio(caller)), "<i2") * 10 ** (caller_db / 20)
+        words = np.frombuffer(ulaw_decode(fixture_audio("wait_stop.ulaw")), "<i2")
         at = int(caller_at_s * 8000)
         near[at : at + len(words)] += words
     line = ulaw_encode(np.clip(np.rint(near), -32768, 32767).astype("<i2").tobytes())
-    passed = []  # (the caller's frame, what the model heard of it)
     for n, i in enumerate(range(0, len(line) - FRAME_BYTES + 1, FRAME_BYTES)):
         clock["at"] = (n + 1) * FRAME_MS / 1000
-        frame = line[i : i + FRAME_BYTES]
-        passed.append((frame, await guard.caller_frame(frame, 0.0, clock["at"])))
+        await guard.caller_frame(line[i : i + FRAME_BYTES], 0.0, clock["at"])
         if n + 1 == 15:  # 0.3 s
             assert not guard._judge.learned
             await guard.speech_started("item_1")
@@ -473,7 +462,7 @@ async def guard_over_a_reply(
     guard.transcript("item_1", heard)
     await asyncio.sleep(0)
     await guard.close()
-    return actions.done, records, guard, passed
+    return actions.done, records
 
 
 @pytest.mark.parametrize("echo_db", [-20, -10, -6])
@@ -487,7 +476,7 @@ async def test_one_item_of_a_whole_replys_echo_is_no_turn(echo_db: float) -> Non
         "you're working. A table for four-on-five, seven, 30, by the window under the name "
         "remarader. Clean the right and mid-it early. I'll ask you a confirmation."
     )
-    done, records, *_ = await guard_over_a_reply(echo_db, None, garbled)
+    done, records = await guard_over_a_reply(echo_db, None, garbled)
     assert done == ["forget"], records
     assert [r["item_id"] for r in events(records, "barge_in.suppressed") if "item_id" in r] == [
         "item_1"
@@ -499,23 +488,5 @@ async def test_a_caller_who_spoke_before_the_judge_learned_is_heard(echo_db: flo
     """The same item with the caller's "Wait, stop, I have a question." 0.4 s into the reply,
     before the judge has learned the line: the review finds the caller's sound in it, and it
     is a turn."""
-    done, records, *_ = await guard_over_a_reply(echo_db, 0.4, "Wait, stop, I have a question.")
+    done, records = await guard_over_a_reply(echo_db, 0.4, "Wait, stop, I have a question.")
     assert "respond" in done and "forget" not in done, records
-
-
-@pytest.mark.parametrize("caller_db", [0, -6, -10])
-async def test_a_quiet_caller_over_the_agent_with_no_echo_is_heard(caller_db: float) -> None:
-    """No echo on the line (the README quickstart's call): the caller, quieter than the agent,
-    says "Go forward ten meters." 0.4 s into its reply, before the judge has learned the line.
-    Under its prior their frames look like echo and taught the path; a path so taught is not
-    trusted (the judge begins it again), so the item is a turn by its sound, and none of the
-    caller's frames reaches the model as silence."""
-    done, records, guard, passed = await guard_over_a_reply(
-        None, 0.4, "Go forward ten meters.", caller="goforward.ulaw", caller_db=caller_db
-    )
-    assert "respond" in done and "forget" not in done, records
-    assert guard._judge.restarts >= 1
-    assert not [r for r in events(records, "barge_in.suppressed") if r.get("item_id")], records
-    detect = SpeechDetector()
-    words = [(sent, heard) for sent, heard in passed if detect(ulaw_decode(sent))]
-    assert len(words) >= 40 and all(sent == heard for sent, heard in words)  # none gated
