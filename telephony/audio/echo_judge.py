@@ -24,7 +24,6 @@ Knows nothing of Twilio or OpenAI. Formats: pcm16 little-endian mono, 8 kHz, 20 
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Literal
 
 import numpy as np
@@ -48,9 +47,6 @@ STEP = 0.3  # NLMS step
 SHARE = 0.3  # unexplained share of the frame's power that makes it the caller's
 LEARN_SHARE = 0.1  # a frame teaches the path only when this little of it is unexplained
 HOLD_FRAMES = 15  # and not within 300 ms of a frame judged the caller's (double talk)
-EARLY_FRAMES = 150  # frames judged under the prior kept for review: 3 s
-COHERENCE = 0.75  # the learned path's echo must follow the line this closely (see _check)
-LINE_FLOOR = 1e8  # band power of white line noise at -50 dBFS: quieter is no sound
 _EDGES = np.arange(8, 120, 8)  # FFT bins: 250, 500, ... 3500 Hz (31.25 Hz a bin)
 
 
@@ -77,24 +73,17 @@ class EchoJudge:
         self._block = np.zeros((2, FFT))  # near and far, the last 96 samples of each before
         self._window = np.hanning(FFT)
         self._learned = 0  # frames the path learned from while the agent's audio played
-        self._trusted = False  # the learned path passed its check (see _check)
-        self._verdicts: list[bool] | None = None  # the early frames judged again, for review
-        self.restarts = 0  # learned paths that failed their check and were begun again
         self._prior = 10 ** (-PRIOR_ERL_DB / 10)
         self._margin = 10 ** (MARGIN_DB / 10)
         self._since_caller = HOLD_FRAMES
-        self._idle = 0  # frames passed unjudged since the last judged one
-        # (idle frames before, near, far) of frames judged under the prior; None once reviewed
-        self._early: deque[tuple[int, bytes, bytes]] | None = deque(maxlen=EARLY_FRAMES)
         self.echo_frames = 0  # frames judged the agent's echo (sound explained by it)
         self.share = 0.0  # the last frame's power beyond the estimated echo, a share of it
 
     @property
     def learned(self) -> bool:
         """True once the echo path has learned from ``LAGS + LEARN_FRAMES`` frames of the
-        agent's audio and passed its check (the prior no longer stands in): its verdicts rest
-        on this line's echo."""
-        return self._trusted
+        agent's audio (the prior no longer stands in): its verdicts rest on this line's echo."""
+        return self._learned >= LAGS + LEARN_FRAMES
 
     @property
     def _far(self) -> np.ndarray:
@@ -103,7 +92,6 @@ class EchoJudge:
     def idle(self, frames: int) -> None:
         """``frames`` 20 ms frames passed unjudged (nothing played, nothing to judge): what
         played before them moves that much further back."""
-        self._idle += max(frames, 0)
         for _ in range(min(max(frames, 0), LAGS)):
             self._push(np.zeros(self._ring.shape[1]))
 
@@ -123,15 +111,8 @@ class EchoJudge:
         """
         if len(near) != 2 * FRAME or len(far) != 2 * FRAME:
             raise ValueError("near and far must each be one 20 ms frame (320 bytes)")
-        if self._early is not None and not self._trusted:
-            self._early.append((self._idle, near, far))
-        self._idle = 0
-        caller = self._frame_c(near, far) if self._c else self._frame_numpy(near, far)
-        if not self._trusted and self._learned >= LAGS + LEARN_FRAMES:
-            self._check()
-        return caller
-
-    def _frame_numpy(self, near: bytes, far: bytes) -> bool:
+        if self._c:
+            return self._frame_c(near, far)
         block = self._block
         block[:, : FFT - FRAME] = block[:, FRAME:]
         block[0, FFT - FRAME :] = np.frombuffer(near, dtype="<i2")
@@ -160,58 +141,6 @@ class EchoJudge:
             self._learn(np.minimum(n, prior), estimate)
             self.echo_frames += total > 0.0
         return caller
-
-    def review(self) -> list[bool] | None:
-        """Once the path has learned (:attr:`learned`), the verdicts of the frames judged under
-        the prior before (the last :data:`EARLY_FRAMES` of them, oldest first), judged again
-        with the learned path: True where the caller made a sound beyond the echo. Given once;
-        None before the path has learned and after the review."""
-        verdicts, self._verdicts = self._verdicts, None
-        return verdicts
-
-    def _check(self) -> None:
-        """The path has learned from enough frames: is it this line's echo? A caller quieter
-        than the agent, talking while it learned, is under the prior and teaches the path too
-        (the offline model's greeting talked over: 118 frames); such a path would call the
-        caller's words echo. A copy of the judge with the learned path replays the frames kept
-        (the last :data:`EARLY_FRAMES`), and the path is trusted when
-
-        - its echo estimate follows the line: the correlation of the frames' log power
-          (each plus :data:`LINE_FLOOR`) with the estimate's is at least :data:`COHERENCE`
-          (measured on the agent's real reply: 0.81-0.99 over flat paths of 6-30 dB and
-          20-450 ms, the G.168 hybrids, rooms and a clipping handset; 0.15-0.64 over callers
-          talking over it with no echo), or
-        - it is too weak to hide a caller: 95 % of its estimates are under ten times the
-          line's quiet level (its 10th percentile) plus the floor (a line with no echo: noise
-          or digital silence).
-
-        Otherwise the path is begun again from nothing (``restarts``), the prior standing in.
-        When it is trusted, the replay's verdicts are kept for :meth:`review`."""
-        early = list(self._early or ())
-        again = EchoJudge(backend="c" if self._c else "numpy")
-        again._early = None
-        again._h = self._h.copy()
-        again._trusted = True
-        verdicts, blocks, estimates = [], [], []
-        for idle, near, far in early:
-            again.idle(idle)
-            verdicts.append(again.frame(near, far))
-            estimates.append(float(np.einsum("kb,kb->", again._h, again._far)))
-            blocks.append(again._block[0].copy())
-        power = np.abs(np.fft.rfft(np.asarray(blocks) * self._window, axis=1)) ** 2
-        line = power[:, _EDGES[0] : _EDGES[-1]].sum(axis=1)
-        echo = np.asarray(estimates)
-        a, b = np.log10(line + LINE_FLOOR), np.log10(echo + LINE_FLOOR)
-        coherent = a.std() > 1e-6 and b.std() > 1e-6 and np.corrcoef(a, b)[0, 1] >= COHERENCE
-        weak = np.percentile(echo, 95) <= 10 * (np.percentile(line, 10) + LINE_FLOOR)
-        if coherent or weak:
-            self._trusted = True
-            self._verdicts = verdicts if self._early is not None else None
-            self._early = None
-        else:
-            self._h[:] = 0.0
-            self._learned = 0
-            self.restarts += 1
 
     def _frame_c(self, near: bytes, far: bytes) -> bool:
         """:meth:`frame` in the compiled loop: the same steps on the same state arrays."""

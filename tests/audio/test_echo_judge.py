@@ -112,58 +112,6 @@ def test_the_path_is_learned_after_the_agents_audio_with_the_caller_quiet() -> N
     assert learned_at is not None and 65 <= learned_at <= 80, learned_at  # 1.3-1.6 s
 
 
-def test_frames_judged_before_the_path_was_learned_are_judged_again_once() -> None:
-    """``review``: None until the path has learned; then the verdicts of the frames judged
-    under the prior (1 s of silence, 1.3 s of the reply: under EARLY_FRAMES), judged again with
-    the learned path (echo alone: at most a stray frame the caller's); then None again. The
-    judge's own verdicts go on as before the review."""
-    far = FAR.astype("<i2").tobytes()
-    quiet = ulaw_decode(ulaw_encode(line(-10, 150).clip(-32768, 32767).astype("<i2").tobytes()))
-    judge, twin = EchoJudge(), EchoJudge()
-    verdicts = None
-    before = 0
-    for i in range(0, 8000 * 2 * 4, 2 * FRAME):
-        near, played = quiet[i : i + 2 * FRAME], far[i : i + 2 * FRAME]
-        before += not judge.learned  # judged under the prior (the last of them teaches it)
-        assert judge.frame(near, played) == twin.frame(near, played)
-        if not judge.learned:
-            assert judge.review() is None
-        elif verdicts is None:
-            verdicts = judge.review()
-            assert judge.review() is None
-    assert verdicts is not None and len(verdicts) == before
-    assert sum(verdicts) <= 2
-
-
-@pytest.mark.parametrize("level_db", [0, -6, -10])
-def test_a_caller_talking_while_the_path_learns_does_not_become_its_echo(level_db: int) -> None:
-    """No echo on the line; a caller quieter than the agent talks 0.5 s into its reply (under
-    the prior, so their frames teach the path): that path fails its check and is begun again
-    (``restarts``) until one learned without them; the review then gives the caller's words
-    as theirs. Without the check the path trusted at 1.3 s made most of them echo (the README
-    quickstart's call: its greeting talked over)."""
-    far = FAR.astype("<i2").tobytes()
-    words = samples("numbers.ulaw") * 10 ** (level_db / 20)
-    at = 8000 + 4000
-    caller = np.zeros(len(FAR))
-    caller[at : at + len(words)] = words[: len(FAR) - at]
-    near = ulaw_decode(ulaw_encode(np.rint(caller).clip(-32768, 32767).astype("<i2").tobytes()))
-    frames = range(0, len(near) - 2 * FRAME + 1, 2 * FRAME)
-    vad = SpeechDetector()
-    alone = np.array([vad(near[i : i + 2 * FRAME]) for i in frames])  # the words, no judge
-    judge = EchoJudge()
-    for n, i in enumerate(frames):
-        judge.frame(near[i : i + 2 * FRAME], far[i : i + 2 * FRAME])
-        if judge.learned:
-            break
-    assert judge.restarts >= 1  # the first path, taught by the caller too, was not trusted
-    verdicts = judge.review()
-    assert verdicts is not None
-    speech = alone[n + 1 - len(verdicts) : n + 1]
-    kept = np.asarray(verdicts) & speech
-    assert speech.sum() >= 20 and kept.sum() >= 0.9 * speech.sum(), (kept.sum(), speech.sum())
-
-
 def test_the_speech_detector_needs_a_callers_level_and_for_speech_the_vad() -> None:
     """``loud``: at least -47 dBFS RMS, speech or not; a call: loud and WebRTC VAD speech."""
     detect = SpeechDetector()
