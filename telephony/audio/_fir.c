@@ -17,15 +17,18 @@
  *   encode_table: 65536 uint8 (pcm16 bit pattern -> μ-law code)
  *   pcm16: whole int16 samples, little-endian (an odd trailing byte is the caller's concern)
  *   returns one μ-law byte per completed group of three input samples *
- * echo_frame(block, ring, h, window, near, far, pos, learned, since_caller,
+ * echo_frame(block, ring, h, cap, window, near, far, pos, learned, since_caller,
  *            prior, margin, step, share, learn_share, hold) -> (pos, share, since_caller, taught)
  *   One frame of the echo judge (telephony/audio/echo_judge.py, whose numpy path is the
  *   reference): the band powers of the caller's frame and of what played (a 256-point FFT of
  *   each), the band-power echo estimate over LAGS frames, the share of the frame's power
  *   beyond it, and, on a frame of echo alone, one NLMS step of the echo path.
  *   block: writable 2*256 doubles (the last samples of near, then of far); ring: writable
- *   2*LAGS*13 doubles; h: writable LAGS*13 doubles; window: 256 doubles; near, far: 320 bytes
- *   of pcm16 each. taught: 0 (no step), 1 (a step on a silent frame), 2 (a step on sound).
+ *   2*LAGS*13 doubles; h: writable LAGS*13 doubles; cap: LAGS*13 doubles (the most echo the
+ *   line's quiet frames allow, per lag and band: before the path has learned, the prior is
+ *   held under sum_k cap*far); window: 256 doubles; near, far: 320 bytes of pcm16 each.
+ *   taught: 0 (no step), 1 (a step on a silent frame), 2 (a step on sound). The module's
+ *   ECHO_ABI (2) names this signature.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -202,19 +205,19 @@ static void ej_fft(double *re, double *im) {
 }
 
 static PyObject *echo_frame(PyObject *self, PyObject *args) {
-    Py_buffer bl, rg, hb, wn, nb, fb;
+    Py_buffer bl, rg, hb, cb, wn, nb, fb;
     Py_ssize_t pos, since;
     int learned;
     double prior_f, margin, step, share_thr, learn_share;
     Py_ssize_t hold;
-    if (!PyArg_ParseTuple(args, "w*w*w*y*y*y*npndddddn", &bl, &rg, &hb, &wn, &nb, &fb, &pos,
-                          &learned, &since, &prior_f, &margin, &step, &share_thr, &learn_share,
+    if (!PyArg_ParseTuple(args, "w*w*w*y*y*y*y*npndddddn", &bl, &rg, &hb, &cb, &wn, &nb, &fb,
+                          &pos, &learned, &since, &prior_f, &margin, &step, &share_thr, &learn_share,
                           &hold))
         return NULL;
     PyObject *out = NULL;
     Py_ssize_t lags = hb.len / (Py_ssize_t)(EJ_BANDS * sizeof(double));
     if (bl.len != (Py_ssize_t)(2 * EJ_FFT * sizeof(double)) || lags < 1 ||
-        hb.len != (Py_ssize_t)(lags * EJ_BANDS * sizeof(double)) ||
+        hb.len != (Py_ssize_t)(lags * EJ_BANDS * sizeof(double)) || cb.len != hb.len ||
         rg.len != (Py_ssize_t)(2 * lags * EJ_BANDS * sizeof(double)) ||
         wn.len != (Py_ssize_t)(EJ_FFT * sizeof(double)) || nb.len != 2 * EJ_FRAME ||
         fb.len != 2 * EJ_FRAME || pos < 0 || pos > lags) {
@@ -222,6 +225,7 @@ static PyObject *echo_frame(PyObject *self, PyObject *args) {
         goto done;
     }
     double *block = (double *)bl.buf, *ring = (double *)rg.buf, *h = (double *)hb.buf;
+    const double *cap = (const double *)cb.buf;
     const double *window = (const double *)wn.buf;
     const uint8_t *near = (const uint8_t *)nb.buf, *farb = (const uint8_t *)fb.buf;
     /* the block: the last 96 samples of each, then this frame */
@@ -260,16 +264,17 @@ static PyObject *echo_frame(PyObject *self, PyObject *args) {
     double prior[EJ_BANDS], estimate[EJ_BANDS];
     double total = 0.0, beyond = 0.0, prior_sum = 0.0;
     for (int b = 0; b < EJ_BANDS; b++) {
-        double top = 0.0, est = 0.0;
+        double top = 0.0, est = 0.0, most = 0.0;
         for (Py_ssize_t k = 0; k < lags; k++) {
             double v = far[k * EJ_BANDS + b];
             if (v > top) top = v;
             est += h[k * EJ_BANDS + b] * v;
+            most += cap[k * EJ_BANDS + b] * v;
         }
         prior[b] = prior_f * top;
         estimate[b] = est;
-        double bound = margin * est;
-        if (!learned && prior[b] > bound) bound = prior[b];
+        double bound = margin * est, held = prior[b] < most ? prior[b] : most;
+        if (!learned && held > bound) bound = held;
         total += n[b];
         if (n[b] > bound) beyond += n[b] - bound;
         prior_sum += prior[b];
@@ -291,7 +296,7 @@ static PyObject *echo_frame(PyObject *self, PyObject *args) {
     }
     out = Py_BuildValue("ndni", pos, share, since, taught);
 done:
-    PyBuffer_Release(&bl); PyBuffer_Release(&rg); PyBuffer_Release(&hb);
+    PyBuffer_Release(&bl); PyBuffer_Release(&rg); PyBuffer_Release(&hb); PyBuffer_Release(&cb);
     PyBuffer_Release(&wn); PyBuffer_Release(&nb); PyBuffer_Release(&fb);
     return out;
 }
@@ -307,5 +312,10 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fir", NULL, -1, met
 
 PyMODINIT_FUNC PyInit__fir(void) {
     ej_init();
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "ECHO_ABI", 2) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -19,7 +19,12 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    could arrive (``ECHO_TAIL_S``) and held under ``ITEM_CALLER_MS`` of the caller's sound
    (counted past the echo window too, where all sound is the caller's),
    once the judge has learned the line (about 1.3 s of the agent's audio with the caller
-   quiet; before, such an item's words decide, step 4).
+   quiet). Frames the judge saw before it learned are judged again then; an item that began
+   before and ends after is judged by them (the model's VAD makes one item of a whole reply's
+   echo); one that ends before is left to its words (step 4). Once the judge has learned
+   the line, a frame of echo alone (``GATE_HOLD_MS`` past the caller's last sound beyond it)
+   reaches the model as silence: its VAD makes no item of the echo, and the caller's items
+   hold their own sound, not a reply's echo around it.
 2. **Pause.** Once the caller has spoken ``pause_ms`` (WebRTC VAD on the cleaned audio), the
    agent's audio stops at the caller's ear (``clear``), the rest kept: this is the barge-in
    reaction, as quick as before the guard.
@@ -42,20 +47,16 @@ import asyncio
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agents.realtime import RealtimeSession
-from agents.realtime.model_inputs import RealtimeModelSendRawMessage
-
 from ..audio import ulaw_decode, ulaw_encode
 from ..audio.echo import EchoCanceller, PlayoutReference
-from ..audio.echo_judge import EchoJudge
+from ..audio.echo_judge import EARLY_FRAMES, EchoJudge
 from ..audio.speech import SpeechDetector
 from ..config import BargeInRules
-from ..observability.call_log import describe_error
-from .outbound import OutboundAudio
+from .barge_in_actions import SessionActions  # the actions on a call, re-exported
 
 __all__ = ["SUPPRESSED_KINDS", "BargeInGuard", "GuardActions", "SessionActions"]
 
@@ -68,6 +69,9 @@ GAP_MS = 100  # quiet within one speech (between syllables) that does not end it
 MERGE_MS = 400  # speech again within this of the last continues it (a pause between words)
 TRANSCRIPT_WAIT_S = 2.0  # a guarded item's transcript, waited for at most
 ECHO_WORD_SHARE = 0.6  # a transcript mostly of the agent's own recent words is its echo
+GATE_HOLD_MS = 300  # after the caller's sound, echo frames still reach the model this long
+REPAUSE_MS = 100  # speech that pauses the agent again after a resume (not a stray frame)
+SILENT_FRAME = b"\xff" * 160  # 20 ms of μ-law silence
 SUPPRESSED_KINDS = ("echo", "short_speech", "backchannel", "noise")
 _WORDS = re.compile(r"[a-z0-9']+")
 
@@ -92,6 +96,7 @@ class _Speech:
     quiet_ms: int = 0  # since the last speech frame
     paused: bool = False
     resumed: bool = False  # a pause of it was taken back
+    resumed_ms: int = 0  # speech_ms when it was
     interrupted: bool = False
     ended: bool = False  # quiet since; more speech within MERGE_MS continues it
 
@@ -103,6 +108,7 @@ class _Item:
     guarded: bool  # it began while the agent's audio played
     started_ms: int = 0  # the caller's audio clock when the model's VAD said so
     echo: bool = False  # it began while echo could arrive, with the line's echo learned
+    early: bool = False  # it began while echo could arrive, before the judge learned the line
     real: bool = False  # decided a real turn
     stopped: bool = False
     outlasted: bool = True  # the agent's audio went on past the caller's speech
@@ -139,6 +145,8 @@ class BargeInGuard:
         self._judge = EchoJudge()
         self._judged_at = 0.0  # the caller-clock end of the last frame the judge saw
         self._caller_frames: deque[int] = deque(maxlen=1000)  # caller_ms of the caller's sound
+        # (caller_ms, loud) of the frames judged before the judge learned, for its review
+        self._early: deque[tuple[int, bool]] = deque(maxlen=EARLY_FRAMES)
         self._detect = SpeechDetector()
         self._detect_raw = SpeechDetector()
         self._speech: _Speech | None = None
@@ -148,6 +156,8 @@ class BargeInGuard:
         self.caller_ms = 0  # the caller's audio clock: ms of caller audio seen so far
         self._last_audible_at = -1.0  # when a caller frame last found the agent audible
         self._last_speech_at = -1.0  # when our detector last heard the caller speak
+        self._sound_at_ms = -GATE_HOLD_MS  # caller_ms of the caller's last sound beyond echo
+        self.frames_gated = 0  # caller frames of echo alone the model heard as silence
         self.frames_guarded = 0
         self.cancel_s = 0.0  # CPU in the echo canceller and the detectors
 
@@ -156,9 +166,11 @@ class BargeInGuard:
     async def caller_frame(self, ulaw: bytes, now: float, at: float) -> bytes:
         """One caller frame (μ-law 8 kHz, 20 ms) that arrived at ``now``
         (``time.monotonic()``) and ends at ``at`` on the caller's audio clock (seconds of
-        caller audio); returns what the model should hear (the same bytes unless echo was
-        cancelled). Drives pause, resume and interrupt on that audio clock: the same audio
-        decides alike however fast it arrives. The echo reference is on it too."""
+        caller audio); returns what the model should hear: the same bytes, or with echo
+        cancelled (``ECHO_CANCELLATION``), or μ-law silence for a frame of the agent's echo
+        alone once the judge has learned the line (``GATE_HOLD_MS`` after the caller's last
+        sound beyond the echo). Drives pause, resume and interrupt on that audio clock: the
+        same audio decides alike however fast it arrives. The echo reference is on it too."""
         self.caller_ms = round(at * 1000)
         reference = self.reference
         echo = reference is not None and reference.audible(at, ECHO_TAIL_S)
@@ -166,7 +178,7 @@ class BargeInGuard:
         if audible:
             self._last_audible_at = now
         if not (echo or self._speech is not None or audible):
-            if any(i.echo and not i.stopped for i in self._items.values()):
+            if any((i.echo or i.early) and not i.stopped for i in self._items.values()):
                 # an item that began in the echo window is still open: no echo can arrive
                 # now, so its sound is the caller's (as sound beyond the echo is, within)
                 raw = ulaw_decode(ulaw)
@@ -191,16 +203,40 @@ class BargeInGuard:
             # the judge learns the line's own echo path from the raw frame: AEC3's residual
             # changes as it adapts (and jumps when it re-converges), which no band path
             # learned per call can explain (a count run: 6 pauses of echo at -20 dB)
+            early = not self._judge.learned
             beyond_echo, judged = self._judge.frame(raw, far), True
+            if early:
+                self._early.append((self.caller_ms, self._detect.loud(heard)))
+                if self._judge.learned:
+                    self._review()
             raw_speech = self._detect_raw(raw)
         speech = len(heard) == 320 and self._detect(heard) and beyond_echo
         # the caller's sound for the model's VAD items: beyond the echo where judged (a tone
         # or a laugh counts, as it does for the model's VAD), our detector's speech elsewhere
         if speech or (judged and beyond_echo and self._detect.loud(heard)):
             self._caller_frames.append(self.caller_ms)
+            self._sound_at_ms = self.caller_ms
+        elif judged and self._judge.learned and self.caller_ms - self._sound_at_ms > GATE_HOLD_MS:
+            # the agent's echo alone: the model hears silence, so its VAD makes no item of
+            # the echo and the caller's items hold the caller's sound, not a reply's echo
+            # around it (a cough inside one item with 8 s of echo: its words made it a turn)
+            ulaw = SILENT_FRAME
+            self.frames_gated += 1
         self.cancel_s += time.perf_counter() - t0
         await self._on_frame(speech, raw_speech, now)
         return ulaw
+
+    def _review(self) -> None:
+        """The judge has just learned the line: the caller's sound in the frames it judged
+        before, under its loose prior, is what the learned path now says of them."""
+        verdicts = self._judge.review()
+        early, self._early = list(self._early), deque(maxlen=0)
+        if not verdicts:
+            return
+        again = {ms for (ms, loud), beyond in zip(early, verdicts, strict=True) if beyond and loud}
+        first, last = early[0][0], early[-1][0]
+        kept = [ms for ms in self._caller_frames if not first <= ms <= last]
+        self._caller_frames = deque(sorted([*kept, *again]), maxlen=self._caller_frames.maxlen)
 
     async def _on_frame(self, speech: bool, raw_speech: bool, now: float) -> None:
         s = self._speech
@@ -231,13 +267,17 @@ class BargeInGuard:
             self._record("barge_in.interruption", speech_ms=s.speech_ms, why="long_speech")
             await self._interrupt(s)
             return
-        if not s.paused and s.speech_ms >= self.rules.pause_ms:
+        # after a resume, speech again pauses it again, but not a stray frame or two (a count
+        # "yeah" over room echo paused the reply 28 times, each resume paused by a stray frame)
+        again = not s.resumed or s.speech_ms - s.resumed_ms >= REPAUSE_MS
+        if not s.paused and s.speech_ms >= self.rules.pause_ms and again:
             s.paused = await self._actions.pause(s.started_at, self.caller_ms)
         if s.quiet_ms >= (RESUME_AFTER_MS if s.paused else GAP_MS):
             s.ended = True
             if s.paused:
                 s.paused = False
                 s.resumed = True
+                s.resumed_ms = s.speech_ms
                 await self._actions.resume(self.caller_ms)
 
     def _speech_done(self, s: _Speech) -> None:
@@ -276,8 +316,14 @@ class BargeInGuard:
         guarded = self._audible() or self._speech is not None
         # only a judge that has learned the line may call a whole item echo: before, a caller
         # below the agent's level is not told from its echo, and the words decide
-        echo = self._judge.learned and self.reference.audible(self.caller_ms / 1000, ECHO_TAIL_S)
-        self._items[item_id] = _Item(guarded=guarded, started_ms=self.caller_ms, echo=echo)
+        in_echo = self.reference.audible(self.caller_ms / 1000, ECHO_TAIL_S)
+        learned = self._judge.learned
+        self._items[item_id] = _Item(
+            guarded=guarded,
+            started_ms=self.caller_ms,
+            echo=in_echo and learned,
+            early=in_echo and not learned,
+        )
         if guarded and self._speech is not None and self._speech.interrupted:
             self._items[item_id].real = True
 
@@ -289,7 +335,10 @@ class BargeInGuard:
         # an answer to it ("...shall I go ahead?" "Yes.")
         item.outlasted = self._audible() or self._last_audible_at > self._last_speech_at
         sound_ms = self._caller_sound_ms(item.started_ms - ITEM_LOOKBACK_MS)
-        if item.echo and not item.real and sound_ms < ITEM_CALLER_MS:
+        # an item that began before the judge learned is judged so once it has: the frames
+        # before were judged again with the learned path (_review)
+        echo = item.echo or (item.early and self._judge.learned)
+        if echo and not item.real and sound_ms < ITEM_CALLER_MS:
             # all the model's VAD heard was the agent's own echo: no turn, whatever words
             # a recogniser makes of it
             self._items.pop(item_id, None)
@@ -373,64 +422,8 @@ class BargeInGuard:
             "suppressed_interruptions": dict(self.suppressed),
             "guard_frames": self.frames_guarded,
             "echo_frames": self._judge.echo_frames,
+            "gated_frames": self.frames_gated,
             "guard_us_per_frame": (
                 round(self.cancel_s / self.frames_guarded * 1e6, 1) if self.frames_guarded else 0
             ),
         }
-
-
-class SessionActions:
-    """:class:`GuardActions` on one call: the outbound audio and the current model session.
-
-    Args:
-        out: the call's outbound audio (pause, resume, drop).
-        session: the session caller audio goes to now (None while one is being replaced:
-            the action is skipped).
-        record: writes a call-log record.
-    """
-
-    def __init__(
-        self,
-        out: OutboundAudio,
-        session: Callable[[], RealtimeSession | None],
-        record: Callable[..., Any],
-    ) -> None:
-        self._out = out
-        self._session = session
-        self._record = record
-
-    async def pause(self, speech_start: float, caller_ms: int) -> bool:
-        return await self._out.pause(speech_start, caller_ms)
-
-    async def resume(self, caller_ms: int) -> None:
-        await self._out.resume(caller_ms)
-
-    async def interrupt(self) -> None:
-        """Truncate the agent's item where the caller stopped hearing it and cancel the reply
-        (the SDK's interrupt: ``conversation.item.truncate`` at the tracker's position, which a
-        pause froze, and ``response.cancel``); drop what a pause kept."""
-        item = self._out.current_item
-        await self._send(lambda s: s.interrupt(), "interrupt")
-        if self._out.paused and item is not None:  # the SDK knew of no item to interrupt
-            await self._out.on_interrupted(item)
-
-    async def respond(self) -> None:
-        await self._send(lambda s: s.model.send_event(_raw({"type": "response.create"})), "respond")
-
-    async def forget(self, item_id: str) -> None:
-        message = {"type": "conversation.item.delete", "other_data": {"item_id": item_id}}
-        await self._send(lambda s: s.model.send_event(_raw(message)), "forget")
-
-    async def _send(self, act: Callable[[RealtimeSession], Awaitable[None]], what: str) -> None:
-        session = self._session()
-        if session is None:
-            self._record("barge_in.skipped", action=what, why="no session")
-            return
-        try:
-            await act(session)
-        except Exception as exc:  # the supervisor finds a broken session on its own
-            self._record("barge_in.skipped", action=what, why=describe_error(exc))
-
-
-def _raw(message: dict[str, Any]) -> RealtimeModelSendRawMessage:
-    return RealtimeModelSendRawMessage(message=message)  # type: ignore[arg-type]
