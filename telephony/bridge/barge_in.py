@@ -34,9 +34,11 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    skipped or repeated.
 4. **Words.** When the model's VAD reports the short speech as an item, its transcript
    decides: words other than backchannels ("mm-hm", "yeah", "okay", ...) and not the agent's
-   own are a real turn after all (interrupt, then answer); otherwise the item is deleted from
-   the conversation so the model's view stays true, and the suppressed interruption is logged
-   with its kind: ``echo``, ``short_speech``, ``backchannel`` or ``noise``.
+   own are a real turn after all (interrupt, then answer), unless the item began with the
+   line's echo learned and the caller's speech beyond the echo in it did not reach
+   ``pause_ms`` (a cough a recogniser made words of: ``noise``); otherwise the item is deleted
+   from the conversation so the model's view stays true, and the suppressed interruption is
+   logged with its kind: ``echo``, ``short_speech``, ``backchannel`` or ``noise``.
 
 Speech while the agent is silent is a turn as before: answered when the model's VAD ends it.
 """
@@ -112,6 +114,7 @@ class _Item:
     real: bool = False  # decided a real turn
     stopped: bool = False
     outlasted: bool = True  # the agent's audio went on past the caller's speech
+    speech_ms: int = 0  # the caller's speech beyond the echo in it (our detector), at its stop
     transcript: str | None = None
     answered: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -145,6 +148,7 @@ class BargeInGuard:
         self._judge = EchoJudge()
         self._judged_at = 0.0  # the caller-clock end of the last frame the judge saw
         self._caller_frames: deque[int] = deque(maxlen=1000)  # caller_ms of the caller's sound
+        self._speech_frames: deque[int] = deque(maxlen=1000)  # and of their speech (VAD)
         # (caller_ms, loud) of the frames judged before the judge learned, for its review
         self._early: deque[tuple[int, bool]] = deque(maxlen=EARLY_FRAMES)
         self._detect = SpeechDetector()
@@ -184,6 +188,7 @@ class BargeInGuard:
                 raw = ulaw_decode(ulaw)
                 if len(raw) == 320 and self._detect.loud(raw):
                     self._caller_frames.append(self.caller_ms)
+                    self._speech_frames.append(self.caller_ms)
             return ulaw
         t0 = time.perf_counter()
         self.frames_guarded += 1
@@ -213,6 +218,8 @@ class BargeInGuard:
         speech = len(heard) == 320 and self._detect(heard) and beyond_echo
         # the caller's sound for the model's VAD items: beyond the echo where judged (a tone
         # or a laugh counts, as it does for the model's VAD), our detector's speech elsewhere
+        if speech:
+            self._speech_frames.append(self.caller_ms)
         if speech or (judged and beyond_echo and self._detect.loud(heard)):
             self._caller_frames.append(self.caller_ms)
             self._sound_at_ms = self.caller_ms
@@ -334,7 +341,9 @@ class BargeInGuard:
         # a backchannel goes under the agent's speech; speech the agent stopped before is
         # an answer to it ("...shall I go ahead?" "Yes.")
         item.outlasted = self._audible() or self._last_audible_at > self._last_speech_at
-        sound_ms = self._caller_sound_ms(item.started_ms - ITEM_LOOKBACK_MS)
+        since_ms = item.started_ms - ITEM_LOOKBACK_MS
+        sound_ms = self._caller_sound_ms(since_ms)
+        item.speech_ms = sum(FRAME_MS for ms in self._speech_frames if ms >= since_ms)
         # an item that began before the judge learned is judged so once it has: the frames
         # before were judged again with the learned path (_review)
         echo = item.echo or (item.early and self._judge.learned)
@@ -378,6 +387,11 @@ class BargeInGuard:
             await self._actions.respond()
             return
         kind = self.kind_of(item.transcript)
+        if kind is None and item.echo and item.outlasted and item.speech_ms < self.rules.pause_ms:
+            # over the agent, with the line's echo learned, the caller spoke too little beyond
+            # it even to pause the agent: a cough or a click that a recogniser made words of
+            # (a bench run: a cough over room echo heard as "Open." cut the reply)
+            kind = "noise"
         if kind in ("backchannel", "short_speech") and not item.outlasted:
             kind = None  # the agent had finished: a short answer is a turn
         if kind is None:
@@ -386,7 +400,7 @@ class BargeInGuard:
                 await self._interrupt()
             await self._actions.respond()
             return
-        self._suppress(kind, item_id=item_id, transcript=item.transcript)
+        self._suppress(kind, item_id=item_id, transcript=item.transcript, speech_ms=item.speech_ms)
         await self._actions.forget(item_id)
 
     def kind_of(self, transcript: str | None) -> str | None:

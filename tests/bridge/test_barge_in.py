@@ -432,14 +432,15 @@ async def guard_over_a_reply(
     heard: str,
     caller: str = "wait_stop.ulaw",
     caller_db: float = 0.0,
+    item_s: tuple[float, float | None] = (0.3, None),
 ):
     """The guard, frame by frame on the caller's audio clock, over the agent's 9.9 s reply
     echoed flat, ``echo_db`` down (None: no echo), 20 ms late; the caller's ``caller`` fixture
     ("Wait, stop, I have a question."), ``caller_db`` from its level, ``caller_at_s`` into it
     (or no caller). The model's VAD (as OpenAI's, which hears echo as speech) makes one item
     of it all: it starts 0.3 s in, before the judge has learned the line, and stops as the
-    reply's echo ends; the recogniser heard ``heard``. Returns what the guard did, its records
-    and the guard."""
+    reply's echo ends (or ``item_s``: from and to, seconds); the recogniser heard ``heard``.
+    Returns what the guard did, its records, the guard and (frame, what the model heard)."""
     actions, records = _Actions(), []
     agent = np.frombuffer(ulaw_decode(LONG_REPLY), dtype="<i2").astype(np.float64)
     playing_until = len(agent) / 8000
@@ -464,13 +465,17 @@ async def guard_over_a_reply(
         clock["at"] = (n + 1) * FRAME_MS / 1000
         frame = line[i : i + FRAME_BYTES]
         passed.append((frame, await guard.caller_frame(frame, 0.0, clock["at"])))
-        if n + 1 == 15:  # 0.3 s
-            assert not guard._judge.learned
+        if n + 1 == round(item_s[0] * 50):
+            assert guard._judge.learned == (item_s[0] > 2.0)
             await guard.speech_started("item_1")
+        if item_s[1] is not None and n + 1 == round(item_s[1] * 50):
+            await guard.speech_stopped("item_1")
+            guard.transcript("item_1", heard)
         if clock["at"] >= playing_until + 0.06:
             break
-    await guard.speech_stopped("item_1")
-    guard.transcript("item_1", heard)
+    if item_s[1] is None:
+        await guard.speech_stopped("item_1")
+        guard.transcript("item_1", heard)
     await asyncio.sleep(0)
     await guard.close()
     return actions.done, records, guard, passed
@@ -519,3 +524,28 @@ async def test_a_quiet_caller_over_the_agent_with_no_echo_is_heard(caller_db: fl
     detect = SpeechDetector()
     words = [(sent, heard) for sent, heard in passed if detect(ulaw_decode(sent))]
     assert len(words) >= 40 and all(sent == heard for sent, heard in words)  # none gated
+
+
+async def test_a_cough_over_echo_that_a_recogniser_made_words_of_is_no_turn() -> None:
+    """A cough (a 0.25 s burst of brown noise) 4 s into the reply, over its echo 10 dB down,
+    the line's echo learned: the model's VAD makes an item of it and the recogniser makes a
+    word of it (a bench run: "Open.", and the reply was cut). Too little of it was speech
+    beyond the echo even to pause the agent, so it is noise: no interruption, the item
+    deleted, the reply heard whole."""
+    done, records, *_ = await guard_over_a_reply(
+        -10, 4.0, "Open.", caller="noise_burst.ulaw", item_s=(4.0, 4.6)
+    )
+    assert done == ["forget"], records
+    (suppressed,) = [r for r in events(records, "barge_in.suppressed") if r.get("item_id")]
+    assert suppressed["kind"] == "noise" and suppressed["speech_ms"] < BargeInRules().pause_ms
+
+
+async def test_a_short_word_over_echo_that_paused_the_agent_decides_by_its_words() -> None:
+    """The counterpart: a short word ("yeah", 0.4 s of speech) over the same echo pauses the
+    agent; the recogniser heard "Stop.", which is not a backchannel: a real turn (an
+    interruption by its words, then an answer)."""
+    done, records, *_ = await guard_over_a_reply(
+        -10, 4.0, "Stop.", caller="yeah.ulaw", item_s=(4.0, 4.8)
+    )
+    assert "pause" in done and "respond" in done and "forget" not in done, records
+    assert [r["why"] for r in events(records, "barge_in.interruption")] == ["words"]
