@@ -269,12 +269,15 @@ static PyObject *echo_frame(PyObject *self, PyObject *args) {
             double v = far[k * EJ_BANDS + b];
             if (v > top) top = v;
             est += h[k * EJ_BANDS + b] * v;
-            most += cap[k * EJ_BANDS + b] * v;
         }
         prior[b] = prior_f * top;
         estimate[b] = est;
-        double bound = margin * est, held = prior[b] < most ? prior[b] : most;
-        if (!learned && held > bound) bound = held;
+        double bound = margin * est;
+        if (!learned) { /* the prior, held under the cap, stands until the path has learned */
+            for (Py_ssize_t k = 0; k < lags; k++) most += cap[k * EJ_BANDS + b] * far[k * EJ_BANDS + b];
+            double held = prior[b] < most ? prior[b] : most;
+            if (held > bound) bound = held;
+        }
         total += n[b];
         if (n[b] > bound) beyond += n[b] - bound;
         prior_sum += prior[b];

@@ -33,10 +33,12 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    before (``RESUME_AFTER_MS`` of quiet) resumes the agent's audio where it stopped, nothing
    skipped or repeated.
 4. **Words.** When the model's VAD reports the short speech as an item, its transcript
-   decides: words other than backchannels ("mm-hm", "yeah", "okay", ...) and not the agent's
-   own are a real turn after all (interrupt, then answer), unless the item began with the
-   line's echo learned and the caller's speech beyond the echo in it did not reach
-   ``pause_ms`` (a cough a recogniser made words of: ``noise``); otherwise the item is deleted
+   decides (:mod:`~telephony.bridge.turn_words`): words other than backchannels ("mm-hm",
+   "yeah", "okay", ...), not the agent's own and, while the agent went on past them, not
+   function words only ("And I can.", a recogniser's reading of a hum: ``noise``) are a real
+   turn after all (interrupt, then answer), unless the item began with the line's echo
+   learned and the caller's speech beyond the echo in it did not reach ``pause_ms`` (a cough
+   a recogniser made words of: ``noise``); otherwise the item is deleted
    from the conversation so the model's view stays true, and the suppressed interruption is
    logged with its kind: ``echo``, ``short_speech``, ``backchannel`` or ``noise``.
 
@@ -46,7 +48,6 @@ Speech while the agent is silent is a turn as before: answered when the model's 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -59,6 +60,7 @@ from ..audio.echo_judge import EARLY_FRAMES, EchoJudge
 from ..audio.speech import SpeechDetector
 from ..config import BargeInRules
 from .barge_in_actions import SessionActions  # the actions on a call, re-exported
+from .turn_words import kind_of
 
 __all__ = ["SUPPRESSED_KINDS", "BargeInGuard", "GuardActions", "SessionActions"]
 
@@ -70,12 +72,10 @@ RESUME_AFTER_MS = 60  # quiet that ends a short speech (a pause resumes then)
 GAP_MS = 100  # quiet within one speech (between syllables) that does not end it
 MERGE_MS = 400  # speech again within this of the last continues it (a pause between words)
 TRANSCRIPT_WAIT_S = 2.0  # a guarded item's transcript, waited for at most
-ECHO_WORD_SHARE = 0.6  # a transcript mostly of the agent's own recent words is its echo
 GATE_HOLD_MS = 300  # after the caller's sound, echo frames still reach the model this long
 REPAUSE_MS = 100  # speech that pauses the agent again after a resume (not a stray frame)
 SILENT_FRAME = b"\xff" * 160  # 20 ms of μ-law silence
 SUPPRESSED_KINDS = ("echo", "short_speech", "backchannel", "noise")
-_WORDS = re.compile(r"[a-z0-9']+")
 
 
 class GuardActions(Protocol):
@@ -386,7 +386,11 @@ class BargeInGuard:
         if item.real:
             await self._actions.respond()
             return
-        kind = self.kind_of(item.transcript)
+        # short speech under the agent: words that carry no request alone ("And I can.",
+        # what a recogniser made of an "mm-hm") are no turn
+        kind = self.kind_of(
+            item.transcript, short=item.outlasted and item.speech_ms < self.rules.min_speech_ms
+        )
         if kind is None and item.echo and item.outlasted and item.speech_ms < self.rules.pause_ms:
             # over the agent, with the line's echo learned, the caller spoke too little beyond
             # it even to pause the agent: a cough or a click that a recogniser made words of
@@ -403,23 +407,10 @@ class BargeInGuard:
         self._suppress(kind, item_id=item_id, transcript=item.transcript, speech_ms=item.speech_ms)
         await self._actions.forget(item_id)
 
-    def kind_of(self, transcript: str | None) -> str | None:
-        """Why a transcript is not a turn (``short_speech``: none came; ``noise``: no words;
-        ``backchannel``; ``echo``: mostly the agent's own recent words), or None: it is one."""
-        if transcript is None:
-            return "short_speech"
-        text = transcript.lower().strip()
-        words = _WORDS.findall(text)
-        if not words:
-            return "noise"
-        phrase = " ".join(words)
-        backchannels = self.rules.backchannels
-        if phrase in backchannels or all(w in backchannels for w in words):
-            return "backchannel"
-        said = set(_WORDS.findall(self._agent_words().lower()))
-        if said and sum(w in said for w in words) >= ECHO_WORD_SHARE * len(words):
-            return "echo"
-        return None
+    def kind_of(self, transcript: str | None, short: bool = False) -> str | None:
+        """Why a transcript is not a turn (:func:`~telephony.bridge.turn_words.kind_of`, with
+        this call's backchannels and the agent's recent words), or None: it is one."""
+        return kind_of(transcript, self.rules.backchannels, self._agent_words(), short)
 
     def _suppress(self, kind: str, **fields: Any) -> None:
         self.suppressed[kind] += 1

@@ -25,7 +25,8 @@ from helpers import SILENCE, events, final_log, fixture_audio, within
 from telephony.audio import FRAME_BYTES, ModelToCaller, ulaw_decode, ulaw_encode
 from telephony.audio.speech import SpeechDetector
 from telephony.bridge.barge_in import ECHO_TAIL_S, RESUME_AFTER_MS, BargeInGuard
-from telephony.config import BargeInRules
+from telephony.bridge.turn_words import kind_of
+from telephony.config import BargeInRules, TurnSettings
 from telephony.simulate import Echo, Say, SimulationResult
 from telephony.simulate.echo_paths import hybrid_path, room_path
 
@@ -549,3 +550,48 @@ async def test_a_short_word_over_echo_that_paused_the_agent_decides_by_its_words
     )
     assert "pause" in done and "respond" in done and "forget" not in done, records
     assert [r["why"] for r in events(records, "barge_in.interruption")] == ["words"]
+
+
+@pytest.mark.parametrize("echo_db", [None, -10], ids=["no-echo", "flat-10dB"])
+async def test_an_mm_hm_a_recogniser_made_function_words_of_is_no_turn(
+    echo_db: float | None,
+) -> None:
+    """A real "mm-hm" (0.5 s) 4 s into the reply, under the agent; the recogniser made
+    words of it that carry no request ("And I can.", a bench run with no echo, which cut the
+    reply): short speech the agent went on past, of function words only, is noise; the item
+    is deleted and the agent goes on."""
+    done, records, *_ = await guard_over_a_reply(
+        echo_db, 4.0, "And I can.", caller="mmhm.ulaw", item_s=(4.0, 4.8)
+    )
+    assert "forget" in done and "respond" not in done, records
+    (suppressed,) = [r for r in events(records, "barge_in.suppressed") if r.get("item_id")]
+    assert suppressed["kind"] == "noise" and suppressed["transcript"] == "And I can."
+    assert not events(records, "barge_in.interruption")
+
+
+@pytest.mark.parametrize("heard", ["No.", "What?", "Hold on.", "I can't."])
+async def test_a_short_word_that_is_a_request_alone_interrupts(heard: str) -> None:
+    """The counterpart, with no echo: the same length of speech heard as a word that is a
+    request on its own (a negation, a question word, "hold on") is a real turn."""
+    done, records, *_ = await guard_over_a_reply(
+        None, 4.0, heard, caller="yeah.ulaw", item_s=(4.0, 4.8)
+    )
+    assert "respond" in done and "forget" not in done, records
+    assert [r["why"] for r in events(records, "barge_in.interruption")] == ["words"]
+
+
+def test_kind_of_reads_a_short_items_words() -> None:
+    """The word check alone: function words only are noise when the item was short under
+    the agent, a turn when it was not (the agent had finished: "And I can." answers it)."""
+    rules = TurnSettings().barge_in_rules()
+    assert rules is not None
+    backchannels = rules.backchannels
+    agent = "Shall I text you a confirmation?"
+    assert kind_of("And I can.", backchannels, agent, short=True) == "noise"
+    assert kind_of("Here, but.", backchannels, agent, short=True) == "noise"
+    assert kind_of("And I can.", backchannels, agent) is None
+    assert kind_of("Here, but.", backchannels, agent, short=False) is None
+    for request in ("No.", "Wait.", "Stop it.", "Why?", "I don't."):
+        assert kind_of(request, backchannels, agent, short=True) is None, request
+    assert kind_of("", backchannels, agent, short=True) == "noise"
+    assert kind_of(None, backchannels, agent) == "short_speech"
