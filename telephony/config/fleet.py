@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -27,13 +28,15 @@ class FleetSettings(BaseModel):
         "unset: one instance, all state in process (never logged)",
     )
     instance_id: str = Field(
-        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        # the random part: two containers on one host network share the host name and are
+        # both pid 1, and would be one member of the fleet
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}",
         min_length=1,
         max_length=100,
         pattern=r"^[A-Za-z0-9_.:\-]+$",
         description="this instance's name in the fleet and in every call-log record (workers "
         "append their pid)",
-        json_schema_extra={"shown_default": "hostname-pid"},
+        json_schema_extra={"shown_default": "hostname-pid-random"},
     )
     fleet_max_calls: int | None = Field(
         default=None,
