@@ -72,6 +72,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await retention
             await services.state.stop()
+            if services.logs.traces is not None:
+                services.logs.traces.shutdown()
 
     app = FastAPI(
         title="realtime-telephony",
@@ -83,6 +85,8 @@ def create_app(
     app.add_middleware(BodyLimits)
     app.add_middleware(ConsoleHeaders)
     app.state.services = services
+    if services.logs.traces is not None:  # OTEL_* set: FastAPI's spans, the call's under them
+        services.logs.traces.instrument(app)
     routers = (twilio.router, calls.router, sip.router, ops.router, console.router, phone.router)
     for router in routers:
         app.include_router(router)

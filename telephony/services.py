@@ -38,6 +38,7 @@ from .fleet.seal import ControlSeal
 from .observability.call_log import CallLogs
 from .observability.prometheus import ServiceMetrics
 from .observability.ratelimit import LogLimiter
+from .observability.tracing import CallTraces, tracing_wanted
 from .remote_control import RemoteControl
 from .sip import SipCalls
 from .transfers import TransferLegs
@@ -223,8 +224,9 @@ def build_services(
     metrics = _metrics(state, lambda: registry.calls)
     registry = _registry(settings, state, metrics)
     console = open_index(settings.call_log_dir) if settings.console_token is not None else None
+    traces = CallTraces.from_environment() if tracing_wanted() else None
     logs = CallLogs(
-        settings.call_log_dir, settings.instance_id, with_index(metrics.observe, console)
+        settings.call_log_dir, settings.instance_id, with_index(metrics.observe, console), traces
     )
     checker, rest = _twilio(settings)
     sip = _sip_calls(settings, sessions, features, limits, registry, logs)

@@ -21,9 +21,12 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
+
+if TYPE_CHECKING:
+    from .tracing import CallTraces
 
 __all__ = [
     "CallLog",
@@ -139,6 +142,7 @@ class CallLogs:
         directory: ``CALL_LOG_DIR``.
         instance: this instance's id (``INSTANCE_ID``); None writes no ``instance`` field.
         observer: sees every record of the logs opened with ``observe=True`` (metrics).
+        traces: one OpenTelemetry trace per call from its records; None: off.
     """
 
     def __init__(
@@ -146,15 +150,40 @@ class CallLogs:
         directory: Path,
         instance: str | None = None,
         observer: Callable[[dict[str, Any]], None] | None = None,
+        traces: CallTraces | None = None,
     ) -> None:
         self.directory = directory
         self.instance = instance
         self._observer = observer
+        self.traces = traces
+        if traces is not None:
+            self._observer = _both(observer, traces.observe)
 
     def open(self, call_id: str, observe: bool = True) -> CallLog:
-        """The log of ``call_id`` (appended to). Raises ValueError for an unsafe call id."""
+        """The log of ``call_id`` (appended to). Raises ValueError for an unsafe call id.
+
+        With ``traces``, the first observed open of a call begins its trace (in the current
+        span's: the Voice webhook's request) and writes its id, a ``trace`` record."""
         observer = self._observer if observe else None
-        return CallLog(self.directory, call_id, observer, self.instance)
+        log = CallLog(self.directory, call_id, observer, self.instance)
+        if observe and self.traces is not None:
+            trace_id = self.traces.begin(log.call_id)
+            if trace_id is not None:
+                log.write("trace", trace_id=trace_id)
+        return log
+
+
+def _both(
+    first: Callable[[dict[str, Any]], None] | None, then: Callable[[dict[str, Any]], None]
+) -> Callable[[dict[str, Any]], None]:
+    if first is None:
+        return then
+
+    def observe(record: dict[str, Any]) -> None:
+        first(record)
+        then(record)
+
+    return observe
 
 
 def read_call_log(path: Path) -> list[dict[str, Any]]:

@@ -289,6 +289,8 @@ def _call_context(sid: str, path: Path, services: Services) -> dict[str, Any]:
         "summary": f"{kind}{end.get('reason', 'in progress')} · {end.get('duration_s', '?')} s"
         + (f" · model: {MODELS.get(model, model)}" if model else ""),
         "transfer": transfer_line(records),
+        # OpenTelemetry (OTEL_EXPORTER_OTLP_ENDPOINT): the call's trace, one per instance
+        "trace_ids": list(dict.fromkeys(r["trace_id"] for r in records if r["event"] == "trace")),
     }
 
 

@@ -157,11 +157,12 @@ async def call(
     *,
     echo: Echo | None = None,
     overrides: dict[str, Any] | None = None,
+    at_s: float = AT_S,
 ) -> Outcome:
     """The agent's sentence as its greeting; the caller's ``caller_words`` once they heard
-    ``AT_S`` of it (the model transcribes them as ``heard``); the call ends 1.5 s after the
+    ``at_s`` of it (the model transcribes them as ``heard``); the call ends 1.5 s after the
     agent falls silent."""
-    script = [] if caller_words is None else [Say(caller_words, heard_s=AT_S)]
+    script = [] if caller_words is None else [Say(caller_words, heard_s=at_s)]
     settings = {"greeting": "Hello.", **(overrides or {})}
     async with live_server(
         overrides=settings,
@@ -595,3 +596,14 @@ def test_kind_of_reads_a_short_items_words() -> None:
         assert kind_of(request, backchannels, agent, short=True) is None, request
     assert kind_of("", backchannels, agent, short=True) == "noise"
     assert kind_of(None, backchannels, agent) == "short_speech"
+
+
+@pytest.mark.parametrize("at_s", [3.0])  # as bench/echo.py
+async def test_a_yeah_over_room_echo_does_not_cut_the_agent_off(live_server, at_s: float) -> None:
+    """A "yeah" (0.23 s) over a speakerphone room's echo of the reply: listening, not a
+    turn; the reply is heard whole (a bench/echo.py run cut it: 600 ms of "speech" counted
+    around the word)."""
+    outcome = await call(live_server, fixture_audio("yeah.ulaw"), "Yeah.", echo=ROOM, at_s=at_s)
+    assert not events(outcome.log, "barge_in.interruption"), outcome.pauses()
+    assert not outcome.truncations
+    assert_reply_heard_whole(outcome)
