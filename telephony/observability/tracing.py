@@ -167,9 +167,14 @@ class CallTraces:
                 "model.connect", call, at, **{"telephony.backend": record.get("backend")}
             )
         elif event in ("model.connected", "model.connect_failed"):
-            span = call.connect or self._span("model.connect", call, at, prewarmed=True)
-            if record.get("connect_ms") is not None:
-                span.set_attribute("telephony.connect_ms", float(record["connect_ms"]))
+            connect_ms = float(record.get("connect_ms") or 0)
+            span = call.connect or self._span(  # pre-warmed: opened at the webhook
+                "model.connect",
+                call,
+                _ns(record, connect_ms),
+                **{"telephony.prewarmed": bool(record.get("prewarmed"))},
+            )
+            span.set_attribute("telephony.connect_ms", connect_ms)
             if event == "model.connect_failed":
                 span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
             span.end(end_time=at)
