@@ -26,13 +26,16 @@ def start_server(
     core: int | None = None,
     script: Path | None = None,
     files: int | None = None,
+    python: str = sys.executable,
+    health: str = "/healthz",
 ) -> subprocess.Popen[bytes]:
     """``python server.py`` (``script``, this checkout's by default) with ``env`` on top of
     ours, output to ``log_dir/server.out``; pinned to one CPU core with ``taskset`` when
-    ``core`` is given; with an open-file limit of ``files`` (soft and hard) when given.
-    Returns once /healthz answers."""
+    ``core`` is given; with an open-file limit of ``files`` (soft and hard) when given; run
+    by ``python`` (another virtual environment's, for an anchor) in ``script``'s folder when
+    it is not ours. Returns once ``health`` answers."""
     env = {"PUBLIC_URL": f"http://127.0.0.1:{env['PORT']}", **env}  # what Twilio would reach
-    command = [sys.executable, str(script or ROOT / "server.py")]
+    command = [python, str(script or ROOT / "server.py")]
     if core is not None:
         command = ["taskset", "-c", str(core), *command]
     if files is not None:
@@ -40,12 +43,12 @@ def start_server(
     out = open(log_dir / "server.out", "wb")
     process = subprocess.Popen(
         command,
-        cwd=log_dir,
+        cwd=log_dir if python == sys.executable else Path(command[-1]).parent,
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},  # env may name another checkout
         stdout=out,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{env['PORT']}/healthz"
+    url = f"http://127.0.0.1:{env['PORT']}{health}"
     for _ in range(400):
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {(log_dir / 'server.out').read_text()[-2000:]}")

@@ -1,7 +1,8 @@
 """Load benchmark: N concurrent real-time calls against one server process pinned to one core.
 
     python bench/load.py [--n 10 25 50 100 150] [--seconds 15] [--workers 2]
-                         [--compare OTHER_CHECKOUT] [--profile DIR]
+                         [--compare OTHER_CHECKOUT] [--anchor ../shared/anchors/oatw]
+                         [--workload default|talk] [--profile DIR]
 
 ``server.py`` runs under ``taskset -c 0``; this process (the simulated Twilio side and the
 loopback OpenAI Realtime model, which answers every turn at once) is pinned to core 1. With
@@ -14,8 +15,18 @@ With ``--compare``, each N runs twice back to back: first ``server.py`` of the o
 ``--profile DIR``, py-spy records the server through each run (``DIR/N-label.txt``, folded
 stacks) and the frames most often on the stack are printed.
 
-Each call streams, in real time, four caller utterances (1 s each) with pauses; the agent
-answers each with 1.5 s of audio, and the caller talks over one of the answers (a barge-in).
+With ``--anchor DIR`` (the openai-agents SDK's own Twilio example, ``../shared/anchors/oatw``),
+each N also runs that example under the same workload, pinned the same way, right after ours,
+and prints the ratio of CPU per call-minute (ours / the example's). It runs in its own virtual
+environment (made once from its ``requirements.txt`` under the temp folder), asks the loopback
+model for ``g711_ulaw`` both ways, and validates no signature; it keeps no call log, so its
+latency and truncation columns are empty and a call failed when the caller heard fewer replies.
+
+Workloads (``--workload``): ``default``, four caller utterances (1 s each) with pauses, each
+answered with 1.5 s of audio, the caller talking over one of the answers (a barge-in), in 15 s
+calls (about 40 % agent audio); ``talk``, seven utterances of real speech ("Go forward", 1 s)
+answered with 2.2 s each, one of them talked over, in 25 s calls: the agent talks about half of
+each call.
 Per N it prints:
 
 - bridge-added turn latency, p50/p99: the model's first audio delta to our first frame on the
@@ -37,6 +48,7 @@ import asyncio
 import os
 import resource
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,25 +71,47 @@ from common import (
 
 from telephony.audio import ulaw_encode
 from telephony.observability.call_log import read_call_log
-from telephony.simulate import SimulationResult, simulate_call
+from telephony.simulate import SimulationResult, answer_call, simulate_call
 from telephony.testing import LoopbackRealtimeServer, tone
 
 TOKEN = "load-bench-token"
-REPLY_MS = 1500
+# per workload: the agent's reply (ms), the pause after each caller utterance (seconds; a
+# short one talks over that reply), the call's default length (seconds)
+WORKLOADS: dict[str, tuple[int, list[float], float]] = {
+    "default": (1500, [3.0, 3.0, 1.0], 15.0),
+    "talk": (2200, [3.0, 3.0, 3.0, 1.0, 3.0, 3.0], 25.0),
+}
+# "Go forward" (1 s of real speech, espeak-ng: tests/fixtures/README.md), the talk workload's
+GO_FORWARD = (ROOT / "tests" / "fixtures" / "goforward.ulaw").read_bytes()[4000:12000]
 
 
-def caller_script(seconds: float) -> bytes:
-    """Utterances of 1 s (a 500 Hz 'voice') separated by pauses; the third pause is short, so
-    the fourth utterance talks over the third reply."""
-    t = np.arange(8000) / 8000
-    speech = ulaw_encode(np.rint(5000 * np.sin(2 * np.pi * 500 * t)).astype("<i2").tobytes())
+def caller_script(seconds: float, pauses: list[float], speech: bytes | None = None) -> bytes:
+    """Utterances of 1 s (``speech``, else a 500 Hz 'voice'), one more than ``pauses``,
+    separated by them (a short pause: the next utterance talks over the reply), then silence
+    to ``seconds``."""
+    if speech is None:
+        t = np.arange(8000) / 8000
+        tone_pcm = np.rint(5000 * np.sin(2 * np.pi * 500 * t)).astype("<i2").tobytes()
+        speech = ulaw_encode(tone_pcm)
 
     def pause(s: float) -> bytes:
         return b"\xff" * int(8000 * s)
 
-    audio = pause(0.5) + speech + pause(3.0) + speech + pause(3.0) + speech + pause(1.0)
-    audio += speech
+    audio = pause(0.5) + speech + b"".join(pause(p) + speech for p in pauses)
     return audio + pause(max(0.5, seconds - len(audio) / 8000 - 0.5))
+
+
+def anchor_python(anchor: Path) -> str:
+    """The Python of ``anchor``'s own virtual environment (made once, from its
+    ``requirements.txt``, under the temp folder)."""
+    venv = Path(tempfile.gettempdir()) / f"telephony-anchor-{anchor.resolve().name}-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        requirements = anchor / "requirements.txt"
+        pip = [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)]
+        subprocess.run(pip, check=True)
+    return str(python)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -90,9 +124,13 @@ async def one_run(
     workers: int = 1,
     server_root: Path = ROOT,
     profile: Path | None = None,
+    workload: str = "default",
+    anchor: Path | None = None,
 ) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix=f"load-{n}-"))
-    audio = caller_script(seconds)
+    reply_ms, pauses, _ = WORKLOADS[workload]
+    audio = caller_script(seconds, pauses, GO_FORWARD if workload == "talk" else None)
+    turns = len(pauses) + 1
     port = free_port()
     env = {
         "PORT": str(port),
@@ -113,11 +151,16 @@ async def one_run(
             REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
             STREAM_TOKEN_SECRET="load-bench-stream-token-secret-0123",
         )
-    async with LoopbackRealtimeServer(reply=lambda _: tone(600, REPLY_MS)) as model:
+    async with LoopbackRealtimeServer(reply=lambda _: tone(600, reply_ms)) as model:
         env["OPENAI_REALTIME_URL"] = model.url
-        server = start_server(
-            env, logs, core=0 if workers == 1 else None, script=server_root / "server.py"
-        )
+        core = 0 if workers == 1 else None
+        if anchor is None:
+            server = start_server(env, logs, core=core, script=server_root / "server.py")
+        else:  # the example reads PORT, HOST, OPENAI_API_KEY and OPENAI_REALTIME_URL
+            env["HOST"] = "127.0.0.1"
+            python = anchor_python(anchor)
+            script = anchor.resolve() / "server.py"
+            server = start_server(env, logs, core=core, script=script, python=python, health="/")
         profiler: Profiler | None = None
         try:
             await asyncio.sleep(0.5 if workers == 1 else 3.0)  # every worker has started
@@ -137,14 +180,19 @@ async def one_run(
 
             async def call(i: int) -> SimulationResult | Exception:
                 await asyncio.sleep(i * 0.02)  # calls arrive over the first moments, not at once
+                base = f"http://127.0.0.1:{port}"
                 try:
+                    answer = None
+                    if anchor is not None:  # its TwiML says wss://; Twilio's side is ws here
+                        answer = (await answer_call(base, auth_token=None)).via(base)
                     return await simulate_call(
-                        f"http://127.0.0.1:{port}",
+                        base,
                         audio,
                         tail_s=0.5,
                         max_tail_s=5,
                         auth_token=TOKEN,
-                        min_turns=4,
+                        min_turns=turns,
+                        answer=answer,
                     )
                 except Exception as exc:
                     return exc
@@ -176,11 +224,8 @@ async def one_run(
         path = logs / f"{result.call_sid}.jsonl"
         records = read_call_log(path) if path.exists() else []
         end = records[-1] if records else {}
-        if (
-            end.get("event") != "call.end"
-            or end.get("reason") != "caller_hangup"
-            or len(result.turns) < 4
-        ):
+        clean_end = end.get("event") == "call.end" and end.get("reason") == "caller_hangup"
+        if (not clean_end and anchor is None) or len(result.turns) < turns:
             failed += 1
         instance = str(end.get("instance"))
         calls_by_instance[instance] = calls_by_instance.get(instance, 0) + 1
@@ -192,7 +237,7 @@ async def one_run(
                     turn_latency.append(r["turn_latency_ms"])
     # truncation error: what the model was told was played, minus what the caller heard
     errors: list[float] = []
-    for result in ok:
+    for result in ok if anchor is None else []:
         records = read_call_log(logs / f"{result.call_sid}.jsonl")
         barge_ins = [r for r in records if r["event"] == "clear.sent" and r["playing"]]
         cleared = [t for t in result.turns if t.cleared]
@@ -254,14 +299,25 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, nargs="+", default=[10, 25, 50, 100, 150])
-    parser.add_argument("--seconds", type=float, default=15.0, help="length of each call")
+    parser.add_argument("--seconds", type=float, help="length of each call (per workload)")
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="default")
+    parser.add_argument(
+        "--anchor",
+        type=Path,
+        help="a peer bridge to run after ours, e.g. "
+        "../shared/anchors/oatw (the SDK's Twilio example)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="WORKERS (over 1: with Redis)")
     parser.add_argument("--compare", type=Path, help="another checkout, run before this one")
     parser.add_argument("--profile", type=Path, help="py-spy each run into this folder")
     args = parser.parse_args()
-    servers = [("after", ROOT)]
+    servers: list[tuple[str, Path, Path | None]] = [("after", ROOT, None)]
     if args.compare is not None:
-        servers.insert(0, ("before", other_checkout(args.compare)))
+        servers.insert(0, ("before", other_checkout(args.compare), None))
+    if args.anchor is not None:
+        anchor_python(args.anchor)  # its environment, before any timing
+        servers.append(("anchor", ROOT, args.anchor))
+    seconds = args.seconds or WORKLOADS[args.workload][2]
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     pin = args.workers == 1 and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1
@@ -273,10 +329,19 @@ def main() -> int:
         f"{'MiB/call':>8} {'MiB after':>9} {'gen late p99':>12} {'gen cpu':>7}"
     )
     for n in args.n:
-        for label, root in servers:
+        cpu: dict[str, float] = {}
+        for label, root, anchor in servers:
             profile = args.profile / f"{n}-{label}.txt" if args.profile else None
-            row = asyncio.run(one_run(n, args.seconds, args.workers, root, profile))
+            row = asyncio.run(
+                one_run(n, seconds, args.workers, root, profile, args.workload, anchor)
+            )
             print_row(label, row, args.workers)
+            cpu[label] = row["cpu_per_min"]
+        if "anchor" in cpu:
+            ratios = ", ".join(
+                f"{label} {cpu[label] / cpu['anchor']:.2f}" for label in cpu if label != "anchor"
+            )
+            print(f"       CPU per call-minute / the anchor's, N = {n}: {ratios}", flush=True)
     print("m2w: model's first audio delta -> our first frame; turn: caller's end of speech -> that")
     print(
         "frame (includes the model's 500 ms VAD silence); trunc: truncate position - audio heard."

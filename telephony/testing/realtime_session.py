@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from websockets.asyncio.server import ServerConnection
 
+from ..audio import ulaw_decode, ulaw_encode
+
 if TYPE_CHECKING:
     from .realtime_server import LoopbackRealtimeServer
 
@@ -181,6 +183,8 @@ class LoopbackSession:
         kind = event.get("type")
         if kind == "input_audio_buffer.append":
             chunk = base64.b64decode(event.get("audio", ""))
+            if self.pcmu("input"):  # G.711 μ-law 8 kHz (a pass-through bridge): as pcm16 24 kHz
+                chunk = np.repeat(np.frombuffer(ulaw_decode(chunk), "<i2"), 3).tobytes()
             self.conn.audio_bytes += len(chunk)
             if self.s.keep_audio:
                 self.conn.audio += chunk
@@ -299,6 +303,12 @@ class LoopbackSession:
         transcript = await asyncio.to_thread(self.s.recognise, audio)
         await asyncio.sleep(max(0.0, self.s.transcript_delay_s - (time.monotonic() - t0)))
         await self.send(_transcribed(item_id, transcript))
+
+    def pcmu(self, direction: str) -> bool:
+        """Whether the session's ``audio.<direction>.format`` is ``audio/pcmu`` (G.711 μ-law,
+        8 kHz: the SDK's ``g711_ulaw``)."""
+        audio = ((self.session.get("audio") or {}).get(direction)) or {}
+        return (audio.get("format") or {}).get("type") == "audio/pcmu"
 
     def detection(self) -> dict[str, Any]:
         """The session's ``audio.input.turn_detection`` as the client last set it."""
@@ -439,12 +449,15 @@ class LoopbackSession:
         step = self.s.chunk_ms * BYTES_PER_MS
         for i in range(0, len(audio), step):
             chunk = audio[i : i + step]
+            wire = chunk
+            if self.pcmu("output"):  # every third sample of the 24 kHz reply, μ-law encoded
+                wire = ulaw_encode(np.frombuffer(chunk, "<i2")[::3].tobytes())
             await self.send(
                 {
                     **base,
                     "type": "response.output_audio.delta",
                     "content_index": 0,
-                    "delta": base64.b64encode(chunk).decode("ascii"),
+                    "delta": base64.b64encode(wire).decode("ascii"),
                 }
             )
             record["audio_ms"] += len(chunk) / BYTES_PER_MS
