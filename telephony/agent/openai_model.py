@@ -35,8 +35,6 @@ from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
-from .ws_masks import install_mask_pool
-
 __all__ = [
     "LivenessConnection",
     "ModelRefused",
@@ -67,7 +65,6 @@ def cached_type_adapter(kind: Any, *args: Any, **kwargs: Any) -> TypeAdapter[Any
 
 
 openai_realtime.TypeAdapter = cached_type_adapter  # type: ignore[attr-defined,assignment]
-install_mask_pool()  # each frame's mask from a pooled os.urandom, not a system call each
 
 
 class LivenessConnection(ClientConnection):
