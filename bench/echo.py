@@ -20,7 +20,9 @@ The matrix:
   a loud handset (soft clipping at -12 dBFS) in a 0.3 s room at 6 dB;
 - **double talk**: the caller says "Wait, stop, I have a question." (real interruption),
   "yeah", or coughs 3 s into the reply, over room echo and over a 6 dB hybrid;
-- **no echo**: "mm-hm", "yeah", "okay", a noise burst, and the real interruption.
+- **no echo**: "mm-hm", "yeah", "okay", a noise burst, and the real interruption;
+- **early**: the real interruption 0.5 s into the reply (before the judge has learned the
+  line), with no echo and over the room's echo.
 
 Per cell and configuration: the reply heard whole (yes/no), pauses in it (``clear``s that
 stopped it), second replies (the agent answering what was not said), and for a real
@@ -87,8 +89,9 @@ class Cell:
     group: str
     name: str
     echo: Echo | None
-    caller: str | None = None  # a fixture said AT_S into the reply
+    caller: str | None = None  # a fixture said at_s into the reply
     real: bool = False  # the caller's words are a real interruption
+    at_s: float = AT_S
 
 
 def matrix() -> list[Cell]:
@@ -122,6 +125,9 @@ def matrix() -> list[Cell]:
         Cell("no echo", "okay", None, "okay.ulaw"),
         Cell("no echo", "noise burst", None, "noise_burst.ulaw"),
         Cell("no echo", "real interruption", None, "wait_stop.ulaw", True),
+        # a caller who talks over the first words, before the echo path has been learned
+        Cell("early", "interruption 0.5 s in, no echo", None, "wait_stop.ulaw", True, 0.5),
+        Cell("early", "interruption 0.5 s in, room echo", speaker, "wait_stop.ulaw", True, 0.5),
     ]
     return cells
 
@@ -144,7 +150,7 @@ def heard_reply(result: SimulationResult) -> tuple[int, int]:
 def judge(cell: Cell, result: SimulationResult) -> dict[str, Any]:
     heard, answer_frames = heard_reply(result)
     reply_end = len(REPLY_FRAMES) * 0.02
-    onset = AT_S + SPEECH_ONSET_S
+    onset = cell.at_s + SPEECH_ONSET_S
     clears = [c for c in result.clears if c < reply_end + 2.0]
     first_after = next((c for c in clears if c >= onset - 0.1), None) if cell.caller else None
     whole = heard >= len(REPLY_FRAMES) - 1
@@ -204,7 +210,7 @@ async def run_column(
         server = start_server(env, logs, script=root / "server.py")
 
         async def one(cell: Cell) -> dict[str, Any] | None:
-            caller = b"\xff" * int(8000 * AT_S)
+            caller = b"\xff" * int(8000 * cell.at_s)
             if cell.caller is not None:
                 caller += (FIXTURES / cell.caller).read_bytes()
             async with gate:
