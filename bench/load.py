@@ -22,11 +22,12 @@ environment (made once from its ``requirements.txt`` under the temp folder), ask
 model for ``g711_ulaw`` both ways, and validates no signature; it keeps no call log, so its
 latency and truncation columns are empty and a call failed when the caller heard fewer replies.
 
-Workloads (``--workload``): ``default``, four caller utterances (1 s each) with pauses, each
-answered with 1.5 s of audio, the caller talking over one of the answers (a barge-in), in 15 s
-calls (about 40 % agent audio); ``talk``, seven utterances of real speech ("Go forward", 1 s)
-answered with 2.2 s each, one of them talked over, in 25 s calls: the agent talks about half of
-each call.
+Workloads (``--workload``), the caller's utterances 1 s of real speech ("Go forward"):
+``default``, four utterances with pauses, each answered with 1.5 s of audio, the caller talking
+over one of the answers (a barge-in), in 15 s calls (about 40 % agent audio); ``talk``, seven
+utterances answered with 2.2 s each, one of them talked over, in 25 s calls: the agent talks
+about half of each call. (Until 2026-12-05 the caller was a 500 Hz tone, which the barge-in
+guard no longer takes for speech over the agent.)
 Per N it prints:
 
 - bridge-added turn latency, p50/p99: the model's first audio delta to our first frame on the
@@ -69,7 +70,6 @@ from common import (
     tree_rss_kib,
 )
 
-from telephony.audio import ulaw_encode
 from telephony.observability.call_log import read_call_log
 from telephony.simulate import SimulationResult, answer_call, simulate_call
 from telephony.testing import LoopbackRealtimeServer, tone
@@ -81,18 +81,15 @@ WORKLOADS: dict[str, tuple[int, list[float], float]] = {
     "default": (1500, [3.0, 3.0, 1.0], 15.0),
     "talk": (2200, [3.0, 3.0, 3.0, 1.0, 3.0, 3.0], 25.0),
 }
-# "Go forward" (1 s of real speech, espeak-ng: tests/fixtures/README.md), the talk workload's
+# the caller's words: "Go forward", 1 s of real speech (espeak-ng: tests/fixtures/README.md).
+# Not a tone: the barge-in guard's speech detector (WebRTC VAD) does not take a pure tone for
+# speech, so a tone talking over a reply is noise to it, not an interruption.
 GO_FORWARD = (ROOT / "tests" / "fixtures" / "goforward.ulaw").read_bytes()[4000:12000]
 
 
-def caller_script(seconds: float, pauses: list[float], speech: bytes | None = None) -> bytes:
-    """Utterances of 1 s (``speech``, else a 500 Hz 'voice'), one more than ``pauses``,
-    separated by them (a short pause: the next utterance talks over the reply), then silence
-    to ``seconds``."""
-    if speech is None:
-        t = np.arange(8000) / 8000
-        tone_pcm = np.rint(5000 * np.sin(2 * np.pi * 500 * t)).astype("<i2").tobytes()
-        speech = ulaw_encode(tone_pcm)
+def caller_script(seconds: float, pauses: list[float], speech: bytes = GO_FORWARD) -> bytes:
+    """Utterances of 1 s (``speech``), one more than ``pauses``, separated by them (a short
+    pause: the next utterance talks over the reply), then silence to ``seconds``."""
 
     def pause(s: float) -> bytes:
         return b"\xff" * int(8000 * s)
@@ -129,7 +126,7 @@ async def one_run(
 ) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix=f"load-{n}-"))
     reply_ms, pauses, _ = WORKLOADS[workload]
-    audio = caller_script(seconds, pauses, GO_FORWARD if workload == "talk" else None)
+    audio = caller_script(seconds, pauses)
     turns = len(pauses) + 1
     port = free_port()
     env = {
@@ -244,7 +241,15 @@ async def one_run(
         if not barge_ins or not cleared or barge_ins[0]["item_id"] not in truncations:
             continue
         turn = cleared[0]
-        clear_at = next(at for at in result.clears if at > turn.first_frame_at)
+        # the clear that ended the reply: the first after the interruption (a pause and its
+        # resume may come before it; the caller heard what played between them too), the
+        # simulator's clears in the order the call log sent them
+        sent = [r for r in records if r["event"] == "clear.sent"]
+        cut = next((r for r in records if r["event"] == "barge_in.interruption"), None)
+        ends = [i for i, r in enumerate(sent) if cut is not None and r["mono"] >= cut["mono"]]
+        if not ends or len(sent) != len(result.clears):
+            continue
+        clear_at = result.clears[ends[0]]
         heard_ms = sum(20 for at, _ in result.played if turn.first_frame_at <= at < clear_at)
         errors.append(truncations[barge_ins[0]["item_id"]]["audio_end_ms"] - heard_ms)
     agent_audio = sum(r.agent_audio_s for r in ok) or 1.0
