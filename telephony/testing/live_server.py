@@ -1,0 +1,375 @@
+"""A fake GPT-Live server on loopback (``wss://…/v1/live/sessions``), for tests and benchmarks.
+
+Point the official client at it: ``AsyncOpenAI(api_key=..., base_url=fake.base_url)``, then
+``client.live.connect()``. Every frame both ways is validated against the ``openai`` package's
+GPT-Live event unions (``openai.types.live.ClientEvent`` and ``ServerEvent``), with the real
+server's strictness on top (``../shared/reference/gpt_live.md``): unknown fields are rejected
+(the ``openai`` models keep them as extras), the first event must be ``session.start`` and
+nothing else is taken before ``session.started`` (``audio.format.rate`` is required by the
+models themselves). A refused client event is answered with ``error`` carrying its
+``client_event_id``, and kept in :attr:`LiveConnection.refused`.
+
+The fake model:
+
+- speaks ``greeting`` when told to (``session.commentary.append``) and ``reply(n)`` after the
+  caller's ``n``-th turn, as ``session.output_audio.delta`` in the session's format (μ-law when
+  ``audio/pcmu``; ``audio/pcm`` 24 kHz otherwise), ``chunk_ms`` at a time at real-time pace, with
+  ``session.output_transcript.delta`` fragments;
+- hears the caller with an energy detector on appended audio: speech for ``speech_start_ms``
+  starts a turn, ``silence_ms`` of quiet ends it (``session.input_transcript.delta`` with
+  ``heard(n)``);
+- yields: caller energy for ``yield_ms`` while it speaks stops its audio there (GPT-Live decides
+  when to stop; nothing the client sends can);
+- delegates when ``delegate(n)`` names function calls for turn ``n``: ``session.delegation.created``
+  then one ``response.event`` per call (an inner ``response.output_item.done``), waits for a
+  ``function_call_output`` for each and one ``response.create`` (a partial batch is an error),
+  then speaks ``reply(n)``;
+- reports ``session.usage.updated`` after each reply and ``session.closed`` on ``session.close``
+  (``close_requested``) or on :meth:`LiveConnection.expire` (``expired``); :meth:`drop` closes the
+  socket with no ``session.closed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from openai.types.live import ClientEvent, ServerEvent
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from websockets.asyncio.server import ServerConnection, serve
+
+from ..audio import ulaw_decode, ulaw_encode
+
+__all__ = ["FakeLiveServer", "LiveConnection"]
+
+RATE_PCM = 24000
+_CLIENT = TypeAdapter(ClientEvent)
+_SERVER = TypeAdapter(ServerEvent)
+# each server event type's fields, from the union's models
+_SERVER_FIELDS: dict[str, frozenset[str]] = {
+    model.model_fields["type"].annotation.__args__[0]: frozenset(model.model_fields)
+    for model in ServerEvent.__origin__.__args__  # type: ignore[attr-defined]
+}
+
+
+def _unknown_fields(model: Any, path: str = "") -> list[str]:
+    """Fields of a validated event that its model does not define (the real server rejects
+    them; the ``openai`` models keep them as extras)."""
+    found: list[str] = []
+    if isinstance(model, BaseModel):
+        found += [f"{path}{name}" for name in (model.model_extra or {})]
+        for name in type(model).model_fields:
+            found += _unknown_fields(getattr(model, name), f"{path}{name}.")
+    elif isinstance(model, list):
+        for i, item in enumerate(model):
+            found += _unknown_fields(item, f"{path}{i}.")
+    return found
+
+
+@dataclass
+class LiveConnection:
+    """One client connection, as the fake saw it."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)  # every client event, raw
+    sent: list[dict[str, Any]] = field(default_factory=list)  # every server event
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (event type, why)
+    session: dict[str, Any] | None = None  # session.start's config
+    audio_bytes: int = 0  # caller audio appended, in the session's format
+    turns: int = 0
+    yielded: int = 0  # replies cut short by the caller's energy
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # function_call_output items
+    closed_reason: str | None = None
+    resource: dict[str, Any] = field(default_factory=dict)  # the session as session.started said
+    started_at: float = 0.0  # time.monotonic() of session.started
+    _ws: ServerConnection | None = None
+    _owner: FakeLiveServer | None = None
+
+    def types(self) -> list[str]:
+        return [e.get("type", "") for e in self.received]
+
+    async def expire(self) -> None:
+        """The session's time is up: ``session.closed`` (``expired``), then the socket closes."""
+        assert self._owner is not None
+        await self._owner._close(self, "expired")
+
+    async def drop(self) -> None:
+        """The socket goes away with no ``session.closed`` (a network failure)."""
+        assert self._ws is not None
+        self._ws.transport.abort()
+
+
+class FakeLiveServer:
+    """The fake; ``async with FakeLiveServer(...) as fake``, then ``fake.base_url``.
+
+    Args:
+        greeting: pcm16 24 kHz audio spoken for a ``session.commentary.append``.
+        reply: pcm16 24 kHz audio for the caller's turn ``n`` (0-based).
+        heard: the input transcript of turn ``n``.
+        delegate: function calls for turn ``n`` as ``[(name, arguments JSON)]``; empty: none.
+        yield_ms: caller energy for this long while the model speaks stops it (None: never).
+    """
+
+    def __init__(
+        self,
+        greeting: bytes = b"",
+        reply: Callable[[int], bytes] = lambda _n: b"",
+        heard: Callable[[int], str] = lambda n: f"caller turn {n}",
+        delegate: Callable[[int], list[tuple[str, str]]] = lambda _n: [],
+        yield_ms: int | None = 200,
+        speech_threshold: float = 500.0,
+        speech_start_ms: int = 60,
+        silence_ms: int = 500,
+        chunk_ms: int = 100,
+        session_s: int = 3600,
+    ) -> None:
+        self.greeting, self.reply, self.heard, self.delegate = greeting, reply, heard, delegate
+        self.yield_ms, self.threshold = yield_ms, speech_threshold
+        self.speech_start_ms, self.silence_ms, self.chunk_ms = speech_start_ms, silence_ms, chunk_ms
+        self.session_s = session_s
+        self.connections: list[LiveConnection] = []
+        self.base_url = ""
+        self._ids = itertools.count(1)
+        self._server: Any = None
+
+    async def __aenter__(self) -> FakeLiveServer:
+        self._server = await serve(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    # ---------------------------------------------------------------- the wire
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._ids)}"
+
+    async def _send(self, conn: LiveConnection, event: dict[str, Any]) -> None:
+        event = {k: v for k, v in event.items() if v is not None}
+        if "event_id" in _SERVER_FIELDS.get(event["type"], ()):  # output audio deltas have none
+            event.setdefault("event_id", self._id("evt"))
+        # a fake that speaks off the spec fails the test
+        unknown = _unknown_fields(_SERVER.validate_python(event))
+        if unknown:
+            raise AssertionError(f"the fake sent unknown fields: {unknown}")
+        conn.sent.append(event)
+        assert conn._ws is not None
+        with contextlib.suppress(Exception):
+            await conn._ws.send(json.dumps(event))
+
+    async def _refuse(self, conn: LiveConnection, raw: dict[str, Any], why: str) -> None:
+        conn.refused.append((str(raw.get("type")), why))
+        error = {"type": "invalid_request_error", "code": "invalid_event", "message": why}
+        if raw.get("event_id"):
+            error["client_event_id"] = raw["event_id"]
+        await self._send(conn, {"type": "error", "error": error})
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        conn = LiveConnection(_ws=ws, _owner=self)
+        self.connections.append(conn)
+        state = _State()
+        try:
+            async for message in ws:
+                raw = json.loads(message)
+                conn.received.append(raw)
+                try:
+                    event = _CLIENT.validate_python(raw)
+                except ValidationError as exc:
+                    await self._refuse(conn, raw, f"invalid event: {exc.errors()[0]['msg']}")
+                    continue
+                unknown = _unknown_fields(event)
+                if unknown:
+                    await self._refuse(conn, raw, f"unknown fields: {', '.join(unknown)}")
+                    continue
+                await self._on_event(conn, state, raw)
+        except Exception:  # the socket went away (a drop): the session just ends
+            pass
+        finally:
+            for task in state.tasks:
+                task.cancel()
+
+    # ---------------------------------------------------------------- the model
+
+    async def _on_event(self, conn: LiveConnection, state: _State, raw: dict[str, Any]) -> None:
+        kind = raw["type"]
+        if conn.session is None:
+            if kind != "session.start":
+                await self._refuse(conn, raw, "nothing before session.start")
+                return
+            audio_format = ((raw["session"].get("audio") or {}).get("format")) or {}
+            conn.session = raw["session"]
+            state.pcmu = audio_format.get("type") == "audio/pcmu"
+            state.started_at = conn.started_at = time.monotonic()
+            conn.resource = {
+                "id": self._id("live_fake"),
+                "expires_at": int(time.time()) + self.session_s,
+                "model": conn.session["model"],
+                "status": "active",
+            }
+            await self._send(conn, {"type": "session.started", "session": conn.resource})
+            return
+        if kind == "session.input_audio.append":
+            chunk = base64.b64decode(raw["audio"])
+            conn.audio_bytes += len(chunk)
+            await self._hear(conn, state, chunk)
+        elif kind == "session.commentary.append":
+            ms = state.clock_ms()
+            await self._send(
+                conn,
+                {"type": "session.commentary.appended", "start_ms": ms, "end_ms": ms,
+                 "client_event_id": raw.get("event_id")},
+            )  # fmt: skip
+            state.speak(self, conn, self.greeting, "greeting")
+        elif kind == "response.item.create":
+            item = raw["item"]
+            if item.get("type") == "function_call_output":
+                conn.outputs.append(item)
+                state.answered.add(item["call_id"])
+        elif kind == "response.create":
+            missing = state.pending - state.answered
+            if missing:
+                await self._refuse(conn, raw, f"no output for {sorted(missing)}")
+                return
+            if state.pending:
+                turn, state.pending, state.answered = state.delegated_turn, set(), set()
+                state.speak(self, conn, self.reply(turn), f"reply {turn}")
+        elif kind == "session.close":
+            await self._close(conn, "close_requested")
+
+    async def _hear(self, conn: LiveConnection, state: _State, chunk: bytes) -> None:
+        pcm = ulaw_decode(chunk) if state.pcmu else chunk
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float64)
+        rate = 8000 if state.pcmu else RATE_PCM
+        ms = round(1000 * len(samples) / rate)
+        state.heard_ms += ms
+        loud = bool(samples.size) and math.sqrt(float(np.mean(samples**2))) > self.threshold
+        if state.speaking_task is not None and loud and self.yield_ms is not None:
+            state.caller_over_ms += ms
+            if state.caller_over_ms >= self.yield_ms:
+                state.speaking_task.cancel()  # the model yields to the caller
+                state.speaking_task = None
+                conn.yielded += 1
+        elif not loud:
+            state.caller_over_ms = 0
+        state.run_ms = state.run_ms + ms if loud != state.in_speech else 0
+        if not state.in_speech and state.run_ms >= self.speech_start_ms:
+            state.in_speech, state.run_ms = True, 0
+            state.speech_from_ms = state.heard_ms - self.speech_start_ms
+        elif state.in_speech and state.run_ms >= self.silence_ms:
+            state.in_speech, state.run_ms = False, 0
+            await self._turn(conn, state)
+
+    async def _turn(self, conn: LiveConnection, state: _State) -> None:
+        n = conn.turns
+        conn.turns += 1
+        end = state.heard_ms - self.silence_ms
+        await self._send(
+            conn,
+            {"type": "session.input_transcript.delta", "delta": self.heard(n),
+             "start_ms": state.speech_from_ms, "end_ms": end},
+        )  # fmt: skip
+        calls = self.delegate(n)
+        if not calls:
+            state.speak(self, conn, self.reply(n), f"reply {n}")
+            return
+        delegation = self._id("dlg")
+        response = self._id("resp")
+        await self._send(
+            conn,
+            {"type": "session.delegation.created", "offset_ms": state.clock_ms(),
+             "delegation": {"type": "delegation", "id": delegation, "target": "responses",
+                            "response_id": response}},
+        )  # fmt: skip
+        state.delegated_turn = n
+        for name, arguments in calls:
+            call_id = self._id("call")
+            state.pending.add(call_id)
+            item = {"type": "function_call", "id": self._id("fc"), "call_id": call_id,
+                    "name": name, "arguments": arguments, "status": "completed"}  # fmt: skip
+            inner = {"type": "response.output_item.done", "output_index": 0, "item": item}
+            await self._send(
+                conn, {"type": "response.event", "delegation_id": delegation, "event": inner}
+            )
+
+    async def _close(self, conn: LiveConnection, reason: str) -> None:
+        if conn.closed_reason is not None:
+            return
+        conn.closed_reason = reason
+        usage = {"seconds": round(time.monotonic() - conn.started_at, 3)}
+        await self._send(
+            conn,
+            {"type": "session.closed", "reason": reason, "session": conn.resource, "usage": usage},
+        )
+        assert conn._ws is not None
+        with contextlib.suppress(Exception):
+            await conn._ws.close()
+
+
+@dataclass
+class _State:
+    """One connection's model state."""
+
+    pcmu: bool = False
+    started_at: float = 0.0
+    heard_ms: int = 0  # caller audio heard, on the session's audio clock
+    in_speech: bool = False
+    run_ms: int = 0
+    speech_from_ms: int = 0
+    caller_over_ms: int = 0  # caller energy while the model speaks
+    speaking_task: asyncio.Task[None] | None = None
+    spoken_ms: int = 0
+    pending: set[str] = field(default_factory=set)  # delegated call ids awaiting an output
+    answered: set[str] = field(default_factory=set)
+    delegated_turn: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def clock_ms(self) -> int:
+        return round((time.monotonic() - self.started_at) * 1000)
+
+    def speak(self, fake: FakeLiveServer, conn: LiveConnection, pcm24: bytes, text: str) -> None:
+        if self.speaking_task is not None:
+            self.speaking_task.cancel()
+        self.caller_over_ms = 0
+        task = asyncio.create_task(self._speak(fake, conn, pcm24, text))
+        self.speaking_task = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _speak(
+        self, fake: FakeLiveServer, conn: LiveConnection, pcm24: bytes, text: str
+    ) -> None:
+        step = fake.chunk_ms * 48
+        began = time.monotonic()
+        for n, i in enumerate(range(0, len(pcm24), step)):
+            chunk = pcm24[i : i + step]
+            wire = ulaw_encode(np.frombuffer(chunk, "<i2")[::3].tobytes()) if self.pcmu else chunk
+            start = self.spoken_ms
+            self.spoken_ms += len(chunk) // 48
+            await fake._send(
+                conn,
+                {"type": "session.output_audio.delta",
+                 "delta": base64.b64encode(wire).decode("ascii")},
+            )  # fmt: skip
+            if n == 0:
+                await fake._send(
+                    conn,
+                    {"type": "session.output_transcript.delta", "delta": text,
+                     "start_ms": start, "end_ms": self.spoken_ms},
+                )  # fmt: skip
+            # real-time pace: the next delta when this one's audio is due
+            await asyncio.sleep(max(0.0, began + (i + step) / 48000 - time.monotonic()))
+        usage = {"seconds": round(self.clock_ms() / 1000, 3)}
+        await fake._send(conn, {"type": "session.usage.updated", "usage": usage})
+        if self.speaking_task is asyncio.current_task():
+            self.speaking_task = None
