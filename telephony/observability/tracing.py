@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -38,6 +39,7 @@ __all__ = ["CallTraces", "tracing_wanted"]
 logger = logging.getLogger("telephony.tracing")
 
 MAX_OPEN_CALLS = 10_000  # calls whose trace is open (a log that never wrote call.end is dropped)
+MAX_OPEN_S = 6 * 3600.0  # and a trace open this long (a webhook whose stream never came) ends
 SERVICE_NAME = "realtime-telephony"
 _EVENTS = ("barge_in.interruption", "model.error", "protocol.error", "twilio.error")
 _TRANSFER_ENDS = (
@@ -73,6 +75,7 @@ class _Call:
 
     def __init__(self, root: Any) -> None:
         self.root = root
+        self.began = time.monotonic()
         self.connect: Any = None
         self.tools: dict[str, list[Any]] = {}
         self.transfer: Any = None
@@ -133,8 +136,9 @@ class CallTraces:
             "call", attributes={"telephony.call_id": call_id}, kind=self._trace.SpanKind.SERVER
         )
         self._calls[call_id] = _Call(root)
-        while len(self._calls) > MAX_OPEN_CALLS:
-            _, dropped = self._calls.popitem(last=False)
+        too_old = time.monotonic() - MAX_OPEN_S
+        while len(self._calls) > MAX_OPEN_CALLS or next(iter(self._calls.values())).began < too_old:
+            _, dropped = self._calls.popitem(last=False)  # the oldest first
             dropped.root.set_attribute("telephony.end_reason", "unknown")
             dropped.root.end()
         return format(root.get_span_context().trace_id, "032x")

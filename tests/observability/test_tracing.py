@@ -152,3 +152,30 @@ async def test_with_tracing_off_no_call_log_has_a_trace(live_server) -> None:
         result = await srv.call(fixture_audio("goforward.ulaw"), speed=4)
         log = await final_log(srv, result.call_sid)
     assert events(log, "call.end") and not events(log, "trace")
+
+
+def test_a_trace_whose_call_never_ended_is_closed_after_a_while() -> None:
+    """A webhook answered and no stream came (the caller hung up while it rang): its trace
+    ends, marked ``unknown``, once it has been open ``MAX_OPEN_S``, not at the process's end."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from telephony.observability import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    traces = tracing.CallTraces(provider)
+    assert traces.begin("CA" + "1" * 32) is not None
+    assert traces.begin("CA" + "1" * 32) is None  # open already: the same trace
+    traces._calls["CA" + "1" * 32].began -= tracing.MAX_OPEN_S + 1
+    traces.begin("CA" + "2" * 32)
+    (ended,) = exporter.get_finished_spans()
+    assert ended.attributes["telephony.call_id"] == "CA" + "1" * 32
+    assert ended.attributes["telephony.end_reason"] == "unknown"
+    traces.observe({"event": "call.end", "call_sid": "CA" + "2" * 32, "ts": 1.0, "reason": "done"})
+    assert [s.attributes["telephony.end_reason"] for s in exporter.get_finished_spans()] == [
+        "unknown",
+        "done",
+    ]
