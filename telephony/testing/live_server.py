@@ -47,7 +47,8 @@ from openai.types.live import ClientEvent, ServerEvent
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from websockets.asyncio.server import ServerConnection, serve
 
-from ..audio import ulaw_decode, ulaw_encode
+from ..audio import ulaw_decode
+from .realtime_session import ulaw_from_pcm24
 
 __all__ = ["FakeLiveServer", "LiveConnection"]
 
@@ -92,6 +93,10 @@ class LiveConnection:
     started_at: float = 0.0  # time.monotonic() of session.started
     _ws: ServerConnection | None = None
     _owner: FakeLiveServer | None = None
+
+    def clock_ms(self) -> int:
+        """Milliseconds since ``session.started``."""
+        return round((time.monotonic() - self.started_at) * 1000)
 
     def types(self) -> list[str]:
         return [e.get("type", "") for e in self.received]
@@ -210,7 +215,7 @@ class FakeLiveServer:
             audio_format = ((raw["session"].get("audio") or {}).get("format")) or {}
             conn.session = raw["session"]
             state.pcmu = audio_format.get("type") == "audio/pcmu"
-            state.started_at = conn.started_at = time.monotonic()
+            conn.started_at = time.monotonic()
             conn.resource = {
                 "id": self._id("live_fake"),
                 "expires_at": int(time.time()) + self.session_s,
@@ -224,7 +229,7 @@ class FakeLiveServer:
             conn.audio_bytes += len(chunk)
             await self._hear(conn, state, chunk)
         elif kind == "session.commentary.append":
-            ms = state.clock_ms()
+            ms = conn.clock_ms()
             await self._send(
                 conn,
                 {"type": "session.commentary.appended", "start_ms": ms, "end_ms": ms,
@@ -287,7 +292,7 @@ class FakeLiveServer:
         response = self._id("resp")
         await self._send(
             conn,
-            {"type": "session.delegation.created", "offset_ms": state.clock_ms(),
+            {"type": "session.delegation.created", "offset_ms": conn.clock_ms(),
              "delegation": {"type": "delegation", "id": delegation, "target": "responses",
                             "response_id": response}},
         )  # fmt: skip
@@ -321,7 +326,6 @@ class _State:
     """One connection's model state."""
 
     pcmu: bool = False
-    started_at: float = 0.0
     heard_ms: int = 0  # caller audio heard, on the session's audio clock
     in_speech: bool = False
     run_ms: int = 0
@@ -333,9 +337,6 @@ class _State:
     answered: set[str] = field(default_factory=set)
     delegated_turn: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def clock_ms(self) -> int:
-        return round((time.monotonic() - self.started_at) * 1000)
 
     def speak(self, fake: FakeLiveServer, conn: LiveConnection, pcm24: bytes, text: str) -> None:
         if self.speaking_task is not None:
@@ -353,7 +354,7 @@ class _State:
         began = time.monotonic()
         for n, i in enumerate(range(0, len(pcm24), step)):
             chunk = pcm24[i : i + step]
-            wire = ulaw_encode(np.frombuffer(chunk, "<i2")[::3].tobytes()) if self.pcmu else chunk
+            wire = ulaw_from_pcm24(chunk) if self.pcmu else chunk
             start = self.spoken_ms
             self.spoken_ms += len(chunk) // 48
             await fake._send(
@@ -369,7 +370,7 @@ class _State:
                 )  # fmt: skip
             # real-time pace: the next delta when this one's audio is due
             await asyncio.sleep(max(0.0, began + (i + step) / 48000 - time.monotonic()))
-        usage = {"seconds": round(self.clock_ms() / 1000, 3)}
+        usage = {"seconds": round(conn.clock_ms() / 1000, 3)}
         await fake._send(conn, {"type": "session.usage.updated", "usage": usage})
         if self.speaking_task is asyncio.current_task():
             self.speaking_task = None

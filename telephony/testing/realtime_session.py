@@ -21,10 +21,29 @@ from ..audio import ulaw_decode, ulaw_encode
 if TYPE_CHECKING:
     from .realtime_server import LoopbackRealtimeServer
 
-__all__ = ["BYTES_PER_MS", "RATE", "LoopbackSession", "RealtimeConnection", "tone"]
+__all__ = [
+    "BYTES_PER_MS",
+    "RATE",
+    "LoopbackSession",
+    "RealtimeConnection",
+    "pcm24_from_ulaw",
+    "tone",
+    "ulaw_from_pcm24",
+]
 
 RATE = 24000
 BYTES_PER_MS = 48
+
+
+def ulaw_from_pcm24(pcm24: bytes) -> bytes:
+    """pcm16 24 kHz (even length) as μ-law 8 kHz: every third sample, no filter (a stand-in
+    model's voice, not the bridge's transcoder)."""
+    return ulaw_encode(np.frombuffer(pcm24, "<i2")[::3].tobytes())
+
+
+def pcm24_from_ulaw(ulaw: bytes) -> bytes:
+    """μ-law 8 kHz as pcm16 24 kHz: each sample three times (for the stand-in's energy VAD)."""
+    return np.repeat(np.frombuffer(ulaw_decode(ulaw), "<i2"), 3).tobytes()
 
 
 def tone(freq_hz: float, ms: float, amplitude: float = 8000.0, fade_ms: float = 5.0) -> bytes:
@@ -184,7 +203,7 @@ class LoopbackSession:
         if kind == "input_audio_buffer.append":
             chunk = base64.b64decode(event.get("audio", ""))
             if self.pcmu("input"):  # G.711 μ-law 8 kHz (a pass-through bridge): as pcm16 24 kHz
-                chunk = np.repeat(np.frombuffer(ulaw_decode(chunk), "<i2"), 3).tobytes()
+                chunk = pcm24_from_ulaw(chunk)
             self.conn.audio_bytes += len(chunk)
             if self.s.keep_audio:
                 self.conn.audio += chunk
@@ -451,7 +470,7 @@ class LoopbackSession:
             chunk = audio[i : i + step]
             wire = chunk
             if self.pcmu("output"):  # every third sample of the 24 kHz reply, μ-law encoded
-                wire = ulaw_encode(np.frombuffer(chunk, "<i2")[::3].tobytes())
+                wire = ulaw_from_pcm24(chunk)
             await self.send(
                 {
                     **base,
