@@ -22,7 +22,8 @@ The matrix:
   "yeah", or coughs 3 s into the reply, over room echo and over a 6 dB hybrid;
 - **no echo**: "mm-hm", "yeah", "okay", a noise burst, and the real interruption;
 - **early**: the real interruption 0.5 s into the reply (before the judge has learned the
-  line), with no echo and over the room's echo.
+  line), with no echo, over the room's echo and over the 6 dB hybrid; "yeah" 0.5 s in, with
+  no echo and over the room's echo.
 
 Per cell and configuration: the reply heard whole (yes/no), pauses in it (``clear``s that
 stopped it), second replies (the agent answering what was not said), and for a real
@@ -128,6 +129,9 @@ def matrix() -> list[Cell]:
         # a caller who talks over the first words, before the echo path has been learned
         Cell("early", "interruption 0.5 s in, no echo", None, "wait_stop.ulaw", True, 0.5),
         Cell("early", "interruption 0.5 s in, room echo", speaker, "wait_stop.ulaw", True, 0.5),
+        Cell("early", "interruption 0.5 s in, 6 dB hybrid", hybrid, "wait_stop.ulaw", True, 0.5),
+        Cell("early", "yeah 0.5 s in, no echo", None, "yeah.ulaw", False, 0.5),
+        Cell("early", "yeah 0.5 s in, room echo", speaker, "yeah.ulaw", False, 0.5),
     ]
     return cells
 

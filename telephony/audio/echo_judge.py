@@ -13,7 +13,10 @@ that audio could make:
   echo follows the line (a caller quieter than the agent teaches it too; see ``_check``), a
   prior stands in: the loudest band power that played within the window,
   :data:`PRIOR_ERL_DB` down (the worst echo return loss ITU-T G.168 allows a network, 6 dB,
-  with a 3 dB margin).
+  with a 3 dB margin). It stands only on a line where the agent's echo has been found at
+  all (:class:`~telephony.audio.echo_delay.EchoDelay`, a waveform cross-correlation, asked of
+  each loud frame until it finds a peak): on a line with no echo found, a loud frame is judged
+  by the path alone, so a caller who talks over the agent's first words is heard.
 - A frame is the caller's own sound when its power beyond the estimated echo (with a margin,
   :data:`MARGIN_DB`) is a large enough share of it, summed over bands.
 
@@ -31,6 +34,8 @@ from collections import deque
 from typing import Literal
 
 import numpy as np
+
+from .echo_delay import EchoDelay
 
 try:  # the optional compiled loop (see telephony/audio/_fir.c)
     from . import _fir
@@ -89,6 +94,7 @@ class EchoJudge:
         self._learned = 0  # frames the path learned from while the agent's audio played
         self._trusted = False  # the learned path passed its check (see _check)
         self._verdicts: list[bool] | None = None  # the early frames judged again, for review
+        self.presence = EchoDelay()  # is the echo on the line at all (until trusted)
         self.restarts = 0  # learned paths that failed their check and were begun again
         self._prior = 10 ** (-PRIOR_ERL_DB / 10)
         self._margin = 10 ** (MARGIN_DB / 10)
@@ -107,6 +113,13 @@ class EchoJudge:
         return self._trusted
 
     @property
+    def echo_found(self) -> bool:
+        """True once the agent's echo has been found on the line (by the presence test before
+        the path learned, or by a trusted path that hears echo): a frame judged echo then is
+        the agent's own sound, not a caller the prior cannot tell from it."""
+        return self.presence.seen or (self._trusted and self.echo_frames > 0)
+
+    @property
     def _far(self) -> np.ndarray:
         return self._ring[self._pos : self._pos + LAGS]
 
@@ -114,6 +127,8 @@ class EchoJudge:
         """``frames`` 20 ms frames passed unjudged (nothing played, nothing to judge): what
         played before them moves that much further back."""
         self._idle += max(frames, 0)
+        if not self._trusted:
+            self.presence.idle(frames)
         for _ in range(min(max(frames, 0), LAGS)):
             self._push(np.zeros(self._ring.shape[1]))
 
@@ -136,12 +151,23 @@ class EchoJudge:
         if self._early is not None and not self._trusted:
             self._early.append((self._idle, near, far))
         self._idle = 0
-        caller = self._frame_c(near, far) if self._c else self._frame_numpy(near, far)
+        # before the path is trusted, the prior stands only where the echo has been found
+        no_prior = self._trusted
+        if not self._trusted:
+            presence = self.presence
+            presence.push(near, far)
+            no_prior = presence.not_echo()
+            if no_prior or (not presence.seen and presence.loud()):
+                self._since_caller = 0  # a sound not known to be echo teaches the path nothing
+        if self._c:
+            caller = self._frame_c(near, far, no_prior)
+        else:
+            caller = self._frame_numpy(near, far, no_prior)
         if not self._trusted and self._learned >= LAGS + LEARN_FRAMES:
             self._check()
         return caller
 
-    def _frame_numpy(self, near: bytes, far: bytes) -> bool:
+    def _frame_numpy(self, near: bytes, far: bytes, no_prior: bool) -> bool:
         block = self._block
         block[:, : FFT - FRAME] = block[:, FRAME:]
         block[0, FFT - FRAME :] = np.frombuffer(near, dtype="<i2")
@@ -155,7 +181,7 @@ class EchoJudge:
         prior = self._prior * far_bands.max(axis=0)  # the loudest echo the window allows
         estimate = np.einsum("kb,kb->b", self._h, far_bands)
         bound = self._margin * estimate
-        if not self.learned:  # the path has not been heard at every lag
+        if not no_prior:  # the path has not been heard at every lag
             most = np.einsum("kb,kb->b", self._cap, far_bands)
             bound = np.maximum(bound, np.minimum(prior, most))
         total = float(n.sum())
@@ -228,12 +254,12 @@ class EchoJudge:
             self.restarts += 1
             np.minimum(self._cap, cap_from(near_bands, np.asarray(windows)), out=self._cap)
 
-    def _frame_c(self, near: bytes, far: bytes) -> bool:
+    def _frame_c(self, near: bytes, far: bytes, no_prior: bool) -> bool:
         """:meth:`frame` in the compiled loop: the same steps on the same state arrays."""
         assert _ECHO_FRAME is not None
         self._pos, self.share, self._since_caller, taught = _ECHO_FRAME(
             self._block, self._ring, self._h, self._cap, self._window, near, far, self._pos,
-            self.learned, self._since_caller, self._prior, self._margin, STEP, SHARE,
+            no_prior, self._since_caller, self._prior, self._margin, STEP, SHARE,
             LEARN_SHARE, HOLD_FRAMES,
         )  # fmt: skip
         if taught:

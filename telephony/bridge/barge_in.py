@@ -223,7 +223,7 @@ class BargeInGuard:
         if speech or (judged and beyond_echo and self._detect.loud(heard)):
             self._caller_frames.append(self.caller_ms)
             self._sound_at_ms = self.caller_ms
-        elif judged and self._judge.learned and self.caller_ms - self._sound_at_ms > GATE_HOLD_MS:
+        elif judged and self._gate() and self.caller_ms - self._sound_at_ms > GATE_HOLD_MS:
             # the agent's echo alone: the model hears silence, so its VAD makes no item of
             # the echo and the caller's items hold the caller's sound, not a reply's echo
             # around it (a cough inside one item with 8 s of echo: its words made it a turn)
@@ -232,6 +232,12 @@ class BargeInGuard:
         self.cancel_s += time.perf_counter() - t0
         await self._on_frame(speech, raw_speech, now)
         return ulaw
+
+    def _gate(self) -> bool:
+        """Frames judged echo alone may reach the model as silence: the judge has learned the
+        line, or has found the agent's echo on it (before it learned, so that the model's VAD
+        makes no item of the first second's echo that a caller's "yeah" would join)."""
+        return self._judge.learned or self._judge.echo_found
 
     def _review(self) -> None:
         """The judge has just learned the line: the caller's sound in the frames it judged
@@ -428,6 +434,7 @@ class BargeInGuard:
             "guard_frames": self.frames_guarded,
             "echo_frames": self._judge.echo_frames,
             "gated_frames": self.frames_gated,
+            "echo_delay_ms": self._judge.presence.delay_ms,  # where echo was found; None: not
             "guard_us_per_frame": (
                 round(self.cancel_s / self.frames_guarded * 1e6, 1) if self.frames_guarded else 0
             ),

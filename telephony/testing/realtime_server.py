@@ -46,6 +46,11 @@ class LoopbackRealtimeServer:
         transcript: the caller transcript reported for turn ``n``.
         heard: the caller transcript of the ``n``-th speech the VAD found (0-based), when
             transcripts follow what was said rather than the turns; overrides ``transcript``.
+        recognise: the caller transcript from a speech item's audio (pcm16 24 kHz bytes, in a
+            thread): from the session's ``prefix_padding_ms`` (300 by default) before the
+            speech began to its end, as the audio of OpenAI's items holds the prefix padding
+            (a recogniser given a word cut at its first sound may hear nothing); overrides
+            ``heard``.
         transcript_delay_s: the transcript follows ``committed`` this much later (OpenAI's
             come a few hundred ms after it).
         tool_call: ``(name, arguments)`` of a function call turn ``n`` makes before its audio (the

@@ -298,6 +298,8 @@ class LoopbackSession:
         utterance = len(self.conn.speech_stopped_ms) - 1
         if self.s.recognise is not None:
             started = self.conn.speech_started_ms[-1] if self.conn.speech_started_ms else 0
+            padding = self.detection().get("prefix_padding_ms", 300)
+            started = max(0, started - (padding if isinstance(padding, int) else 300))
             audio = bytes(self.conn.audio[started * BYTES_PER_MS : at_ms * BYTES_PER_MS])
             self.later(self.recognised(item_id, audio))
         else:
