@@ -114,10 +114,10 @@ class EchoJudge:
 
     @property
     def echo_found(self) -> bool:
-        """True once the agent's echo has been found on the line (by the presence test before
-        the path learned, or by a trusted path that hears echo): a frame judged echo then is
-        the agent's own sound, not a caller the prior cannot tell from it."""
-        return self.presence.seen or (self._trusted and self.echo_frames > 0)
+        """True once the presence test has found the agent's echo on the line (it runs until
+        the path is trusted): a frame the prior judges echo then is the agent's own sound, not
+        a caller the prior cannot tell from it."""
+        return self.presence.seen
 
     @property
     def _far(self) -> np.ndarray:
@@ -152,17 +152,23 @@ class EchoJudge:
             self._early.append((self._idle, near, far))
         self._idle = 0
         # before the path is trusted, the prior stands only where the echo has been found
-        no_prior = self._trusted
+        no_prior, teach = self._trusted, True
         if not self._trusted:
             presence = self.presence
             presence.push(near, far)
             no_prior = presence.not_echo()
-            if no_prior or (not presence.seen and presence.loud()):
-                self._since_caller = 0  # a sound not known to be echo teaches the path nothing
+            # a sound not known to be echo teaches the path nothing (a caller's word before
+            # the test has settled on it), and does not hold back learning after it either
+            teach = not (no_prior or (not presence.seen and presence.loud()))
+        since = self._since_caller
+        if not teach:
+            self._since_caller = -1  # under HOLD_FRAMES after this frame: no step of the path
         if self._c:
             caller = self._frame_c(near, far, no_prior)
         else:
             caller = self._frame_numpy(near, far, no_prior)
+        if not teach and not caller:
+            self._since_caller = since + 1
         if not self._trusted and self._learned >= LAGS + LEARN_FRAMES:
             self._check()
         return caller

@@ -395,7 +395,8 @@ async def test_a_turn_that_begins_as_the_echo_window_closes_is_the_callers() -> 
     )
     agent = np.frombuffer(ulaw_decode(REPLY), dtype="<i2")
     guard.reference.play(agent.tobytes(), 0.0)
-    echo = ulaw_encode((agent.astype(np.int32) // 4).astype("<i2").tobytes())  # -12 dB, flat
+    echo = SILENCE * 320 + ulaw_encode((agent.astype(np.int32) // 4).astype("<i2").tobytes())
+    echo = echo[: len(REPLY)]  # -12 dB, 40 ms late, flat
     caller = fixture_audio("goforward.ulaw")
     loud = [
         i
@@ -514,14 +515,15 @@ async def test_a_caller_who_spoke_before_the_judge_learned_is_heard(echo_db: flo
 async def test_a_quiet_caller_over_the_agent_with_no_echo_is_heard(caller_db: float) -> None:
     """No echo on the line (the README quickstart's call): the caller, quieter than the agent,
     says "Go forward ten meters." 0.4 s into its reply, before the judge has learned the line.
-    Under its prior their frames look like echo and taught the path; a path so taught is not
-    trusted (the judge begins it again), so the item is a turn by its sound, and none of the
-    caller's frames reaches the model as silence."""
+    The presence test finds no echo in their sound, so the judge's prior does not hold it and
+    nothing of it teaches the path (before the test, their frames looked like echo under the
+    prior and taught it, and only the path's check saved them): the item is a turn by its
+    sound, and none of the caller's frames reaches the model as silence."""
     done, records, guard, passed = await guard_over_a_reply(
         None, 0.4, "Go forward ten meters.", caller="goforward.ulaw", caller_db=caller_db
     )
     assert "respond" in done and "forget" not in done, records
-    assert guard._judge.restarts >= 1
+    assert guard._judge.restarts == 0 and not guard._judge.echo_found
     assert not [r for r in events(records, "barge_in.suppressed") if r.get("item_id")], records
     detect = SpeechDetector()
     words = [(sent, heard) for sent, heard in passed if detect(ulaw_decode(sent))]
