@@ -57,10 +57,12 @@ class EchoDelay:
         self.run = 0  # loud frames in a row, the last pushed included
         self._since_sound = RESETTLE_FRAMES  # frames since one judged not echo
         self.seen = False
-        self.delay_ms: float | None = None  # the bulk delay of the peak that was found
+        self.delay_ms: float | None = None  # the lag of the strongest peak: the bulk delay
+        self._strongest = 0.0
         self.peak = 0.0  # the last peak checked
         self._top = 0.0  # the echo's own peak (see DOUBLE_TALK)
         self.checks = 0
+        self.found_after: int | None = None  # the checks it took to find the echo
 
     def push(self, near: bytes, far: bytes) -> None:
         """One 20 ms frame of the caller's audio and of what played over it (pcm16 8 kHz,
@@ -122,7 +124,7 @@ class EchoDelay:
     def check(self) -> bool:
         """True when the caller's last 256 ms hold the echo of what played 1-800 ms before
         (a GCC-PHAT peak of at least :data:`PEAK`, kept in :attr:`peak`); the first such peak
-        sets :attr:`seen` and :attr:`delay_ms`. About 1 ms of CPU."""
+        sets :attr:`seen`, the strongest so far :attr:`delay_ms`. About 1 ms of CPU."""
         self.checks += 1
         near = np.fft.rfft(self._near[-WINDOW:], NFFT)
         far = np.fft.rfft(self._far, NFFT)
@@ -136,5 +138,8 @@ class EchoDelay:
         self.peak = float(values[best])
         if self.peak >= PEAK and not self.seen:
             self.seen = True
+            self.found_after = self.checks
+        if self.peak >= PEAK and self.peak > self._strongest:
+            self._strongest = self.peak
             self.delay_ms = round(lags[best] / 8, 1)
         return self.peak >= PEAK

@@ -1,0 +1,88 @@
+"""The echo presence test (GCC-PHAT) on real speech: the agent's 9.9 s reply echoed back
+through flat, G.168 hybrid and speakerphone-room paths (μ-law on both legs), a caller talking
+over a line with no echo, and a caller talking over the room's echo. Deterministic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_echo_judge import FAR, FRAME, PATHS, line, samples
+
+from telephony.audio import ulaw_decode, ulaw_encode
+from telephony.audio.echo_delay import PEAK, SETTLE_FRAMES, EchoDelay
+from telephony.simulate.echo_paths import room_path
+
+REPLY_AT = 8000  # FAR: 1 s of silence, then the reply
+DELAYS = {  # the bulk delay each path of test_echo_judge.PATHS was given, ms
+    "flat 6 dB 20 ms": 20,
+    "flat 10 dB 450 ms": 450,
+    "flat 15 dB 150 ms": 150,
+    "room T60 0.6 s 12 dB noise": 60,
+}
+
+
+def pcm(near: np.ndarray) -> bytes:
+    """As μ-law carries it: pcm16 8 kHz bytes."""
+    return ulaw_decode(ulaw_encode(np.clip(np.rint(near), -32768, 32767).astype("<i2").tobytes()))
+
+
+def run(near: np.ndarray, frames: int | None = None) -> tuple[EchoDelay, list[bool], list[bool]]:
+    """Each frame pushed with what played over it: (the test, per frame loud, not_echo)."""
+    near_b, far_b = pcm(near), FAR.astype("<i2").tobytes()
+    test, loud, not_echo = EchoDelay(), [], []
+    end = len(near_b) if frames is None else frames * 2 * FRAME
+    for i in range(0, end - 2 * FRAME + 1, 2 * FRAME):
+        test.push(near_b[i : i + 2 * FRAME], far_b[i : i + 2 * FRAME])
+        loud.append(test.loud())
+        not_echo.append(test.not_echo())
+    return test, loud, not_echo
+
+
+@pytest.mark.parametrize("name", PATHS)
+def test_echo_is_found_within_its_first_loud_frames(name: str) -> None:
+    """On every path the echo is found by its fifth loud frame (before SETTLE_FRAMES of a
+    sound without a peak could count as the caller's, none does), at the path's bulk delay
+    where it is a pure one; the frames after are not called the caller's either."""
+    test, loud, not_echo = run(PATHS[name], frames=(REPLY_AT + 2 * 8000) // FRAME)
+    assert test.seen, test.peak
+    first_loud = loud.index(True)
+    assert test.found_after is not None and test.found_after <= 5
+    assert not any(not_echo), [i - first_loud for i, x in enumerate(not_echo) if x]
+    if name in DELAYS:
+        assert abs(test.delay_ms - DELAYS[name]) <= 15, test.delay_ms
+
+
+def test_a_caller_over_a_line_without_echo_is_not_echo() -> None:
+    """No echo; "Wait, stop, I have a question." 0.5 s into the reply: no peak in any of its
+    loud frames (at most 0.10 on the bench's calls), so every loud frame from its
+    SETTLE_FRAMES-th on is not echo, and the quiet ones between its words too."""
+    words = samples("wait_stop.ulaw")
+    at = REPLY_AT + 4000
+    near = np.zeros(len(FAR))
+    near[at : at + len(words)] = words
+    test, loud, not_echo = run(near)
+    assert not test.seen and test.checks > 40
+    assert test.peak < PEAK
+    first = loud.index(True)
+    spoken = range(first + SETTLE_FRAMES - 1, (at + len(words)) // FRAME)
+    assert all(not_echo[i] for i in spoken if loud[i])
+    assert sum(not_echo[i] for i in spoken) >= 0.9 * len(spoken)
+    assert not any(not_echo[: first + SETTLE_FRAMES - 1])
+
+
+def test_a_caller_over_the_rooms_echo_is_double_talk() -> None:
+    """The room's echo is found at once; the same words 0.5 s into the reply over it fill the
+    window with sound the agent's audio does not explain: its peak falls under DOUBLE_TALK of
+    the echo's own for most of the words (the room's echo alone: none at all)."""
+    echo = line(-12, 60, room_path(0.3), -50)
+    words = samples("wait_stop.ulaw")
+    at = REPLY_AT + 4000
+    near = echo.copy()
+    near[at : at + len(words)] += words
+    test, _, not_echo = run(near)
+    assert test.seen
+    before, during = not_echo[: at // FRAME], not_echo[at // FRAME : (at + len(words)) // FRAME]
+    assert not any(before)
+    assert sum(during) >= 0.3 * len(during), (sum(during), len(during))
+    _, _, alone = run(echo)
+    assert not any(alone)
