@@ -223,7 +223,7 @@ class BargeInGuard:
         if speech or (judged and beyond_echo and self._detect.loud(heard)):
             self._caller_frames.append(self.caller_ms)
             self._sound_at_ms = self.caller_ms
-        elif judged and self._gate() and self.caller_ms - self._sound_at_ms > GATE_HOLD_MS:
+        elif judged and self._judge.learned and self.caller_ms - self._sound_at_ms > GATE_HOLD_MS:
             # the agent's echo alone: the model hears silence, so its VAD makes no item of
             # the echo and the caller's items hold the caller's sound, not a reply's echo
             # around it (a cough inside one item with 8 s of echo: its words made it a turn)
@@ -232,12 +232,6 @@ class BargeInGuard:
         self.cancel_s += time.perf_counter() - t0
         await self._on_frame(speech, raw_speech, now)
         return ulaw
-
-    def _gate(self) -> bool:
-        """Frames judged echo alone may reach the model as silence: the judge has learned the
-        line, or has found the agent's echo on it (before it learned, so that the model's VAD
-        makes no item of the first second's echo that a caller's "yeah" would join)."""
-        return self._judge.learned or self._judge.echo_found
 
     def _review(self) -> None:
         """The judge has just learned the line: the caller's sound in the frames it judged
