@@ -260,8 +260,11 @@ class OutboundAudio:
         audio clock the pause was decided (ms of caller audio), logged."""
         if self.paused or not self.playing or self._item_key is None:
             return False
+        # the wall time first, then the position: a packet that begins between the two reads
+        # began after ``heard_ts`` (read the other way round, a stall between them let a CI run
+        # count a packet as begun by ``heard_ts`` that the position had not reached)
+        read_ts = round(time.time(), 6)
         state = self.tracker.get_state()
-        read_ts = round(time.time(), 6)  # the caller's ear was there at this wall time
         item_id = self._item_key[0]
         heard_ms = 0.0
         if state["current_item_id"] == item_id and state["elapsed_ms"] is not None:
