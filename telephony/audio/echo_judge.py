@@ -237,6 +237,7 @@ class EchoJudge:
         again._early = None
         again._h = self._h.copy()
         again._trusted = True
+        again.presence.release()
         verdicts, blocks, estimates, windows = [], [], [], []
         for idle, near, far in early:
             again.idle(idle)
@@ -252,6 +253,7 @@ class EchoJudge:
         weak = np.percentile(echo, 95) <= 3 * np.percentile(line, 10) + LINE_FLOOR
         if coherent or weak:
             self._trusted = True
+            self.presence.release()
             self._verdicts = verdicts if self._early is not None else None
             self._early = None
         else:

@@ -10,6 +10,7 @@ from test_echo_judge import FAR, FRAME, PATHS, line, samples
 
 from telephony.audio import ulaw_decode, ulaw_encode
 from telephony.audio.echo_delay import PEAK, SETTLE_FRAMES, EchoDelay
+from telephony.audio.echo_judge import EchoJudge
 from telephony.simulate.echo_paths import room_path
 
 REPLY_AT = 8000  # FAR: 1 s of silence, then the reply
@@ -86,3 +87,22 @@ def test_a_caller_over_the_rooms_echo_is_double_talk() -> None:
     assert sum(during) >= 0.3 * len(during), (sum(during), len(during))
     _, _, alone = run(echo)
     assert not any(alone)
+
+
+def test_the_test_lets_its_buffers_go_once_the_judge_trusts_the_path() -> None:
+    """Over flat echo (10 dB, 450 ms) the judge learns the line; from then on the presence
+    test holds no audio (its two buffers were 130 KiB a call) and ignores what is pushed,
+    and what it found stays: the echo, at the path's delay."""
+    near, far = pcm(PATHS["flat 10 dB 450 ms"]), FAR.astype("<i2").tobytes()
+    judge = EchoJudge()
+    for i in range(0, len(near) - 2 * FRAME + 1, 2 * FRAME):
+        judge.frame(near[i : i + 2 * FRAME], far[i : i + 2 * FRAME])
+        if judge.learned:
+            break
+    assert judge.learned and judge.echo_found
+    presence = judge.presence
+    assert presence._near.nbytes == presence._far.nbytes == 0
+    assert abs(presence.delay_ms - 450) <= 15
+    presence.push(near[:320], far[:320])
+    presence.idle(3)
+    assert presence._near.nbytes == 0 and presence.seen
