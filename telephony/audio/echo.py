@@ -82,7 +82,8 @@ class PlayoutReference:
 
     def played_until(self, index: int, at: float) -> None:
         """The far end finished playing the samples before ``index`` at ``at``: the first
-        such report of a run moves the run (and what is queued behind it) by the difference."""
+        such report of a run moves the run (and what is queued behind it) by the difference,
+        but never to start before the run before it ends."""
         for seg in self._segments:
             if seg.first < index <= seg.first + len(seg.samples):
                 shift = at - (seg.start + (index - seg.first) / RATE)
@@ -93,6 +94,12 @@ class PlayoutReference:
         if run <= self._corrected_run:
             return
         self._corrected_run = run
+        # the far end plays one run after another, never two at once: a run is never moved
+        # to start before the one before it ends (an echo read early on a jittery clock)
+        before = [seg.end for seg in self._segments if seg.run < run]
+        if before:
+            first = next(seg.start for seg in self._segments if seg.run == run)
+            shift = max(shift, before[-1] - first)
         for seg in self._segments:
             if seg.run >= run:
                 seg.start += shift
@@ -117,8 +124,10 @@ class PlayoutReference:
         """The ``n`` samples that played in ``[end - n/8000, end)``, as pcm16 bytes."""
         out = np.zeros(n, dtype="<i2")
         t0 = end - n / RATE
-        for seg in self._segments:
-            if seg.end <= t0 or seg.start >= end:
+        for seg in self._segments:  # in playing order: nothing after one that starts later
+            if seg.start >= end:
+                break
+            if seg.end <= t0:
                 continue
             offset = round((t0 - seg.start) * RATE)  # seg sample at out[0]
             lo, hi = max(0, -offset), min(n, len(seg.samples) - offset)
