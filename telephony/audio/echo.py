@@ -96,13 +96,14 @@ class PlayoutReference:
         self._corrected_run = run
         # the far end plays one run after another, never two at once: a run is never moved
         # to start before the one before it ends (an echo read early on a jittery clock)
-        before = [seg.end for seg in self._segments if seg.run < run]
-        if before:
-            first = next(seg.start for seg in self._segments if seg.run == run)
-            shift = max(shift, before[-1] - first)
+        previous_end: float | None = None
         for seg in self._segments:
-            if seg.run >= run:
-                seg.start += shift
+            if seg.run < run:
+                previous_end = seg.end
+                continue
+            if previous_end is not None:  # the run's first segment
+                shift, previous_end = max(shift, previous_end - seg.start), None
+            seg.start += shift
         self._end += shift
 
     def stop(self, now: float) -> None:
