@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import urllib.request
 from pathlib import Path
 
@@ -30,6 +31,7 @@ SECRETS = {
 
 async def test_debug_logging_prints_no_secret(tmp_path: Path) -> None:
     twilio = TwilioApiStandIn()
+    call_sid = "CA" + secrets.token_hex(16)
 
     def end_call(turn: int):  # the agent hangs up after its first answer
         return ("end_call", {"reason": "done"}) if turn == 0 else None
@@ -56,7 +58,8 @@ async def test_debug_logging_prints_no_secret(tmp_path: Path) -> None:
                 fixture_audio("goforward.ulaw"),
                 auth_token=AUTH_TOKEN,
                 speed=4,
-                min_turns=1,
+                call_sid=call_sid,
+                ended=twilio.leaves(call_sid),  # on the line until the agent's REST hang-up
             )
             await asyncio.to_thread(_outbound_call_and_metrics, server.base_url)
         finally:
@@ -66,7 +69,8 @@ async def test_debug_logging_prints_no_secret(tmp_path: Path) -> None:
     # every line could be formatted (uvicorn's access lines need their arguments intact)
     assert "Logging error" not in output, output[output.find("Logging error") :][:1500]
     assert '"POST /incoming-call HTTP/1.1" 200' in output
-    assert any("Calls/" in r.path for r in twilio.requests)  # the REST hang-up happened
+    assert twilio.leaves(call_sid).is_set()  # the REST hang-up happened
+    assert twilio.updates(call_sid)[-1].get("Status") == "completed"
     handshake = RequestValidator(AUTH_TOKEN).compute_signature(result.stream_url, {})
     for name, value in {**SECRETS, "handshake signature": handshake}.items():
         assert value not in output, f"{name} is in the server log"
