@@ -70,6 +70,12 @@ class EchoDelay:
         :meth:`push` and :meth:`idle` do nothing from now on."""
         self._near = self._far = np.zeros(0)
 
+    def history(self) -> tuple[np.ndarray, np.ndarray]:
+        """The caller's audio and what played over it, sample-aligned, newest last (float pcm16
+        sample values, 8 kHz, 1056 ms each; zeros before the first frame, empty after
+        :meth:`release`). Views of the test's buffers: valid until the next push."""
+        return self._near, self._far
+
     def push(self, near: bytes, far: bytes) -> None:
         """One 20 ms frame of the caller's audio and of what played over it (pcm16 8 kHz,
         320 bytes each; the echo judge has checked their length)."""
