@@ -94,11 +94,11 @@ def test_a_rooms_echo_is_not_fitted_and_the_fit_gives_up() -> None:
 def test_a_caller_over_the_first_words_on_a_6_db_hybrid_is_heard_at_once(
     model: str, caller_db: int
 ) -> None:
-    """"Wait, stop" 0.5 s into the reply, 200 ms after its echo began, through the judge as
-    the guard asks it (the WebRTC VAD and the judge): the guard pauses after 10 frames of
-    speech; they come within 300 ms of the caller's first sound (measured: 200-240 ms on all
-    eight hybrids at 0 and -6 dB). Without the fit, the prior held every hybrid's caller but
-    one for the whole phrase (``bench/echo_judge_offline.py``, the ``early hyb6`` cells)."""
+    """A caller says "Wait, stop" 0.5 s into the reply, 200 ms after its echo began; through
+    the judge as the guard asks it (the WebRTC VAD and the judge) the guard pauses after 10
+    frames of speech; they come within 300 ms of the caller's first sound (measured: 200-240
+    ms on all eight hybrids at 0 and -6 dB). Without the fit, the prior held every hybrid's
+    caller but one for the whole phrase (``bench/echo_judge_offline.py``, ``early hyb6``)."""
     near, talks = line(-6, 300, hybrid_path(model), caller_db=caller_db)
     judge, vad = EchoJudge(), SpeechDetector()
     heard = []
