@@ -95,8 +95,8 @@ class ShortEchoFit:
             raise ValueError("near and far must be aligned histories of the same length")
         if self.gave_up:
             return False
-        delay = round(delay_ms * 8) - LEAD
-        if len(near) < FRAME + max(delay, 0) + TAPS:
+        delay = max(round(delay_ms * 8) - LEAD, 0)  # no tap before what played with the frame
+        if len(near) < FRAME + delay + TAPS:
             raise ValueError("the histories are shorter than a frame, the delay and the taps")
         if self._delay is None or abs(delay - self._delay) > LEAD // 2:
             self._begin(near, far, delay)  # a small move of the peak is within the taps
@@ -147,7 +147,7 @@ class ShortEchoFit:
         self._residual = self._estimate = 0.0
         self._loud = self._talk = 0
         end = len(near) - FRAME
-        first = max(end - HISTORY_FRAMES * FRAME, max(delay, 0) + TAPS - 1)
+        first = max(end - HISTORY_FRAMES * FRAME, delay + TAPS - 1)
         if first < end:
             x = self._inputs(far, first, delay, end - first)
             self._r += x.T @ x
