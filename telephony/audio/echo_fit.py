@@ -43,6 +43,10 @@ ABOVE_FIT_DB = 10.0  # and at least this far above the fit's own residual
 LEARN_ABOVE_DB = 3.0  # a loud frame this far above the fit's residual does not teach it
 SETTLED_DB = -25.0  # a fit this close stops learning (its solve is most of its CPU)
 GIVE_UP_FRAMES = 25  # loud frames of echo without a fit: a long path; the fit stops
+FAR_SILENT = 100.0  # mean square of what played that is silence (about -70 dBFS)
+GAP_FRAMES = 5  # what plays after a gap this long (100 ms) is a new run (see _follow_runs)
+SEARCH = 48  # samples either way a new run's echo is looked for (6 ms)
+ALIGN_TRIES = 10  # loud frames of a new run's echo without an alignment: fit it anew
 MAX_TALK_FRAMES = 150  # 3 s of frames called the caller's in a row: the fit begins again
 RIDGE = 1e-3  # of the fit's mean input power: regularises the solve of a young fit
 LOUD = 150.0**2  # mean square of a frame loud enough to judge (about -47 dBFS)
@@ -57,7 +61,12 @@ class ShortEchoFit:
     """
 
     def __init__(self) -> None:
-        self._delay: int | None = None  # samples, the fit's first tap
+        self._lag: int | None = None  # samples: the presence test's lag it began at, less LEAD
+        self._delay = 0  # samples, the fit's first tap (moved as runs are aligned)
+        self._quiet = 0  # frames in a row nothing played
+        self._unaligned: int | None = None  # frames until a new run's echo (then: align it)
+        self._tries = 0  # loud frames of a new run's echo the fit could not be aligned to
+        self._taught = 0  # frames the fit learned from
         self._r = np.zeros((TAPS, TAPS))  # sum of X^T X over the frames it learned from
         self._p = np.zeros(TAPS)  # sum of X^T y
         self._h = np.zeros(TAPS)
@@ -65,7 +74,7 @@ class ShortEchoFit:
         self._estimate = 0.0
         self._loud = 0  # loud frames of echo since the fit began
         self._talk = 0  # frames in a row called the caller's
-        self.resets = 0  # fits begun again at a new delay
+        self.resets = 0  # fits begun again (at a new delay, or after 3 s of "caller")
         self.gave_up = False  # a long path the fit cannot explain: it says nothing more
 
     @property
@@ -85,7 +94,8 @@ class ShortEchoFit:
             near: the caller's audio, float pcm16 sample values, 8 kHz, the newest frame last.
             far: what played, sample-aligned with ``near`` (the same length; ``far[i]`` played
                 while ``near[i]`` was captured).
-            delay_ms: the echo's bulk delay (the presence test's strongest peak), ms.
+            delay_ms: the echo's bulk delay (the presence test's :attr:`~telephony.audio.
+                echo_delay.EchoDelay.lag_ms`), ms.
 
         Raises:
             ValueError: ``near`` and ``far`` differ in length, or are shorter than one frame
@@ -98,12 +108,20 @@ class ShortEchoFit:
         delay = max(round(delay_ms * 8) - LEAD, 0)  # no tap before what played with the frame
         if len(near) < FRAME + delay + TAPS:
             raise ValueError("the histories are shorter than a frame, the delay and the taps")
-        if self._delay is None or abs(delay - self._delay) > LEAD // 2:
-            self._begin(near, far, delay)  # a small move of the peak is within the taps
-        delay = self._delay
+        if self._lag is None or abs(delay - self._delay) > SEARCH:
+            # a move of the peak within the search is aligned run by run; a larger one after
+            # the first fit is the echo moved (the history holds it at both lags: no seed)
+            self._begin(near, far, delay, seed=self._lag is None)
+        self._follow_runs(far)
         end = len(near)
-        x = self._inputs(far, end - FRAME, delay)
         y = near[end - FRAME :]
+        if self._unaligned is not None and self._unaligned <= 0:
+            # the echo of a new run of what played has arrived: find where the fit's echo
+            # sits in it before the fit says or learns anything
+            if not self._align(near, far, y):
+                return False
+        delay = self._delay
+        x = self._inputs(far, end - FRAME, delay)
         estimate = x @ self._h
         residual = y - estimate
         pe, py, pn = (float(np.mean(v * v)) for v in (residual, estimate, y))
@@ -122,7 +140,7 @@ class ShortEchoFit:
             caller, learn = False, True
         self._talk = self._talk + 1 if caller else 0
         if self._talk > MAX_TALK_FRAMES:  # no caller talks this long over the agent: the
-            self._begin(near, far, delay)  # path changed under the fit; begin it again
+            self._begin(near, far, self._lag, seed=False)  # path changed under the fit
             return False
         if learn:
             if loud:
@@ -136,11 +154,50 @@ class ShortEchoFit:
             self._r = self._p = self._h = np.zeros(0)
         return caller
 
-    def _begin(self, near: np.ndarray, far: np.ndarray, delay: int) -> None:
-        """A new fit at ``delay`` from the frames before the newest the histories hold."""
-        if self._delay is not None:
+    def _follow_runs(self, far: np.ndarray) -> None:
+        """Count the frames until the echo of a new run of what played (after a gap of
+        :data:`GAP_FRAMES`) reaches the line: the playout reference places each run from its
+        mark echoes, on the caller's 20 ms clock, so a run may sit a few ms from the last."""
+        if float(np.mean(far[-FRAME:] ** 2)) < FAR_SILENT:
+            self._quiet += 1
+        else:
+            if self._quiet >= GAP_FRAMES and self._taught:
+                self._unaligned = -(-(self._delay + TAPS) // FRAME)  # frames until its echo
+            self._quiet = 0
+        if self._unaligned is not None and self._unaligned > 0:
+            self._unaligned -= 1
+
+    def _align(self, near: np.ndarray, far: np.ndarray, y: np.ndarray) -> bool:
+        """Move the fit to the shift (within :data:`SEARCH` samples) that explains the newest
+        frame best; True once one explains it to within :data:`FIT_DB` (then the run is
+        aligned), False while none does (a quiet frame, the caller talking)."""
+        if float(np.mean(y * y)) < LOUD:
+            return False
+        end = len(near)
+        # the fit's echo from SEARCH samples before the frame to SEARCH after it; the echo
+        # s samples later than the fit's is window SEARCH - s of it
+        wide = self._inputs(far, end - FRAME - SEARCH, self._delay, FRAME + 2 * SEARCH)
+        windows = np.lib.stride_tricks.sliding_window_view(wide @ self._h, FRAME)
+        errors = np.sum((windows - y) ** 2, axis=1)
+        best = int(np.argmin(errors))
+        power = float(np.sum(windows[best] ** 2))
+        self._tries += 1
+        if power > 0.0 and errors[best] < 10 ** (FIT_DB / 10) * power:
+            self._delay += SEARCH - best
+            self._unaligned = None
+            self._tries = 0
+            return True
+        if self._tries >= ALIGN_TRIES:  # nowhere near: fit this run anew
+            self._begin(near, far, self._lag or 0, seed=False)
+        return False
+
+    def _begin(self, near: np.ndarray, far: np.ndarray, delay: int, seed: bool = True) -> None:
+        """A new fit at ``delay``, from the frames before the newest the histories hold when
+        ``seed``."""
+        if self._lag is not None:
             self.resets += 1
-        self._delay = delay
+        self._lag = self._delay = delay
+        self._unaligned, self._tries, self._taught = None, 0, 0
         self._r[:] = 0.0
         self._p[:] = 0.0
         self._h[:] = 0.0
@@ -148,22 +205,24 @@ class ShortEchoFit:
         self._loud = self._talk = 0
         end = len(near) - FRAME
         first = max(end - HISTORY_FRAMES * FRAME, delay + TAPS - 1)
-        if first < end:
+        if seed and first < end:
             x = self._inputs(far, first, delay, end - first)
             self._r += x.T @ x
             self._p += x.T @ near[first:end]
+            self._taught = (end - first) // FRAME
             self._solve()
 
     def _inputs(self, far: np.ndarray, start: int, delay: int, n: int = FRAME) -> np.ndarray:
         """Rows ``far[i - delay - k]`` for ``k`` in ``0..TAPS-1``, ``i`` from ``start`` on,
-        shape (n, TAPS); what lies before ``far`` counts as silence."""
-        lo = start - delay - TAPS + 1
-        span = far[max(lo, 0) : start + n - delay]
-        if lo < 0:
-            span = np.concatenate([np.zeros(-lo), span])
+        shape (n, TAPS); what lies before or after ``far`` counts as silence."""
+        lo, hi = start - delay - TAPS + 1, start + n - delay
+        span = far[max(lo, 0) : min(hi, len(far))]
+        if lo < 0 or hi > len(far):
+            span = np.concatenate([np.zeros(max(-lo, 0)), span, np.zeros(max(hi - len(far), 0))])
         return np.lib.stride_tricks.sliding_window_view(span, TAPS)[:, ::-1]
 
     def _learn(self, x: np.ndarray, y: np.ndarray) -> None:
+        self._taught += 1
         self._r += x.T @ x
         self._p += x.T @ y
         self._solve()

@@ -19,6 +19,10 @@ that audio could make:
   by the path alone, so a caller who talks over the agent's first words is heard.
 - A frame is the caller's own sound when its power beyond the estimated echo (with a margin,
   :data:`MARGIN_DB`) is a large enough share of it, summed over bands.
+- Until the path is trusted, on a line whose echo has been found, a least-squares fit of the
+  echo waveform at the found delay (:class:`~telephony.audio.echo_fit.ShortEchoFit`) hears a
+  caller over a short path (a line hybrid, 6 dB down) that the prior holds: such a frame is
+  the caller's, teaches the path nothing, and is left out of the path's check.
 
 The per-frame work runs in the compiled audio core (``_fir.echo_frame``, about a tenth of the
 numpy path's time) when it is installed; the numpy path below is its reference and fallback, and
@@ -35,7 +39,8 @@ from typing import Literal
 
 import numpy as np
 
-from .echo_delay import EchoDelay
+from .echo import PlayoutReference
+from .echo_delay import HISTORY, EchoDelay
 from .echo_fit import ShortEchoFit
 
 try:  # the optional compiled loop (see telephony/audio/_fir.c)
@@ -97,6 +102,7 @@ class EchoJudge:
         self._verdicts: list[bool] | None = None  # the early frames judged again, for review
         self.presence = EchoDelay()  # is the echo on the line at all (until trusted)
         self.fit: ShortEchoFit | None = None  # double talk on a short path, once echo is found
+        self._moves = 0  # the playout reference's moves seen (see follow)
         self.restarts = 0  # learned paths that failed their check and were begun again
         self._prior = 10 ** (-PRIOR_ERL_DB / 10)
         self._margin = 10 ** (MARGIN_DB / 10)
@@ -125,6 +131,19 @@ class EchoJudge:
     @property
     def _far(self) -> np.ndarray:
         return self._ring[self._pos : self._pos + LAGS]
+
+    def follow(self, reference: PlayoutReference, at: float) -> None:
+        """Before judging the caller's frame ending at ``at`` (seconds, the reference's clock):
+        when the playout reference has moved a run (its first mark echo placed it) since the
+        last frame, what the presence test and the fit hold of what played is re-read from it,
+        and the fit begins again on it (a run moved by 20 ms put the fit's echo 20 ms from the
+        line's: it heard the echo as the caller)."""
+        if reference.moves == self._moves:
+            return
+        self._moves = reference.moves
+        if not self._trusted:
+            self.presence.realign(reference.take(at - FRAME / 8000, HISTORY))
+            self.fit = None
 
     def idle(self, frames: int) -> None:
         """``frames`` 20 ms frames passed unjudged (nothing played, nothing to judge): what
@@ -161,11 +180,11 @@ class EchoJudge:
             # a sound not known to be echo teaches the path nothing (a caller's word before
             # the test has settled on it), and does not hold back learning after it either
             teach = not (no_prior or (not presence.seen and presence.loud()))
-            if presence.delay_ms is not None:
+            if presence.lag_ms is not None:
                 # on a short path the fitted waveform tells the caller's voice over the echo
                 # at once, where the prior cannot (see telephony/audio/echo_fit.py)
                 self.fit = self.fit or ShortEchoFit()
-                over_fit = self.fit.frame(*presence.history(), presence.delay_ms)
+                over_fit = self.fit.frame(*presence.history(), presence.lag_ms)
                 teach = teach and not over_fit
         if self._early is not None and not self._trusted:
             self._early.append((idle, near, far, over_fit))

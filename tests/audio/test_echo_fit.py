@@ -114,13 +114,51 @@ def test_a_caller_over_the_first_words_on_a_6_db_hybrid_is_heard_at_once(
     assert heard[last + 1 :].sum() <= 2  # the echo after them is not theirs (a stray frame)
 
 
-def test_the_fit_begins_again_only_when_the_delay_moves_beyond_its_taps() -> None:
+@pytest.mark.parametrize("moved", [-24, 24])
+def test_a_run_placed_a_few_ms_from_the_last_is_aligned_before_it_is_judged(moved: int) -> None:
+    """The playout reference places each run of the agent's audio from its mark echoes, on the
+    caller's 20 ms clock: a run after a pause may sit a few ms from where the last one did
+    against the line (a server run: 2-5 ms after a resume, and the fit heard the echo as the
+    caller, 600 ms of it: an interruption). The reply through the D5 hybrid, paused 300 ms
+    at 4 s, its second run's echo ``moved`` samples (3 ms) later or earlier than the first's:
+    the fit finds the new run's echo, none of it is the caller's, and a caller 1 s later is
+    heard over it."""
+    reply = FAR[8000:-8000]
+    cut = 3 * 8000
+    far = np.concatenate([np.zeros(8000), reply[:cut], np.zeros(2400), reply[cut:], np.zeros(8000)])
+    path = np.asarray(hybrid_path("D5"))
+    echo = 10 ** (-6 / 20) * np.convolve(far, path)[: len(far)]
+    second = 8000 + cut + 2400  # where the second run starts playing
+    near = np.concatenate([np.zeros(2400), echo])[: len(far)]  # 300 ms late
+    shifted = np.concatenate([np.zeros(2400 + moved), echo])[: len(far)]
+    near[second + 2400 :] = shifted[second + 2400 :]
+    words = samples("wait_stop.ulaw")
+    at = second + 8000
+    near[at : at + len(words)] += words
+    pcm = np.clip(np.rint(near), -32768, 32767).astype("<i2").tobytes()
+    near_bytes, far_bytes = ulaw_decode(ulaw_encode(pcm)), far.astype("<i2").tobytes()
+    presence, fit, verdicts = EchoDelay(), ShortEchoFit(), []
+    for i in range(0, len(near_bytes) - 2 * FRAME + 1, 2 * FRAME):
+        presence.push(near_bytes[i : i + 2 * FRAME], far_bytes[i : i + 2 * FRAME])
+        if presence.loud():
+            presence.not_echo()
+        caller = False
+        if presence.lag_ms is not None:
+            caller = fit.frame(*presence.history(), presence.lag_ms)
+        verdicts.append(caller)
+    verdicts = np.asarray(verdicts)
+    assert fit.resets == 0 and not verdicts[: at // FRAME].any()
+    assert abs(fit._delay - fit._lag - moved) <= 2  # where the second run's echo is
+    assert verdicts[at // FRAME : at // FRAME + 15].sum() >= 5  # "Wait" within 300 ms
+
+
+def test_the_fit_begins_again_only_when_the_delay_moves_beyond_its_search() -> None:
     near, _ = line(-6, 300, hybrid_path("D5"))
     history = np.frombuffer(near, dtype="<i2").astype(np.float64)[8000:16448]
     far = FAR[8000:16448]
     fit = ShortEchoFit()
     fit.frame(history, far, 300.0)
-    fit.frame(history, far, 300.5)  # 4 samples: within the taps before the delay
+    fit.frame(history, far, 305.0)  # 40 samples: within the search of a run's alignment
     assert fit.resets == 0
     fit.frame(history, far, 310.0)
     assert fit.resets == 1
