@@ -42,7 +42,7 @@ CALLER_DB = -10.0  # a frame's residual this close to its estimate is the caller
 ABOVE_FIT_DB = 10.0  # and at least this far above the fit's own residual
 LEARN_ABOVE_DB = 3.0  # a loud frame this far above the fit's residual does not teach it
 SETTLED_DB = -25.0  # a fit this close stops learning (its solve is most of its CPU)
-GIVE_UP_FRAMES = 25  # loud frames of echo without a fit: a long path; the fit stops
+GIVE_UP_FRAMES = 25  # loud frames without a fit (a long path, no echo at all): it stops
 FAR_SILENT = 100.0  # mean square of what played that is silence (about -70 dBFS)
 GAP_FRAMES = 5  # what plays after a gap this long (100 ms) is a new run (see _follow_runs)
 SEARCH = 48  # samples either way a new run's echo is looked for (6 ms)
@@ -50,6 +50,7 @@ ALIGN_TRIES = 10  # loud frames of a new run's echo without an alignment: fit it
 MAX_TALK_FRAMES = 150  # 3 s of frames called the caller's in a row: the fit begins again
 RIDGE = 1e-3  # of the fit's mean input power: regularises the solve of a young fit
 LOUD = 150.0**2  # mean square of a frame loud enough to judge (about -47 dBFS)
+MEASURED = 32.0**2  # and to count in the fit's residual and estimate sums (about -60 dBFS)
 
 
 class ShortEchoFit:
@@ -67,6 +68,7 @@ class ShortEchoFit:
         self._unaligned: int | None = None  # frames until a new run's echo (then: align it)
         self._tries = 0  # loud frames of a new run's echo the fit could not be aligned to
         self._taught = 0  # frames the fit learned from
+        self._unfit = 0  # loud frames since it last fitted, fits begun again included
         self._r = np.zeros((TAPS, TAPS))  # sum of X^T X over the frames it learned from
         self._p = np.zeros(TAPS)  # sum of X^T y
         self._h = np.zeros(TAPS)
@@ -143,13 +145,14 @@ class ShortEchoFit:
             self._begin(near, far, self._lag, seed=False)  # path changed under the fit
             return False
         if learn:
-            if loud:
+            if pn >= MEASURED:
                 self._residual = DECAY * self._residual + pe
                 self._estimate = DECAY * self._estimate + py
                 self._loud += 1
             if not (self.fits and self._ratio() < 10 ** (SETTLED_DB / 10)):
                 self._learn(x, y)
-        if self._loud >= GIVE_UP_FRAMES and not self.fits:
+        self._unfit = 0 if self.fits else self._unfit + loud
+        if self._unfit >= GIVE_UP_FRAMES:
             self.gave_up = True
             self._r = self._p = self._h = np.zeros(0)
         return caller
@@ -173,6 +176,7 @@ class ShortEchoFit:
         aligned), False while none does (a quiet frame, the caller talking)."""
         if float(np.mean(y * y)) < LOUD:
             return False
+        self._unfit += not self.fits
         end = len(near)
         # the fit's echo from SEARCH samples before the frame to SEARCH after it; the echo
         # s samples later than the fit's is window SEARCH - s of it
