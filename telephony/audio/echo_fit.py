@@ -45,7 +45,7 @@ SETTLED_DB = -25.0  # a fit this close stops learning (its solve is most of its 
 GIVE_UP_FRAMES = 25  # loud frames without a fit (a long path, no echo at all): it stops
 FAR_SILENT = 100.0  # mean square of what played that is silence (about -70 dBFS)
 GAP_FRAMES = 5  # what plays after a gap this long (100 ms) is a new run (see _follow_runs)
-SEARCH = 48  # samples either way a new run's echo is looked for (6 ms)
+SEARCH = 160  # samples either way a new run's echo is looked for (20 ms: a frame of the clock)
 ALIGN_TRIES = 10  # loud frames of a new run's echo without an alignment: fit it anew
 MAX_TALK_FRAMES = 150  # 3 s of frames called the caller's in a row: the fit begins again
 RIDGE = 1e-3  # of the fit's mean input power: regularises the solve of a young fit
@@ -187,7 +187,7 @@ class ShortEchoFit:
         power = float(np.sum(windows[best] ** 2))
         self._tries += 1
         if power > 0.0 and errors[best] < 10 ** (FIT_DB / 10) * power:
-            self._delay += SEARCH - best
+            self._delay = max(self._delay + SEARCH - best, 0)
             self._unaligned = None
             self._tries = 0
             return True

@@ -158,9 +158,9 @@ def test_the_fit_begins_again_only_when_the_delay_moves_beyond_its_search() -> N
     far = FAR[8000:16448]
     fit = ShortEchoFit()
     fit.frame(history, far, 300.0)
-    fit.frame(history, far, 305.0)  # 40 samples: within the search of a run's alignment
+    fit.frame(history, far, 315.0)  # 120 samples: within the search of a run's alignment
     assert fit.resets == 0
-    fit.frame(history, far, 310.0)
+    fit.frame(history, far, 325.0)
     assert fit.resets == 1
 
 
