@@ -140,6 +140,8 @@ class ShortEchoFit:
             learn = not (loud and pe > 10 ** (LEARN_ABOVE_DB / 10) * (ratio * py + floor))
         else:
             caller, learn = False, True
+        if caller and self._shifted(near, far, y):
+            caller = learn = False  # the echo moved a little (the fit moved with it)
         self._talk = self._talk + 1 if caller else 0
         if self._talk > MAX_TALK_FRAMES:  # no caller talks this long over the agent: the
             self._begin(near, far, self._lag, seed=False)  # path changed under the fit
@@ -177,6 +179,20 @@ class ShortEchoFit:
         if float(np.mean(y * y)) < LOUD:
             return False
         self._unfit += not self.fits
+        self._tries += 1
+        if self._shifted(near, far, y):
+            self._unaligned = None
+            self._tries = 0
+            return True
+        if self._tries >= ALIGN_TRIES:  # nowhere near: fit this run anew
+            self._begin(near, far, self._lag or 0, seed=False)
+        return False
+
+    def _shifted(self, near: np.ndarray, far: np.ndarray, y: np.ndarray) -> bool:
+        """True, the fit moved there, when the fit's echo shifted by at most :data:`SEARCH`
+        samples explains the newest frame ``y`` to within :data:`FIT_DB`: what played sits a
+        little from where the fit had it (the reference places runs on a 20 ms clock, and a
+        loaded server reads mark echoes late), not a caller's voice, which no shift explains."""
         end = len(near)
         # the fit's echo from SEARCH samples before the frame to SEARCH after it; the echo
         # s samples later than the fit's is window SEARCH - s of it
@@ -185,14 +201,9 @@ class ShortEchoFit:
         errors = np.sum((windows - y) ** 2, axis=1)
         best = int(np.argmin(errors))
         power = float(np.sum(windows[best] ** 2))
-        self._tries += 1
         if power > 0.0 and errors[best] < 10 ** (FIT_DB / 10) * power:
             self._delay = max(self._delay + SEARCH - best, 0)
-            self._unaligned = None
-            self._tries = 0
             return True
-        if self._tries >= ALIGN_TRIES:  # nowhere near: fit this run anew
-            self._begin(near, far, self._lag or 0, seed=False)
         return False
 
     def _begin(self, near: np.ndarray, far: np.ndarray, delay: int, seed: bool = True) -> None:

@@ -214,6 +214,9 @@ def follow_reply(outcome: Outcome, until: float | None = None) -> tuple[int, int
     return i, slips
 
 
+CLOCKS_MS = 1.0  # what two clocks read at the same instant may differ by (see below)
+
+
 def assert_truncated_where_heard(outcome: Outcome) -> None:
     """The model's item was truncated where the caller's ear was when the cut (or the pause
     it followed) was decided, within the packet being played; never past it. When that
@@ -226,7 +229,11 @@ def assert_truncated_where_heard(outcome: Outcome) -> None:
     decided = outcome.decided_at(truncation["item_id"])
     heard, unconfirmed = outcome.heard_ms(decided), outcome.unconfirmed_ms(decided)
     end = truncation["audio_end_ms"]
-    assert heard - 20 - unconfirmed <= end <= heard + 20, (heard, unconfirmed, outcome.pauses())
+    # CLOCKS_MS: the bound mixes the server's wall-clock records with the simulated Twilio's
+    # monotonic clock (mapped through one pair of reads at the call's start); a stress run
+    # (one core busy) put a truncation 0.12 ms under it, exactly on the packet it bounds
+    low = heard - 20 - unconfirmed - CLOCKS_MS
+    assert low <= end <= heard + 20, (heard, unconfirmed, outcome.pauses())
 
 
 # The silence a resumed pause leaves in what the caller hears is the pause the guard decided
