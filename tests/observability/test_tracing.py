@@ -95,7 +95,7 @@ async def test_a_calls_trace_reaches_an_otlp_receiver(tmp_path: Path) -> None:
                     fixture_audio("goforward.ulaw"),
                     auth_token=AUTH_TOKEN,
                     speed=4,
-                    min_turns=1,
+                    min_turns=2,  # the greeting, then the answer (the "turn" span's end)
                 )
                 await wait_for(
                     lambda: any(s["name"] == "call" for s in receiver.spans),
