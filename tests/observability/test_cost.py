@@ -38,11 +38,8 @@ async def test_call_end_cost_is_the_price_table_applied_to_the_reported_usage(
 ) -> None:
     overrides = {"greeting": "Hello.", "prices": {"audio_output": 20.0}}
     # 6 dB over the agent's tone: the first starts during the greeting, before the echo judge
-    # has learned the line (within 3 dB of what played, it may be the agent's echo); 0.8 s, so
-    # each is a turn by its length (two pure tones can make the presence test find "echo", and
-    # a shorter sound over the first words of a line with echo found is short speech: a CI run
-    # answered one tone of 0.6 s)
-    caller = SILENCE * 4000 + (ulaw_tone(500, 0.8, 16000.0) + PAUSE) * 2
+    # has learned the line (within 3 dB of what played, it may be the agent's echo)
+    caller = SILENCE * 4000 + (ulaw_tone(500, 0.6, 16000.0) + PAUSE) * 2
     cost_sample = ("telephony_call_cost_usd_total", (("outcome", "caller_hangup"),))
     async with live_server(overrides=overrides, reply=lambda _: tone(600, 1000)) as srv:
         async with httpx.AsyncClient(base_url=srv.base_url) as http:
