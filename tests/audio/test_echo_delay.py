@@ -106,3 +106,39 @@ def test_the_test_lets_its_buffers_go_once_the_judge_trusts_the_path() -> None:
     presence.push(near[:320], far[:320])
     presence.idle(3)
     assert presence._near.nbytes == 0 and presence.seen
+
+
+def test_the_echos_lag_moves_only_where_three_peaks_agree() -> None:
+    """``lag_ms`` (where the short-path fit looks for the echo) is the first peak's lag and
+    moves only when three peaks in a row agree on another: the echo moved 20 ms 4 s in (a run
+    the playout reference placed a frame from the last) is followed within a few loud frames,
+    and the caller's voice over the echo (peaks that wander) never moves it."""
+    echo = PATHS["flat 6 dB 20 ms"]
+    moved = echo.copy()
+    at = REPLY_AT + 4 * 8000
+    moved[at:] = np.concatenate([np.zeros(160), echo])[at : len(echo)]  # 20 ms later from 4 s
+    near_b, far_b = pcm(moved), FAR.astype("<i2").tobytes()
+    test, lags = EchoDelay(), []
+    for i in range(0, len(near_b) - 2 * FRAME + 1, 2 * FRAME):
+        test.push(near_b[i : i + 2 * FRAME], far_b[i : i + 2 * FRAME])
+        test.not_echo()
+        lags.append(test.lag_ms)
+    before, after = lags[at // FRAME - 1], lags[-1]
+    assert before is not None and abs(before - 20) <= 2
+    assert after is not None and abs(after - 40) <= 2
+    assert len({lag for lag in lags[: at // FRAME] if lag is not None}) == 1  # it stayed
+    words = samples("wait_stop.ulaw")
+    talked = PATHS["flat 6 dB 20 ms"].copy()
+    talked[at : at + len(words)] += words
+    test, _, _ = run(talked)
+    assert test.lag_ms is not None and abs(test.lag_ms - 20) <= 2
+
+
+def test_a_history_read_again_forgets_the_lags_found_on_it() -> None:
+    test, _, _ = run(PATHS["flat 6 dB 20 ms"], frames=(REPLY_AT + 8000) // FRAME)
+    assert test.lag_ms is not None and test.seen
+    _, far = test.history()
+    test.realign(np.zeros(len(far), dtype="<i2").tobytes())
+    assert test.lag_ms is None and test.seen and not test.history()[1].any()
+    with pytest.raises(ValueError, match="as long as the history"):
+        test.realign(b"\x00\x00" * 10)
