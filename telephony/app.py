@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from agents.realtime import RealtimeAgent
 from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
 
 from .agent.sessions import ModelFactory
 from .config import CallLimits, Settings, load_settings
@@ -52,6 +53,10 @@ def create_app(
         ValueError: a bad ``AGENT``.
         telephony.agent.local.LocalModelUnavailable: the offline model's extra is missing.
     """
+    # one BLAS thread: calls run side by side on the event loop, and the echo judge's small
+    # solves gained nothing from more while OpenBLAS's spinning threads took a second core
+    # from the other calls (and from the other workers: a /readyz unanswered for 5 s)
+    threadpool_limits(limits=1, user_api="blas")
     services = build_services(
         settings or load_settings(), agent=agent, model_factory=model_factory, limits=limits
     )
