@@ -44,6 +44,11 @@ DOUBLE_TALK = 0.4  # with echo found: a loud frame whose peak falls under this s
 TOP_DECAY = 0.98  # the echo's own peak: the highest since, shrinking 2 % a frame
 
 
+FLAT = 0.01  # what played is a tone when its spectral flatness (200-3400 Hz) is under this
+# (1056 ms windows: speech 0.045 at least, tones and the hold sound 0.002 at most); a tone's
+# echo has no one lag (two tones of 500 and 600 Hz peaked 0.59, speech over a tone 0.31)
+BAND = (int(200 / 8000 * NFFT), int(3400 / 8000 * NFFT))  # bins of FLAT's band
+
 LAG_SAME_MS = 1.0  # peaks this close are at the same lag
 LAG_CONFIRM = 3  # peaks in a row at a new lag move lag_ms there (one may be a caller's voice)
 
@@ -164,10 +169,16 @@ class EchoDelay:
         sets :attr:`seen`, the strongest so far :attr:`delay_ms`; :attr:`lag_ms` is the first
         peak's lag, moved where :data:`LAG_CONFIRM` peaks in a row agree (the playout reference
         may move a run of the agent's audio by a few ms once its first mark echoes, and the
-        echo's lag with it). About 1 ms of CPU."""
+        echo's lag with it). Nothing is found while what played is a tone (spectral flatness
+        under :data:`FLAT`: the hold sound, a test tone), whose echo has no one lag. About 1 ms
+        of CPU."""
         self.checks += 1
-        near = np.fft.rfft(self._near[-WINDOW:], NFFT)
         far = np.fft.rfft(self._far, NFFT)
+        band = np.abs(far[BAND[0] : BAND[1]]) ** 2 + 1e-9
+        if np.exp(np.mean(np.log(band))) < FLAT * np.mean(band):
+            self.peak = 0.0
+            return False
+        near = np.fft.rfft(self._near[-WINDOW:], NFFT)
         cross = near * np.conj(far)
         gcc = np.fft.irfft(cross / (np.abs(cross) + 1e-9), NFFT)
         # gcc[i] = sum_n near[n] far[n - i]; near[n] sits at far's index n + MAX_LAG, so the

@@ -38,7 +38,9 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    function words only ("And I can.", a recogniser's reading of a hum: ``noise``) are a real
    turn after all (interrupt, then answer), unless the item began with the line's echo
    learned and the caller's speech beyond the echo in it did not reach ``pause_ms`` (a cough
-   a recogniser made words of: ``noise``); otherwise the item is deleted
+   a recogniser made words of: ``noise``), or began before it learned on a line where echo
+   was found, with under ``min_speech_ms`` of it (its words are mostly the echo's:
+   ``short_speech``); otherwise the item is deleted
    from the conversation so the model's view stays true, and the suppressed interruption is
    logged with its kind: ``echo``, ``short_speech``, ``backchannel`` or ``noise``.
 
@@ -111,6 +113,7 @@ class _Item:
     started_ms: int = 0  # the caller's audio clock when the model's VAD said so
     echo: bool = False  # it began while echo could arrive, with the line's echo learned
     early: bool = False  # it began while echo could arrive, before the judge learned the line
+    echo_found: bool = False  # and the line's echo had been found then (the presence test)
     real: bool = False  # decided a real turn
     stopped: bool = False
     outlasted: bool = True  # the agent's audio went on past the caller's speech
@@ -331,6 +334,7 @@ class BargeInGuard:
             started_ms=self.caller_ms,
             echo=in_echo and learned,
             early=in_echo and not learned,
+            echo_found=in_echo and not learned and self._judge.echo_found,
         )
         if guarded and self._speech is not None and self._speech.interrupted:
             self._items[item_id].real = True
@@ -397,6 +401,16 @@ class BargeInGuard:
             # it even to pause the agent: a cough or a click that a recogniser made words of
             # (a bench run: a cough over room echo heard as "Open." cut the reply)
             kind = "noise"
+        if (
+            kind is None
+            and item.echo_found
+            and item.outlasted
+            and item.speech_ms < self.rules.min_speech_ms
+        ):
+            # an item of the agent's echo before the judge learned the line, with a short sound
+            # of the caller's in it: its words are mostly a recogniser's reading of the echo ("I
+            # am here fucking" for a "yeah" over "I found your booking"), not the caller's
+            kind = "short_speech"
         if kind in ("backchannel", "short_speech") and not item.outlasted:
             kind = None  # the agent had finished: a short answer is a turn
         if kind is None:

@@ -142,3 +142,31 @@ def test_a_history_read_again_forgets_the_lags_found_on_it() -> None:
     assert test.lag_ms is None and test.seen and not test.history()[1].any()
     with pytest.raises(ValueError, match="as long as the history"):
         test.realign(b"\x00\x00" * 10)
+
+
+@pytest.mark.parametrize("caller", ["tone", "speech"])
+def test_no_echo_is_found_while_what_played_is_a_tone(caller: str) -> None:
+    """What played is a 600 Hz tone (a test reply, the hold sound), no echo on the line, and
+    the caller sends a 500 Hz tone twice (as tests/observability/test_cost.py does) or says
+    "Wait, stop…": a tone has no one lag, and without the flatness gate GCC-PHAT peaked at
+    0.59 and 0.31 (over :data:`PEAK`) and found "echo" that is not there. Still nothing is
+    found once the agent talks: the same caller over the reply's real echo is found."""
+    t = np.arange(2 * 8000) / 8000
+    far = np.concatenate([np.zeros(800), 8000 * np.sin(2 * np.pi * 600 * t)])
+    if caller == "tone":
+        burst = 16000 * np.sin(2 * np.pi * 500 * np.arange(4800) / 8000)
+        words = np.concatenate([burst, np.zeros(800), burst])
+    else:
+        words = samples("wait_stop.ulaw")
+    near = np.zeros(len(far))
+    near[1600 : 1600 + len(words)] = words[: len(far) - 1600]
+    near_b, far_b = pcm(near), far.astype("<i2").tobytes()
+    test, checked = EchoDelay(), 0
+    for i in range(0, len(near_b) - 2 * FRAME + 1, 2 * FRAME):
+        test.push(near_b[i : i + 2 * FRAME], far_b[i : i + 2 * FRAME])
+        if test.loud():
+            checked += 1
+            assert not test.check(), (i // (2 * FRAME), test.peak)
+    assert checked >= 10 and not test.seen
+    speech_test, _, _ = run(PATHS["flat 10 dB 450 ms"], frames=(REPLY_AT + 2 * 8000) // FRAME)
+    assert speech_test.seen

@@ -592,6 +592,37 @@ async def test_a_short_word_over_echo_that_paused_the_agent_decides_by_its_words
     assert [r["why"] for r in events(records, "barge_in.interruption")] == ["words"]
 
 
+@pytest.mark.parametrize("echo_db", [-10, -6])
+async def test_a_yeah_over_the_first_words_echo_is_no_turn_whatever_the_words(
+    echo_db: float,
+) -> None:
+    """A "yeah" 0.5 s into the reply, over its echo, before the judge has learned the line:
+    the model's VAD made one item of the echo and the word (0.3 s to 1.9 s), and a
+    recogniser read it as the echo's words, garbled ("I am here fucking" for a "yeah" over
+    "I found your booking": a bench/echo.py run cut the reply for it). The line's echo was
+    found and the caller's own speech in the item stayed under ``min_speech_ms``: its words
+    are mostly the echo's, so it is short speech, not a turn."""
+    done, records, guard, _ = await guard_over_a_reply(
+        echo_db, 0.5, "I am here fucking", caller="yeah.ulaw", item_s=(0.3, 1.9)
+    )
+    assert guard._judge.echo_found
+    assert "respond" not in done and done[-1] == "forget", records
+    (suppressed,) = [r for r in events(records, "barge_in.suppressed") if r.get("item_id")]
+    assert suppressed["kind"] == "short_speech"
+    assert suppressed["speech_ms"] < BargeInRules().min_speech_ms
+
+
+async def test_a_short_word_over_the_first_words_with_no_echo_decides_by_its_words() -> None:
+    """The counterpart on a line with no echo: the item holds the caller's sound alone, so
+    its words are theirs; "Stop." is a turn (an interruption by its words)."""
+    done, records, guard, _ = await guard_over_a_reply(
+        None, 0.5, "Stop.", caller="yeah.ulaw", item_s=(0.3, 1.9)
+    )
+    assert not guard._judge.echo_found
+    assert "respond" in done and "forget" not in done, records
+    assert [r["why"] for r in events(records, "barge_in.interruption")] == ["words"]
+
+
 @pytest.mark.parametrize("echo_db", [None, -10], ids=["no-echo", "flat-10dB"])
 async def test_an_mm_hm_a_recogniser_made_function_words_of_is_no_turn(
     echo_db: float | None,
