@@ -44,9 +44,10 @@ DOUBLE_TALK = 0.4  # with echo found: a loud frame whose peak falls under this s
 TOP_DECAY = 0.98  # the echo's own peak: the highest since, shrinking 2 % a frame
 
 
-FLAT = 0.01  # what played is a tone when its spectral flatness (200-3400 Hz) is under this
-# (1056 ms windows: speech 0.045 at least, tones and the hold sound 0.002 at most); a tone's
-# echo has no one lag (two tones of 500 and 600 Hz peaked 0.59, speech over a tone 0.31)
+FLAT = 0.005  # what played is a tone when its spectral flatness (200-3400 Hz) is under this
+# (1056 ms windows: speech 0.045 at least, 0.008 in a reply's first 100 ms; tones and the hold
+# sound 0.002 at most); a tone's echo has no one lag (two tones of 500 and 600 Hz peaked
+# 0.59, speech over a tone 0.31)
 BAND = (int(200 / 8000 * NFFT), int(3400 / 8000 * NFFT))  # bins of FLAT's band
 
 LAG_SAME_MS = 1.0  # peaks this close are at the same lag
