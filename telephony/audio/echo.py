@@ -59,7 +59,6 @@ class PlayoutReference:
         self.scheduled = 0  # samples scheduled so far
         self._run = 0
         self._corrected_run = -1  # the newest run an echo has placed
-        self.moves = 0  # runs moved by their first echo (what :meth:`take` gave of them moved)
 
     def play(self, pcm: bytes, now: float) -> int:
         """Schedule ``pcm`` (pcm16 8 kHz bytes) after what is queued, starting no earlier than
@@ -106,7 +105,6 @@ class PlayoutReference:
                 shift, previous_end = max(shift, previous_end - seg.start), None
             seg.start += shift
         self._end += shift
-        self.moves += shift != 0.0
 
     def stop(self, now: float) -> None:
         """Queued audio was dropped at ``now``: the 20 ms packet playing then plays to its

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["HISTORY", "EchoDelay"]
+__all__ = ["EchoDelay"]
 
 FRAME = 160  # samples in 20 ms
 WINDOW = 2048  # the caller's last 256 ms
 MIN_LAG = 8  # 1 ms: no echo comes back sooner (lag 0 peaked at 0.14 on a line with no echo)
 MAX_LAG = 6400  # 800 ms: beyond the echo judge's window (780 ms)
-HISTORY = WINDOW + MAX_LAG  # samples of each side the test holds (1056 ms)
 NFFT = 16384  # >= WINDOW + WINDOW + MAX_LAG - 1: a linear, not circular, correlation
 PEAK = 0.14  # a GCC-PHAT peak this high is echo (no echo: <= 0.10 measured; echo: >= 0.14)
 MIN_RMS = 150.0  # a frame quieter than this (pcm16 units, about -47 dBFS) is not checked
@@ -50,9 +49,6 @@ FLAT = 0.005  # what played is a tone when its spectral flatness (200-3400 Hz) i
 # 0.59, speech over a tone 0.31)
 BAND = (int(200 / 8000 * NFFT), int(3400 / 8000 * NFFT))  # bins of FLAT's band
 
-LAG_SAME_MS = 1.0  # peaks this close are at the same lag
-LAG_CONFIRM = 3  # peaks in a row at a new lag move lag_ms there (one may be a caller's voice)
-
 
 class EchoDelay:
     """One call's echo presence test. Feed every judged frame (:meth:`push`, :meth:`idle`);
@@ -60,7 +56,7 @@ class EchoDelay:
     the line. Once a peak is found, :attr:`seen` stays True for the call."""
 
     def __init__(self) -> None:
-        size = HISTORY
+        size = WINDOW + MAX_LAG
         self._near = np.zeros(size)
         self._far = np.zeros(size)
         self._powers = np.full(FLOOR_FRAMES, np.inf)  # the caller's last frame powers
@@ -69,9 +65,6 @@ class EchoDelay:
         self._since_sound = RESETTLE_FRAMES  # frames since one judged not echo
         self.seen = False
         self.delay_ms: float | None = None  # the lag of the strongest peak: the bulk delay
-        self.lag_ms: float | None = None  # where the echo is now (see LAG_CONFIRM)
-        self._moved_to: float | None = None  # a new lag the last peaks agree on
-        self._moved = 0  # how many in a row
         self._strongest = 0.0
         self.peak = 0.0  # the last peak checked
         self._top = 0.0  # the echo's own peak (see DOUBLE_TALK)
@@ -83,27 +76,6 @@ class EchoDelay:
         of a call's memory at 50 calls) go; :attr:`seen` and :attr:`delay_ms` stay, and
         :meth:`push` and :meth:`idle` do nothing from now on."""
         self._near = self._far = np.zeros(0)
-
-    def history(self) -> tuple[np.ndarray, np.ndarray]:
-        """The caller's audio and what played over it, sample-aligned, newest last (float pcm16
-        sample values, 8 kHz, 1056 ms each; zeros before the first frame, empty after
-        :meth:`release`). Views of the test's buffers: valid until the next push."""
-        return self._near, self._far
-
-    def realign(self, far: bytes) -> None:
-        """What played over the caller's audio the test holds was misplaced (the playout
-        reference moved a run of it): ``far`` is all of it again (pcm16 8 kHz bytes, the
-        length of :meth:`history`, ending where the last frame pushed ended). The lags found
-        so far are forgotten; the next peak finds the echo's lag on the corrected history."""
-        if not len(self._far):
-            return
-        samples = np.frombuffer(far, dtype="<i2")
-        if len(samples) != len(self._far):
-            raise ValueError("far must be as long as the history")
-        self._far[:] = samples
-        self.lag_ms = self._moved_to = None
-        self._moved = 0
-        self._strongest = 0.0
 
     def push(self, near: bytes, far: bytes) -> None:
         """One 20 ms frame of the caller's audio and of what played over it (pcm16 8 kHz,
@@ -167,12 +139,9 @@ class EchoDelay:
     def check(self) -> bool:
         """True when the caller's last 256 ms hold the echo of what played 1-800 ms before
         (a GCC-PHAT peak of at least :data:`PEAK`, kept in :attr:`peak`); the first such peak
-        sets :attr:`seen`, the strongest so far :attr:`delay_ms`; :attr:`lag_ms` is the first
-        peak's lag, moved where :data:`LAG_CONFIRM` peaks in a row agree (the playout reference
-        may move a run of the agent's audio by a few ms once its first mark echoes, and the
-        echo's lag with it). Nothing is found while what played is a tone (spectral flatness
-        under :data:`FLAT`: the hold sound, a test tone), whose echo has no one lag. About 1 ms
-        of CPU."""
+        sets :attr:`seen`, the strongest so far :attr:`delay_ms`. Nothing is found while what
+        played is a tone (spectral flatness under :data:`FLAT`: the hold sound, a test tone),
+        whose echo has no one lag. About 1 ms of CPU."""
         self.checks += 1
         far = np.fft.rfft(self._far, NFFT)
         band = np.abs(far[BAND[0] : BAND[1]]) ** 2 + 1e-9
@@ -191,15 +160,6 @@ class EchoDelay:
         if self.peak >= PEAK and not self.seen:
             self.seen = True
             self.found_after = self.checks
-        lag = round(lags[best] / 8, 1)
-        if self.peak < PEAK or self.lag_ms is None or abs(lag - self.lag_ms) <= LAG_SAME_MS:
-            self._moved = 0
-        elif self._moved_to is not None and abs(lag - self._moved_to) <= LAG_SAME_MS:
-            self._moved += 1
-        else:
-            self._moved_to, self._moved = lag, 1
-        if self.peak >= PEAK and (self.lag_ms is None or self._moved >= LAG_CONFIRM):
-            self.lag_ms, self._moved = lag, 0
         if self.peak >= PEAK and self.peak > self._strongest:
             self._strongest = self.peak
             self.delay_ms = round(lags[best] / 8, 1)

@@ -19,10 +19,6 @@ that audio could make:
   by the path alone, so a caller who talks over the agent's first words is heard.
 - A frame is the caller's own sound when its power beyond the estimated echo (with a margin,
   :data:`MARGIN_DB`) is a large enough share of it, summed over bands.
-- Until the path is trusted, on a line whose echo has been found, a least-squares fit of the
-  echo waveform at the found delay (:class:`~telephony.audio.echo_fit.ShortEchoFit`) hears a
-  caller over a short path (a line hybrid, 6 dB down) that the prior holds: such a frame is
-  the caller's, teaches the path nothing, and is left out of the path's check.
 
 The per-frame work runs in the compiled audio core (``_fir.echo_frame``, about a tenth of the
 numpy path's time) when it is installed; the numpy path below is its reference and fallback, and
@@ -39,9 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from .echo import PlayoutReference
-from .echo_delay import HISTORY, EchoDelay
-from .echo_fit import ShortEchoFit
+from .echo_delay import EchoDelay
 
 try:  # the optional compiled loop (see telephony/audio/_fir.c)
     from . import _fir
@@ -101,16 +95,13 @@ class EchoJudge:
         self._trusted = False  # the learned path passed its check (see _check)
         self._verdicts: list[bool] | None = None  # the early frames judged again, for review
         self.presence = EchoDelay()  # is the echo on the line at all (until trusted)
-        self.fit: ShortEchoFit | None = None  # double talk on a short path, once echo is found
-        self._moves = 0  # the playout reference's moves seen (see follow)
         self.restarts = 0  # learned paths that failed their check and were begun again
         self._prior = 10 ** (-PRIOR_ERL_DB / 10)
         self._margin = 10 ** (MARGIN_DB / 10)
         self._since_caller = HOLD_FRAMES
         self._idle = 0  # frames passed unjudged since the last judged one
-        # (idle frames before, near, far, the fit's verdict) of frames judged under the prior;
-        # None once reviewed
-        self._early: deque[tuple[int, bytes, bytes, bool]] | None = deque(maxlen=EARLY_FRAMES)
+        # (idle frames before, near, far) of frames judged under the prior; None once reviewed
+        self._early: deque[tuple[int, bytes, bytes]] | None = deque(maxlen=EARLY_FRAMES)
         self.echo_frames = 0  # frames judged the agent's echo (sound explained by it)
         self.share = 0.0  # the last frame's power beyond the estimated echo, a share of it
 
@@ -131,19 +122,6 @@ class EchoJudge:
     @property
     def _far(self) -> np.ndarray:
         return self._ring[self._pos : self._pos + LAGS]
-
-    def follow(self, reference: PlayoutReference, at: float) -> None:
-        """Before judging the caller's frame ending at ``at`` (seconds, the reference's clock):
-        when the playout reference has moved a run (its first mark echo placed it) since the
-        last frame, what the presence test and the fit hold of what played is re-read from it,
-        and the fit begins again on it (a run moved by 20 ms put the fit's echo 20 ms from the
-        line's: it heard the echo as the caller)."""
-        if reference.moves == self._moves:
-            return
-        self._moves = reference.moves
-        if not self._trusted:
-            self.presence.realign(reference.take(at - FRAME / 8000, HISTORY))
-            self.fit = None
 
     def idle(self, frames: int) -> None:
         """``frames`` 20 ms frames passed unjudged (nothing played, nothing to judge): what
@@ -170,9 +148,11 @@ class EchoJudge:
         """
         if len(near) != 2 * FRAME or len(far) != 2 * FRAME:
             raise ValueError("near and far must each be one 20 ms frame (320 bytes)")
-        idle, self._idle = self._idle, 0
+        if self._early is not None and not self._trusted:
+            self._early.append((self._idle, near, far))
+        self._idle = 0
         # before the path is trusted, the prior stands only where the echo has been found
-        no_prior, teach, over_fit = self._trusted, True, False
+        no_prior, teach = self._trusted, True
         if not self._trusted:
             presence = self.presence
             presence.push(near, far)
@@ -180,14 +160,6 @@ class EchoJudge:
             # a sound not known to be echo teaches the path nothing (a caller's word before
             # the test has settled on it), and does not hold back learning after it either
             teach = not (no_prior or (not presence.seen and presence.loud()))
-            if presence.lag_ms is not None:
-                # on a short path the fitted waveform tells the caller's voice over the echo
-                # at once, where the prior cannot (see telephony/audio/echo_fit.py)
-                self.fit = self.fit or ShortEchoFit()
-                over_fit = self.fit.frame(*presence.history(), presence.lag_ms)
-                teach = teach and not over_fit
-        if self._early is not None and not self._trusted:
-            self._early.append((idle, near, far, over_fit))
         since = self._since_caller
         if not teach:
             self._since_caller = -1  # under HOLD_FRAMES after this frame: no step of the path
@@ -195,9 +167,7 @@ class EchoJudge:
             caller = self._frame_c(near, far, no_prior)
         else:
             caller = self._frame_numpy(near, far, no_prior)
-        if over_fit:
-            self._since_caller, caller = 0, True
-        elif not teach and not caller:
+        if not teach and not caller:
             self._since_caller = since + 1
         if not self._trusted and self._learned >= LAGS + LEARN_FRAMES:
             self._check()
@@ -268,31 +238,22 @@ class EchoJudge:
         again._h = self._h.copy()
         again._trusted = True
         again.presence.release()
-        verdicts, blocks, estimates, windows, echo_only = [], [], [], [], []
-        for idle, near, far, over_fit in early:
+        verdicts, blocks, estimates, windows = [], [], [], []
+        for idle, near, far in early:
             again.idle(idle)
-            verdicts.append(again.frame(near, far) or over_fit)
-            echo_only.append(not over_fit)
+            verdicts.append(again.frame(near, far))
             estimates.append(float(np.einsum("kb,kb->", again._h, again._far)))
             blocks.append(again._block[0].copy())
             windows.append(again._far.copy())
         near_bands = band_powers(np.asarray(blocks))
         line = near_bands.sum(axis=1)
         echo = np.asarray(estimates)
-        # frames the short-path fit heard the caller in are not the echo the path must follow
-        keep = np.asarray(echo_only, dtype=bool)
-        a, b = np.log10(line[keep] + LINE_FLOOR), np.log10(echo[keep] + LINE_FLOOR)
-        coherent = (
-            keep.sum() > 2
-            and a.std() > 1e-6
-            and b.std() > 1e-6
-            and np.corrcoef(a, b)[0, 1] >= COHERENCE
-        )
+        a, b = np.log10(line + LINE_FLOOR), np.log10(echo + LINE_FLOOR)
+        coherent = a.std() > 1e-6 and b.std() > 1e-6 and np.corrcoef(a, b)[0, 1] >= COHERENCE
         weak = np.percentile(echo, 95) <= 3 * np.percentile(line, 10) + LINE_FLOOR
         if coherent or weak:
             self._trusted = True
             self.presence.release()
-            self.fit = None
             self._verdicts = verdicts if self._early is not None else None
             self._early = None
         else:

@@ -212,7 +212,6 @@ class BargeInGuard:
             # changes as it adapts (and jumps when it re-converges), which no band path
             # learned per call can explain (a count run: 6 pauses of echo at -20 dB)
             early = not self._judge.learned
-            self._judge.follow(reference, at)  # a run the reference moved: re-read
             beyond_echo, judged = self._judge.frame(raw, far), True
             if early:
                 self._early.append((self.caller_ms, self._detect.loud(heard)))

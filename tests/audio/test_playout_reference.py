@@ -38,10 +38,6 @@ def test_the_first_echo_of_a_run_places_it_later_echoes_do_not() -> None:
     assert (taken(ref, 0.17) == np.arange(801, 961)).all()
     ref.played_until(index, at=0.30)  # read 50 ms late: moves nothing
     assert (taken(ref, 0.17) == np.arange(801, 961)).all()
-    assert ref.moves == 1  # the echo judge re-reads what it holds of a moved run
-    ref.play(ramp(1601, 800), now=1.0)  # a new run, placed where it was sent
-    ref.played_until(2400, at=1.1)
-    assert ref.moves == 1
 
 
 def test_a_run_is_never_placed_over_the_one_before() -> None:

@@ -363,36 +363,6 @@ async def test_a_real_interruption_on_top_of_echo(live_server) -> None:
     assert outcome.pause_decided_ms() <= 500, outcome.pauses()
 
 
-HYBRID = Echo(gain_db=-6, delay_ms=300, path=hybrid_path("D5"))
-
-
-async def test_a_real_interruption_over_the_first_words_on_a_6_db_hybrid(live_server) -> None:
-    """The caller says "Wait, stop, I have a question." 0.5 s into the reply, 200 ms after its
-    echo began through a line hybrid 6 dB down, before the judge has learned the line: the
-    short-path fit hears the caller over the echo (before it, a bench/echo.py run never
-    honoured it), and the guard pauses the agent within 500 ms of the words' start on the
-    caller's audio clock."""
-    words = fixture_audio("wait_stop.ulaw")
-    outcome = await call(
-        live_server, words, "Wait, stop, I have a question.", echo=HYBRID, at_s=0.5
-    )
-    assert len(outcome.truncations) == 1, outcome.pauses()
-    paused = [p["caller_ms"] for p in events(outcome.log, "playback.paused")]
-    assert all(ms >= outcome.said_ms for ms in paused), outcome.pauses()
-    assert outcome.pause_decided_ms() <= 500, outcome.pauses()
-
-
-async def test_a_yeah_over_the_first_words_on_a_6_db_hybrid_is_no_turn(live_server) -> None:
-    """The same line, "yeah" 0.5 s in: the fit hears it (one pause at most), and the echo after
-    it (the agent resumed: a new run of its audio, placed a few ms from the last) is not the
-    caller's: no interruption, the reply heard whole."""
-    outcome = await call(live_server, fixture_audio("yeah.ulaw"), "Yeah.", echo=HYBRID, at_s=0.5)
-    guard = [e for e in outcome.log if e["event"].startswith(("barge_in", "playback"))]
-    assert not outcome.truncations and not events(outcome.log, "barge_in.interruption"), guard
-    assert_reply_heard_whole(outcome)
-    assert len(events(outcome.log, "playback.paused")) <= 1, outcome.pauses()
-
-
 class _Actions:
     """The call's side of the guard, noted."""
 
