@@ -53,9 +53,10 @@ def create_app(
         ValueError: a bad ``AGENT``.
         telephony.agent.local.LocalModelUnavailable: the offline model's extra is missing.
     """
-    # one BLAS thread: calls run side by side on the event loop, and the echo judge's small
-    # solves gained nothing from more while OpenBLAS's spinning threads took a second core
-    # from the other calls (and from the other workers: a /readyz unanswered for 5 s)
+    # one BLAS thread: calls run side by side on the event loop, so a numpy solve or product
+    # gains nothing from more, while OpenBLAS's spinning threads take cores from the other
+    # calls and workers (measured with 128-tap least-squares solves per frame: their CPU
+    # doubled, and a worker left /readyz unanswered for 5 s)
     threadpool_limits(limits=1, user_api="blas")
     services = build_services(
         settings or load_settings(), agent=agent, model_factory=model_factory, limits=limits
