@@ -13,7 +13,6 @@ import base64
 import bisect
 import contextlib
 import json
-import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..audio import FRAME_BYTES, ULAW_SILENCE, ulaw_decode, ulaw_encode
 from .audio_files import FRAME_S, speech_segments
+from .clock import clock_pair
 
 __all__ = ["FRAME_S", "Echo", "Say", "SimulationResult", "Turn", "TwilioSide"]
 
@@ -137,20 +137,6 @@ class SimulationResult:
     def reply_audio(self) -> bytes:
         """All μ-law the server sent, in order (played or not)."""
         return b"".join(f for _, f in self.frames)
-
-
-def clock_pair(tries: int = 5) -> tuple[float, float]:
-    """``time.monotonic()`` and ``time.time()`` at one instant, seconds: of ``tries`` reads of
-    the wall clock between two monotonic ones, the closest pair (a process stopped between two
-    plain reads skews every record's call time by the stop: a stress run saw 1.7 ms)."""
-    best = (math.inf, 0.0, 0.0)
-    for _ in range(tries):
-        before = time.monotonic()
-        wall = time.time()
-        after = time.monotonic()
-        if after - before < best[0]:
-            best = (after - before, (before + after) / 2, wall)
-    return best[1], best[2]
 
 
 class TwilioSide:

@@ -233,7 +233,7 @@ def assert_truncated_where_heard(outcome: Outcome) -> None:
     # monotonic clock (mapped through one pair of reads at the call's start); a stress run
     # (one core busy) put a truncation 0.12 ms under it, exactly on the packet it bounds, and
     # another 1.7 ms, when the pair was two plain reads a stop could fall between (now the
-    # closest of five: telephony.simulate.twilio_side.clock_pair)
+    # closest of five: telephony.simulate.clock.clock_pair)
     low = heard - 20 - unconfirmed - CLOCKS_MS
     assert low <= end <= heard + 20, (heard, unconfirmed, outcome.pauses())
 
