@@ -214,7 +214,7 @@ def follow_reply(outcome: Outcome, until: float | None = None) -> tuple[int, int
     return i, slips
 
 
-CLOCKS_MS = 1.0  # what two clocks read at the same instant may differ by (see below)
+CLOCKS_MS = 2.5  # how far the two clocks the bound mixes may disagree (see below)
 
 
 def assert_truncated_where_heard(outcome: Outcome) -> None:
@@ -230,10 +230,11 @@ def assert_truncated_where_heard(outcome: Outcome) -> None:
     heard, unconfirmed = outcome.heard_ms(decided), outcome.unconfirmed_ms(decided)
     end = truncation["audio_end_ms"]
     # CLOCKS_MS: the bound mixes the server's wall-clock records with the simulated Twilio's
-    # monotonic clock (mapped through one pair of reads at the call's start); a stress run
-    # (one core busy) put a truncation 0.12 ms under it, exactly on the packet it bounds, and
-    # another 1.7 ms, when the pair was two plain reads a stop could fall between (now the
-    # closest of five: telephony.simulate.clock.clock_pair)
+    # monotonic clock and its frame ticks, which a busy machine runs late; stress runs (one
+    # core busy) put truncations 0.12, 0.42, 0.63 and 1.7 ms under the bound, each exactly
+    # on the packet it bounds (a wrong packet is 20 ms off). The clocks are mapped through
+    # the closest of five read pairs (telephony.simulate.clock.clock_pair); that did not
+    # remove the misses, so the rest is not the mapping (the ticks' lateness, not pinned down)
     low = heard - 20 - unconfirmed - CLOCKS_MS
     assert low <= end <= heard + 20, (heard, unconfirmed, outcome.pauses())
 
