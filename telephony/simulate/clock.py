@@ -12,7 +12,7 @@ __all__ = ["clock_pair"]
 def clock_pair(tries: int = 5) -> tuple[float, float]:
     """``time.monotonic()`` and ``time.time()`` at one instant, seconds: of ``tries`` reads of
     the wall clock between two monotonic ones, the closest pair (a process stopped between two
-    plain reads skews every record's call time by the stop: a stress run saw 1.7 ms)."""
+    plain reads would skew every record's call time by the stop)."""
     best = (math.inf, 0.0, 0.0)
     for _ in range(tries):
         before = time.monotonic()
