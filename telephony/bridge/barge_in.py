@@ -58,10 +58,10 @@ from typing import Any, Protocol
 
 from ..audio import ulaw_decode, ulaw_encode
 from ..audio.echo import EchoCanceller, PlayoutReference
-from ..audio.echo_judge import EARLY_FRAMES, EchoJudge
 from ..audio.speech import SpeechDetector
 from ..config import BargeInRules
 from .barge_in_actions import SessionActions  # the actions on a call, re-exported
+from .echo_path import GuardEcho
 from .turn_words import kind_of
 
 __all__ = ["SUPPRESSED_KINDS", "BargeInGuard", "GuardActions", "SessionActions"]
@@ -148,12 +148,9 @@ class BargeInGuard:
         self._record = record
         self.reference = PlayoutReference()
         self._canceller: EchoCanceller | None = None
-        self._judge = EchoJudge()
-        self._judged_at = 0.0  # the caller-clock end of the last frame the judge saw
+        self._echo = GuardEcho(record)
         self._caller_frames: deque[int] = deque(maxlen=1000)  # caller_ms of the caller's sound
         self._speech_frames: deque[int] = deque(maxlen=1000)  # and of their speech (VAD)
-        # (caller_ms, loud) of the frames judged before the judge learned, for its review
-        self._early: deque[tuple[int, bool]] = deque(maxlen=EARLY_FRAMES)
         self._detect = SpeechDetector()
         self._detect_raw = SpeechDetector()
         self._speech: _Speech | None = None
@@ -204,19 +201,14 @@ class BargeInGuard:
                     self._canceller = EchoCanceller()
                 heard = self._canceller.process(raw, far)
                 ulaw = ulaw_encode(heard)
-            gap = round((at - self._judged_at) / 0.02) - 1
-            if gap > 0:
-                self._judge.idle(gap)
-            self._judged_at = at
             # the judge learns the line's own echo path from the raw frame: AEC3's residual
             # changes as it adapts (and jumps when it re-converges), which no band path
             # learned per call can explain (a count run: 6 pauses of echo at -20 dB)
-            early = not self._judge.learned
-            beyond_echo, judged = self._judge.frame(raw, far), True
-            if early:
-                self._early.append((self.caller_ms, self._detect.loud(heard)))
-                if self._judge.learned:
-                    self._review()
+            loud = not self._echo.learned and self._detect.loud(heard)
+            beyond_echo, reviewed = self._echo.frame(raw, far, at, self.caller_ms, loud)
+            judged = not self._echo.failed
+            if reviewed is not None:
+                self._review(*reviewed)
             raw_speech = self._detect_raw(raw)
         speech = len(heard) == 320 and self._detect(heard) and beyond_echo
         # the caller's sound for the model's VAD items: beyond the echo where judged (a tone
@@ -226,7 +218,7 @@ class BargeInGuard:
         if speech or (judged and beyond_echo and self._detect.loud(heard)):
             self._caller_frames.append(self.caller_ms)
             self._sound_at_ms = self.caller_ms
-        elif judged and self._judge.learned and self.caller_ms - self._sound_at_ms > GATE_HOLD_MS:
+        elif judged and self._echo.learned and self.caller_ms - self._sound_at_ms > GATE_HOLD_MS:
             # the agent's echo alone: the model hears silence, so its VAD makes no item of
             # the echo and the caller's items hold the caller's sound, not a reply's echo
             # around it (a cough inside one item with 8 s of echo: its words made it a turn)
@@ -236,15 +228,10 @@ class BargeInGuard:
         await self._on_frame(speech, raw_speech, now)
         return ulaw
 
-    def _review(self) -> None:
+    def _review(self, first: int, last: int, again: set[int]) -> None:
         """The judge has just learned the line: the caller's sound in the frames it judged
-        before, under its loose prior, is what the learned path now says of them."""
-        verdicts = self._judge.review()
-        early, self._early = list(self._early), deque(maxlen=0)
-        if not verdicts:
-            return
-        again = {ms for (ms, loud), beyond in zip(early, verdicts, strict=True) if beyond and loud}
-        first, last = early[0][0], early[-1][0]
+        before (caller_ms ``first`` to ``last``), under its loose prior, is what the learned
+        path now says of them (``again``: the loud ones beyond the echo)."""
         kept = [ms for ms in self._caller_frames if not first <= ms <= last]
         self._caller_frames = deque(sorted([*kept, *again]), maxlen=self._caller_frames.maxlen)
 
@@ -327,13 +314,13 @@ class BargeInGuard:
         # only a judge that has learned the line may call a whole item echo: before, a caller
         # below the agent's level is not told from its echo, and the words decide
         in_echo = self.reference.audible(self.caller_ms / 1000, ECHO_TAIL_S)
-        learned = self._judge.learned
+        learned = self._echo.learned
         self._items[item_id] = _Item(
             guarded=guarded,
             started_ms=self.caller_ms,
             echo=in_echo and learned,
             early=in_echo and not learned,
-            echo_found=in_echo and not learned and self._judge.echo_found,
+            echo_found=in_echo and not learned and self._echo.echo_found,
         )
         if guarded and self._speech is not None and self._speech.interrupted:
             self._items[item_id].real = True
@@ -350,7 +337,7 @@ class BargeInGuard:
         item.speech_ms = sum(FRAME_MS for ms in self._speech_frames if ms >= since_ms)
         # an item that began before the judge learned is judged so once it has: the frames
         # before were judged again with the learned path (_review)
-        echo = item.echo or (item.early and self._judge.learned)
+        echo = item.echo or (item.early and self._echo.learned)
         if echo and not item.real and sound_ms < ITEM_CALLER_MS:
             # all the model's VAD heard was the agent's own echo: no turn, whatever words
             # a recogniser makes of it
@@ -440,9 +427,8 @@ class BargeInGuard:
         return {
             "suppressed_interruptions": dict(self.suppressed),
             "guard_frames": self.frames_guarded,
-            "echo_frames": self._judge.echo_frames,
             "gated_frames": self.frames_gated,
-            "echo_delay_ms": self._judge.presence.delay_ms,  # where echo was found; None: not
+            **self._echo.totals(),
             "guard_us_per_frame": (
                 round(self.cancel_s / self.frames_guarded * 1e6, 1) if self.frames_guarded else 0
             ),

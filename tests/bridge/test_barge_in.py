@@ -23,6 +23,7 @@ from audio_checks import upsample_fft
 from helpers import SILENCE, events, final_log, fixture_audio, within
 
 from telephony.audio import FRAME_BYTES, ModelToCaller, ulaw_decode, ulaw_encode
+from telephony.audio.echo_judge import EchoJudge
 from telephony.audio.speech import SpeechDetector
 from telephony.bridge.barge_in import ECHO_TAIL_S, RESUME_AFTER_MS, BargeInGuard
 from telephony.bridge.turn_words import kind_of
@@ -423,7 +424,7 @@ async def test_a_turn_that_begins_as_the_echo_window_closes_is_the_callers() -> 
         if clock["at"] > begins:
             word_frames += 1
             if word_frames == 3:  # the model's VAD hears the caller start
-                assert guard._judge.learned  # the line's echo path is known by now
+                assert guard._echo.learned  # the line's echo path is known by now
                 await guard.speech_started("item_caller")
     await guard.speech_stopped("item_caller")
     # the echo during the reply was the agent's own (suppressed as such); the turn was not
@@ -479,7 +480,7 @@ async def guard_over_a_reply(
         frame = line[i : i + FRAME_BYTES]
         passed.append((frame, await guard.caller_frame(frame, 0.0, clock["at"])))
         if n + 1 == round(item_s[0] * 50):
-            assert guard._judge.learned == (item_s[0] > 2.0)
+            assert guard._echo.learned == (item_s[0] > 2.0)
             await guard.speech_started("item_1")
         if item_s[1] is not None and n + 1 == round(item_s[1] * 50):
             await guard.speech_stopped("item_1")
@@ -533,7 +534,7 @@ async def test_a_quiet_caller_over_the_agent_with_no_echo_is_heard(caller_db: fl
         None, 0.4, "Go forward ten meters.", caller="goforward.ulaw", caller_db=caller_db
     )
     assert "respond" in done and "forget" not in done, records
-    assert guard._judge.restarts == 0 and not guard._judge.echo_found
+    assert guard._echo.judge.restarts == 0 and not guard._echo.judge.echo_found
     assert not [r for r in events(records, "barge_in.suppressed") if r.get("item_id")], records
     detect = SpeechDetector()
     words = [(sent, heard) for sent, heard in passed if detect(ulaw_decode(sent))]
@@ -578,7 +579,7 @@ async def test_a_yeah_over_the_first_words_echo_is_no_turn_whatever_the_words(
     done, records, guard, _ = await guard_over_a_reply(
         echo_db, 0.5, "I am here fucking", caller="yeah.ulaw", item_s=(0.3, 1.9)
     )
-    assert guard._judge.echo_found
+    assert guard._echo.judge.echo_found
     assert "respond" not in done and done[-1] == "forget", records
     (suppressed,) = [r for r in events(records, "barge_in.suppressed") if r.get("item_id")]
     assert suppressed["kind"] == "short_speech"
@@ -591,7 +592,7 @@ async def test_a_short_word_over_the_first_words_with_no_echo_decides_by_its_wor
     done, records, guard, _ = await guard_over_a_reply(
         None, 0.5, "Stop.", caller="yeah.ulaw", item_s=(0.3, 1.9)
     )
-    assert not guard._judge.echo_found
+    assert not guard._echo.judge.echo_found
     assert "respond" in done and "forget" not in done, records
     assert [r["why"] for r in events(records, "barge_in.interruption")] == ["words"]
 
@@ -622,6 +623,32 @@ async def test_a_short_word_that_is_a_request_alone_interrupts(heard: str) -> No
     )
     assert "respond" in done and "forget" not in done, records
     assert [r["why"] for r in events(records, "barge_in.interruption")] == ["words"]
+
+
+async def test_an_echo_judge_that_fails_leaves_the_caller_heard(monkeypatch) -> None:
+    """The echo judge raises on its 100th frame, before the caller speaks (a bug, a frame it
+    cannot take): that is logged once with the caller's audio clock, every later frame counts
+    as the caller's (the guard as before the echo work), and the call goes on: "Wait, stop, I
+    have a question." at 3 s over echo 10 dB down still interrupts the agent. (Before, the
+    exception left the guard and ended the call.)"""
+    frame = EchoJudge.frame
+    calls = itertools.count()
+
+    def failing(self: EchoJudge, near: bytes, far: bytes) -> bool:
+        if next(calls) >= 100:
+            raise RuntimeError("judge broke")
+        return frame(self, near, far)
+
+    monkeypatch.setattr(EchoJudge, "frame", failing)
+    done, records, guard, passed = await guard_over_a_reply(
+        -10, 3.0, "Wait, stop, I have a question."
+    )
+    failed = events(records, "barge_in.echo_failed")
+    assert [r["error"] for r in failed] == ["RuntimeError: judge broke"], records
+    at = failed[0]["caller_ms"] // 20  # the frame it failed on, before the caller spoke
+    assert 20 < at < 150 and guard._echo.failed and not guard._echo.learned
+    assert "interrupt" in done and "forget" not in done, records
+    assert all(sent == heard for sent, heard in passed[at:])  # nothing gated after it
 
 
 def test_kind_of_reads_a_short_items_words() -> None:

@@ -1,0 +1,98 @@
+"""The echo judge as the barge-in guard uses it on one call, with its failure contained.
+
+:class:`GuardEcho` feeds :class:`~telephony.audio.echo_judge.EchoJudge` the caller's frames
+on the caller's audio clock (frames that went unjudged are told as idle), keeps the frames it
+judged before it learned the line and hands them back judged again once it has, and contains
+a failure: an exception in the judge (a bug, a frame it cannot take) is logged once with the
+call's ID (``barge_in.echo_failed``) and from then on every frame counts as sound beyond the
+echo, the guard as it was before the echo work: the caller is always heard, the agent may
+pause for its own echo, and the call goes on.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..audio.echo_judge import EARLY_FRAMES, EchoJudge
+from ..observability.call_log import describe_error
+
+__all__ = ["GuardEcho", "Reviewed"]
+
+FRAME_S = 0.02
+
+# (first caller_ms, last caller_ms, the caller_ms of the loud frames in that stretch now judged
+# beyond the echo): the frames judged before the judge learned, judged again with its path
+Reviewed = tuple[int, int, set[int]]
+
+
+class GuardEcho:
+    """One call's echo judge for :class:`~telephony.bridge.barge_in.BargeInGuard`.
+
+    Args:
+        record: the call log's ``record(event, **fields)``; gets ``barge_in.echo_failed``
+            (``error``: the exception's type and message, ``caller_ms``) once, if the judge
+            fails.
+    """
+
+    def __init__(self, record: Callable[..., None]) -> None:
+        self.judge = EchoJudge()
+        self.failed = False
+        self._record = record
+        self._judged_at = 0.0  # the caller-clock end of the last frame judged
+        # (caller_ms, loud) of the frames judged before the judge learned, for its review
+        self._early: deque[tuple[int, bool]] = deque(maxlen=EARLY_FRAMES)
+
+    @property
+    def learned(self) -> bool:
+        """The judge has learned (and trusts) the line's echo path; False once it failed."""
+        return not self.failed and self.judge.learned
+
+    @property
+    def echo_found(self) -> bool:
+        """The presence test found the agent's echo on the line (False once the judge failed)."""
+        return not self.failed and self.judge.echo_found
+
+    def frame(
+        self, near: bytes, far: bytes, at: float, caller_ms: int, loud: bool
+    ) -> tuple[bool, Reviewed | None]:
+        """One caller frame ``near`` and what played over it, ``far`` (pcm16 8 kHz, 320 bytes
+        each), ending at ``at`` (seconds on the caller's audio clock, ``caller_ms`` in ms);
+        ``loud``: our detector found sound in it. Returns whether the frame holds sound beyond
+        the agent's echo (always True once the judge failed) and, on the frame the judge
+        learns the line, the earlier frames judged again (:data:`Reviewed`; else None)."""
+        if self.failed:
+            return True, None
+        try:
+            gap = round((at - self._judged_at) / FRAME_S) - 1
+            if gap > 0:
+                self.judge.idle(gap)
+            self._judged_at = at
+            early = not self.judge.learned
+            beyond = self.judge.frame(near, far)
+            if not early:
+                return beyond, None
+            self._early.append((caller_ms, loud))
+            return beyond, self._review() if self.judge.learned else None
+        except Exception as exc:  # contained: the call goes on without the echo judge
+            self.failed = True
+            self._early.clear()
+            self._record("barge_in.echo_failed", error=describe_error(exc), caller_ms=caller_ms)
+            return True, None
+
+    def _review(self) -> Reviewed | None:
+        verdicts = self.judge.review()
+        early, self._early = list(self._early), deque(maxlen=0)
+        if not verdicts:
+            return None
+        again = {ms for (ms, loud), beyond in zip(early, verdicts, strict=True) if beyond and loud}
+        return early[0][0], early[-1][0], again
+
+    def totals(self) -> dict[str, Any]:
+        """For ``call.end``: frames judged echo, and where the presence test found it (ms;
+        None: not found)."""
+        return {
+            "echo_frames": self.judge.echo_frames,
+            "echo_delay_ms": self.judge.presence.delay_ms,
+        }
