@@ -41,6 +41,10 @@ RESETTLE_FRAMES = 50  # unless a sound within the last second already was
 DOUBLE_TALK = 0.4  # with echo found: a loud frame whose peak falls under this share of the
 # echo's own holds a caller talking over it (echo alone: 1 frame in 60 at most; measured)
 TOP_DECAY = 0.98  # the echo's own peak: the highest since, shrinking 2 % a frame
+ONSET_FRAMES = 2  # at most this many frames before a double talk's first, with the peak
+# falling into it, held the caller's voice already: GCC-PHAT over 256 ms lags the caller's
+# onset by 2-3 frames ("Wait, stop..." 0.5 s into room echo: peak 0.28, 0.24, 0.18, then
+# 0.14 flagged), which cost a short first word ("Wait,") its pause: 180 of 200 ms counted
 
 
 FLAT = 0.005  # what played is a tone when its spectral flatness (200-3400 Hz) is under this
@@ -70,6 +74,9 @@ class EchoDelay:
         self._top = 0.0  # the echo's own peak (see DOUBLE_TALK)
         self.checks = 0
         self.found_after: int | None = None  # the checks it took to find the echo
+        self._peaks: list[float] = []  # the last peaks checked, newest last
+        self._double_talk = False  # the last frame was flagged double talk
+        self.onset_frames = 0  # see ONSET_FRAMES: set on a double talk's first frame only
 
     def release(self) -> None:
         """The test is over (the echo judge trusts its path): its buffers (130 KiB, a quarter
@@ -117,9 +124,13 @@ class EchoDelay:
         - echo found, the frame loud for :data:`SETTLE_FRAMES` in a row (the echo of a word
           after a pause peaks low while it fills the window) and its peak under
           :data:`DOUBLE_TALK` of the echo's own (a caller talking over the echo: their voice
-          fills the window with sound the agent's audio does not explain).
+          fills the window with sound the agent's audio does not explain); on its first frame
+          :attr:`onset_frames` says how many frames before it the peak was already falling
+          (at most :data:`ONSET_FRAMES`: the caller's onset, before the window held enough).
         """
+        self.onset_frames = 0
         if not self.loud():
+            self._double_talk = False
             return not self.seen and self._since_sound <= RESETTLE_FRAMES
         seen = self.seen
         found = self.check()
@@ -132,7 +143,14 @@ class EchoDelay:
             self._since_sound = 0
             return True
         if self.peak < DOUBLE_TALK * self._top and self.run >= SETTLE_FRAMES:
+            if not self._double_talk:  # its first frame: the frames the peak fell over before
+                peaks, n = self._peaks, 0
+                while n < ONSET_FRAMES and n + 1 < len(peaks) and peaks[-2 - n] > peaks[-1 - n]:
+                    n += 1
+                self.onset_frames = n
+            self._double_talk = True
             return True
+        self._double_talk = False
         self._top = max(self._top * TOP_DECAY, self.peak)
         return False
 
@@ -157,6 +175,7 @@ class EchoDelay:
         values = gcc[(lags - MAX_LAG) % NFFT]
         best = int(values.argmax())
         self.peak = float(values[best])
+        self._peaks = [*self._peaks[-ONSET_FRAMES:], self.peak]
         if self.peak >= PEAK and not self.seen:
             self.seen = True
             self.found_after = self.checks

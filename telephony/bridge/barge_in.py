@@ -75,6 +75,7 @@ GAP_MS = 100  # quiet within one speech (between syllables) that does not end it
 MERGE_MS = 400  # speech again within this of the last continues it (a pause between words)
 TRANSCRIPT_WAIT_S = 2.0  # a guarded item's transcript, waited for at most
 GATE_HOLD_MS = 300  # after the caller's sound, echo frames still reach the model this long
+EARLY_PAUSE_MS = 120  # see BargeInGuard._pause_ms ("Wait," over room echo: 160-180 ms)
 REPAUSE_MS = 100  # speech that pauses the agent again after a resume (not a stray frame)
 SILENT_FRAME = b"\xff" * 160  # 20 ms of μ-law silence
 SUPPRESSED_KINDS = ("echo", "short_speech", "backchannel", "noise")
@@ -163,6 +164,7 @@ class BargeInGuard:
         self._sound_at_ms = -GATE_HOLD_MS  # caller_ms of the caller's last sound beyond echo
         self.frames_gated = 0  # caller frames of echo alone the model heard as silence
         self.frames_guarded = 0
+        self._missed = 0  # frames in a row just before with speech heard, not beyond the echo
         self.cancel_s = 0.0  # CPU in the echo canceller and the detectors
 
     # ------------------------------------------------------------------ caller audio
@@ -193,7 +195,7 @@ class BargeInGuard:
         t0 = time.perf_counter()
         self.frames_guarded += 1
         raw = ulaw_decode(ulaw)
-        heard, raw_speech, beyond_echo, judged = raw, False, True, False
+        heard, raw_speech, beyond_echo, judged, onset = raw, False, True, False, 0
         if echo and reference is not None and len(raw) == 320:
             far = reference.take(at, 160)
             if self.rules.echo_cancellation:
@@ -206,7 +208,7 @@ class BargeInGuard:
             # learned per call can explain (a count run: 6 pauses of echo at -20 dB)
             loud = not self._echo.learned and self._detect.loud(heard)
             beyond_echo, reviewed = self._echo.frame(raw, far, at, self.caller_ms, loud)
-            judged = not self._echo.failed
+            judged, onset = not self._echo.failed, self._echo.onset_frames
             if reviewed is not None:
                 self._review(*reviewed)
             raw_speech = self._detect_raw(raw)
@@ -225,7 +227,11 @@ class BargeInGuard:
             ulaw = SILENT_FRAME
             self.frames_gated += 1
         self.cancel_s += time.perf_counter() - t0
-        await self._on_frame(speech, raw_speech, now)
+        # a caller's first frames over found echo, which our detector heard and the presence
+        # test could not yet tell from the echo, count once it can (echo_delay.ONSET_FRAMES)
+        credit = min(onset, self._missed) if speech else 0
+        self._missed = 0 if speech or not raw_speech else self._missed + 1
+        await self._on_frame(speech, raw_speech, now, credit)
         return ulaw
 
     def _review(self, first: int, last: int, again: set[int]) -> None:
@@ -235,7 +241,7 @@ class BargeInGuard:
         kept = [ms for ms in self._caller_frames if not first <= ms <= last]
         self._caller_frames = deque(sorted([*kept, *again]), maxlen=self._caller_frames.maxlen)
 
-    async def _on_frame(self, speech: bool, raw_speech: bool, now: float) -> None:
+    async def _on_frame(self, speech: bool, raw_speech: bool, now: float, credit: int) -> None:
         s = self._speech
         if s is None:
             if not ((speech or raw_speech) and self._audible()):
@@ -245,7 +251,7 @@ class BargeInGuard:
             self._last_speech_at = now
         if speech or raw_speech:
             s.quiet_ms = 0
-            s.speech_ms += FRAME_MS if speech else 0
+            s.speech_ms += FRAME_MS * (1 + credit) if speech else 0
             s.raw_ms += FRAME_MS if raw_speech else 0
             s.ended = False
         else:
@@ -267,7 +273,7 @@ class BargeInGuard:
         # after a resume, speech again pauses it again, but not a stray frame or two (a count
         # "yeah" over room echo paused the reply 28 times, each resume paused by a stray frame)
         again = not s.resumed or s.speech_ms - s.resumed_ms >= REPAUSE_MS
-        if not s.paused and s.speech_ms >= self.rules.pause_ms and again:
+        if not s.paused and s.speech_ms >= self._pause_ms() and again:
             s.paused = await self._actions.pause(s.started_at, self.caller_ms)
         if s.quiet_ms >= (RESUME_AFTER_MS if s.paused else GAP_MS):
             s.ended = True
@@ -276,6 +282,14 @@ class BargeInGuard:
                 s.resumed = True
                 s.resumed_ms = s.speech_ms
                 await self._actions.resume(self.caller_ms)
+
+    def _pause_ms(self) -> int:
+        """Speech beyond the echo that pauses the agent: ``pause_ms``, less before the judge
+        has learned a line where echo was found (``EARLY_PAUSE_MS``): there, only the presence
+        test's double talk or a caller louder than any echo counts as speech at all."""
+        if self._echo.echo_found and not self._echo.learned:
+            return min(self.rules.pause_ms, EARLY_PAUSE_MS)
+        return self.rules.pause_ms
 
     def _speech_done(self, s: _Speech) -> None:
         """Caller speech shorter than an interruption is over for good."""

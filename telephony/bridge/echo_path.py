@@ -54,6 +54,15 @@ class GuardEcho:
         """The presence test found the agent's echo on the line (False once the judge failed)."""
         return not self.failed and self.judge.echo_found
 
+    @property
+    def onset_frames(self) -> int:
+        """On the first frame of a caller talking over found echo, the frames just before it
+        that already held their voice (:attr:`~telephony.audio.echo_delay.EchoDelay.
+        onset_frames`; 0 on any other frame, or once the judge failed or trusts its path)."""
+        if self.failed or self.judge.learned:
+            return 0
+        return self.judge.presence.onset_frames
+
     def frame(
         self, near: bytes, far: bytes, at: float, caller_ms: int, loud: bool
     ) -> tuple[bool, Reviewed | None]:

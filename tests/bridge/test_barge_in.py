@@ -370,9 +370,11 @@ class _Actions:
 
     def __init__(self) -> None:
         self.done: list[str] = []
+        self.paused_ms: list[int] = []  # the caller's audio clock at each pause
 
     async def pause(self, speech_start: float, caller_ms: int) -> bool:
         self.done.append("pause")
+        self.paused_ms.append(caller_ms)
         return True
 
     async def resume(self, caller_ms: int) -> None:
@@ -511,6 +513,81 @@ async def test_one_item_of_a_whole_replys_echo_is_no_turn(echo_db: float) -> Non
     assert [r["item_id"] for r in events(records, "barge_in.suppressed") if "item_id" in r] == [
         "item_1"
     ]
+
+
+async def pauses_on_a_line(
+    gain_db: float, delay_ms: int, path: tuple[float, ...], caller_at_s: float | None
+) -> list[int]:
+    """The guard alone over the agent's 9.9 s reply echoed through ``path`` (``gain_db``,
+    ``delay_ms``; line noise at -50 dBFS) with "Wait, stop, I have a question."
+    ``caller_at_s`` into it (None: echo alone): the caller_ms of each pause, up to the first
+    once the caller spoke."""
+    actions = _Actions()
+    agent = np.frombuffer(ulaw_decode(LONG_REPLY), dtype="<i2").astype(np.float64)
+    echo = np.convolve(agent, np.asarray(path))[: len(agent)] * 10 ** (gain_db / 20)
+    near = np.concatenate([np.zeros(delay_ms * 8), echo, np.zeros(8000)])
+    near += np.random.default_rng(1).normal(0, 32768 * 10**-2.5, len(near))
+    if caller_at_s is not None:
+        words = np.frombuffer(ulaw_decode(fixture_audio("wait_stop.ulaw")), "<i2")
+        at = int(caller_at_s * 8000)
+        near[at : at + len(words)] += words
+    line = ulaw_encode(np.clip(np.rint(near), -32768, 32767).astype("<i2").tobytes())
+    clock, playing_until = {"at": 0.0}, len(agent) / 8000
+    guard = BargeInGuard(
+        BargeInRules(),
+        actions,
+        audible=lambda: clock["at"] < playing_until,
+        agent_words=lambda: LONG_REPLY_WORDS,
+        record=lambda event, **fields: None,
+    )
+    guard.reference.play(agent.astype("<i2").tobytes(), 0.0)
+    pauses = actions.paused_ms
+    for n, i in enumerate(range(0, len(line) - FRAME_BYTES + 1, FRAME_BYTES)):
+        clock["at"] = (n + 1) * FRAME_MS / 1000
+        await guard.caller_frame(line[i : i + FRAME_BYTES], 0.0, clock["at"])
+        if caller_at_s is not None and pauses and pauses[-1] > caller_at_s * 1000:
+            break
+    await guard.close()
+    return pauses
+
+
+FIRST_WORDS_LINES = {
+    "room T60 0.3 s 12 dB": (-12, 60, room_path(0.3)),
+    "flat 10 dB 150 ms": (-10, 150, (1.0,)),
+}
+
+
+@pytest.mark.parametrize("at_s", [0.5, 0.52, 0.54, 0.55])
+@pytest.mark.parametrize("name", FIRST_WORDS_LINES)
+async def test_a_caller_over_the_first_words_on_an_echoing_line_pauses_it_soon(
+    name: str, at_s: float
+) -> None:
+    """ "Wait, stop, I have a question." half a second into the reply, before the judge has
+    learned the line but after the presence test found its echo: the agent pauses within
+    300 ms of the words, at each of these onsets. Before, its short first word ("Wait,")
+    made 160-180 ms of speech beyond the echo (the presence test lags a caller's onset by 2-3
+    frames) and the pause waited for "stop": 610-710 ms at half of them."""
+    pauses = await pauses_on_a_line(*FIRST_WORDS_LINES[name], at_s)
+    assert pauses and at_s * 1000 < pauses[0] <= at_s * 1000 + 300, pauses
+
+
+@pytest.mark.parametrize(
+    ("gain_db", "delay_ms", "path"),
+    [
+        pytest.param(-12, 60, room_path(0.3), id="room-0.3s"),
+        pytest.param(-12, 60, room_path(0.6), id="room-0.6s"),
+        pytest.param(-6, 300, hybrid_path("D5"), id="hybrid-D5"),
+        pytest.param(-6, 300, hybrid_path("D8"), id="hybrid-D8"),
+        pytest.param(-6, 20, (1.0,), id="flat-6dB-20ms"),
+        pytest.param(-10, 450, (1.0,), id="flat-10dB-450ms"),
+    ],
+)
+async def test_echo_alone_never_pauses_the_agent(
+    gain_db: float, delay_ms: int, path: tuple[float, ...]
+) -> None:
+    """The counterpart: the whole reply's echo alone, through the guard, pauses nothing
+    (the shorter pause before the judge learns the line included)."""
+    assert await pauses_on_a_line(gain_db, delay_ms, path, None) == []
 
 
 @pytest.mark.parametrize("echo_db", [-20, -10])
