@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import resource
 import secrets
@@ -33,9 +32,6 @@ from telephony.config import ConfigError, Settings, load_settings, misspelled_va
 from telephony.preflight import port_problem, preflight, report
 
 WORKER_STARTUP_S = 60
-# allocations between gen-0 collections once serving (Python's default is 700): each caller
-# frame makes a few dozen short-lived objects, so the default ran a collection every few frames
-GC_GEN0_THRESHOLD = 50_000
 REPEAT_SIGNAL_S = 1.0  # a signal this soon after the first is the same request (Ctrl-C hits
 # the whole process group, and the supervisor forwards SIGTERM too)
 
@@ -67,8 +63,6 @@ class DrainingServer(uvicorn.Server):
             sockets = [_reuse_port_socket(self.config.host, self.config.port)]
         logging.getLogger("telephony.server").info("serving with %s", runtime(self.config))
         await super().startup(sockets=sockets)
-        frozen = settle_garbage_collector()
-        logging.getLogger("telephony.server").info("garbage collector: %d objects frozen", frozen)
 
     async def _drain(self) -> None:
         try:
@@ -77,20 +71,6 @@ class DrainingServer(uvicorn.Server):
             await services.registry.drain(drain_s)
         finally:
             self.should_exit = True
-
-
-def settle_garbage_collector() -> int:
-    """Once the app has started: what it loaded (the SDK, pydantic's schemas, numpy, the
-    offline models; objects that live as long as the process) is moved out of the collector's
-    sight (``gc.freeze``), so a full collection walks only what calls made, and gen-0
-    collections run every ``GC_GEN0_THRESHOLD`` allocations. Reference cycles are still
-    collected. Returns the number of objects frozen. (`bench/load.py --compare`, 2026-12-06:
-    -3 % CPU per call-minute at N = 50 and 100.)"""
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
-    return gc.get_freeze_count()
 
 
 def runtime(config: uvicorn.Config) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 from pathlib import Path
 
@@ -65,9 +64,6 @@ async def test_sigterm_drains_calls_and_every_log_ends(tmp_path: Path) -> None:
     assert code == 0, server.output[-2000:]
     # each process runs on uvloop and httptools (uvicorn falls back silently)
     assert server.output.count(RUNTIME) == 1, server.output[-3000:]
-    # what the app loaded is out of the collector's sight once it serves (server.py)
-    frozen = [int(n) for n in re.findall(r"garbage collector: (\d+) objects frozen", server.output)]
-    assert len(frozen) == 1 and frozen[0] > 50_000, server.output[-3000:]
     assert all(r.closed_by_server for r in results)  # ended by us, not by the callers
     logs = [read_call_log(p) for p in sorted((tmp_path / "calls").glob("*.jsonl"))]
     ended = [log for log in logs if any(r["event"] == "stream.start" for r in log)]
