@@ -25,7 +25,8 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    the line, a frame of echo alone (``GATE_HOLD_MS`` past the caller's last sound beyond it)
    reaches the model as silence: its VAD makes no item of the echo, and the caller's items
    hold their own sound, not a reply's echo around it.
-2. **Pause.** Once the caller has spoken ``pause_ms`` (WebRTC VAD on the cleaned audio), the
+2. **Pause.** Once the caller has spoken ``pause_ms`` (WebRTC VAD on the cleaned audio;
+   ``EARLY_PAUSE_MS`` on a line where echo was found, before the judge has learned it), the
    agent's audio stops at the caller's ear (``clear``), the rest kept: this is the barge-in
    reaction, as quick as before the guard.
 3. **Interrupt or resume.** Speech reaching ``min_speech_ms`` is a real interruption: the
