@@ -55,8 +55,9 @@ def create_app(
     """
     # one BLAS thread: calls run side by side on the event loop, so a numpy solve or product
     # gains nothing from more, while OpenBLAS's spinning threads take cores from the other
-    # calls and workers (measured with 128-tap least-squares solves per frame: their CPU
-    # doubled, and a worker left /readyz unanswered for 5 s)
+    # calls and workers (measured 2026-12-05 with an echo fit's 128-tap least-squares solves
+    # per frame, since taken out: their CPU doubled, and a worker left /readyz unanswered
+    # for 5 s)
     threadpool_limits(limits=1, user_api="blas")
     services = build_services(
         settings or load_settings(), agent=agent, model_factory=model_factory, limits=limits
