@@ -25,10 +25,17 @@ from .admission import (
     StreamTokens,
 )
 from .agent.default import build_default_agent, load_agent
+from .agent.live import LiveBackend
 from .agent.local import LocalRealtimeModel, load_local_stack
 from .agent.sessions import ModelFactory, SessionFactory, choose_backend
 from .audio.hold import load_hold_sound
-from .bridge import FINAL_CALL_STATUSES, MediaStreamCall, PrewarmPool, TwilioSocket
+from .bridge import (
+    FINAL_CALL_STATUSES,
+    LiveMediaCall,
+    MediaStreamCall,
+    PrewarmPool,
+    TwilioSocket,
+)
 from .bridge.prewarm import Prewarmed
 from .config import CallFeatures, CallLimits, Settings
 from .console import CallIndex, open_index, show_number, with_index
@@ -61,8 +68,8 @@ class Services:
 
     Attributes:
         settings: the configuration.
-        backend: which model answers: ``openai``, ``local`` or ``custom``.
-        sessions: builds each call's ``RealtimeSession``.
+        backend: which model answers: ``openai``, ``local``, ``custom`` or ``live``.
+        sessions: builds each call's ``RealtimeSession`` (the SIP path's, on ``live``).
         registry: capacity, stream tokens, calls in progress, draining.
         checker: Twilio signature checks; None without ``TWILIO_AUTH_TOKEN``.
         rest: Twilio REST access to live calls; None without account SID and token.
@@ -95,6 +102,7 @@ class Services:
     console: CallIndex | None = None
     prewarm: PrewarmPool | None = None
     transfers: TransferLegs | None = None
+    live: LiveBackend | None = None  # REALTIME_BACKEND=live: Media Streams calls on GPT-Live
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
@@ -185,8 +193,13 @@ class Services:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def media_call(self, socket: TwilioSocket) -> MediaStreamCall:
-        """The bridge for one accepted media socket."""
+    def media_call(self, socket: TwilioSocket) -> MediaStreamCall | LiveMediaCall:
+        """The bridge for one accepted media socket (on GPT-Live with ``live``)."""
+        if self.live is not None:
+            live = (self.live.plan, self.live.session)
+            return LiveMediaCall(socket, *live, self.logs, self.limits, self.admit,
+                                 self.apologise, self.features, twilio=self.rest,
+                                 on_frame=self.metrics.frame)  # fmt: skip
         return MediaStreamCall(
             socket,
             self.sessions.open,
@@ -230,7 +243,8 @@ def build_services(
     )
     checker, rest = _twilio(settings)
     sip = _sip_calls(settings, sessions, features, limits, registry, logs)
-    prewarm = _prewarm(settings, sessions, features, limits, registry, logs)
+    live = LiveBackend.from_settings(settings, sessions.agent) if backend == "live" else None
+    prewarm = None if live else _prewarm(settings, sessions, features, limits, registry, logs)
     control = _remote_control(settings, registry, state, logs, rest, sip, features, prewarm)
     transfers = TransferLegs(settings, features, rest, state, control, logs)
     if sip is not None and transfers.hands_off:
@@ -253,6 +267,7 @@ def build_services(
         console=console,
         prewarm=prewarm,
         transfers=transfers,
+        live=live,
     )
 
 

@@ -163,7 +163,7 @@ class TransferLegs:
                 raise Refused("unknown warm transfer")
             control.brief(briefing, self.report)
             return
-        if self.enabled:
+        if self.enabled and call.route is not None:  # (GPT-Live's calls transfer cold)
             assert self._rest is not None and self._settings.public_url
             control.warm_carrier = TwilioWarmCarrier(
                 self._rest,

@@ -107,7 +107,13 @@ def choose_backend(settings: Settings) -> str:
 
 async def create_response(session: RealtimeSession, instructions: str) -> None:
     """Ask the model to speak now (``response.create``), with ``instructions`` for this response
-    only: the greeting, or picking up the thread after a reconnect."""
+    only: the greeting, or picking up the thread after a reconnect. A GPT-Live session
+    (:class:`~telephony.agent.live.LiveSession`, which has no ``response.create`` for speech)
+    takes ``instructions`` as a commentary instruction instead."""
+    respond = getattr(session, "respond", None)
+    if respond is not None:
+        await respond(instructions)
+        return
     await session.model.send_event(
         RealtimeModelSendRawMessage(
             message={
@@ -203,6 +209,11 @@ class SessionFactory:
         self._agent = agent
         self._model_factory = model_factory
         self.model_settings = phone_model_settings(settings)
+
+    @property
+    def agent(self) -> RealtimeAgent:
+        """The agent every call starts with."""
+        return self._agent
 
     def model_config(self, tracker: RealtimePlaybackTracker) -> RealtimeModelConfig:
         """The SDK ``model_config`` for one call (contains the API key: never log it)."""

@@ -101,14 +101,11 @@ class InboundAudio:
         """The caller sent far more audio than real time allows."""
         return self.dropped_ms >= ABUSE_DROPPED_MS
 
-    def audio(self, ulaw: bytes, now: float, t0: float) -> bytes | None:
-        """One caller frame (μ-law 8 kHz bytes) as pcm16 24 kHz bytes for the model, or None
-        when it arrived ahead of real time and was dropped.
-
-        ``now`` is when it arrived (``time.monotonic()``); ``t0`` when its parsing began
-        (``time.perf_counter()``), for the per-frame CPU figure. A frame with a sample reaching
-        ``LOUD_PEAK`` sets :attr:`last_loud_frame`.
-        """
+    def accept(self, ulaw: bytes, now: float) -> bool:
+        """Count one caller frame (μ-law 8 kHz bytes) arrived at ``now``
+        (``time.monotonic()``); False when it arrived ahead of real time and is dropped. A
+        frame with a sample reaching ``LOUD_PEAK`` sets :attr:`last_loud_frame`. (GPT-Live
+        takes the μ-law itself: its bridge calls this alone.)"""
         frame_ms = len(ulaw) / 8
         if self._first_at is None:
             self._first_at = now
@@ -117,7 +114,7 @@ class InboundAudio:
             if not self.dropped_ms or int(self.dropped_ms) % 1000 < frame_ms:
                 self._record("audio.dropped", reason="ahead of real time", ms=self.dropped_ms)
             self.dropped_ms += frame_ms
-            return None
+            return False
         self._accepted_ms += frame_ms
         self._metrics.frame_arrived(now)
         self.frames_in += 1
@@ -131,6 +128,18 @@ class InboundAudio:
                 bytes=self.bytes_in,
                 seconds=round(self.bytes_in / 8000, 3),
             )
+        return True
+
+    def audio(self, ulaw: bytes, now: float, t0: float) -> bytes | None:
+        """One caller frame (μ-law 8 kHz bytes) as pcm16 24 kHz bytes for the model, or None
+        when it arrived ahead of real time and was dropped.
+
+        ``now`` is when it arrived (``time.monotonic()``); ``t0`` when its parsing began
+        (``time.perf_counter()``), for the per-frame CPU figure. A frame with a sample reaching
+        ``LOUD_PEAK`` sets :attr:`last_loud_frame`.
+        """
+        if not self.accept(ulaw, now):
+            return None
         pcm = self._up.feed(ulaw)
         self._metrics.inbound_processing(time.perf_counter() - t0)
         return pcm

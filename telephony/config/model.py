@@ -20,10 +20,25 @@ class ModelSettings(BaseModel):
     openai_api_key: SecretStr | None = Field(
         default=None, description="OpenAI API key for Realtime sessions (never logged)"
     )
-    realtime_backend: Literal["auto", "openai", "local"] = Field(
+    realtime_backend: Literal["auto", "openai", "local", "live"] = Field(
         default="auto",
-        description="`openai`, `local` (the embedded offline model), or `auto`: OpenAI when "
-        "`OPENAI_API_KEY` is set, else local",
+        description="`openai` (Realtime), `live` (GPT-Live, Media Streams calls; see "
+        "docs/gpt-live.md), `local` (the embedded offline model), or `auto`: OpenAI Realtime "
+        "when `OPENAI_API_KEY` is set, else local",
+    )
+    openai_live_model: str = Field(
+        default="gpt-live-1.1", min_length=1, description="GPT-Live model (`REALTIME_BACKEND=live`)"
+    )
+    openai_live_delegate_model: str = Field(
+        default="gpt-5.4-mini",
+        min_length=1,
+        description="the Responses model GPT-Live delegates tool work to; it gets the agent's "
+        "instructions and tools",
+    )
+    live_instructions: str | None = Field(
+        default=None,
+        description="GPT-Live's short frontend prompt (persona, backchannel, interruption and "
+        "delegation policies); unset: derived from the agent",
     )
     openai_realtime_model: str = Field(
         default="gpt-realtime-2.1", min_length=1, description="Realtime model name"
@@ -35,7 +50,8 @@ class ModelSettings(BaseModel):
     )
     openai_base_url: str | None = Field(
         default=None,
-        description="OpenAI REST base URL for the SIP path's Calls API (a stand-in in tests)",
+        description="OpenAI REST base URL for the SIP path's Calls API and GPT-Live's socket "
+        "(`ws(s)://` of the same host; a stand-in in tests)",
         json_schema_extra={"shown_default": "`https://api.openai.com/v1`"},
     )
     agent: str | None = Field(
@@ -89,7 +105,9 @@ class ModelSettings(BaseModel):
         "TCP left open)",
     )
 
-    _model_secrets_unset = field_validator("openai_api_key", mode="before")(empty_is_unset)
+    _model_secrets_unset = field_validator("openai_api_key", "live_instructions", mode="before")(
+        empty_is_unset
+    )
 
     @field_validator("openai_realtime_url")
     @classmethod

@@ -12,7 +12,9 @@ __all__ = ["MODEL_PRICES", "PRICES_SOURCE", "TOKEN_KINDS", "CostSettings", "Pric
 
 PRICES_SOURCE = (
     "OpenAI's model pages (gpt-realtime-2.1, -2, -1.5, gpt-realtime, -2.1-mini, -mini, "
-    "gpt-4o-mini-transcribe) and Twilio's US voice list prices, read 2026-12-04"
+    "gpt-4o-mini-transcribe) and Twilio's US voice list prices, read 2026-12-04; gpt-live-1.1 "
+    "(per active minute) from its model page, and gpt-5.4-mini (GPT-Live's default delegate) "
+    "as OpenAI's pricing page listed it in 2026-04, read 2026-12-06"
 )
 TOKEN_KINDS = (
     "text_input",
@@ -24,6 +26,7 @@ TOKEN_KINDS = (
     "transcription_input",
     "transcription_output",
 )
+DELEGATE_KINDS = ("delegate_input", "delegate_cached_input", "delegate_output")
 _FLAGSHIP = (4.00, 0.40, 32.00, 0.40, 24.00, 64.00)  # text in, cached, audio in, cached, out...
 _FIRST = (4.00, 0.40, 32.00, 0.40, 16.00, 64.00)
 _MINI = (0.60, 0.06, 10.00, 0.30, 2.40, 20.00)
@@ -55,6 +58,10 @@ class Prices:
     transcription_input: float = 1.25
     transcription_output: float = 5.00
     transcription_per_minute: float = 0.006  # a transcription billed by duration (whisper-1)
+    live_per_minute: float = 0.05  # GPT-Live, per active minute (billed per second)
+    delegate_input: float = 0.75  # GPT-Live's delegate (Responses) model, per million tokens
+    delegate_cached_input: float = 0.075
+    delegate_output: float = 4.50
     carrier_inbound_per_minute: float = 0.0085
     carrier_outbound_per_minute: float = 0.0130
 
@@ -75,12 +82,20 @@ class Prices:
         return replace(base, **{k: float(v) for k, v in overrides.items()})
 
     def model_usd(self, tokens: dict[str, int]) -> float:
-        """The model's share for ``tokens`` (kinds of :data:`TOKEN_KINDS`, and
-        ``transcription_seconds`` for a transcription billed by duration)."""
+        """The model's share for ``tokens`` (kinds of :data:`TOKEN_KINDS`,
+        ``transcription_seconds`` for a transcription billed by duration; on GPT-Live,
+        ``live_seconds`` of active session time and the delegate's ``delegate_input``,
+        ``delegate_cached_input`` and ``delegate_output`` tokens)."""
         table = asdict(self)
-        per_token = sum(tokens.get(kind, 0) * table[kind] for kind in TOKEN_KINDS) / 1_000_000
+        kinds = (*TOKEN_KINDS, *DELEGATE_KINDS)
+        per_token = sum(tokens.get(kind, 0) * table[kind] for kind in kinds) / 1_000_000
         minutes = tokens.get("transcription_seconds", 0) / 60
-        return per_token + minutes * self.transcription_per_minute
+        live_minutes = tokens.get("live_seconds", 0) / 60
+        return (
+            per_token
+            + minutes * self.transcription_per_minute
+            + live_minutes * self.live_per_minute
+        )
 
     def carrier_usd(self, seconds: float, outbound: bool) -> float:
         """The carrier's share for a call of ``seconds`` (each started minute billed)."""

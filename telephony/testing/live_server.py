@@ -21,7 +21,8 @@ The fake model:
 - yields: caller energy for ``yield_ms`` while it speaks stops its audio there (GPT-Live decides
   when to stop; nothing the client sends can);
 - delegates when ``delegate(n)`` names function calls for turn ``n``: ``session.delegation.created``
-  then one ``response.event`` per call (an inner ``response.output_item.done``), waits for a
+  then one ``response.event`` per call (an inner ``response.output_item.done``) and one with the
+  inner ``response.completed`` (the batch is complete; its ``usage``), waits for a
   ``function_call_output`` for each and one ``response.create`` (a partial batch is an error),
   then speaks ``reply(n)``;
 - reports ``session.usage.updated`` after each reply and ``session.closed`` on ``session.close``
@@ -105,6 +106,16 @@ class LiveConnection:
         """The session's time is up: ``session.closed`` (``expired``), then the socket closes."""
         assert self._owner is not None
         await self._owner._close(self, "expired")
+
+    async def send(self, event: dict[str, Any], validate: bool = True) -> None:
+        """Send a server event now (``validate=False``: one the client's types do not know,
+        sent as it is)."""
+        assert self._owner is not None and self._ws is not None
+        if validate:
+            await self._owner._send(self, event)
+        else:
+            self.sent.append(event)
+            await self._ws.send(json.dumps(event))
 
     async def drop(self) -> None:
         """The socket goes away with no ``session.closed`` (a network failure)."""
@@ -306,6 +317,14 @@ class FakeLiveServer:
             await self._send(
                 conn, {"type": "response.event", "delegation_id": delegation, "event": inner}
             )
+        # the delegate's response ends (the batch is complete), with its token usage
+        usage = {"input_tokens": 1200, "output_tokens": 40,
+                 "input_tokens_details": {"cached_tokens": 1000}}  # fmt: skip
+        done = {"type": "response.completed",
+                "response": {"id": response, "status": "completed", "usage": usage}}  # fmt: skip
+        await self._send(
+            conn, {"type": "response.event", "delegation_id": delegation, "event": done}
+        )
 
     async def _close(self, conn: LiveConnection, reason: str) -> None:
         if conn.closed_reason is not None:

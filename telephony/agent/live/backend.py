@@ -1,0 +1,62 @@
+"""The GPT-Live backend as the service builds it once: the agent, the settings and one
+``AsyncOpenAI`` client; each call asks it for its session's plan and a session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.realtime import RealtimeAgent
+from openai import AsyncOpenAI
+
+from ...config import Settings
+from .config import LiveOptions, LivePlan, plan_session
+from .session import LiveSession
+
+__all__ = ["LiveBackend"]
+
+
+class LiveBackend:
+    """Builds each call's GPT-Live session.
+
+    Args:
+        agent: the agent every call runs (its instructions and tools go to the delegate).
+        options: model, voice, delegate model, frontend prompt.
+        api_key: the OpenAI API key (never logged).
+        base_url: OpenAI's REST base URL (``https://api.openai.com/v1`` when None); the
+            socket is ``ws(s)://`` of it plus ``/live/sessions``.
+    """
+
+    def __init__(
+        self,
+        agent: RealtimeAgent[Any],
+        options: LiveOptions,
+        api_key: str,
+        base_url: str | None = None,
+    ) -> None:
+        self.agent = agent
+        self.options = options
+        self.client = AsyncOpenAI(api_key=api_key, base_url=base_url)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, agent: RealtimeAgent[Any]) -> LiveBackend:
+        """From ``OPENAI_LIVE_MODEL``, ``VOICE``, ``OPENAI_LIVE_DELEGATE_MODEL``,
+        ``LIVE_INSTRUCTIONS``, ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``. Raises ValueError
+        without a key. (Not pre-warmed while the phone rings: its active time is billed.)"""
+        if settings.openai_api_key is None:
+            raise ValueError("REALTIME_BACKEND=live needs OPENAI_API_KEY")
+        options = LiveOptions(
+            settings.openai_live_model,
+            settings.voice,
+            settings.openai_live_delegate_model,
+            settings.live_instructions,
+        )
+        key = settings.openai_api_key.get_secret_value()
+        return cls(agent, options, key, settings.openai_base_url)
+
+    async def plan(self, context: Any, history: list[tuple[str, str]]) -> LivePlan:
+        """The call's ``session.start`` config (see :func:`~.config.plan_session`)."""
+        return await plan_session(self.agent, context, self.options, history)
+
+    def session(self, plan: LivePlan) -> LiveSession:
+        """A session for ``plan``, not yet opened."""
+        return LiveSession(self.client, plan.config)

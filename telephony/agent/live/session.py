@@ -1,0 +1,162 @@
+"""One GPT-Live session over the official client (``openai``'s ``client.live.connect()``).
+
+:class:`LiveSession` opens the socket, sends ``session.start`` and waits for
+``session.started`` (nothing else may be sent before it), then carries the call: caller audio
+(``session.input_audio.append``, μ-law as Twilio sent it), instructions to speak
+(``session.commentary.append``: the greeting, a goodbye, an announcement), silent notes
+(``session.thinking.append``: keypad digits), tool outputs, and ``session.close``. Server
+events are read with :meth:`events`, typed by the ``openai`` package; dispatch is on
+``.type`` (an event type the client does not know still carries it).
+
+The client's own reconnect is off (``max_retries=0``): a new socket is a new GPT-Live session
+that must be started and seeded, which the call's supervisor does. Facts and sources:
+``../shared/reference/gpt_live.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+from openai import AsyncOpenAI
+
+__all__ = ["LiveSession", "LiveSessionError"]
+
+
+class LiveSessionError(Exception):
+    """The session could not start (an ``error`` before ``session.started``, a closed socket,
+    or no ``session.started`` in time)."""
+
+
+class LiveSession:
+    """One GPT-Live session. ``await open()``, then the senders; ``await close()`` at the end.
+
+    Args:
+        client: the ``AsyncOpenAI`` client (its ``base_url`` gives the socket's host).
+        config: ``session.start``'s ``session`` (see :func:`~.config.plan_session`).
+    """
+
+    def __init__(self, client: AsyncOpenAI, config: dict[str, Any]) -> None:
+        self._client = client
+        self.config = config
+        self._connection: Any = None
+        self._manager: Any = None
+        self._ids = itertools.count(1)
+        self.id: str | None = None  # ``live_…``, for OpenAI support
+        self.expires_at: float | None = None  # Unix seconds, from ``session.started``
+        self.usage: dict[str, Any] = {}  # the newest cumulative ``usage``
+        self.closed_reason: str | None = None
+
+    def _event_id(self, kind: str) -> str:
+        return f"{kind}_{next(self._ids)}"
+
+    async def open(self, timeout_s: float) -> None:
+        """Connect, ``session.start``, and wait for ``session.started`` (at most
+        ``timeout_s``). Raises :class:`LiveSessionError`, or the client's connection error."""
+        self._manager = self._client.live.connect(max_retries=0)
+        self._connection = await self._manager.enter()
+        await self._connection.send(
+            {"type": "session.start", "event_id": self._event_id("start"), "session": self.config}
+        )
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    event = await self._connection.recv()
+                    if event.type == "session.started":
+                        self.id = event.session.id
+                        self.expires_at = getattr(event.session, "expires_at", None)
+                        return
+                    if event.type == "error":
+                        raise LiveSessionError(f"session.start refused: {_error_text(event)}")
+        except TimeoutError:
+            raise LiveSessionError(f"no session.started within {timeout_s} s") from None
+        except Exception:
+            await self.abort()
+            raise
+
+    async def events(self) -> AsyncIterator[Any]:
+        """Server events until the socket closes (cleanly: the iteration ends; otherwise the
+        connection's error is raised)."""
+        async for event in self._connection:
+            if event.type == "session.usage.updated":
+                self.usage = _plain(event.usage)
+            elif event.type == "session.closed":
+                self.closed_reason = event.reason
+                self.usage = _plain(event.usage) or self.usage
+            yield event
+
+    async def append_audio(self, ulaw: bytes) -> None:
+        """Caller audio in the session's format (μ-law 8 kHz, as Twilio sends it)."""
+        audio = base64.b64encode(ulaw).decode("ascii")
+        await self._connection.send({"type": "session.input_audio.append", "audio": audio})
+
+    async def respond(self, instructions: str) -> str:
+        """Make the model speak now, in its own words (``session.commentary.append``, worded
+        as an instruction: GPT-Live has no ``response.create`` for speech). Returns the
+        event's id."""
+        event_id = self._event_id("say")
+        await self._connection.send(
+            {"type": "session.commentary.append", "event_id": event_id,
+             "content": instructions, "delegation_id": None}
+        )  # fmt: skip
+        return event_id
+
+    async def send_message(self, text: str) -> None:
+        """A note the model takes in silently (``session.thinking.append``), such as the
+        keypad digits the caller pressed."""
+        await self._connection.send(
+            {"type": "session.thinking.append", "event_id": self._event_id("note"),
+             "content": text, "delegation_id": None}
+        )  # fmt: skip
+
+    async def interrupt(self) -> None:
+        """Nothing: no client event stops GPT-Live's speech (it decides when to yield)."""
+
+    async def tool_outputs(self, outputs: list[tuple[str, str]]) -> None:
+        """A delegated batch's answers: one ``function_call_output`` per ``(call_id, output)``,
+        then a single ``response.create`` (the server refuses a partial batch)."""
+        for call_id, output in outputs:
+            await self._connection.send(
+                {"type": "response.item.create", "event_id": self._event_id("output"),
+                 "item": {"type": "function_call_output", "call_id": call_id, "output": output}}
+            )  # fmt: skip
+        await self._connection.send({"type": "response.create", "event_id": self._event_id("go")})
+
+    async def close(self, timeout_s: float) -> None:
+        """``session.close``, then wait (at most ``timeout_s``) for ``session.closed``, whose
+        final usage :attr:`usage` keeps; then the socket closes. Never raises."""
+        if self._connection is None:
+            return
+        with contextlib.suppress(Exception):
+            await self._connection.send({"type": "session.close"})
+            async with asyncio.timeout(timeout_s):
+                async for _event in self.events():
+                    if self.closed_reason is not None:
+                        break
+        await self.abort()
+
+    async def abort(self) -> None:
+        """Close the socket now. Never raises."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), 2.0)
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if hasattr(value, "model_dump"):
+        return dict(value.model_dump(exclude_none=True))
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _error_text(event: Any) -> str:
+    error = getattr(event, "error", None)
+    code = getattr(error, "code", None)
+    message = getattr(error, "message", None)
+    return f"{code}: {message}" if code else str(message)

@@ -1,0 +1,163 @@
+"""GPT-Live's audio to the caller: μ-law straight through, whole 20 ms frames, a mark per
+delta, no ``clear``.
+
+GPT-Live speaks in the session's format (``audio/pcmu`` 8 kHz, Twilio's own), so each
+``session.output_audio.delta`` goes out as it arrives: cut into 160-byte frames (a remainder
+waits for the next delta; nothing else is held back), one ``media`` message and one ``mark``.
+The model decides itself when to stop for the caller and never learns what was heard, so
+nothing is cleared or truncated here; marks only measure the playout (``mark.played``).
+
+Which of that audio is speech (a frame whose peak passes :data:`SPEECH_PEAK`) gives the call its
+turns without a response lifecycle: a *response* starts with speech after at least
+:data:`HANGOVER_S` of none, and is over when that long has passed without speech and the speech
+sent has played. Call control reads them (:class:`~telephony.control.Carrier`'s
+``heard``): the goodbye is the response begun after the ``end_call``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from ..audio import FRAME_BYTES, Framer, ulaw_decode
+from ..twilio.media_stream import MediaMessages, mark_message
+from .playback import Playback
+
+__all__ = ["LiveOutbound", "SpeechPlayback"]
+
+SPEECH_PEAK = 400  # pcm16 peak of a frame that is speech (-38 dBFS), not line silence
+HANGOVER_S = 0.8  # no speech this long: the agent's response is over (as LiveKit's gate)
+SPEECH, QUIET = "speech", "quiet"  # what a mark's audio was (its ``item_id``)
+
+
+class SpeechPlayback(Playback):
+    """:class:`~.playback.Playback` whose :attr:`unplayed_ms` counts only the agent's speech
+    still on its way (GPT-Live's output is continuous: its silence need not finish playing
+    before a hang-up or a transfer)."""
+
+    @property
+    def unplayed_ms(self) -> float:
+        return sum(m.ms for m in self._pending if m.item_id == SPEECH)
+
+    @property
+    def queued_ms(self) -> float:
+        """All audio sent whose mark has not come back, silence included."""
+        return sum(m.ms for m in self._pending)
+
+
+class LiveOutbound:
+    """One call's GPT-Live audio to Twilio.
+
+    Args:
+        send: sends one text frame to Twilio (raises when the socket is gone).
+        record: writes a call-log record.
+        on_first_frame: called once, with ``time.monotonic()``, when the first frame goes out.
+        on_speech: called when a response starts (the hold sound stops for it).
+    """
+
+    def __init__(
+        self,
+        send: Callable[[str], Awaitable[None]],
+        record: Callable[..., Any],
+        on_first_frame: Callable[[float], None],
+        on_speech: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._send = send
+        self._record = record
+        self._on_first_frame: Callable[[float], None] | None = on_first_frame
+        self._on_speech = on_speech
+        self._media: MediaMessages | None = None
+        self.stream_sid: str | None = None
+        self.playback = SpeechPlayback()
+        self._framer = Framer()
+        self.frames_out = 0
+        self.model_audio_bytes = 0
+        self.speech_frames = 0
+        self.responses_started = 0
+        self._last_speech_at = float("-inf")
+
+    def start(self, stream_sid: str) -> None:
+        """The stream's ``start``: audio goes to ``stream_sid`` from now on."""
+        self.stream_sid = stream_sid
+        self._media = MediaMessages(stream_sid)
+
+    @property
+    def speaking(self) -> bool:
+        """Speech went out within the last :data:`HANGOVER_S`."""
+        return time.monotonic() - self._last_speech_at < HANGOVER_S
+
+    @property
+    def idle(self) -> bool:
+        """The agent is not speaking and all its speech sent has played."""
+        return not self.speaking and self.playback.unplayed_ms == 0
+
+    @property
+    def playing(self) -> bool:
+        """Speech sent has not all played yet."""
+        return self.playback.unplayed_ms > 0
+
+    paused = False  # GPT-Live's audio is never paused by the bridge
+
+    def responses_idle_since(self, started_before: int) -> bool:
+        """A response begun after ``started_before`` responses is over and played."""
+        return self.responses_started > started_before and self.idle
+
+    async def on_delta(self, ulaw: bytes) -> None:
+        """One ``session.output_audio.delta`` (μ-law 8 kHz bytes) to the caller, at once."""
+        self.model_audio_bytes += len(ulaw)
+        frames = self._framer.push(ulaw)
+        if not frames or self._media is None or self.stream_sid is None:
+            return
+        now = time.monotonic()
+        if self._on_first_frame is not None:
+            self._on_first_frame(now)
+            self._on_first_frame = None
+        data = b"".join(frames)
+        peaks = np.abs(np.frombuffer(ulaw_decode(data), "<i2").reshape(len(frames), -1)).max(1)
+        speech = int((peaks >= SPEECH_PEAK).sum())
+        if speech:
+            if not self.speaking:
+                self.responses_started += 1
+                self._record("agent.speech_started", response=self.responses_started)
+                if self._on_speech is not None:
+                    await self._on_speech()
+            self._last_speech_at = now
+            self.speech_frames += speech
+        await self._send(self._media.media(data))
+        self.frames_out += len(frames)
+        ms = len(data) / 8
+        mark = self.playback.sent(SPEECH if speech else QUIET, 0, ms)
+        await self._send(mark_message(self.stream_sid, mark.name))
+        self._record("mark.sent", name=mark.name, ms=ms, frames=len(frames), speech=speech)
+
+    async def send_untracked(self, ulaw: bytes) -> None:
+        """μ-law audio that is not the agent's (the hold sound): one ``media`` message."""
+        if self._media is not None:
+            await self._send(self._media.media(ulaw))
+
+    def on_mark_echo(self, name: str) -> None:
+        """Twilio echoed mark ``name``: the audio before it played."""
+        played, known = self.playback.echoed(name)
+        if not known:
+            self._record("protocol.error", error=f"echo of unknown mark {name[:40]!r}")
+            return
+        for mark in played:
+            self._record("mark.played", name=mark.name, ms=mark.ms)
+
+    def totals(self) -> dict[str, Any]:
+        """Outbound figures for ``call.end``."""
+        playback = self.playback
+        return {
+            "frames_out": self.frames_out,
+            "audio_out_s": round(self.frames_out * FRAME_BYTES / 8000, 3),
+            "model_audio_s": round(self.model_audio_bytes / 8000, 3),
+            "speech_out_s": round(self.speech_frames * 0.02, 3),
+            "agent_responses": self.responses_started,
+            "marks_sent": playback.marks_sent,
+            "marks_played": playback.marks_played,
+            "played_ms": round(playback.played_ms, 1),
+            "clears": 0,
+        }

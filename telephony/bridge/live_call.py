@@ -1,0 +1,447 @@
+"""One Media Streams call on GPT-Live (``REALTIME_BACKEND=live``): the Twilio socket joined to
+a :class:`~telephony.agent.live.LiveSession`, μ-law both ways with no transcoding.
+
+Data flow::
+
+    Twilio ─ media (μ-law 8 kHz) ─▶ InboundAudio.accept ─▶ session.input_audio.append
+    Twilio ◀─ media + mark ─────── LiveOutbound ◀─ session.output_audio.delta (μ-law)
+    delegate's function calls ─▶ Delegations ─▶ one output each + one response.create
+
+What it shares with the Realtime bridge (:mod:`.call`): the wait for ``start`` and admission,
+the call log, the watchdog, call control (``end_call``, transfers, an operator's hang-up, the
+keypad: :class:`~.control.MediaCallControl`, with :class:`~.live_audio.LiveOutbound` telling
+when the goodbye has played) and the hold sound while a tool runs. What it does not do:
+barge-in (GPT-Live decides itself when to stop; nothing is cleared or truncated), the echo
+guard, pre-warming, warm transfers (a warm name is transferred cold) and recordings.
+
+Caller audio goes to the model only once ``session.started`` has come; until then it waits in
+the socket. When a session ends under the call (``session.closed`` with ``expired``, or a
+dropped socket) a new one starts seeded with the call's transcript (no second greeting); the
+caller's audio meanwhile is dropped and counted. Every server event but audio deltas is logged
+by type (``live.<type>``), the session's ``live_…`` id with ``model.connected``, and
+``call.end`` carries the active seconds and the delegate's tokens priced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..admission import POLICY_VIOLATION
+from ..agent.live import Delegations, LivePlan, LiveSession
+from ..agent.sessions import GREETING_INSTRUCTIONS
+from ..agent.tools import CallContext
+from ..config import CallFeatures, CallLimits
+from ..observability.call_log import CallLog, CallLogs, describe_error
+from ..observability.call_metrics import CallMetrics
+from ..twilio.media_stream import Dtmf, Mark, Media, ProtocolError, Start, Stop, parse_message
+from ..twilio.rest import TwilioCalls
+from .control import MediaCallControl
+from .hold import ToolFiller
+from .inbound import InboundAudio
+from .live_audio import LiveOutbound
+from .live_events import LiveEvents, Transcript
+from .socket import Admit, TwilioSocket
+from .start import StartWait, start_record
+from .supervisor import POLITE_ENDINGS
+from .watchdog import CallWatchdog
+
+__all__ = ["LiveMediaCall", "OpenLive"]
+
+logger = logging.getLogger("telephony.bridge")
+# (call context, transcript so far) -> the session's plan; and a client's session for a plan
+PlanSession = Callable[[CallContext, list[tuple[str, str]]], Awaitable[LivePlan]]
+OpenLive = Callable[[LivePlan], LiveSession]
+
+
+class _CallEnded(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LiveMediaCall:
+    """Bridge one Twilio media socket to GPT-Live. Call :meth:`run` once.
+
+    Args:
+        socket: the Twilio media socket.
+        plan: the session's config for this call's agent (history seeds a renewal).
+        open_live: a not-yet-opened :class:`LiveSession` for a plan.
+        logs: opens the call's log.
+        limits: start, connect, close, idle and duration limits.
+        admit: the admission check at ``start``.
+        on_model_failure: tells the caller we are ending the call (Twilio REST ``<Say>``).
+        features: greeting, keypad, hang-up, transfer, hold sound, prices.
+        twilio: REST access to the live call.
+        on_frame: called with ``("in" | "out", seconds)`` per 20 ms frame.
+        reconnects: dropped sessions replaced per call, at most (expiries do not count).
+    """
+
+    backend = "live"
+
+    def __init__(
+        self,
+        socket: TwilioSocket,
+        plan: PlanSession,
+        open_live: OpenLive,
+        logs: CallLogs,
+        limits: CallLimits | None = None,
+        admit: Admit | None = None,
+        on_model_failure: Callable[[str, str], Awaitable[str]] | None = None,
+        features: CallFeatures | None = None,
+        *,
+        twilio: TwilioCalls | None = None,
+        on_frame: Callable[[str, float], None] | None = None,
+        reconnects: int = 2,
+    ) -> None:
+        self._socket, self._plan, self._open_live, self._logs = socket, plan, open_live, logs
+        self._limits = limits or CallLimits()
+        self._admit, self._on_model_failure, self._reconnects = admit, on_model_failure, reconnects
+        self._features = features = features or CallFeatures()
+        self.metrics = CallMetrics(time.monotonic(), on_frame=on_frame)
+        self.watchdog = CallWatchdog(self._limits, self._record)
+        self._start_wait = StartWait()
+        self._log: CallLog | None = None
+        self._close_code = 1000
+        self.call_sid: str | None = None
+        self.stream_sid: str | None = None
+        self.caller: str | None = None
+        self.end_reason: str | None = None
+        self._outbound_call = False
+        self.simulated = False
+        self.started_at = time.monotonic()
+        self.inbound = InboundAudio(self._record, self.metrics, self._limits.audio_ahead)
+        self._caller_samples = 0
+        self.filler: ToolFiller | None = None
+        self.out = LiveOutbound(self._send, self._record, self._first_frame_out, self._on_speech)
+        self.control = MediaCallControl(
+            features, twilio, self._record, self.out, self.out, self.end, lambda: self.caller_s
+        )  # type: ignore[arg-type]  # LiveOutbound counts the responses and their playout
+        self.route = None  # no caller-audio route to hold: warm transfers go cold here
+        if features.hold_sound:
+            self.filler = ToolFiller(
+                features.hold_sound,
+                features.hold_delay,
+                send_media=self.out.send_untracked,
+                send=self._send,
+                stream_sid=lambda: self.stream_sid,
+                idle=lambda: self.out.idle,
+                record=self._record,
+            )
+        self.session: LiveSession | None = None
+        self._attached = asyncio.Event()
+        self._delegations: Delegations | None = None
+        self.transcript = Transcript()
+        self.events = LiveEvents(self._record, self.transcript)
+        self.sessions = 0
+        self.renewals = 0
+        self.caller_frames_dropped = 0
+        self.protocol_errors = 0
+
+    @property
+    def caller_s(self) -> float:
+        """Seconds of caller audio received."""
+        return self._caller_samples / 8000
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Run the call to its end. Never raises (except cancellation)."""
+        try:
+            outcome = await self._start_wait.run(
+                self._socket, self._limits.start_timeout, self._admit, self
+            )
+            self.protocol_errors += outcome.bad_frames
+            if outcome.start is None:
+                self._set_reason(outcome.reason)
+                self._close_code = outcome.close_code
+                return
+            self._on_start(outcome.start, outcome.admitted)
+            await self._bridge(outcome.start.call_sid)
+        except asyncio.CancelledError:
+            self._set_reason("server_shutdown")
+            raise
+        except Exception as exc:
+            logger.exception("call %s: unexpected error", self.call_sid)
+            self._record("error", where="bridge", error=describe_error(exc))
+            self._set_reason("internal_error")
+        finally:
+            if self.filler is not None:
+                await self.filler.close()
+            await self.control.stop()
+            await self._end_session()
+            await self._socket.close(self._close_code)
+            self._finish()
+
+    def _on_start(self, start: Start, admitted: dict[str, Any]) -> None:
+        self.call_sid = self.control.call_sid = start.call_sid
+        self._outbound_call = start.custom_parameters.get("Direction", "").startswith("outbound")
+        self.simulated = start.custom_parameters.get("Simulated") == "true"
+        self.caller = start.custom_parameters.get("From")
+        self.stream_sid = self.inbound.stream_sid = start.stream_sid
+        self.out.start(start.stream_sid)
+        self.inbound.last_sequence = start.sequence_number
+        self.watchdog.start()
+        self.metrics.started_at = self.watchdog.started_at
+        try:
+            self._log = self._logs.open(start.call_sid)
+        except ValueError as exc:
+            logger.warning("call %r: no call log: %s", start.call_sid[:80], exc)
+        fields, unusual = start_record(start)
+        self._record("stream.start", **fields, **admitted, backend=self.backend)
+        if unusual is not None:
+            self._record("protocol.error", error=unusual)
+
+    async def _bridge(self, call_sid: str) -> None:
+        tasks = (
+            asyncio.create_task(self._caller_pump(), name=f"caller:{call_sid}"),
+            asyncio.create_task(self._watch(), name=f"watchdog:{call_sid}"),
+            asyncio.create_task(self._model(call_sid), name=f"model:{call_sid}"),
+        )
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, _CallEnded):
+                raise exc
+        reason = next((e.reason for t in done if isinstance(e := t.exception(), _CallEnded)), None)
+        if reason is None:
+            return
+        self._set_reason(reason)
+        if reason in POLITE_ENDINGS or reason == "model_connect_failed":
+            await self._apologise(call_sid, reason)
+
+    def evict(self) -> None:
+        """Close the socket if it still waits for ``start``."""
+        self._start_wait.evict()
+
+    def end(self, reason: str) -> None:
+        """Ask the call to end (e.g. ``server_shutdown``)."""
+        self.watchdog.request(reason)
+
+    async def _watch(self) -> None:
+        raise _CallEnded(await self.watchdog.run())
+
+    # ------------------------------------------------------------------ the model
+
+    async def _model(self, call_sid: str) -> None:
+        """Sessions one after another until the call ends: the first greets; one that expires
+        or drops is replaced, seeded with the transcript."""
+        drops = 0
+        while True:
+            session = await self._open_session(call_sid)
+            if self.sessions == 1 and self._features.greeting:
+                text = GREETING_INSTRUCTIONS.format(self._features.greeting)
+                await session.respond(text)
+                self._record("greeting.requested", text=self._features.greeting)
+            self._attached.set()
+            why = await self._pump(session)
+            self._attached.clear()
+            self.session = self.control.session = None
+            await self._retire(session)
+            if why == "dropped":
+                drops += 1
+                if drops > self._reconnects:
+                    raise _CallEnded("model_connection_lost")
+            self.renewals += 1
+            self._record("model.renewing", why=why, history_turns=len(self.transcript.turns))
+
+    async def _open_session(self, call_sid: str) -> LiveSession:
+        context = CallContext(call_sid, self.control)
+        history = self.transcript.turns if self.sessions else []
+        self._record("model.connecting", backend=self.backend, history_turns=len(history))
+        t0 = time.monotonic()
+        try:
+            plan = await self._plan(context, history)
+            if plan.handoffs and not self.sessions:
+                self._record("live.handoffs_ignored", handoffs=plan.handoffs)
+            session = self._open_live(plan)
+            await session.open(self._limits.connect_timeout)
+        except Exception as exc:  # LiveSessionError, the client's connection errors, a bug
+            self._record("model.error", where="connect", error=describe_error(exc))
+            raise _CallEnded("model_connect_failed") from exc
+        self.sessions += 1
+        self.events.session_ids.append(session.id or "")
+        self.session = self.control.session = session
+        self._delegations = Delegations(
+            plan.tools, context, session.tool_outputs, self._record, on_tool=self._on_tool
+        )
+        self._record(
+            "model.connected",
+            backend=self.backend,
+            session_id=session.id,
+            expires_at=session.expires_at,
+            connect_ms=round((time.monotonic() - t0) * 1000, 1),
+        )
+        return session
+
+    async def _pump(self, session: LiveSession) -> str:
+        """Server events to the caller, the log and the tool loop, until the session ends;
+        returns why: ``expired``, ``closed`` (another reason) or ``dropped``."""
+        try:
+            async for event in session.events():
+                kind = event.type
+                if kind == "session.output_audio.delta":
+                    await self.out.on_delta(base64.b64decode(event.delta))
+                    continue
+                self.events.on_event(event)
+                if kind == "response.event" and self._delegations is not None:
+                    self._delegations.on_response_event(event.delegation_id, event.event)
+                elif kind == "session.closed":
+                    return "expired" if event.reason == "expired" else "closed"
+        except _CallEnded:
+            raise
+        except Exception as exc:
+            self._record("model.error", where="events", error=describe_error(exc))
+        return "dropped"
+
+    async def _retire(self, session: LiveSession) -> None:
+        if self._delegations is not None:
+            await self._delegations.close()
+            self.events.add_tokens(self._delegations.tokens)
+            self._delegations = None
+        await session.abort()
+        self.events.add_usage(session.usage)
+
+    async def _end_session(self) -> None:
+        session, self.session = self.session, None
+        if session is None:
+            return
+        await session.close(self._limits.close_timeout)
+        if self._delegations is not None:
+            await self._delegations.close()
+            self.events.add_tokens(self._delegations.tokens)
+        self.events.add_usage(session.usage)
+        self._record("model.closed", session_id=session.id, reason=session.closed_reason)
+
+    def _on_tool(self, phase: str, tool: Any) -> None:
+        if self.filler is not None:
+            (self.filler.tool_started if phase == "start" else self.filler.tool_ended)(tool)
+
+    async def _on_speech(self) -> None:
+        if self.filler is not None:
+            await self.filler.reply_starts()
+
+    async def _apologise(self, call_sid: str, reason: str) -> None:
+        via = "none (stream closed)"
+        try:
+            if self._on_model_failure is not None:
+                async with asyncio.timeout(self._limits.close_timeout):
+                    via = await self._on_model_failure(call_sid, reason)
+            self._record("call.apology", via=via, reason=reason)
+        except Exception as exc:
+            self._record("call.apology", via="failed", reason=reason, error=describe_error(exc))
+
+    # ------------------------------------------------------------------ caller -> model
+
+    async def _caller_pump(self) -> None:
+        await self._attached.wait()  # until session.started, frames wait in the socket
+        while True:
+            frame = await self._socket.receive()
+            if frame is None:
+                raise _CallEnded("twilio_disconnected")
+            try:
+                message = parse_message(frame)
+                self.inbound.check(message)
+            except ProtocolError as exc:
+                if self.inbound.refused(str(exc), time.monotonic()):
+                    self._close_code = POLICY_VIOLATION
+                    raise _CallEnded("protocol_abuse") from None
+                continue
+            if isinstance(message, Media):
+                await self._caller_audio(message.payload)
+            elif isinstance(message, Mark):
+                self.out.on_mark_echo(message.name)
+            elif isinstance(message, Dtmf):
+                self.control.on_dtmf(message.digit)
+            elif isinstance(message, Stop):
+                self._record("stream.stop")
+                raise _CallEnded(self.control.stop_reason)
+            elif isinstance(message, Start) and self.inbound.refused(
+                "duplicate start", time.monotonic()
+            ):
+                self._close_code = POLICY_VIOLATION
+                raise _CallEnded("protocol_abuse")
+
+    async def _caller_audio(self, ulaw: bytes) -> None:
+        self.watchdog.last_media_at = now = time.monotonic()
+        self._caller_samples += len(ulaw)
+        if not self.inbound.accept(ulaw, now):
+            if self.inbound.abusive:
+                self._close_code = POLICY_VIOLATION
+                raise _CallEnded("audio_abuse")
+            return
+        session = self.session
+        if session is None or not self._attached.is_set():  # between sessions
+            self.caller_frames_dropped += 1
+            return
+        try:
+            await session.append_audio(ulaw)
+        except Exception as exc:  # the model pump sees the socket go and renews
+            self.caller_frames_dropped += 1
+            if self.caller_frames_dropped == 1:
+                self._record("model.error", where="append", error=describe_error(exc))
+
+    # ------------------------------------------------------------------ Twilio, records
+
+    async def _send(self, text: str) -> None:
+        try:
+            await self._socket.send(text)
+        except Exception as exc:
+            raise _CallEnded("twilio_disconnected") from exc
+
+    def _first_frame_out(self, now: float) -> None:
+        self._record(
+            "audio.first_out",
+            ms_after_start=round((now - self.watchdog.started_at) * 1000, 1),
+            frames_in_before=self.inbound.frames_in,
+        )
+
+    def _set_reason(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+
+    def _record(self, event: str, **fields: Any) -> None:
+        if self._log is not None:
+            self._log.write(event, **fields)
+        elif event.endswith("error"):
+            logger.warning("call %s: %s %s", self.call_sid, event, fields)
+
+    def _finish(self) -> None:
+        reason = self.end_reason or "unknown"
+        duration = time.monotonic() - self.started_at
+        tokens = self.events.tokens
+        totals = {
+            "reason": reason,
+            "backend": self.backend,
+            "duration_s": round(duration, 3),
+            "stream_sid": self.stream_sid,
+            **self.inbound.totals(),
+            **self.out.totals(),
+            "caller_frames_dropped": self.caller_frames_dropped,
+            "protocol_errors": self.protocol_errors + self.inbound.protocol_errors,
+            "model_errors": self.events.errors,
+            "sessions": self.sessions,
+            "renewals": self.renewals,
+            "session_ids": self.events.session_ids,
+            "usage": {"live_seconds": tokens.get("live_seconds", 0.0)},
+            "tokens": tokens,
+            "cost_usd": self._features.prices.call_cost(
+                tokens, 0.0 if self.simulated else duration, self._outbound_call
+            ),
+            **({"simulated": True} if self.simulated else {}),
+        }
+        self._record("call.end", **totals)
+        logger.info("call %s ended: %s", self.call_sid, reason)
+        with contextlib.suppress(Exception):
+            if self._log is not None:
+                self._log.close()

@@ -1,0 +1,205 @@
+"""Media Streams calls on GPT-Live (``REALTIME_BACKEND=live``, issue 33), through a real
+``server.py`` process, the simulated Twilio (``telephony.simulate``) and the fake GPT-Live
+server (``telephony.testing.live_server``), which validates every frame both ways against the
+``openai`` package's Live event unions and refuses what the real server refuses. The model side
+runs through the official client (``client.live.connect()``), unmodified."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from helpers import AUTH_TOKEN
+from processes import ServerProcess
+
+from telephony.audio import ulaw_encode
+from telephony.observability.call_log import read_call_log
+from telephony.simulate import SimulationResult, simulate_call
+from telephony.testing import tone
+from telephony.testing.live_server import FakeLiveServer
+
+QUIET = b"\xff" * 160  # 20 ms of μ-law silence
+WORDS = ulaw_encode(  # 600 ms of a loud 300 Hz "voice"
+    np.rint(8000 * np.sin(2 * np.pi * 300 * np.arange(4800) / 8000)).astype("<i2").tobytes()
+)
+GREETING_MS, REPLY_MS, GOODBYE_MS = 500, 400, 700
+
+
+def caller(*gaps_s: float) -> bytes:
+    """Silence for each gap, then the caller's words; a last second of silence."""
+    audio = b"".join(QUIET * round(gap * 50) + WORDS for gap in gaps_s)
+    return audio + QUIET * 50
+
+
+def env(fake: FakeLiveServer, workdir: Path, **more: str) -> dict[str, str]:
+    return {
+        "REALTIME_BACKEND": "live",
+        "OPENAI_API_KEY": "sk-test-not-a-real-key",
+        "OPENAI_BASE_URL": fake.base_url,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "CALL_LOG_DIR": str(workdir / "calls"),
+        "GREETING": "Hello, how can I help?",
+        **more,
+    }
+
+
+async def call_through(
+    fake: FakeLiveServer, workdir: Path, audio: bytes, **call: Any
+) -> tuple[SimulationResult, list[dict[str, Any]]]:
+    """One simulated call through a fresh ``server.py`` on GPT-Live; the result and log."""
+    server = ServerProcess(env(fake, workdir), workdir)
+    try:
+        await server.up()
+        result = await simulate_call(server.base_url, audio, auth_token=AUTH_TOKEN, **call)
+        path = workdir / "calls" / f"{result.call_sid}.jsonl"
+        async with asyncio.timeout(10):
+            while not any(r["event"] == "call.end" for r in read_call_log(path)):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        return result, read_call_log(path)
+    finally:
+        server.stop()
+
+
+def records(log: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    return [r for r in log if r["event"] == event]
+
+
+async def test_a_call_greets_runs_a_batch_of_two_tools_and_hangs_up_after_the_goodbye(
+    tmp_path: Path,
+) -> None:
+    """Greeting, a caller turn whose delegation calls two tools (answered with one output each
+    and a single ``response.create``), a second turn that ends the call: the goodbye plays
+    whole, then the call hangs up."""
+    batches = {0: [("current_time", '{"timezone": "UTC"}'), ("line_capabilities", "{}")],
+               1: [("end_call", '{"reason": "caller is done"}')]}  # fmt: skip
+    fake = FakeLiveServer(
+        greeting=tone(600, GREETING_MS),
+        reply=lambda n: tone(700, REPLY_MS if n == 0 else GOODBYE_MS),
+        delegate=lambda n: batches.get(n, []),
+    )
+    async with fake:
+        result, log = await call_through(
+            fake, tmp_path, caller(1.5, 2.5) + QUIET * 400, tail_s=0.5, max_tail_s=8
+        )
+    (conn,) = fake.connections
+    assert conn.refused == []  # every frame we sent was valid and in order
+    start = conn.received[0]
+    assert start["type"] == "session.start"
+    session = start["session"]
+    assert session["audio"]["format"] == {"type": "audio/pcmu", "rate": 8000}
+    tools = {t["name"] for t in session["delegation"]["responses"]["tools"]}
+    assert {"current_time", "line_capabilities", "end_call"} <= tools
+    assert "Interruption policy" in session["instructions"]
+    kinds = conn.types()
+    # caller audio only after session.started, μ-law as Twilio sent it (a byte a sample)
+    assert kinds.index("session.input_audio.append") > 0
+    assert conn.audio_bytes >= len(WORDS) * 2
+    assert kinds[1] == "session.commentary.append"  # the greeting, first of all
+    # two batches: two outputs then one response.create; then one output, one response.create
+    answers = [k for k in kinds if k in ("response.item.create", "response.create")]
+    assert answers == ["response.item.create"] * 2 + ["response.create"] + [
+        "response.item.create",
+        "response.create",
+    ]
+    outputs = [o["output"] for o in conn.outputs]
+    assert "demonstration line" in outputs[1] and "hang" not in outputs[1].lower()
+    assert "goodbye" in outputs[2].lower()
+    # what the caller heard: greeting, the answer, the goodbye, all of it, in 20 ms frames
+    heard_ms = sum(len(frame) for _, frame in result.frames) / 8
+    assert heard_ms >= GREETING_MS + REPLY_MS + GOODBYE_MS
+    assert all(len(frame) % 160 == 0 for _, frame in result.frames)
+    assert result.clears == []  # nothing is ever cleared on GPT-Live
+    (hangup,) = records(log, "call.hangup")
+    assert hangup["waited_for"] == "marks"
+    end = records(log, "call.end")[-1]
+    assert end["reason"] == "agent_hangup" and end["backend"] == "live"
+    assert end["agent_responses"] == 3 and end["sessions"] == 1
+    assert end["session_ids"][0].startswith("live_")
+    assert end["tokens"]["delegate_input"] == 2 * 200 and end["tokens"]["delegate_cached_input"]
+    assert end["tokens"]["live_seconds"] > 0 and end["cost_usd"]["model"] > 0
+    assert [r["calls"] for r in records(log, "tool.batch")] == [2, 1]
+    assert records(log, "live.input_transcript.delta")[0]["text"] == "caller turn 0"
+
+
+async def test_keys_reach_the_model_as_a_silent_note(tmp_path: Path) -> None:
+    fake = FakeLiveServer(greeting=tone(600, 200))
+    async with fake:
+        _, log = await call_through(
+            fake, tmp_path, QUIET * 250, dtmf=[(0.5, "4"), (0.7, "2")], tail_s=0.3
+        )
+    (conn,) = fake.connections
+    notes = [e for e in conn.received if e["type"] == "session.thinking.append"]
+    assert len(notes) == 1 and "4 2" in notes[0]["content"]
+    assert notes[0]["delegation_id"] is None
+    assert conn.refused == []
+    assert records(log, "call.end")[-1]["reason"] == "caller_hangup"
+
+
+async def test_a_server_error_and_an_unknown_event_are_logged_and_the_call_goes_on(
+    tmp_path: Path,
+) -> None:
+    fake = FakeLiveServer(reply=lambda n: tone(700, REPLY_MS))
+
+    async def misbehave() -> None:
+        while not fake.connections or fake.connections[0].audio_bytes < 8000:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        conn = fake.connections[0]
+        error = {"type": "server_error", "code": "internal", "message": "hiccup",
+                 "client_event_id": "evt_x"}  # fmt: skip
+        await conn.send({"type": "error", "error": error})
+        await conn.send({"type": "session.brand_new.thing", "x": 1}, validate=False)
+
+    async with fake:
+        task = asyncio.create_task(misbehave())
+        result, log = await call_through(fake, tmp_path, caller(2.5), tail_s=0.5, min_turns=1)
+        await task
+    (error,) = records(log, "live.error")
+    assert error["code"] == "internal" and error["client_event_id"] == "evt_x"
+    assert records(log, "live.unknown") == [{**records(log, "live.unknown")[0],
+                                             "type": "session.brand_new.thing"}]  # fmt: skip
+    # the caller's turn after them was still answered
+    assert sum(len(f) for _, f in result.frames) / 8 >= REPLY_MS
+    end = records(log, "call.end")[-1]
+    assert end["reason"] == "caller_hangup" and end["model_errors"] == 1
+
+
+async def test_an_expired_session_and_a_dropped_socket_are_renewed_with_the_transcript(
+    tmp_path: Path,
+) -> None:
+    """The session expires after the first turn, the next one drops after the second: each
+    is replaced by a session seeded with the call's words so far, and greets nobody."""
+    fake = FakeLiveServer(greeting=tone(600, 300), reply=lambda n: tone(700, REPLY_MS))
+
+    async def end_sessions() -> None:
+        for n, ending in ((0, "expire"), (1, "drop")):
+            while len(fake.connections) <= n or fake.connections[n].turns < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.6)  # the reply has played
+            await getattr(fake.connections[n], ending)()
+
+    async with fake:
+        task = asyncio.create_task(end_sessions())
+        _, log = await call_through(
+            fake, tmp_path, caller(1.0, 2.5, 2.5), tail_s=0.5, min_turns=3, max_tail_s=8
+        )
+        await task
+    first, second, third = fake.connections[:3]
+    assert first.closed_reason == "expired"
+    for conn in (second, third):
+        start = conn.received[0]["session"]
+        assert "session.commentary.append" not in conn.types()  # no second greeting
+        said = [(m["role"], m["content"][0]["text"]) for m in start["input"]]
+        assert ("user", "caller turn 0") in said
+        assert ("assistant", "reply 0") in said
+        assert conn.refused == []
+    assert ("user", "caller turn 0") in [
+        (m["role"], m["content"][0]["text"]) for m in third.received[0]["session"]["input"]
+    ]
+    renewals = [r["why"] for r in records(log, "model.renewing")]
+    assert renewals == ["expired", "dropped"]
+    end = records(log, "call.end")[-1]
+    assert end["sessions"] == 3 and end["renewals"] == 2
+    assert json.dumps(end).count("live_") >= 3
