@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from helpers import AUTH_TOKEN
 from processes import ServerProcess
 
 from telephony.audio import ulaw_encode
+from telephony.audio.hold import default_hold_sound
 from telephony.observability.call_log import read_call_log
 from telephony.simulate import SimulationResult, simulate_call
 from telephony.testing import tone
@@ -26,6 +28,8 @@ WORDS = ulaw_encode(  # 600 ms of a loud 300 Hz "voice"
     np.rint(8000 * np.sin(2 * np.pi * 300 * np.arange(4800) / 8000)).astype("<i2").tobytes()
 )
 GREETING_MS, REPLY_MS, GOODBYE_MS = 500, 400, 700
+HERE = Path(__file__).parent
+HOLD_FRAMES = {default_hold_sound()[i : i + 160] for i in range(0, 9600, 160)} - {QUIET}
 
 
 def caller(*gaps_s: float) -> bytes:
@@ -47,10 +51,15 @@ def env(fake: FakeLiveServer, workdir: Path, **more: str) -> dict[str, str]:
 
 
 async def call_through(
-    fake: FakeLiveServer, workdir: Path, audio: bytes, **call: Any
+    fake: FakeLiveServer,
+    workdir: Path,
+    audio: bytes,
+    settings: dict[str, str] | None = None,
+    **call: Any,
 ) -> tuple[SimulationResult, list[dict[str, Any]]]:
-    """One simulated call through a fresh ``server.py`` on GPT-Live; the result and log."""
-    server = ServerProcess(env(fake, workdir), workdir)
+    """One simulated call through a fresh ``server.py`` on GPT-Live (``settings``: more
+    variables); the result and log."""
+    server = ServerProcess(env(fake, workdir, **(settings or {})), workdir)
     try:
         await server.up()
         result = await simulate_call(server.base_url, audio, auth_token=AUTH_TOKEN, **call)
@@ -203,3 +212,34 @@ async def test_an_expired_session_and_a_dropped_socket_are_renewed_with_the_tran
     end = records(log, "call.end")[-1]
     assert end["sessions"] == 3 and end["renewals"] == 2
     assert json.dumps(end).count("live_") >= 3
+
+
+async def test_a_slow_tool_gets_the_hold_sound_and_a_failing_one_is_reported(
+    tmp_path: Path,
+) -> None:
+    """A batch of a 3 s tool and one that raises: the caller hears the hold sound after
+    ``FILLER_DELAY`` until the reply starts; the failing tool is answered (the SDK's failure
+    message) in the same batch, never left unanswered."""
+    calls = [("check_payment", '{"order": "A17"}'), ("broken_lookup", '{"order": "A17"}')]
+    fake = FakeLiveServer(
+        reply=lambda n: tone(700, 800), delegate=lambda n: calls if n == 0 else []
+    )
+    settings = {"AGENT": "live_agents:agent", "FILLER_DELAY": "1.0", "GREETING": "",
+                "PYTHONPATH": f"{HERE.parent.parent}{os.pathsep}{HERE}"}  # fmt: skip
+    async with fake:
+        result, log = await call_through(
+            fake, tmp_path, caller(0.5) + QUIET * 300, settings, tail_s=0.5, min_turns=1
+        )
+    (conn,) = fake.connections
+    assert conn.refused == []
+    outputs = {o["call_id"]: o["output"] for o in conn.outputs}
+    assert sorted(outputs.values())[1] == "order A17 is paid"
+    assert "error occurred" in sorted(outputs.values())[0]  # the SDK's failure message
+    assert conn.types().count("response.create") == 1
+    (hold,) = records(log, "hold.started")
+    assert hold["mono"] - records(log, "tool.call")[0]["mono"] >= 1.0  # FILLER_DELAY
+    assert records(log, "hold.stopped")[0]["why"] == "reply"
+    holds = [at for at, frame in result.played if frame in HOLD_FRAMES]
+    reply = [at for at, frame in result.played if frame not in HOLD_FRAMES and frame != QUIET]
+    assert len(holds) >= 14 and max(holds) < min(reply)  # heard, and never over the reply
+    assert [r["name"] for r in records(log, "tool.output")] == ["broken_lookup", "check_payment"]
