@@ -40,6 +40,7 @@ COLUMNS = (
     "latency_p50_ms",
     "interruptions",
     "cost_usd",
+    "backend",
 )
 
 
@@ -57,6 +58,7 @@ class CallRow:
     latency_p50_ms: float | None
     interruptions: int | None
     cost_usd: float | None
+    backend: str | None = None  # which model served it: openai, live, local, custom
 
 
 def mask_number(number: str | None, keep: int = 4) -> str:
@@ -94,6 +96,8 @@ def summarise(path: Path) -> CallRow | None:
                 facts.setdefault("direction", record.get("direction") or "inbound")
             elif event == "call.dialed":
                 facts["direction"] = "outbound"
+            elif event in ("model.connected", "stream.start") and record.get("backend"):
+                facts.setdefault("backend", record["backend"])
             elif event == "call.end":
                 end = record
     if first is None or end is None:
@@ -111,6 +115,7 @@ def summarise(path: Path) -> CallRow | None:
         latency_p50_ms=metrics.get("turn_latency_p50_ms"),
         interruptions=end.get("interruptions"),
         cost_usd=(end.get("cost_usd") or {}).get("total"),
+        backend=end.get("backend") or facts.get("backend"),
     )
 
 
@@ -134,8 +139,11 @@ class CallIndex:
         connection.execute(
             "CREATE TABLE IF NOT EXISTS calls (call_sid TEXT PRIMARY KEY, started REAL,"
             " direction TEXT, caller TEXT, callee TEXT, duration_s REAL, reason TEXT,"
-            " latency_p50_ms REAL, interruptions INTEGER, cost_usd REAL)"
+            " latency_p50_ms REAL, interruptions INTEGER, cost_usd REAL, backend TEXT)"
         )
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(calls)")}
+        if "backend" not in columns:  # an index written before the column existed
+            connection.execute("ALTER TABLE calls ADD COLUMN backend TEXT")
         connection.execute("CREATE INDEX IF NOT EXISTS calls_started ON calls (started DESC)")
         return connection
 

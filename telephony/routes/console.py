@@ -328,6 +328,7 @@ def _display(row: CallRow, services: Services) -> dict[str, Any]:
         "latency": f"{row.latency_p50_ms:.0f} ms" if row.latency_p50_ms is not None else "",
         "interruptions": row.interruptions if row.interruptions is not None else "",
         "cost": f"${row.cost_usd:.4f}" if row.cost_usd else "",
+        "backend": row.backend or "",
     }
 
 
@@ -362,7 +363,8 @@ def _metrics(end: dict[str, Any]) -> list[tuple[str, Any]]:
     metrics = end.get("metrics") or {}
     keys = ("greeting_ms", "turn_latency_p50_ms", "model_to_wire_p50_ms", "barge_in_ms")
     rows = [(k, metrics.get(k)) for k in keys if metrics.get(k) is not None]
-    for k in ("frames_in", "frames_out", "interruptions", "clears", "renewals"):
+    for k in ("backend", "session_ids", "frames_in", "frames_out", "interruptions", "clears",
+              "renewals"):  # fmt: skip
         if k in end:
             rows.append((k, end[k]))
     if end.get("cost_usd"):

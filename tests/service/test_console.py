@@ -142,3 +142,37 @@ def test_retention_deletes_old_logs_and_recordings_and_their_index_rows(tmp_path
         f"{new}.wav",
     ]
     assert [r.call_sid for r in index.page()[0]] == [new]
+
+
+def test_the_list_says_which_model_served_each_call_and_an_old_index_gains_the_column(
+    tmp_path,
+) -> None:
+    """GPT-Live's ``call.end`` names its backend; a Realtime call's ``model.connected`` does.
+    An index written before the column existed is migrated in place, its rows kept."""
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / INDEX_NAME)
+    old.execute(
+        "CREATE TABLE calls (call_sid TEXT PRIMARY KEY, started REAL, direction TEXT,"
+        " caller TEXT, callee TEXT, duration_s REAL, reason TEXT, latency_p50_ms REAL,"
+        " interruptions INTEGER, cost_usd REAL)"
+    )
+    old.execute("INSERT INTO calls VALUES ('CA' || printf('%032d', 1), 1.0, 'inbound',"
+                " NULL, NULL, 1.0, 'caller_hangup', NULL, 0, NULL)")  # fmt: skip
+    old.commit()
+    old.close()
+    calls = {
+        f"CA{2:032x}": [{"event": "call.end", "reason": "agent_hangup", "backend": "live"}],
+        f"CA{3:032x}": [
+            {"event": "model.connected", "backend": "openai"},
+            {"event": "call.end", "reason": "caller_hangup"},
+        ],
+    }
+    index = CallIndex(tmp_path)
+    for n, (sid, records) in enumerate(calls.items()):
+        lines = [{"ts": 1_800_000_000 + n, "call_sid": sid, **r} for r in records]
+        (tmp_path / f"{sid}.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+        index.add_log(sid)
+    rows, total = index.page(limit=10)
+    assert total == 3
+    assert [r.backend for r in rows] == ["openai", "live", None]
