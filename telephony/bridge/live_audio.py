@@ -100,6 +100,7 @@ class LiveOutbound:
         return self.playback.unplayed_ms > 0
 
     paused = False  # GPT-Live's audio is never paused by the bridge
+    current_item: str | None = None  # nor split into items (AMD's voicemail reads this)
 
     def responses_idle_since(self, started_before: int) -> bool:
         """A response begun after ``started_before`` responses is over and played."""
