@@ -2,7 +2,7 @@
 
     python bench/load.py [--n 10 25 50 100 150] [--seconds 15] [--workers 2]
                          [--compare OTHER_CHECKOUT] [--anchor ../shared/anchors/oatw]
-                         [--workload default|talk] [--profile DIR]
+                         [--workload default|talk] [--profile DIR] [--live]
 
 ``server.py`` runs under ``taskset -c 0``; this process (the simulated Twilio side and the
 loopback OpenAI Realtime model, which answers every turn at once) is pinned to core 1. With
@@ -21,6 +21,12 @@ and prints the ratio of CPU per call-minute (ours / the example's). It runs in i
 environment (made once from its ``requirements.txt`` under the temp folder), asks the loopback
 model for ``g711_ulaw`` both ways, and validates no signature; it keeps no call log, so its
 latency and truncation columns are empty and a call failed when the caller heard fewer replies.
+
+With ``--live``, each N also runs this checkout on GPT-Live (``REALTIME_BACKEND=live``, the
+``live`` row) against the fake GPT-Live server (``telephony.testing.live_server``, its frame
+validation off so that the generator's core keeps up), which answers each caller turn with the
+same reply and yields to a caller who talks over it (200 ms of energy): μ-law straight
+through, no transcoding, no barge-in guard. Its latency and truncation columns are empty.
 
 Workloads (``--workload``), the caller's utterances 1 s of real speech ("Go forward"):
 ``default``, four utterances with pauses, each answered with 1.5 s of audio, the caller talking
@@ -73,6 +79,7 @@ from common import (
 from telephony.observability.call_log import read_call_log
 from telephony.simulate import SimulationResult, answer_call, simulate_call
 from telephony.testing import LoopbackRealtimeServer, tone
+from telephony.testing.live_server import FakeLiveServer
 
 TOKEN = "load-bench-token"
 # per workload: the agent's reply (ms), the pause after each caller utterance (seconds; a
@@ -123,6 +130,7 @@ async def one_run(
     profile: Path | None = None,
     workload: str = "default",
     anchor: Path | None = None,
+    live: bool = False,
 ) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix=f"load-{n}-"))
     reply_ms, pauses, _ = WORKLOADS[workload]
@@ -148,8 +156,16 @@ async def one_run(
             REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
             STREAM_TOKEN_SECRET="load-bench-stream-token-secret-0123",
         )
-    async with LoopbackRealtimeServer(reply=lambda _: tone(600, reply_ms)) as model:
-        env["OPENAI_REALTIME_URL"] = model.url
+    model: Any = (
+        FakeLiveServer(reply=lambda _: tone(600, reply_ms), validate=False)
+        if live
+        else LoopbackRealtimeServer(reply=lambda _: tone(600, reply_ms))
+    )
+    async with model:
+        if live:
+            env.update(REALTIME_BACKEND="live", OPENAI_BASE_URL=model.base_url)
+        else:
+            env["OPENAI_REALTIME_URL"] = model.url
         core = 0 if workers == 1 else None
         if anchor is None:
             server = start_server(env, logs, core=core, script=server_root / "server.py")
@@ -210,7 +226,9 @@ async def one_run(
             server.wait(30)
             if redis is not None:
                 redis.terminate()
-        truncations = {t["item_id"]: t for c in model.connections for t in c.truncations}
+        truncations = {
+            t["item_id"]: t for c in model.connections for t in getattr(c, "truncations", [])
+        }
 
     ok = [r for r in results if isinstance(r, SimulationResult)]
     failed = n - len(ok)
@@ -315,10 +333,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="WORKERS (over 1: with Redis)")
     parser.add_argument("--compare", type=Path, help="another checkout, run before this one")
     parser.add_argument("--profile", type=Path, help="py-spy each run into this folder")
+    parser.add_argument("--live", action="store_true", help="also run on GPT-Live (the fake)")
     args = parser.parse_args()
     servers: list[tuple[str, Path, Path | None]] = [("after", ROOT, None)]
     if args.compare is not None:
         servers.insert(0, ("before", other_checkout(args.compare), None))
+    if args.live:
+        servers.append(("live", ROOT, None))
     if args.anchor is not None:
         anchor_python(args.anchor)  # its environment, before any timing
         servers.append(("anchor", ROOT, args.anchor))
@@ -337,8 +358,9 @@ def main() -> int:
         cpu: dict[str, float] = {}
         for label, root, anchor in servers:
             profile = args.profile / f"{n}-{label}.txt" if args.profile else None
+            live = label == "live"
             row = asyncio.run(
-                one_run(n, seconds, args.workers, root, profile, args.workload, anchor)
+                one_run(n, seconds, args.workers, root, profile, args.workload, anchor, live)
             )
             print_row(label, row, args.workers)
             cpu[label] = row["cpu_per_min"]
