@@ -22,7 +22,7 @@ environment (made once from its ``requirements.txt`` under the temp folder), ask
 model for ``g711_ulaw`` both ways, and validates no signature; it keeps no call log, so its
 latency and truncation columns are empty and a call failed when the caller heard fewer replies.
 
-With ``--live``, each N also runs this checkout on GPT-Live (``REALTIME_BACKEND=live``, the
+With ``--live``, each N also runs this checkout (and ``--compare``'s, ``live before``) on GPT-Live (``REALTIME_BACKEND=live``, the
 ``live`` row) against the fake GPT-Live server (``telephony.testing.live_server``, its frame
 validation off so that the generator's core keeps up), which answers each caller turn with the
 same reply and yields to a caller who talks over it (200 ms of energy): μ-law straight
@@ -339,6 +339,8 @@ def main() -> int:
     if args.compare is not None:
         servers.insert(0, ("before", other_checkout(args.compare), None))
     if args.live:
+        if args.compare is not None:
+            servers.append(("live before", servers[0][1], None))
         servers.append(("live", ROOT, None))
     if args.anchor is not None:
         anchor_python(args.anchor)  # its environment, before any timing
@@ -358,7 +360,7 @@ def main() -> int:
         cpu: dict[str, float] = {}
         for label, root, anchor in servers:
             profile = args.profile / f"{n}-{label}.txt" if args.profile else None
-            live = label == "live"
+            live = label.startswith("live")
             row = asyncio.run(
                 one_run(n, seconds, args.workers, root, profile, args.workload, anchor, live)
             )

@@ -199,7 +199,8 @@ class Services:
             live = (self.live.plan, self.live.session)
             return LiveMediaCall(socket, *live, self.logs, self.limits, self.admit,
                                  self.apologise, self.features, twilio=self.rest,
-                                 on_frame=self.metrics.frame)  # fmt: skip
+                                 on_frame=self.metrics.frame,
+                                 echo_gate=self.live.options.echo_gate)  # fmt: skip
         return MediaStreamCall(
             socket,
             self.sessions.open,

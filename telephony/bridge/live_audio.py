@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..audio import FRAME_BYTES, Framer, ulaw_decode
+from ..audio.echo import PlayoutReference
 from ..twilio.media_stream import MediaMessages, mark_message
 from .playback import Playback
 
@@ -56,6 +57,8 @@ class LiveOutbound:
         record: writes a call-log record.
         on_first_frame: called once, with ``time.monotonic()``, when the first frame goes out.
         on_speech: called when a response starts (the hold sound stops for it).
+        clock: the caller's audio clock (seconds), which :attr:`reference` (set for the echo
+            gate) places the playout on.
     """
 
     def __init__(
@@ -64,11 +67,15 @@ class LiveOutbound:
         record: Callable[..., Any],
         on_first_frame: Callable[[float], None],
         on_speech: Callable[[], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._send = send
         self._record = record
         self._on_first_frame: Callable[[float], None] | None = on_first_frame
         self._on_speech = on_speech
+        self._clock = clock
+        self.reference: PlayoutReference | None = None  # what played, for the echo gate
+        self._mark_samples: dict[str, int] = {}
         self._media: MediaMessages | None = None
         self.stream_sid: str | None = None
         self.playback = SpeechPlayback()
@@ -117,7 +124,8 @@ class LiveOutbound:
             self._on_first_frame(now)
             self._on_first_frame = None
         data = b"".join(frames)
-        peaks = np.abs(np.frombuffer(ulaw_decode(data), "<i2").reshape(len(frames), -1)).max(1)
+        pcm = ulaw_decode(data)
+        peaks = np.abs(np.frombuffer(pcm, "<i2").reshape(len(frames), -1)).max(1)
         speech = int((peaks >= SPEECH_PEAK).sum())
         if speech:
             if not self.speaking:
@@ -131,6 +139,8 @@ class LiveOutbound:
         self.frames_out += len(frames)
         ms = len(data) / 8
         mark = self.playback.sent(SPEECH if speech else QUIET, 0, ms)
+        if self.reference is not None:
+            self._mark_samples[mark.name] = self.reference.play(pcm, self._clock())
         await self._send(mark_message(self.stream_sid, mark.name))
         self._record("mark.sent", name=mark.name, ms=ms, frames=len(frames), speech=speech)
 
@@ -146,6 +156,8 @@ class LiveOutbound:
             self._record("protocol.error", error=f"echo of unknown mark {name[:40]!r}")
             return
         for mark in played:
+            if self.reference is not None and mark.name in self._mark_samples:
+                self.reference.played_until(self._mark_samples.pop(mark.name), self._clock())
             self._record("mark.played", name=mark.name, ms=mark.ms)
 
     def totals(self) -> dict[str, Any]:

@@ -1,25 +1,20 @@
 """One Media Streams call on GPT-Live (``REALTIME_BACKEND=live``): the Twilio socket joined to
-a :class:`~telephony.agent.live.LiveSession`, μ-law both ways with no transcoding.
+a :class:`~telephony.agent.live.LiveSession`, μ-law both ways with no transcoding::
 
-Data flow::
-
-    Twilio ─ media (μ-law 8 kHz) ─▶ InboundAudio.accept ─▶ session.input_audio.append
-    Twilio ◀─ media + mark ─────── LiveOutbound ◀─ session.output_audio.delta (μ-law)
+    Twilio ─ media ─▶ InboundAudio.accept ─▶ LiveEchoGate ─▶ session.input_audio.append
+    Twilio ◀─ media + mark ── LiveOutbound ◀─ session.output_audio.delta (μ-law)
     delegate's function calls ─▶ Delegations ─▶ one output each + one response.create
 
-What it shares with the Realtime bridge (:mod:`.call`): the wait for ``start`` and admission,
-the call log, the watchdog, call control (``end_call``, transfers, an operator's hang-up, the
-keypad: :class:`~.control.MediaCallControl`, with :class:`~.live_audio.LiveOutbound` telling
-when the goodbye has played) and the hold sound while a tool runs. What it does not do:
-barge-in (GPT-Live decides itself when to stop; nothing is cleared or truncated), the echo
-guard, pre-warming, warm transfers (a warm name is transferred cold) and recordings.
-
-Caller audio goes to the model only once ``session.started`` has come; until then it waits in
-the socket. When a session ends under the call (``session.closed`` with ``expired``, or a
-dropped socket) a new one starts seeded with the call's transcript (no second greeting); the
-caller's audio meanwhile is dropped and counted. Every server event but audio deltas is logged
-by type (``live.<type>``), the session's ``live_…`` id with ``model.connected``, and
-``call.end`` carries the active seconds and the delegate's tokens priced.
+Shared with the Realtime bridge (:mod:`.call`): the wait for ``start`` and admission, the call
+log, the watchdog, call control (:class:`~.control.MediaCallControl`; the goodbye's playout
+from :class:`~.live_audio.LiveOutbound`) and the hold sound while a tool runs. Not done here:
+barge-in (GPT-Live decides when to stop; nothing is cleared or truncated), pre-warming, warm
+transfers (a warm name goes cold) and recordings. The agent's own echo reaches the model as
+silence (:mod:`.live_echo`). Caller audio goes out only after ``session.started``. A session
+that ends under the call (``expired``, or a dropped socket) is replaced by one seeded with the
+transcript, with no second greeting; caller audio meanwhile is dropped and counted. Server
+events are logged as ``live.<type>`` (:mod:`.live_events`); ``call.end`` carries the session
+ids, active seconds and the delegate's tokens, priced.
 """
 
 from __future__ import annotations
@@ -45,6 +40,7 @@ from .control import MediaCallControl
 from .hold import ToolFiller
 from .inbound import InboundAudio
 from .live_audio import LiveOutbound
+from .live_echo import LiveEchoGate
 from .live_events import LiveEvents, Transcript
 from .socket import Admit, TwilioSocket
 from .start import StartWait, start_record
@@ -80,6 +76,7 @@ class LiveMediaCall:
         twilio: REST access to the live call.
         on_frame: called with ``("in" | "out", seconds)`` per 20 ms frame.
         reconnects: dropped sessions replaced per call, at most (expiries do not count).
+        echo_gate: the agent's own echo reaches the model as silence (:mod:`.live_echo`).
     """
 
     backend = "live"
@@ -98,6 +95,7 @@ class LiveMediaCall:
         twilio: TwilioCalls | None = None,
         on_frame: Callable[[str, float], None] | None = None,
         reconnects: int = 2,
+        echo_gate: bool = True,
     ) -> None:
         self._socket, self._plan, self._open_live, self._logs = socket, plan, open_live, logs
         self._limits = limits or CallLimits()
@@ -118,7 +116,12 @@ class LiveMediaCall:
         self.inbound = InboundAudio(self._record, self.metrics, self._limits.audio_ahead)
         self._caller_samples = 0
         self.filler: ToolFiller | None = None
-        self.out = LiveOutbound(self._send, self._record, self._first_frame_out, self._on_speech)
+        self.out = LiveOutbound(
+            self._send, self._record, self._first_frame_out, self._on_speech, lambda: self.caller_s
+        )
+        self.echo_gate = LiveEchoGate(self._record) if echo_gate else None
+        if self.echo_gate is not None:
+            self.out.reference = self.echo_gate.reference
         self.control = MediaCallControl(
             features, twilio, self._record, self.out, self.out, self.end, lambda: self.caller_s
         )  # type: ignore[arg-type]  # LiveOutbound counts the responses and their playout
@@ -174,7 +177,8 @@ class LiveMediaCall:
             if self.filler is not None:
                 await self.filler.close()
             await self.control.stop()
-            await self._end_session()
+            if self.session is not None:
+                await self._retire(self.session, closing=True)
             await self._socket.close(self._close_code)
             self._finish()
 
@@ -304,22 +308,13 @@ class LiveMediaCall:
             self._record("model.error", where="events", error=describe_error(exc))
         return "dropped"
 
-    async def _retire(self, session: LiveSession) -> None:
+    async def _retire(self, session: LiveSession, closing: bool = False) -> None:
+        """The session is over (``closing``: the call's end asks it to close first)."""
+        await (session.close(self._limits.close_timeout) if closing else session.abort())
         if self._delegations is not None:
             await self._delegations.close()
             self.events.add_tokens(self._delegations.tokens)
             self._delegations = None
-        await session.abort()
-        self.events.add_usage(session.usage)
-
-    async def _end_session(self) -> None:
-        session, self.session = self.session, None
-        if session is None:
-            return
-        await session.close(self._limits.close_timeout)
-        if self._delegations is not None:
-            await self._delegations.close()
-            self.events.add_tokens(self._delegations.tokens)
         self.events.add_usage(session.usage)
         self._record("model.closed", session_id=session.id, reason=session.closed_reason)
 
@@ -380,6 +375,8 @@ class LiveMediaCall:
                 self._close_code = POLICY_VIOLATION
                 raise _CallEnded("audio_abuse")
             return
+        if self.echo_gate is not None:
+            ulaw = self.echo_gate.frame(ulaw, self.caller_s)
         session = self.session
         if session is None or not self._attached.is_set():  # between sessions
             self.caller_frames_dropped += 1
@@ -433,6 +430,7 @@ class LiveMediaCall:
             "sessions": self.sessions,
             "renewals": self.renewals,
             "session_ids": self.events.session_ids,
+            **(self.echo_gate.totals() if self.echo_gate is not None else {}),
             "usage": {"live_seconds": tokens.get("live_seconds", 0.0)},
             "tokens": tokens,
             "cost_usd": self._features.prices.call_cost(

@@ -35,6 +35,11 @@ class ModelSettings(BaseModel):
         description="the Responses model GPT-Live delegates tool work to; it gets the agent's "
         "instructions and tools",
     )
+    live_echo_gate: bool = Field(
+        default=True,
+        description="on GPT-Live, caller audio that is only the agent's own echo reaches the "
+        "model as silence (the echo judge of the barge-in guard)",
+    )
     live_instructions: str | None = Field(
         default=None,
         description="GPT-Live's short frontend prompt (persona, backchannel, interruption and "

@@ -6,9 +6,11 @@ that joins it to Twilio is :mod:`telephony.bridge.live_call`."""
 from .backend import LiveBackend
 from .config import LiveOptions, LivePlan, frontend_prompt, plan_session
 from .delegation import Delegations, FunctionCall
-from .session import LiveSession, LiveSessionError
+from .session import APPEND, AudioDelta, LiveSession, LiveSessionError
 
 __all__ = [
+    "APPEND",
+    "AudioDelta",
     "Delegations",
     "FunctionCall",
     "LiveBackend",

@@ -40,8 +40,9 @@ class LiveBackend:
     @classmethod
     def from_settings(cls, settings: Settings, agent: RealtimeAgent[Any]) -> LiveBackend:
         """From ``OPENAI_LIVE_MODEL``, ``VOICE``, ``OPENAI_LIVE_DELEGATE_MODEL``,
-        ``LIVE_INSTRUCTIONS``, ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``. Raises ValueError
-        without a key. (Not pre-warmed while the phone rings: its active time is billed.)"""
+        ``LIVE_INSTRUCTIONS``, ``LIVE_ECHO_GATE``, ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``.
+        Raises ValueError without a key. (Not pre-warmed while the phone rings: its active
+        time is billed.)"""
         if settings.openai_api_key is None:
             raise ValueError("REALTIME_BACKEND=live needs OPENAI_API_KEY")
         options = LiveOptions(
@@ -49,6 +50,7 @@ class LiveBackend:
             settings.voice,
             settings.openai_live_delegate_model,
             settings.live_instructions,
+            settings.live_echo_gate,
         )
         key = settings.openai_api_key.get_secret_value()
         return cls(agent, options, key, settings.openai_base_url)

@@ -44,12 +44,14 @@ HISTORY_CHARS = 24_000  # about 6,000 tokens, under the 8,192 rendered-token def
 @dataclass(frozen=True)
 class LiveOptions:
     """The backend's settings: ``OPENAI_LIVE_MODEL``, ``VOICE``,
-    ``OPENAI_LIVE_DELEGATE_MODEL``, ``LIVE_INSTRUCTIONS`` (None: derived)."""
+    ``OPENAI_LIVE_DELEGATE_MODEL``, ``LIVE_INSTRUCTIONS`` (None: derived),
+    ``LIVE_ECHO_GATE``."""
 
     model: str = "gpt-live-1.1"
     voice: str = "marin"
     delegate_model: str = "gpt-5.4-mini"
     instructions: str | None = None
+    echo_gate: bool = True
 
 
 @dataclass(frozen=True)
