@@ -22,8 +22,8 @@ environment (made once from its ``requirements.txt`` under the temp folder), ask
 model for ``g711_ulaw`` both ways, and validates no signature; it keeps no call log, so its
 latency and truncation columns are empty and a call failed when the caller heard fewer replies.
 
-With ``--live``, each N also runs this checkout (and ``--compare``'s, ``live before``) on GPT-Live (``REALTIME_BACKEND=live``, the
-``live`` row) against the fake GPT-Live server (``telephony.testing.live_server``, its frame
+With ``--live``, each N also runs this checkout on GPT-Live (``REALTIME_BACKEND=live``, the
+``live`` row; ``--compare``'s too, ``live before``) against the fake GPT-Live server (``telephony.testing.live_server``, its frame
 validation off so that the generator's core keeps up), which answers each caller turn with the
 same reply and yields to a caller who talks over it (200 ms of energy): μ-law straight
 through, no transcoding, no barge-in guard. Its latency and truncation columns are empty.
