@@ -1,7 +1,7 @@
 """The agent's own voice on the caller's line: does it pause, cut itself off, or answer itself?
 
     python bench/echo.py [--compare OTHER_CHECKOUT] [--env NAME=VALUE ...] [--only TEXT]
-                         [--parallel 4]
+                         [--parallel 4] [--backend live]
 
 Each cell is one real-time call to ``server.py`` with the loopback model: the agent greets with
 9.9 s of real speech (``tests/fixtures/agent_long_reply.ulaw``, espeak-ng) and answers anything
@@ -32,6 +32,14 @@ ms). Columns: ``--compare``'s checkout with its defaults (``before``), this chec
 defaults, and this checkout with each ``--env`` setting added (e.g. ``ECHO_CANCELLATION=true``).
 A summary per column counts the targets of the echo issue: no reply cut, no second reply, at
 most one pause per reply, every real interruption honoured within 500 ms (p95).
+
+With ``--backend live`` the calls run on GPT-Live (``REALTIME_BACKEND=live``) against the fake
+GPT-Live server, which speaks the same reply and *yields* (stops for good) after 200 ms of
+caller energy over it, as GPT-Live decides itself when to stop: the bridge can only keep the
+agent's own echo from reaching it (``LIVE_ECHO_GATE``; compare with ``--env
+LIVE_ECHO_GATE=false`` for the column without it). There is no pause on this backend: a cell's
+reply is whole or cut where the fake yielded; an interruption's reaction is the caller's first
+word to the reply's last frame played.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ from telephony.audio.resample import Downsampler3, Upsampler3
 from telephony.simulate import Echo, SimulationResult, simulate_call
 from telephony.simulate.echo_paths import HYBRIDS, hybrid_path, room_path
 from telephony.testing import LoopbackRealtimeServer, tone
+from telephony.testing.live_server import FakeLiveServer
+from telephony.testing.realtime_session import ulaw_from_pcm24
 
 FIXTURES = ROOT / "tests" / "fixtures"
 TOKEN = "bench-auth-token"
@@ -80,9 +90,20 @@ def _frames(pcm24: bytes) -> list[bytes]:
     return [ulaw[i : i + FRAME_BYTES] for i in range(0, len(ulaw), FRAME_BYTES)]
 
 
+def _live_frames(pcm24: bytes) -> list[bytes]:
+    """The μ-law frames the fake GPT-Live server sends for ``pcm24`` (100 ms chunks)."""
+    ulaw = b"".join(ulaw_from_pcm24(pcm24[i : i + 4800]) for i in range(0, len(pcm24), 4800))
+    ulaw += b"\xff" * (-len(ulaw) % FRAME_BYTES)
+    return [ulaw[i : i + FRAME_BYTES] for i in range(0, len(ulaw), FRAME_BYTES)]
+
+
 REPLY = _pcm24((FIXTURES / "agent_long_reply.ulaw").read_bytes())
 REPLY_FRAMES = _frames(REPLY)
 ANSWER_FRAMES = set(_frames(ANSWER)) - {b"\xff" * FRAME_BYTES}
+LIVE = {  # on --backend live, what the fake sends instead
+    "reply": _live_frames(REPLY),
+    "answer": set(_live_frames(ANSWER)) - {b"\xff" * FRAME_BYTES},
+}
 
 
 @dataclass(frozen=True)
@@ -136,28 +157,34 @@ def matrix() -> list[Cell]:
     return cells
 
 
-def heard_reply(result: SimulationResult) -> tuple[int, int]:
-    """(frames of the reply heard in order, second-reply frames heard). One frame may be
-    skipped at each resume (a media server drops the packet playing at a ``clear``)."""
+def heard_reply(result: SimulationResult, live: bool = False) -> tuple[int, int, float]:
+    """(frames of the reply heard in order, second-reply frames heard, when the last reply
+    frame heard played). One frame may be skipped at each resume (a media server drops the
+    packet playing at a ``clear``)."""
+    reply, answer = (LIVE["reply"], LIVE["answer"]) if live else (REPLY_FRAMES, ANSWER_FRAMES)
     i = 0
     answers = 0
-    for _, frame in result.played:
-        if i < len(REPLY_FRAMES) and frame == REPLY_FRAMES[i]:
-            i += 1
-        elif i + 1 < len(REPLY_FRAMES) and frame == REPLY_FRAMES[i + 1]:
-            i += 2
-        elif frame in ANSWER_FRAMES:
+    last_at = 0.0
+    for at, frame in result.played:
+        if i < len(reply) and frame == reply[i]:
+            i, last_at = i + 1, at
+        elif i + 1 < len(reply) and frame == reply[i + 1]:
+            i, last_at = i + 2, at
+        elif frame in answer:
             answers += 1
-    return i, answers
+    return i, answers, last_at
 
 
-def judge(cell: Cell, result: SimulationResult) -> dict[str, Any]:
-    heard, answer_frames = heard_reply(result)
-    reply_end = len(REPLY_FRAMES) * 0.02
+def judge(cell: Cell, result: SimulationResult, live: bool = False) -> dict[str, Any]:
+    heard, answer_frames, last_at = heard_reply(result, live)
+    frames = len(LIVE["reply"]) if live else len(REPLY_FRAMES)
+    reply_end = frames * 0.02
     onset = cell.at_s + SPEECH_ONSET_S
     clears = [c for c in result.clears if c < reply_end + 2.0]
+    if live and heard < frames - 1:  # the fake yielded: its last frame is the reaction's end
+        clears = [last_at + 0.02]
     first_after = next((c for c in clears if c >= onset - 0.1), None) if cell.caller else None
-    whole = heard >= len(REPLY_FRAMES) - 1
+    whole = heard >= frames - 1
     row: dict[str, Any] = {
         "whole": whole,
         "heard_s": round(heard * 0.02, 2),
@@ -184,7 +211,13 @@ def show(row: dict[str, Any] | None) -> str:
 
 
 async def run_column(
-    label: str, root: Path, extra: dict[str, str], cells: list[Cell], parallel: int, stack: Any
+    label: str,
+    root: Path,
+    extra: dict[str, str],
+    cells: list[Cell],
+    parallel: int,
+    stack: Any,
+    live: bool = False,
 ) -> list[dict[str, Any] | None]:
     logs = Path(tempfile.mkdtemp(prefix=f"echo-{label.replace(' ', '_')}-"))
     port = free_port()
@@ -204,13 +237,21 @@ async def run_column(
         return stack.transcribe((pcm8 / 32768).astype(np.float32))
 
     gate = asyncio.Semaphore(parallel)
-    async with LoopbackRealtimeServer(
-        reply=lambda turn: REPLY if turn == 0 else ANSWER,
-        reply_text=lambda turn: REPLY_TEXT if turn == 0 else "Yes?",
-        recognise=recognise,
-        transcript_delay_s=0.2,
-    ) as model:
-        env["OPENAI_REALTIME_URL"] = model.url
+    model: Any = (
+        FakeLiveServer(greeting=REPLY, reply=lambda _turn: ANSWER, yield_ms=200)
+        if live
+        else LoopbackRealtimeServer(
+            reply=lambda turn: REPLY if turn == 0 else ANSWER,
+            reply_text=lambda turn: REPLY_TEXT if turn == 0 else "Yes?",
+            recognise=recognise,
+            transcript_delay_s=0.2,
+        )
+    )
+    async with model:
+        if live:
+            env.update(REALTIME_BACKEND="live", OPENAI_BASE_URL=model.base_url)
+        else:
+            env["OPENAI_REALTIME_URL"] = model.url
         server = start_server(env, logs, script=root / "server.py")
 
         async def one(cell: Cell) -> dict[str, Any] | None:
@@ -230,7 +271,7 @@ async def run_column(
                 except Exception as exc:  # a cell that fails is shown, the rest still run
                     print(f"  {cell.name} ({label}): {exc!r}", file=sys.stderr)
                     return None
-            return judge(cell, result)
+            return judge(cell, result, live)
 
         try:
             return list(await asyncio.gather(*(one(c) for c in cells)))
@@ -263,6 +304,7 @@ async def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE: a column more")
     parser.add_argument("--only", help="cells whose group or name contains this")
     parser.add_argument("--parallel", type=int, default=4, help="calls at once per column")
+    parser.add_argument("--backend", choices=("realtime", "live"), default="realtime")
     args = parser.parse_args()
     from telephony.agent.local.stack import load_local_stack
 
@@ -277,7 +319,8 @@ async def main() -> None:
         columns.append((setting, ROOT, {name: value}))
     results = []
     for label, root, extra in columns:
-        results.append(await run_column(label, root, extra, cells, args.parallel, stack))
+        live = args.backend == "live"
+        results.append(await run_column(label, root, extra, cells, args.parallel, stack, live))
     print("| group | cell | " + " | ".join(label for label, _, _ in columns) + " |")
     print("|---|---|" + "---|" * len(columns))
     for i, cell in enumerate(cells):

@@ -23,10 +23,11 @@ model for ``g711_ulaw`` both ways, and validates no signature; it keeps no call 
 latency and truncation columns are empty and a call failed when the caller heard fewer replies.
 
 With ``--live``, each N also runs this checkout on GPT-Live (``REALTIME_BACKEND=live``, the
-``live`` row; ``--compare``'s too, ``live before``) against the fake GPT-Live server (``telephony.testing.live_server``, its frame
-validation off so that the generator's core keeps up), which answers each caller turn with the
-same reply and yields to a caller who talks over it (200 ms of energy): μ-law straight
-through, no transcoding, no barge-in guard. Its latency and truncation columns are empty.
+``live`` row; ``--compare``'s too, ``live before``) against the fake GPT-Live server
+(``telephony.testing.live_server``, its frame validation off so that the generator's core
+keeps up), which answers each caller turn with the same reply and yields to a caller who talks
+over it (200 ms of energy): μ-law straight through, no transcoding, no barge-in guard. Its
+latency and truncation columns are empty.
 
 Workloads (``--workload``), the caller's utterances 1 s of real speech ("Go forward"):
 ``default``, four utterances with pauses, each answered with 1.5 s of audio, the caller talking

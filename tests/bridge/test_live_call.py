@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from helpers import AUTH_TOKEN
+from helpers import AUTH_TOKEN, fixture_audio
 from processes import ServerProcess
 
-from telephony.audio import ulaw_encode
+from telephony.audio import ulaw_decode, ulaw_encode
 from telephony.audio.hold import default_hold_sound
 from telephony.observability.call_log import read_call_log
-from telephony.simulate import SimulationResult, simulate_call
+from telephony.simulate import Echo, SimulationResult, simulate_call
 from telephony.testing import tone
 from telephony.testing.live_server import FakeLiveServer
 
@@ -243,3 +243,37 @@ async def test_a_slow_tool_gets_the_hold_sound_and_a_failing_one_is_reported(
     reply = [at for at, frame in result.played if frame not in HOLD_FRAMES and frame != QUIET]
     assert len(holds) >= 14 and max(holds) < min(reply)  # heard, and never over the reply
     assert [r["name"] for r in records(log, "tool.output")] == ["broken_lookup", "check_payment"]
+
+
+def pcm24_of(ulaw: bytes) -> bytes:
+    """μ-law 8 kHz as pcm16 24 kHz (each sample three times: the fake sends every third)."""
+    return np.repeat(np.frombuffer(ulaw_decode(ulaw), "<i2"), 3).tobytes()
+
+
+async def test_the_agents_own_echo_does_not_make_gpt_live_yield_but_the_caller_does(
+    tmp_path: Path,
+) -> None:
+    """The agent's 3.9 s reply comes back on the line at -10 dB, 150 ms late. GPT-Live (the
+    fake: it stops for good after 200 ms of caller energy over its speech) hears it only
+    without the echo gate; with it, the reply plays whole and no turn is made of it, while a
+    caller who says "Wait, stop" over the same echo still stops it."""
+    reply = fixture_audio("agent_reply.ulaw")
+    echo = Echo(-10, 150, seed=3)
+    runs = {}
+    for name, gate, words in (("off", "false", b""), ("on", "true", b""),
+                              ("caller", "true", fixture_audio("wait_stop.ulaw"))):  # fmt: skip
+        fake = FakeLiveServer(greeting=pcm24_of(reply), reply=lambda n: tone(700, 300))
+        (tmp_path / name).mkdir()
+        async with fake:
+            audio = QUIET * 75 + words + QUIET * (250 - len(words) // 160)
+            result, log = await call_through(
+                fake, tmp_path / name, audio, {"LIVE_ECHO_GATE": gate}, echo=echo, tail_s=1.0
+            )
+        runs[name] = (fake.connections[0], result, records(log, "call.end")[-1])
+    off, on, caller = runs["off"], runs["on"], runs["caller"]
+    assert off[0].yielded == 1  # without the gate, its own voice stops it
+    assert on[0].yielded == 0 and on[0].turns == 0  # with it: nothing heard but silence
+    assert on[2]["echo_gate"]["frames_gated"] > 50
+    heard = sum(len(f) for at, f in on[1].played if f != QUIET) / 8
+    assert heard >= len(reply) / 8 - 100  # the reply whole (its trimmed ends are quiet)
+    assert caller[0].yielded == 1  # the caller's words still stop it
