@@ -69,7 +69,7 @@ class Services:
     Attributes:
         settings: the configuration.
         backend: which model answers: ``openai``, ``local``, ``custom`` or ``live``.
-        sessions: builds each call's ``RealtimeSession`` (the SIP path's, on ``live``).
+        sessions: builds each call's ``RealtimeSession``.
         registry: capacity, stream tokens, calls in progress, draining.
         checker: Twilio signature checks; None without ``TWILIO_AUTH_TOKEN``.
         rest: Twilio REST access to live calls; None without account SID and token.
@@ -102,7 +102,7 @@ class Services:
     console: CallIndex | None = None
     prewarm: PrewarmPool | None = None
     transfers: TransferLegs | None = None
-    live: LiveBackend | None = None  # REALTIME_BACKEND=live: Media Streams calls on GPT-Live
+    live: LiveBackend | None = None  # REALTIME_BACKEND=live: calls on GPT-Live
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
@@ -243,13 +243,15 @@ def build_services(
         settings.call_log_dir, settings.instance_id, with_index(metrics.observe, console), traces
     )
     checker, rest = _twilio(settings)
-    sip = _sip_calls(settings, sessions, features, limits, registry, logs)
     live = LiveBackend.from_settings(settings, sessions.agent) if backend == "live" else None
+    sip = _sip_calls(settings, sessions, features, limits, registry, logs)
     prewarm = None if live else _prewarm(settings, sessions, features, limits, registry, logs)
     control = _remote_control(settings, registry, state, logs, rest, sip, features, prewarm)
     transfers = TransferLegs(settings, features, rest, state, control, logs)
     if sip is not None and transfers.hands_off:
         sip.hand_off = transfers.hand_off
+    if sip is not None:
+        sip.live = live  # on live, GPT-Live's webhook accepts SIP calls
     return Services(
         settings,
         backend,

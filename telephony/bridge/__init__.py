@@ -6,7 +6,7 @@
 - :mod:`.supervisor`: the model session (connect, reconnect, replay, apology);
 - :mod:`.prewarm`: the session opened while the phone rings, adopted at ``start``;
 - :mod:`.control`: DTMF, hang-up and transfer;
-- :mod:`.live_call`, :mod:`.live_audio`, :mod:`.live_events`: the same socket on GPT-Live
+- :mod:`.live_call`, :mod:`.live_audio`, :mod:`.live_echo`: the same socket on GPT-Live
   (``REALTIME_BACKEND=live``): μ-law straight through, the model's own turn-taking.
 """
 

@@ -7,10 +7,9 @@ waits for the next delta; nothing else is held back), one ``media`` message and 
 The model decides itself when to stop for the caller and never learns what was heard, so
 nothing is cleared or truncated here; marks only measure the playout (``mark.played``).
 
-Which of that audio is speech (a frame whose peak passes :data:`SPEECH_PEAK`) gives the call its
-turns without a response lifecycle: a *response* starts with speech after at least
-:data:`HANGOVER_S` of none, and is over when that long has passed without speech and the speech
-sent has played. Call control reads them (:class:`~telephony.control.Carrier`'s
+Which of that audio is speech gives the call its responses without a response lifecycle
+(:class:`~telephony.agent.live.AgentSpeech`); a response has been heard when it is over and
+the speech sent has played. Call control reads them (:class:`~telephony.control.Carrier`'s
 ``heard``): the goodbye is the response begun after the ``end_call``.
 """
 
@@ -20,8 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import numpy as np
-
+from ..agent.live import AgentSpeech, speech_frames
 from ..audio import FRAME_BYTES, Framer, ulaw_decode
 from ..audio.echo import PlayoutReference
 from ..twilio.media_stream import MediaMessages, mark_message
@@ -29,8 +27,6 @@ from .playback import Playback
 
 __all__ = ["LiveOutbound", "SpeechPlayback"]
 
-SPEECH_PEAK = 400  # pcm16 peak of a frame that is speech (-38 dBFS), not line silence
-HANGOVER_S = 0.8  # no speech this long: the agent's response is over (as LiveKit's gate)
 SPEECH, QUIET = "speech", "quiet"  # what a mark's audio was (its ``item_id``)
 
 
@@ -83,8 +79,7 @@ class LiveOutbound:
         self.frames_out = 0
         self.model_audio_bytes = 0
         self.speech_frames = 0
-        self.responses_started = 0
-        self._last_speech_at = float("-inf")
+        self.speech = AgentSpeech()
 
     def start(self, stream_sid: str) -> None:
         """The stream's ``start``: audio goes to ``stream_sid`` from now on."""
@@ -92,14 +87,13 @@ class LiveOutbound:
         self._media = MediaMessages(stream_sid)
 
     @property
-    def speaking(self) -> bool:
-        """Speech went out within the last :data:`HANGOVER_S`."""
-        return time.monotonic() - self._last_speech_at < HANGOVER_S
+    def responses_started(self) -> int:
+        return self.speech.responses_started
 
     @property
     def idle(self) -> bool:
         """The agent is not speaking and all its speech sent has played."""
-        return not self.speaking and self.playback.unplayed_ms == 0
+        return not self.speech.speaking and self.playback.unplayed_ms == 0
 
     @property
     def playing(self) -> bool:
@@ -125,16 +119,12 @@ class LiveOutbound:
             self._on_first_frame = None
         data = b"".join(frames)
         pcm = ulaw_decode(data)
-        peaks = np.abs(np.frombuffer(pcm, "<i2").reshape(len(frames), -1)).max(1)
-        speech = int((peaks >= SPEECH_PEAK).sum())
-        if speech:
-            if not self.speaking:
-                self.responses_started += 1
-                self._record("agent.speech_started", response=self.responses_started)
-                if self._on_speech is not None:
-                    await self._on_speech()
-            self._last_speech_at = now
-            self.speech_frames += speech
+        speech = speech_frames(pcm, FRAME_BYTES)
+        if self.speech.heard(speech > 0, now):
+            self._record("agent.speech_started", response=self.responses_started)
+            if self._on_speech is not None:
+                await self._on_speech()
+        self.speech_frames += speech
         await self._send(self._media.media(data))
         self.frames_out += len(frames)
         ms = len(data) / 8

@@ -13,8 +13,8 @@ transfers (a warm name goes cold) and recordings. The agent's own echo reaches t
 silence (:mod:`.live_echo`). Caller audio goes out only after ``session.started``. A session
 that ends under the call (``expired``, or a dropped socket) is replaced by one seeded with the
 transcript, with no second greeting; caller audio meanwhile is dropped and counted. Server
-events are logged as ``live.<type>`` (:mod:`.live_events`); ``call.end`` carries the session
-ids, active seconds and the delegate's tokens, priced.
+events are logged as ``live.<type>`` (:mod:`telephony.agent.live.events`); ``call.end``
+carries the session ids, active seconds and the delegate's tokens, priced.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 
 from ..admission import POLICY_VIOLATION
 from ..agent.live import Delegations, LivePlan, LiveSession
+from ..agent.live.events import LiveEvents, Transcript
 from ..agent.sessions import GREETING_INSTRUCTIONS
 from ..agent.tools import CallContext
 from ..config import CallFeatures, CallLimits
@@ -41,7 +42,6 @@ from .hold import ToolFiller
 from .inbound import InboundAudio
 from .live_audio import LiveOutbound
 from .live_echo import LiveEchoGate
-from .live_events import LiveEvents, Transcript
 from .socket import Admit, TwilioSocket
 from .start import StartWait, start_record
 from .supervisor import POLITE_ENDINGS
@@ -274,6 +274,7 @@ class LiveMediaCall:
             self._record("model.error", where="connect", error=describe_error(exc))
             raise _CallEnded("model_connect_failed") from exc
         self.sessions += 1
+        session.on_ask = self.out.speech.asked
         self.events.session_ids.append(session.id or "")
         self.session = self.control.session = session
         self._delegations = Delegations(

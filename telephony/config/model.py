@@ -35,6 +35,11 @@ class ModelSettings(BaseModel):
         description="the Responses model GPT-Live delegates tool work to; it gets the agent's "
         "instructions and tools",
     )
+    openai_live_url: str | None = Field(
+        default=None,
+        description="`ws(s)://` base of GPT-Live's sockets (`…/live/sessions` is added); unset: "
+        "`OPENAI_BASE_URL`'s host (tests, proxies)",
+    )
     live_echo_gate: bool = Field(
         default=True,
         description="on GPT-Live, caller audio that is only the agent's own echo reaches the "
@@ -114,7 +119,7 @@ class ModelSettings(BaseModel):
         empty_is_unset
     )
 
-    @field_validator("openai_realtime_url")
+    @field_validator("openai_realtime_url", "openai_live_url")
     @classmethod
     def _check_realtime_url(cls, value: str | None) -> str | None:
         if value in (None, ""):

@@ -20,10 +20,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from openai import AsyncOpenAI, InvalidWebhookSignatureError, NotFoundError
-from openai.types.webhooks import RealtimeCallIncomingWebhookEvent
+from openai.types.webhooks import (
+    LiveTransportIncomingWebhookEvent,
+    RealtimeCallIncomingWebhookEvent,
+)
 
 from ..admission import CallRegistry
 from ..agent.briefing import Briefing
+from ..agent.live import LiveBackend
 from ..agent.sessions import SessionFactory
 from ..agent.tools import CallContext
 from ..config import CallFeatures, CallLimits
@@ -31,6 +35,8 @@ from ..observability.call_log import CallLogs, describe_error
 from ..observability.ratelimit import LogLimiter
 from .call import SipCall, untrusted
 from .ids import is_sip_call_id
+from .live import LiveSipCall
+from .live_webhook import live_incoming
 
 __all__ = ["SipCalls"]
 
@@ -73,6 +79,8 @@ class SipCalls:
         # a warm transfer handed off to a Twilio call (``SIP_TRANSFER_DOMAIN``): stores the
         # briefing, then refers the call by the given ``refer(destination, uri)``
         self.hand_off: HandOff | None = None
+        self.live: LiveBackend | None = None  # REALTIME_BACKEND=live: GPT-Live answers
+        self.untrusted = untrusted
 
     async def _duplicate(self, *keys: str) -> bool:
         """Whether a delivery was seen before, here or (in a fleet) on any instance."""
@@ -104,8 +112,15 @@ class SipCalls:
         except Exception as exc:  # signed by OpenAI, but not an event we can read
             self._refusals.warning("malformed", "OpenAI webhook refused: %s", type(exc).__name__)
             return 400, {"error": "malformed webhook event"}
+        if isinstance(event, LiveTransportIncomingWebhookEvent):
+            if self.live is None:  # the Realtime backend accepts this call's other webhook
+                return 200, {"status": "ignored: REALTIME_BACKEND is not live"}
+            return await live_incoming(self, event, headers)
         if not isinstance(event, RealtimeCallIncomingWebhookEvent):
             return 200, {"status": "ignored"}
+        if self.live is not None:  # exactly one accept: GPT-Live's, by its own webhook
+            logger.info("SIP call: realtime.call.incoming left to live.transport.incoming")
+            return 200, {"status": "ignored: REALTIME_BACKEND=live"}
         call_id = getattr(getattr(event, "data", None), "call_id", None)
         if not is_sip_call_id(call_id):
             self._refusals.warning("call_id", "OpenAI webhook ignored: malformed call_id")
@@ -152,8 +167,16 @@ class SipCalls:
             return "accept failed"
         return None
 
-    def _start(self, call_id: str, sip_headers: dict[str, str], extra: dict[str, Any]) -> None:
+    def _start(
+        self, call_id: str, sip_headers: dict[str, str], extra: dict[str, Any], live: bool = False
+    ) -> None:
         """Run the accepted call's sideband session in a task that draining can end."""
+        if live:
+            assert self.live is not None
+            call: Any = LiveSipCall(call_id, sip_headers, live=self.live, features=self._features,
+                                    limits=self._limits, logs=self._logs, extra=extra)  # fmt: skip
+            self._run(call_id, call)
+            return
         call = SipCall(
             call_id,
             sip_headers,
@@ -168,6 +191,9 @@ class SipCalls:
         if hand_off is not None:
             transfer = call.control.carrier.transfer
             call.control.warm_handoff = lambda briefing: hand_off(briefing, transfer)
+        self._run(call_id, call)
+
+    def _run(self, call_id: str, call: Any) -> None:
         registry = self._registry
 
         async def run() -> None:

@@ -27,7 +27,10 @@ The fake model:
   then speaks ``reply(n)``;
 - reports ``session.usage.updated`` after each reply and ``session.closed`` on ``session.close``
   (``close_requested``) or on :meth:`LiveConnection.expire` (``expired``); :meth:`drop` closes the
-  socket with no ``session.closed``.
+  socket with no ``session.closed``;
+- takes a sideband (``/v1/live/sessions/{id}/attach``, a SIP call's session, started
+  already): no ``session.start`` there, its audio in pcm16 24 kHz (as reflections are), and
+  :meth:`LiveConnection.caller_turn` stands for the caller's speech it hears on the SIP leg.
 """
 
 from __future__ import annotations
@@ -91,9 +94,11 @@ class LiveConnection:
     outputs: list[dict[str, Any]] = field(default_factory=list)  # function_call_output items
     closed_reason: str | None = None
     resource: dict[str, Any] = field(default_factory=dict)  # the session as session.started said
+    attached: str | None = None  # a sideband's session id (``…/sessions/{id}/attach``)
     started_at: float = 0.0  # time.monotonic() of session.started
     _ws: ServerConnection | None = None
     _owner: FakeLiveServer | None = None
+    _state: Any = None
 
     def clock_ms(self) -> int:
         """Milliseconds since ``session.started``."""
@@ -116,6 +121,12 @@ class LiveConnection:
         else:
             self.sent.append(event)
             await self._ws.send(json.dumps(event))
+
+    async def caller_turn(self) -> None:
+        """A caller's turn the fake heard elsewhere (a SIP call's audio never reaches a
+        sideband): its transcript, then a reply or a delegation, as for appended audio."""
+        assert self._owner is not None
+        await self._owner._turn(self, self._state)
 
     async def drop(self) -> None:
         """The socket goes away with no ``session.closed`` (a network failure)."""
@@ -196,9 +207,14 @@ class FakeLiveServer:
         await self._send(conn, {"type": "error", "error": error})
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = LiveConnection(_ws=ws, _owner=self)
+        conn = LiveConnection(_ws=ws, _owner=self, _state=_State())
         self.connections.append(conn)
-        state = _State()
+        state = conn._state
+        path = ws.request.path if ws.request is not None else ""
+        if path.rstrip("/").endswith("/attach"):  # the sideband of a running (SIP) session
+            conn.attached = path.rstrip("/").split("/")[-2]
+            conn.session, conn.started_at = {}, time.monotonic()
+            conn.resource = {"id": conn.attached}
         try:
             async for message in ws:
                 raw = json.loads(message)

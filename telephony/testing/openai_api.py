@@ -1,9 +1,11 @@
-"""Loopback stand-in for OpenAI's Realtime Calls REST API, and a webhook signer.
+"""Loopback stand-in for OpenAI's Realtime Calls and Live sessions REST APIs, and a webhook
+signer.
 
 Serve :attr:`OpenAIApiStandIn.app` on 127.0.0.1 and set ``OPENAI_BASE_URL`` to ``<url>/v1``. It
-records each ``accept``/``reject``/``hangup``/``refer``; call ids in :attr:`gone` answer 404, as
-for a caller who already hung up. :func:`signed_webhook` builds a delivery signed as OpenAI
-signs them (Standard Webhooks: HMAC-SHA256 over ``id.timestamp.body``).
+records each ``accept``/``reject``/``hangup``/``refer`` (GPT-Live's as ``live.accept``, …); ids
+in :attr:`gone` answer 404, as for a caller who already hung up. :func:`signed_webhook` (and
+:func:`signed_live_webhook`, :func:`signed_event`) build a delivery signed as OpenAI signs them
+(Standard Webhooks: HMAC-SHA256 over ``id.timestamp.body``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-__all__ = ["OpenAIApiStandIn", "signed_webhook"]
+__all__ = ["OpenAIApiStandIn", "signed_event", "signed_live_webhook", "signed_webhook"]
 
 
 @dataclass
@@ -70,6 +72,19 @@ class OpenAIApiStandIn:
                 )
             return Response(status_code=200)
 
+        @app.post("/v1/live/sessions/{session_id}/{action}")
+        async def live(session_id: str, action: str, request: Request) -> Response:
+            raw = await request.body()
+            body = json.loads(raw) if raw else {}
+            self.requests.append((f"live.{action}", session_id, body))
+            self.arrived.append((f"live.{action}", time.time()))
+            if session_id in self.gone:
+                return JSONResponse(
+                    {"error": {"message": "Session not found", "type": "invalid_request_error"}},
+                    status_code=404,
+                )
+            return Response(status_code=200)
+
         return app
 
 
@@ -82,18 +97,38 @@ def signed_webhook(
 ) -> tuple[bytes, dict[str, str]]:
     """A ``realtime.call.incoming`` delivery: ``(body, headers)`` signed with ``secret``
     (``whsec_``-prefixed base64, as OpenAI issues them, or plain text)."""
+    headers_in = [{"name": k, "value": v} for k, v in sip_headers.items()]
+    data = {"call_id": call_id, "sip_headers": headers_in}
+    return signed_event(secret, "realtime.call.incoming", data, webhook_id, timestamp)
+
+
+def signed_live_webhook(
+    secret: str, session_id: str, sip_headers: dict[str, str], webhook_id: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """A ``live.transport.incoming`` delivery (GPT-Live, over SRTP), signed like the other."""
+    headers_in = [{"name": k, "value": v} for k, v in sip_headers.items()]
+    data = {"session_id": session_id, "type": "sip", "sip_headers": headers_in,
+            "sip_media_security": "srtp"}  # fmt: skip
+    return signed_event(secret, "live.transport.incoming", data, webhook_id)
+
+
+def signed_event(
+    secret: str,
+    event_type: str,
+    data: dict[str, Any],
+    webhook_id: str | None = None,
+    timestamp: int | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """A webhook delivery of ``event_type`` with ``data``, signed with ``secret``."""
     webhook_id = webhook_id or "wh_" + secrets.token_hex(8)
     timestamp = timestamp or int(time.time())
     body = json.dumps(
         {
             "object": "event",
             "id": "evt_" + secrets.token_hex(8),
-            "type": "realtime.call.incoming",
+            "type": event_type,
             "created_at": timestamp,
-            "data": {
-                "call_id": call_id,
-                "sip_headers": [{"name": k, "value": v} for k, v in sip_headers.items()],
-            },
+            "data": data,
         }
     ).encode()
     key = base64.b64decode(secret[6:]) if secret.startswith("whsec_") else secret.encode()

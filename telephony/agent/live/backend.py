@@ -23,7 +23,8 @@ class LiveBackend:
         options: model, voice, delegate model, frontend prompt.
         api_key: the OpenAI API key (never logged).
         base_url: OpenAI's REST base URL (``https://api.openai.com/v1`` when None); the
-            socket is ``ws(s)://`` of it plus ``/live/sessions``.
+            socket is ``ws(s)://`` of it plus ``/live/sessions``, unless ``socket_url``.
+        socket_url: the sockets' ``ws(s)://`` base, when not the REST host's.
     """
 
     def __init__(
@@ -32,17 +33,18 @@ class LiveBackend:
         options: LiveOptions,
         api_key: str,
         base_url: str | None = None,
+        socket_url: str | None = None,
     ) -> None:
         self.agent = agent
         self.options = options
-        self.client = AsyncOpenAI(api_key=api_key, base_url=base_url)
+        self.client = AsyncOpenAI(api_key=api_key, base_url=base_url, websocket_base_url=socket_url)
 
     @classmethod
     def from_settings(cls, settings: Settings, agent: RealtimeAgent[Any]) -> LiveBackend:
         """From ``OPENAI_LIVE_MODEL``, ``VOICE``, ``OPENAI_LIVE_DELEGATE_MODEL``,
-        ``LIVE_INSTRUCTIONS``, ``LIVE_ECHO_GATE``, ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``.
-        Raises ValueError without a key. (Not pre-warmed while the phone rings: its active
-        time is billed.)"""
+        ``LIVE_INSTRUCTIONS``, ``LIVE_ECHO_GATE``, ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``
+        and ``OPENAI_LIVE_URL``. Raises ValueError without a key. (Not pre-warmed while the
+        phone rings: its active time is billed.)"""
         if settings.openai_api_key is None:
             raise ValueError("REALTIME_BACKEND=live needs OPENAI_API_KEY")
         options = LiveOptions(
@@ -53,7 +55,7 @@ class LiveBackend:
             settings.live_echo_gate,
         )
         key = settings.openai_api_key.get_secret_value()
-        return cls(agent, options, key, settings.openai_base_url)
+        return cls(agent, options, key, settings.openai_base_url, settings.openai_live_url)
 
     async def plan(self, context: Any, history: list[tuple[str, str]]) -> LivePlan:
         """The call's ``session.start`` config (see :func:`~.config.plan_session`)."""

@@ -20,7 +20,7 @@ import base64
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import websockets
@@ -54,11 +54,17 @@ class LiveSession:
     Args:
         client: the ``AsyncOpenAI`` client (its ``base_url`` gives the socket's host).
         config: ``session.start``'s ``session`` (see :func:`~.config.plan_session`).
+        attach: the ``live_…`` id of a session that runs already (a SIP call accepted with
+            ``config``): :meth:`open` attaches to it over the sideband
+            (``client.live.sideband.connect``) and sends no ``session.start``.
     """
 
-    def __init__(self, client: AsyncOpenAI, config: dict[str, Any]) -> None:
+    def __init__(
+        self, client: AsyncOpenAI, config: dict[str, Any], attach: str | None = None
+    ) -> None:
         self._client = client
         self.config = config
+        self._attach = attach  # a SIP call's session id: attach over the sideband
         self._connection: Any = None
         self._manager: Any = None
         self._socket_send: Any = None
@@ -67,13 +73,23 @@ class LiveSession:
         self.expires_at: float | None = None  # Unix seconds, from ``session.started``
         self.usage: dict[str, Any] = {}  # the newest cumulative ``usage``
         self.closed_reason: str | None = None
+        self.on_ask: Callable[[], None] | None = None  # told each time the model is asked to speak
 
     def _event_id(self, kind: str) -> str:
         return f"{kind}_{next(self._ids)}"
 
     async def open(self, timeout_s: float) -> None:
         """Connect, ``session.start``, and wait for ``session.started`` (at most
-        ``timeout_s``). Raises :class:`LiveSessionError`, or the client's connection error."""
+        ``timeout_s``); or attach to a running session (``attach``). Raises
+        :class:`LiveSessionError`, or the client's connection error."""
+        if self._attach is not None:
+            self.id = self._attach
+            self._manager = self._client.live.sideband.connect(
+                session_id=self._attach, max_retries=0
+            )
+            self._connection = await self._manager.enter()
+            self._socket_send = self._connection.send_raw
+            return
         self._manager = self._client.live.connect(max_retries=0)
         self._connection = await self._manager.enter()
         # the socket under the client's connection, for caller audio (see append_audio)
@@ -134,6 +150,8 @@ class LiveSession:
         as an instruction: GPT-Live has no ``response.create`` for speech). Returns the
         event's id."""
         event_id = self._event_id("say")
+        if self.on_ask is not None:
+            self.on_ask()
         await self._connection.send(
             {"type": "session.commentary.append", "event_id": event_id,
              "content": instructions, "delegation_id": None}
@@ -159,6 +177,8 @@ class LiveSession:
                 {"type": "response.item.create", "event_id": self._event_id("output"),
                  "item": {"type": "function_call_output", "call_id": call_id, "output": output}}
             )  # fmt: skip
+        if self.on_ask is not None:
+            self.on_ask()
         await self._connection.send({"type": "response.create", "event_id": self._event_id("go")})
 
     async def close(self, timeout_s: float) -> None:

@@ -1,0 +1,115 @@
+"""The SIP path on GPT-Live (``REALTIME_BACKEND=live``, issue 33), in a two-instance fleet of
+real ``server.py`` processes sharing a real Redis, with the OpenAI REST stand-in and the fake
+GPT-Live server's sideband: one pending call raises ``live.transport.incoming`` and
+``realtime.call.incoming`` (another id, the same SIP ``Call-ID``), delivered to different
+instances, one of them twice: it is accepted exactly once, by GPT-Live. The accepted call
+then runs over the sideband: greeting, a delegated ``end_call``, the hang-up once the goodbye
+(reflected on the sideband) has stopped, and a ``call.end`` with the cost."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from helpers import run_server
+from processes import Fleet, RedisServer
+
+from telephony.observability.call_log import read_call_log
+from telephony.testing import OpenAIApiStandIn, signed_webhook, tone
+from telephony.testing.live_server import FakeLiveServer
+from telephony.testing.openai_api import signed_live_webhook
+
+SECRET = "whsec_" + base64.b64encode(b"sip-live-webhook-secret-0123456789").decode()
+SESSION = "live_" + "a" * 32
+HEADERS = {"From": "<sip:+15550001111@pstn.twilio.com>", "To": "<sip:+15550002222@x>",
+           "Call-ID": "4f1c0e2d@10.0.0.1"}  # fmt: skip
+
+
+async def until(done: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait until ``done()`` (state of another process, or of the fake's socket)."""
+    async with asyncio.timeout(seconds):
+        while not done():  # noqa: ASYNC110 (nothing here to await on)
+            await asyncio.sleep(0.05)
+
+
+def post(base_url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(
+        base_url + "/openai/webhook", data=body, method="POST", headers=headers
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, json.loads(response.read())
+
+
+async def test_one_call_raising_both_webhooks_is_accepted_once_by_gpt_live_and_runs(
+    tmp_path: Path,
+) -> None:
+    redis = RedisServer(tmp_path / "redis").start()
+    openai = OpenAIApiStandIn()
+    fake = FakeLiveServer(
+        greeting=tone(600, 400),
+        reply=lambda n: tone(700, 600),
+        delegate=lambda n: [("end_call", '{"reason": "done"}')],
+    )
+    async with fake, run_server(openai.app) as openai_url:
+        env = {
+            "REALTIME_BACKEND": "live",
+            "OPENAI_API_KEY": "sk-test-not-a-real-key",
+            "OPENAI_BASE_URL": f"{openai_url}/v1",
+            "OPENAI_LIVE_URL": fake.base_url.replace("http://", "ws://"),
+            "OPENAI_WEBHOOK_SECRET": SECRET,
+            "TWILIO_AUTH_TOKEN": "twilio-auth-token-0123456789abcdef",
+            "STREAM_TOKEN_SECRET": "fleet-stream-token-secret-0123456789",
+            "GREETING": "Hello.",
+            "FLEET_HEARTBEAT": "0.5",
+        }
+        fleet = Fleet(tmp_path, redis, env, ["A", "B"])
+        try:
+            await fleet.start()
+            live = signed_live_webhook(SECRET, SESSION, HEADERS, webhook_id="wh_live")
+            realtime = signed_webhook(SECRET, "rtc_" + "b" * 32, HEADERS, webhook_id="wh_rtc")
+            replies = await asyncio.gather(
+                asyncio.to_thread(post, fleet["A"].base_url, *live),
+                asyncio.to_thread(post, fleet["B"].base_url, *live),  # a redelivery, elsewhere
+                asyncio.to_thread(post, fleet["B"].base_url, *realtime),
+            )
+            statuses = sorted(body["status"] for _, body in replies)
+            assert statuses == ["accepted", "duplicate", "ignored: REALTIME_BACKEND=live"]
+            (accepted,) = openai.of("live.accept")
+            assert accepted[0] == SESSION and openai.of("accept") == []  # no Realtime accept
+            session = accepted[1]["session"]
+            assert session["type"] == "live" and "format" not in session["audio"]
+            assert {t["name"] for t in session["delegation"]["responses"]["tools"]} >= {"end_call"}
+            owner = next(n for n in "AB" if (fleet.log_dir(n) / f"{SESSION}.jsonl").exists())
+            await until(
+                lambda: (
+                    bool(fake.connections)
+                    and "session.commentary.append" in fake.connections[0].types()
+                )
+            )
+            (sideband,) = fake.connections
+            assert sideband.attached == SESSION and "session.start" not in sideband.types()
+            await asyncio.sleep(0.6)  # the greeting has been spoken
+            await sideband.caller_turn()  # the caller says goodbye; the delegate ends the call
+            async with asyncio.timeout(10):
+                while not openai.of("live.hangup"):  # noqa: ASYNC110 (another server)
+                    await asyncio.sleep(0.05)
+            assert sideband.refused == []
+            assert next(o["output"] for o in sideband.outputs).startswith("The call will end")
+            path = fleet.log_dir(owner) / f"{SESSION}.jsonl"
+            await until(lambda: read_call_log(path)[-1]["event"] == "call.end")
+        finally:
+            fleet.stop()
+            redis.kill()
+    log = read_call_log(path)
+    (hangup,) = [r for r in log if r["event"] == "call.hangup"]
+    assert hangup["waited_for"] == "speech_stopped" and hangup["via"] == "openai_live_api"
+    # the hang-up came after the goodbye stopped: the fake's last reply delta before it
+    end = log[-1]
+    assert end["backend"] == "live" and end["path"] == "sip" and end["reason"] == "agent_hangup"
+    assert end["tokens"]["delegate_input"] == 200
+    incoming = next(r for r in log if r["event"] == "sip.incoming")
+    assert incoming["sip_media_security"] == "srtp"
