@@ -221,7 +221,7 @@ class LiveMediaCall:
         if reason is None:
             return
         self._set_reason(reason)
-        if reason in POLITE_ENDINGS or reason == "model_connect_failed":
+        if reason in POLITE_ENDINGS or reason.startswith("model_"):
             await self._apologise(call_sid, reason)
 
     def evict(self) -> None:
@@ -235,11 +235,10 @@ class LiveMediaCall:
     async def _watch(self) -> None:
         raise _CallEnded(await self.watchdog.run())
 
-    # ------------------------------------------------------------------ the model
-
     async def _model(self, call_sid: str) -> None:
         """Sessions one after another until the call ends: the first greets; one that expires
-        or drops is replaced, seeded with the transcript."""
+        or drops is replaced, seeded with the transcript (more than ``reconnects`` drops, or a
+        close for another reason, end the call with an apology)."""
         drops = 0
         while True:
             session = await self._open_session(call_sid)
@@ -252,6 +251,8 @@ class LiveMediaCall:
             self._attached.clear()
             self.session = self.control.session = None
             await self._retire(session)
+            if why == "closed":  # closed by OpenAI for another reason (content, …): no retry
+                raise _CallEnded("model_closed")
             if why == "dropped":
                 drops += 1
                 if drops > self._reconnects:
@@ -291,7 +292,8 @@ class LiveMediaCall:
 
     async def _pump(self, session: LiveSession) -> str:
         """Server events to the caller, the log and the tool loop, until the session ends;
-        returns why: ``expired``, ``closed`` (another reason) or ``dropped``."""
+        returns why: ``expired``, ``dropped`` (or ``connection_lost``) or ``closed`` (any
+        other reason, such as ``content``: the call ends, ``model_closed``)."""
         try:
             async for event in session.events():
                 kind = event.type
@@ -301,8 +303,10 @@ class LiveMediaCall:
                 self.events.on_event(event)
                 if kind == "response.event" and self._delegations is not None:
                     self._delegations.on_response_event(event.delegation_id, event.event)
-                elif kind == "session.closed":
-                    return "expired" if event.reason == "expired" else "closed"
+                elif kind == "session.closed":  # connection_lost: a drop, as a dead socket
+                    return {"expired": "expired", "connection_lost": "dropped"}.get(
+                        event.reason, "closed"
+                    )
         except _CallEnded:
             raise
         except Exception as exc:
@@ -405,8 +409,7 @@ class LiveMediaCall:
         )
 
     def _set_reason(self, reason: str) -> None:
-        if self.end_reason is None:
-            self.end_reason = reason
+        self.end_reason = self.end_reason or reason
 
     def _record(self, event: str, **fields: Any) -> None:
         if self._log is not None:

@@ -277,3 +277,24 @@ async def test_the_agents_own_echo_does_not_make_gpt_live_yield_but_the_caller_d
     heard = sum(len(f) for at, f in on[1].played if f != QUIET) / 8
     assert heard >= len(reply) / 8 - 100  # the reply whole (its trimmed ends are quiet)
     assert caller[0].yielded == 1  # the caller's words still stop it
+
+
+async def test_a_session_closed_for_content_ends_the_call_without_a_new_one(
+    tmp_path: Path,
+) -> None:
+    fake = FakeLiveServer(reply=lambda n: tone(700, REPLY_MS))
+
+    async def close_for_content() -> None:
+        while not fake.connections or fake.connections[0].turns < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        await fake._close(fake.connections[0], "content")
+
+    async with fake:
+        task = asyncio.create_task(close_for_content())
+        _, log = await call_through(fake, tmp_path, caller(1.0) + QUIET * 150, tail_s=0.5)
+        await task
+    assert len(fake.connections) == 1  # not reopened: OpenAI closed it on purpose
+    assert records(log, "live.closed")[0]["reason"] == "content"
+    end = records(log, "call.end")[-1]
+    assert end["reason"] == "model_closed" and end["sessions"] == 1
+    assert records(log, "call.apology")  # the caller is told (REST, or that it could not)
