@@ -8,9 +8,12 @@ from what we played and when the caller's phone played it, the mark echoes) says
 caller frame while the agent is audible whether it holds sound beyond the echo. A frame that
 does not, on a line where the echo was found (or whose path the judge has learned), becomes
 20 ms of μ-law silence, except within :data:`GATE_HOLD_MS` of the caller's last sound (the
-tail of their word, and echo under it, reaches the model). Anything the judge calls the
-caller's, and every frame while nothing of the agent's can be echoing, passes untouched. If
-the judge fails, frames pass untouched from then on (``barge_in.echo_failed``).
+tail of their word, and echo under it, reaches the model). While the agent's first 3 s play
+and the judge has not learned the line (a dispersive line hybrid takes it longer to find), a
+level test stands in: a frame peaking under half the loudest the agent played in the last
+600 ms is echo (Geigel's double-talk test); one that loud is the caller's. Otherwise what
+the judge calls the caller's, and every frame while nothing of the agent's can be echoing,
+passes untouched. If the judge fails, frames pass untouched from then on (``barge_in.echo_failed``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from ..audio import ulaw_decode
 from ..audio.echo import PlayoutReference
 from ..audio.speech import SpeechDetector
@@ -26,6 +31,10 @@ from .barge_in import ECHO_TAIL_S, GATE_HOLD_MS, SILENT_FRAME
 from .echo_path import GuardEcho
 
 __all__ = ["LiveEchoGate"]
+
+EARLY_FRAMES = 150  # the first 3 s of the agent's audio the judge has heard the line under
+GEIGEL = 0.5  # echo peaks stay under half the far end's (6 dB, G.168's worst return loss)
+WINDOW_SAMPLES = 4800  # the far end's last 600 ms: the echo delays to cover (450 ms + a room)
 
 
 class LiveEchoGate:
@@ -58,17 +67,38 @@ class LiveEchoGate:
         beyond, _ = self._echo.frame(raw, far, at, caller_ms, loud and not self._echo.learned)
         self.frames_judged += 1
         out = ulaw
+        if beyond and loud and self._early_echo(raw, at):
+            beyond = False  # louder than echo can be only in double talk: not here
         if self._echo.failed or (beyond and loud):
             self._sound_at_ms = caller_ms
         elif (
             not beyond
-            and (self._echo.learned or self._echo.echo_found)
+            and (self._echo.learned or self._echo.echo_found or self._early)
             and caller_ms - self._sound_at_ms > GATE_HOLD_MS
         ):
             out = SILENT_FRAME
             self.frames_gated += 1
         self.cpu_s += time.perf_counter() - t0
         return out
+
+    @property
+    def _early(self) -> bool:
+        """The judge has not learned the line and the agent's first words are still playing
+        (:data:`EARLY_FRAMES` judged), where the level test stands in for it."""
+        return not (self._echo.learned or self._echo.failed) and (
+            self.frames_judged <= EARLY_FRAMES
+        )
+
+    def _early_echo(self, raw: bytes, at: float) -> bool:
+        """Early (:attr:`_early`), whether the caller's frame is under :data:`GEIGEL` of the
+        loudest the agent played within the echo window before it: no echo path (a G.168
+        hybrid returns at least 6 dB less) makes echo that loud, a caller talking over the
+        agent usually is (the Geigel double-talk test, ITU-T G.168's classic detector)."""
+        if not self._early:
+            return False
+        near = np.abs(np.frombuffer(raw, "<i2").astype(np.int32)).max()
+        far = np.frombuffer(self.reference.take(at, WINDOW_SAMPLES), "<i2")
+        return bool(near < GEIGEL * np.abs(far.astype(np.int32)).max())
 
     def totals(self) -> dict[str, Any]:
         """For ``call.end``: frames judged, frames that reached the model as silence, the
