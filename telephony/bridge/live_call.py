@@ -122,9 +122,10 @@ class LiveMediaCall:
         self.echo_gate = LiveEchoGate(self._record) if echo_gate else None
         if self.echo_gate is not None:
             self.out.reference = self.echo_gate.reference
+        out: Any = self.out  # the recorder's responses and the outbound playout, for control
         self.control = MediaCallControl(
-            features, twilio, self._record, self.out, self.out, self.end, lambda: self.caller_s
-        )  # type: ignore[arg-type]  # LiveOutbound counts the responses and their playout
+            features, twilio, self._record, out, out, self.end, lambda: self.caller_s
+        )
         self.route = None  # no caller-audio route to hold: warm transfers go cold here
         if features.hold_sound:
             self.filler = ToolFiller(

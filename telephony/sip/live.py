@@ -104,12 +104,10 @@ class LiveSipCall:
         extra: dict[str, Any] | None = None,
     ) -> None:
         self.call_id = session_id
-        self._headers, self._live, self._features, self._limits = (
-            sip_headers,
-            live,
-            features,
-            limits,
-        )
+        self._headers = sip_headers
+        self._live = live
+        self._features = features
+        self._limits = limits
         self._log = logs.open(session_id)
         self._extra = extra or {}
         self._started = time.monotonic()
@@ -117,13 +115,9 @@ class LiveSipCall:
         self._end_reason: str | None = None
         self.speech = AgentSpeech()  # from the output the sideband reflects
         carrier = LiveSipCarrier(live.client, session_id, self.speech, self._log.write)
-        self.control = CallController(
-            features,
-            carrier,
-            self._log.write,
-            self.speech,
-            self.end,  # type: ignore[arg-type]
-        )
+        record = self._log.write
+        speech: Any = self.speech  # what call control reads of a recorder: the responses
+        self.control = CallController(features, carrier, record, speech, self.end)
         self.control.call_id = session_id
         self.control.caller_number = caller_number(sip_headers.get("From", ""))
         self.events = LiveEvents(self._log.write, Transcript())
