@@ -1,6 +1,7 @@
 """The call bridge: one Twilio media socket joined to one realtime session.
 
-- :mod:`.call`: the call's lifetime, the caller -> model pump and the watchdog;
+- :mod:`.call`: the call's lifetime, the caller -> model pump and the watchdog (with
+  :mod:`.stream`, what GPT-Live's bridge shares);
 - :mod:`.outbound`: model audio to the caller (framing, marks, barge-in ``clear``);
 - :mod:`.playback` and :mod:`.tracker`: what the caller has heard, from mark echoes;
 - :mod:`.supervisor`: the model session (connect, reconnect, replay, apology);

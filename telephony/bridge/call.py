@@ -51,6 +51,7 @@ from .recording import RecordingTap
 from .routing import CallerAudioRoute
 from .socket import Admit, TwilioSocket
 from .start import StartWait, start_record
+from .stream import CallEnded, StreamCall, reason_of
 from .supervisor import POLITE_ENDINGS, OpenSession, SessionSupervisor, TakePrewarmed
 from .watchdog import CallWatchdog
 
@@ -59,15 +60,7 @@ __all__ = ["Admit", "MediaStreamCall", "TwilioSocket"]
 logger = logging.getLogger("telephony.bridge")
 
 
-class _CallEnded(Exception):
-    """Raised inside a pump to end the call with a reason."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class MediaStreamCall:
+class MediaStreamCall(StreamCall):
     """Bridge one Twilio media socket to one realtime session. Call :meth:`run` once.
 
     Args:
@@ -253,13 +246,13 @@ class MediaStreamCall:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(_CallEnded):
+        with contextlib.suppress(CallEnded):
             await self.out.flush()
         for task in done:
             exc = task.exception()
-            if exc is not None and not isinstance(exc, _CallEnded):
+            if exc is not None and not isinstance(exc, CallEnded):
                 raise exc
-        reason = next((r for t in done if (r := _reason_of(t))), None)
+        reason = next((r for t in done if (r := reason_of(t))), None)
         if reason is None:
             return  # the supervisor ended the call, said why and told the caller
         self._set_reason(reason)
@@ -315,24 +308,6 @@ class MediaStreamCall:
         played = await self.out.play_clip(apology(), "apology")
         return "stream (recorded apology)" if played else "stream (apology not confirmed)"
 
-    @property
-    def caller_s(self) -> float:
-        """The caller's audio clock: seconds of caller audio received (8000 samples a
-        second, counted in whole samples)."""
-        return self._caller_samples / 8000
-
-    def evict(self) -> None:
-        """Close the socket if it still waits for ``start`` (see :meth:`StartWait.evict`)."""
-        self._start_wait.evict()
-
-    def end(self, reason: str) -> None:
-        """Ask the call to end (e.g. ``server_shutdown``): goodbye if it can, then it closes."""
-        self.watchdog.request(reason)
-
-    async def _watch(self) -> None:
-        """End the call when asked to, when the caller was silent too long, or it ran too long."""
-        raise _CallEnded(await self.watchdog.run())
-
     # ------------------------------------------------------------------ caller -> model
 
     async def _caller_pump(self) -> None:
@@ -340,7 +315,7 @@ class MediaStreamCall:
         while True:
             frame = await self._socket.receive()
             if frame is None:
-                raise _CallEnded("twilio_disconnected")
+                raise CallEnded("twilio_disconnected")
             t0 = time.perf_counter()
             try:
                 message = parse_message(frame)
@@ -348,7 +323,7 @@ class MediaStreamCall:
             except ProtocolError as exc:
                 if self.inbound.refused(str(exc), time.monotonic()):
                     self._close_code = POLICY_VIOLATION
-                    raise _CallEnded("protocol_abuse") from None
+                    raise CallEnded("protocol_abuse") from None
                 continue
             if isinstance(message, Media):
                 self.watchdog.last_media_at = now = time.monotonic()
@@ -362,7 +337,7 @@ class MediaStreamCall:
                 if pcm is None:  # ahead of real time: dropped
                     if self.inbound.abusive:
                         self._close_code = POLICY_VIOLATION
-                        raise _CallEnded("audio_abuse")
+                        raise CallEnded("audio_abuse")
                     continue
                 await self.route.deliver(pcm)
             elif isinstance(message, Mark):
@@ -371,28 +346,15 @@ class MediaStreamCall:
                 self.control.on_dtmf(message.digit)
             elif isinstance(message, Stop):
                 self._record("stream.stop")
-                raise _CallEnded(self.control.stop_reason)  # caller_hangup, or ours
+                raise CallEnded(self.control.stop_reason)  # caller_hangup, or ours
             elif isinstance(message, Start) and self.inbound.refused(
                 "duplicate start", time.monotonic()
             ):
                 self._close_code = POLICY_VIOLATION
-                raise _CallEnded("protocol_abuse")
+                raise CallEnded("protocol_abuse")
             # Connected after start: harmless, ignored.
 
     # ------------------------------------------------------------------ model -> caller
-
-    async def _send(self, text: str) -> None:
-        try:
-            await self._socket.send(text)
-        except Exception as exc:
-            raise _CallEnded("twilio_disconnected") from exc
-
-    def _first_frame_out(self, now: float) -> None:
-        self._record(
-            "audio.first_out",
-            ms_after_start=round((now - self.watchdog.started_at) * 1000, 1),
-            frames_in_before=self.inbound.frames_in,
-        )
 
     def _on_vad(self, kind: str, audio_ms: int | None) -> None:
         if kind == "speech_started":
@@ -401,16 +363,6 @@ class MediaStreamCall:
             self.metrics.speech_stopped(audio_ms)
 
     # ------------------------------------------------------------------ records
-
-    def _set_reason(self, reason: str) -> None:
-        if self.end_reason is None:
-            self.end_reason = reason
-
-    def _record(self, event: str, **fields: Any) -> None:
-        if self._log is not None:
-            self._log.write(event, **fields)
-        elif event.endswith("error"):
-            logger.warning("call %s: %s %s", self.call_sid, event, fields)
 
     def _finish(self) -> None:
         reason = self.end_reason or "unknown"
@@ -443,8 +395,3 @@ class MediaStreamCall:
         with contextlib.suppress(Exception):
             if self._log is not None:
                 self._log.close()
-
-
-def _reason_of(task: asyncio.Task[Any]) -> str | None:
-    exc = None if task.cancelled() else task.exception()
-    return exc.reason if isinstance(exc, _CallEnded) else None

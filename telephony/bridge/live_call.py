@@ -44,6 +44,7 @@ from .live_audio import LiveOutbound
 from .live_echo import LiveEchoGate
 from .socket import Admit, TwilioSocket
 from .start import StartWait, start_record
+from .stream import CallEnded, StreamCall, reason_of
 from .supervisor import POLITE_ENDINGS
 from .watchdog import CallWatchdog
 
@@ -55,13 +56,7 @@ PlanSession = Callable[[CallContext, list[tuple[str, str]]], Awaitable[LivePlan]
 OpenLive = Callable[[LivePlan], LiveSession]
 
 
-class _CallEnded(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class LiveMediaCall:
+class LiveMediaCall(StreamCall):
     """Bridge one Twilio media socket to GPT-Live. Call :meth:`run` once.
 
     Args:
@@ -147,11 +142,6 @@ class LiveMediaCall:
         self.caller_frames_dropped = 0
         self.protocol_errors = 0
 
-    @property
-    def caller_s(self) -> float:
-        """Seconds of caller audio received."""
-        return self._caller_samples / 8000
-
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
@@ -216,25 +206,14 @@ class LiveMediaCall:
             await asyncio.gather(*tasks, return_exceptions=True)
         for task in done:
             exc = task.exception()
-            if exc is not None and not isinstance(exc, _CallEnded):
+            if exc is not None and not isinstance(exc, CallEnded):
                 raise exc
-        reason = next((e.reason for t in done if isinstance(e := t.exception(), _CallEnded)), None)
+        reason = next((r for t in done if (r := reason_of(t))), None)
         if reason is None:
             return
         self._set_reason(reason)
         if reason in POLITE_ENDINGS or reason.startswith("model_"):
             await self._apologise(call_sid, reason)
-
-    def evict(self) -> None:
-        """Close the socket if it still waits for ``start``."""
-        self._start_wait.evict()
-
-    def end(self, reason: str) -> None:
-        """Ask the call to end (e.g. ``server_shutdown``)."""
-        self.watchdog.request(reason)
-
-    async def _watch(self) -> None:
-        raise _CallEnded(await self.watchdog.run())
 
     async def _model(self, call_sid: str) -> None:
         """Sessions one after another until the call ends: the first greets; one that expires
@@ -253,11 +232,11 @@ class LiveMediaCall:
             self.session = self.control.session = None
             await self._retire(session)
             if why == "closed":  # closed by OpenAI for another reason (content, …): no retry
-                raise _CallEnded("model_closed")
+                raise CallEnded("model_closed")
             if why == "dropped":
                 drops += 1
                 if drops > self._reconnects:
-                    raise _CallEnded("model_connection_lost")
+                    raise CallEnded("model_connection_lost")
             self.renewals += 1
             self._record("model.renewing", why=why, history_turns=len(self.transcript.turns))
 
@@ -274,7 +253,7 @@ class LiveMediaCall:
             await session.open(self._limits.connect_timeout)
         except Exception as exc:  # LiveSessionError, the client's connection errors, a bug
             self._record("model.error", where="connect", error=describe_error(exc))
-            raise _CallEnded("model_connect_failed") from exc
+            raise CallEnded("model_connect_failed") from exc
         self.sessions += 1
         session.on_ask = self.out.speech.asked
         self.events.session_ids.append(session.id or "")
@@ -308,7 +287,7 @@ class LiveMediaCall:
                     return {"expired": "expired", "connection_lost": "dropped"}.get(
                         event.reason, "closed"
                     )
-        except _CallEnded:
+        except CallEnded:
             raise
         except Exception as exc:
             self._record("model.error", where="events", error=describe_error(exc))
@@ -349,14 +328,14 @@ class LiveMediaCall:
         while True:
             frame = await self._socket.receive()
             if frame is None:
-                raise _CallEnded("twilio_disconnected")
+                raise CallEnded("twilio_disconnected")
             try:
                 message = parse_message(frame)
                 self.inbound.check(message)
             except ProtocolError as exc:
                 if self.inbound.refused(str(exc), time.monotonic()):
                     self._close_code = POLICY_VIOLATION
-                    raise _CallEnded("protocol_abuse") from None
+                    raise CallEnded("protocol_abuse") from None
                 continue
             if isinstance(message, Media):
                 await self._caller_audio(message.payload)
@@ -366,12 +345,12 @@ class LiveMediaCall:
                 self.control.on_dtmf(message.digit)
             elif isinstance(message, Stop):
                 self._record("stream.stop")
-                raise _CallEnded(self.control.stop_reason)
+                raise CallEnded(self.control.stop_reason)
             elif isinstance(message, Start) and self.inbound.refused(
                 "duplicate start", time.monotonic()
             ):
                 self._close_code = POLICY_VIOLATION
-                raise _CallEnded("protocol_abuse")
+                raise CallEnded("protocol_abuse")
 
     async def _caller_audio(self, ulaw: bytes) -> None:
         self.watchdog.last_media_at = now = time.monotonic()
@@ -379,7 +358,7 @@ class LiveMediaCall:
         if not self.inbound.accept(ulaw, now):
             if self.inbound.abusive:
                 self._close_code = POLICY_VIOLATION
-                raise _CallEnded("audio_abuse")
+                raise CallEnded("audio_abuse")
             return
         if self.echo_gate is not None:
             ulaw = self.echo_gate.frame(ulaw, self.caller_s)
@@ -395,28 +374,6 @@ class LiveMediaCall:
                 self._record("model.error", where="append", error=describe_error(exc))
 
     # ------------------------------------------------------------------ Twilio, records
-
-    async def _send(self, text: str) -> None:
-        try:
-            await self._socket.send(text)
-        except Exception as exc:
-            raise _CallEnded("twilio_disconnected") from exc
-
-    def _first_frame_out(self, now: float) -> None:
-        self._record(
-            "audio.first_out",
-            ms_after_start=round((now - self.watchdog.started_at) * 1000, 1),
-            frames_in_before=self.inbound.frames_in,
-        )
-
-    def _set_reason(self, reason: str) -> None:
-        self.end_reason = self.end_reason or reason
-
-    def _record(self, event: str, **fields: Any) -> None:
-        if self._log is not None:
-            self._log.write(event, **fields)
-        elif event.endswith("error"):
-            logger.warning("call %s: %s %s", self.call_sid, event, fields)
 
     def _finish(self) -> None:
         reason = self.end_reason or "unknown"

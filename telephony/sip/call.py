@@ -117,19 +117,25 @@ class OpenAICallsCarrier:
             return "hangup_grace"
         return "output_audio_buffer.stopped" if goodbye in events.played_out else "margin"
 
+    via = "openai_calls_api"  # ``call.hangup``'s ``via``
+
+    def _api(self) -> Any:
+        """The REST resource with ``hangup`` and ``refer`` for this call."""
+        return self._client.realtime.calls
+
     async def hang_up(self) -> str:
         try:
-            await self._client.realtime.calls.hangup(self._call_id)
+            await self._api().hangup(self._call_id)
         except NotFoundError:
-            return "openai_calls_api (call already ended)"
+            return f"{self.via} (call already ended)"
         except Exception as exc:
             return f"failed: {type(exc).__name__}"
-        return "openai_calls_api"
+        return self.via
 
     async def transfer(self, destination: str, target: str) -> dict[str, Any] | str:
         uri = target if target.startswith("sip:") else f"tel:{target}"
         try:
-            await self._client.realtime.calls.refer(self._call_id, target_uri=uri)
+            await self._api().refer(self._call_id, target_uri=uri)
         except Exception as exc:
             self._record("twilio.error", action="refer", error=describe_error(exc))
             return "The transfer failed; apologise and offer to help instead."

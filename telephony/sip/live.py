@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from openai import AsyncOpenAI, NotFoundError
+from openai import AsyncOpenAI
 
 from ..agent.live import AgentSpeech, Delegations, LiveBackend, LiveSession, speech_frames
 from ..agent.live.events import LiveEvents, Transcript
@@ -38,7 +38,7 @@ from ..agent.tools import CallContext
 from ..config import CallFeatures, CallLimits
 from ..control import CallController
 from ..observability.call_log import CallLogs, describe_error
-from .call import HEADERS_LOGGED, caller_number
+from .call import HEADERS_LOGGED, OpenAICallsCarrier, caller_number
 
 __all__ = ["LiveSipCall", "LiveSipCarrier"]
 
@@ -47,8 +47,12 @@ POLL_S = 0.02
 REFLECTED_FRAME = 480  # samples in 20 ms of the sideband's reflected audio (pcm16 24 kHz)
 
 
-class LiveSipCarrier:
-    """The carrier steps of a SIP call on GPT-Live (:class:`telephony.control.Carrier`)."""
+class LiveSipCarrier(OpenAICallsCarrier):
+    """The carrier steps of a SIP call on GPT-Live (:class:`telephony.control.Carrier`):
+    ``hangup`` and ``refer`` of the Live sessions API; the goodbye has been heard when the
+    agent's speech reflected on the sideband has stopped (:class:`AgentSpeech`)."""
+
+    via = "openai_live_api"
 
     def __init__(
         self,
@@ -57,8 +61,11 @@ class LiveSipCarrier:
         speech: AgentSpeech,
         record: Callable[..., Any],
     ) -> None:
-        self._client, self._session_id = client, session_id
-        self._speech, self._record = speech, record
+        super().__init__(client, session_id, speech, record)  # type: ignore[arg-type]
+        self._speech = speech
+
+    def _api(self) -> Any:
+        return self._client.live.sessions
 
     async def heard(self, started_before: int, grace_s: float) -> str:
         deadline = time.monotonic() + grace_s
@@ -67,24 +74,6 @@ class LiveSipCarrier:
                 return "speech_stopped"
             await asyncio.sleep(POLL_S)
         return "hangup_grace"
-
-    async def hang_up(self) -> str:
-        try:
-            await self._client.live.sessions.hangup(self._session_id)
-        except NotFoundError:
-            return "openai_live_api (call already ended)"
-        except Exception as exc:
-            return f"failed: {type(exc).__name__}"
-        return "openai_live_api"
-
-    async def transfer(self, destination: str, target: str) -> dict[str, Any] | str:
-        uri = target if target.startswith("sip:") else f"tel:{target}"
-        try:
-            await self._client.live.sessions.refer(self._session_id, target_uri=uri)
-        except Exception as exc:
-            self._record("twilio.error", action="refer", error=describe_error(exc))
-            return "The transfer failed; apologise and offer to help instead."
-        return {"target": uri, "via": "refer"}
 
 
 class LiveSipCall:
