@@ -109,6 +109,7 @@ class LiveSession:
                     if event.type == "error":
                         raise LiveSessionError(f"session.start refused: {_error_text(event)}")
         except TimeoutError:
+            await self.abort()
             raise LiveSessionError(f"no session.started within {timeout_s} s") from None
         except Exception:
             await self.abort()
