@@ -122,6 +122,7 @@ class LiveMediaCall(StreamCall):
             features, twilio, self._record, out, out, self.end, lambda: self.caller_s
         )
         self.route = None  # no caller-audio route to hold: warm transfers go cold here
+        self.control.announce_transfers = True  # GPT-Live speaks after a tool's output
         if features.hold_sound:
             self.filler = ToolFiller(
                 features.hold_sound,

@@ -35,6 +35,10 @@ __all__ = ["HANG_UP_NOTE", "CallController", "Carrier"]
 
 FINISH_S = 10.0  # a transfer under way when the stream ends: how long it may finish
 HANG_UP_NOTE = "The call will end as soon as your goodbye has played. Say a short goodbye now."
+ANNOUNCE_NOTE = (
+    "In one short sentence, tell the caller you are transferring them to {} now. The transfer "
+    "happens as soon as you have said it."
+)
 WARM_NOTE = (
     "In one short sentence, tell the caller you are connecting them to {} and that they will "
     "hear hold music for a moment. Say nothing else; you will be told whether {} takes the call."
@@ -105,6 +109,9 @@ class CallController:
         self.call_id = ""  # this call's id (the briefing names it)
         self.caller_number = ""  # as a briefing says it
         self._leaving: str | None = None  # why, once call control is taking the call away
+        # the model speaks only after a tool's output (GPT-Live): an agent's cold transfer
+        # waits for the announcement that follows it, as an operator's does
+        self.announce_transfers = False
 
     @property
     def record(self) -> Callable[..., Any]:
@@ -166,6 +173,20 @@ class CallController:
             return transfer_refusal(self._features.transfer_targets, destination)
         if self._warm_possible(destination):
             return self._start_warm(destination, target, summary, by="agent")
+        if not self.announce_transfers:
+            return await self._cold(destination, target, summary)
+        self._record("transfer.requested", destination=destination, by="agent")
+        started_before = self._recorder.responses_started
+
+        async def after_announcement() -> None:
+            await self.carrier.heard(started_before, self._features.hangup_grace)
+            await self._cold(destination, target, summary)
+
+        self._transfer_task = asyncio.create_task(after_announcement())
+        return ANNOUNCE_NOTE.format(destination)
+
+    async def _cold(self, destination: str, target: str, summary: str) -> str:
+        """The carrier transfers the call to ``target`` now; returns a note for the model."""
         self._leaving = "transferred"
         outcome = await self.carrier.transfer(destination, target)
         if isinstance(outcome, str):
@@ -333,7 +354,7 @@ class CallController:
 
         async def announce_then_transfer() -> None:
             await self.carrier.heard(started_before, self._features.hangup_grace)
-            await self.transfer(destination)
+            await self._cold(destination, self._features.transfer_targets[destination], "")
 
         self._transfer_task = asyncio.create_task(announce_then_transfer())
         await self.ask(lambda session: announce_transfer(session, destination))

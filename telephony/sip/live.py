@@ -108,6 +108,7 @@ class LiveSipCall:
         speech: Any = self.speech  # what call control reads of a recorder: the responses
         self.control = CallController(features, carrier, record, speech, self.end)
         self.control.call_id = session_id
+        self.control.announce_transfers = True  # GPT-Live speaks after a tool's output
         self.control.caller_number = caller_number(sip_headers.get("From", ""))
         self.events = LiveEvents(self._log.write, Transcript())
         self.session: LiveSession | None = None

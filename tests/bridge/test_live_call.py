@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from helpers import AUTH_TOKEN, fixture_audio
+from helpers import AUTH_TOKEN, fixture_audio, twilio_api
 from processes import ServerProcess
 
 from telephony.audio import ulaw_decode, ulaw_encode
@@ -298,3 +298,38 @@ async def test_a_session_closed_for_content_ends_the_call_without_a_new_one(
     end = records(log, "call.end")[-1]
     assert end["reason"] == "model_closed" and end["sessions"] == 1
     assert records(log, "call.apology")  # the caller is told (REST, or that it could not)
+
+
+async def test_a_cold_transfer_dials_the_target_once_the_announcement_has_played(
+    tmp_path: Path,
+) -> None:
+    """The delegate calls ``transfer_call("sales")``: the agent's announcement plays whole,
+    then Twilio's REST API gets the ``<Dial>`` of the allowed number (never the model's)."""
+    batches = {0: [("transfer_call", '{"destination": "sales", "summary": "a refund"}')]}
+    fake = FakeLiveServer(reply=lambda n: tone(700, 800), delegate=lambda n: batches.get(n, []))
+    async with fake, twilio_api() as (twilio, rest):
+        ended = asyncio.Event()
+        settings = {"TRANSFER_TARGETS": "sales=+15551230000", "GREETING": "",
+                    "TWILIO_ACCOUNT_SID": rest["twilio_account_sid"],
+                    "TWILIO_API_BASE_URL": rest["twilio_api_base_url"]}  # fmt: skip
+
+        async def hang_up_when_dialled() -> None:
+            while not any(r.form.get("Twiml") for r in twilio.requests):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            ended.set()
+
+        watcher = asyncio.create_task(hang_up_when_dialled())
+        result, log = await call_through(
+            fake, tmp_path, caller(0.5), settings, ended=ended, max_tail_s=8, tail_s=0.5
+        )
+        await watcher
+    (update,) = twilio.updates(result.call_sid)
+    assert "<Dial" in update["Twiml"] and "+15551230000" in update["Twiml"]
+    (transfer,) = records(log, "call.transfer")
+    assert transfer["destination"] == "sales"
+    # the announcement was heard whole before the <Dial>: every speech mark had echoed
+    speech = {r["name"] for r in records(log, "mark.sent") if r["speech"]}
+    played = {r["name"] for r in records(log, "mark.played") if r["mono"] <= transfer["mono"]}
+    assert speech and speech <= played
+    assert sum(len(f) for _, f in result.played if f != QUIET) / 8 >= 800 - 40
+    assert records(log, "call.end")[-1]["reason"] == "transferred"
