@@ -24,7 +24,6 @@ from typing import Any
 
 from agents.realtime import RealtimeSession
 
-from ..admission import POLICY_VIOLATION
 from ..agent.sessions import server_event
 from ..audio.clips import apology
 from ..audio.echo import PlayoutReference
@@ -33,13 +32,7 @@ from ..observability.call_log import CallLog, CallLogs, describe_error
 from ..observability.call_metrics import CallMetrics
 from ..observability.recorder import SessionRecorder
 from ..twilio.media_stream import (
-    Dtmf,
-    Mark,
-    Media,
-    ProtocolError,
     Start,
-    Stop,
-    parse_message,
 )
 from ..twilio.rest import TwilioCalls
 from .barge_in import BargeInGuard, SessionActions
@@ -312,47 +305,18 @@ class MediaStreamCall(StreamCall):
 
     async def _caller_pump(self) -> None:
         await self.route.attached.wait()  # until the model is ready, frames wait in the socket
-        while True:
-            frame = await self._socket.receive()
-            if frame is None:
-                raise CallEnded("twilio_disconnected")
-            t0 = time.perf_counter()
-            try:
-                message = parse_message(frame)
-                self.inbound.check(message)
-            except ProtocolError as exc:
-                if self.inbound.refused(str(exc), time.monotonic()):
-                    self._close_code = POLICY_VIOLATION
-                    raise CallEnded("protocol_abuse") from None
-                continue
-            if isinstance(message, Media):
-                self.watchdog.last_media_at = now = time.monotonic()
-                ulaw = message.payload
-                self._caller_samples += len(ulaw)  # μ-law: a byte a sample
-                if self.recording is not None:
-                    self.recording.frame(ulaw, self.caller_s)
-                if self.guard is not None:
-                    ulaw = await self.guard.caller_frame(ulaw, now, self.caller_s)
-                pcm = self.inbound.audio(ulaw, now, t0)
-                if pcm is None:  # ahead of real time: dropped
-                    if self.inbound.abusive:
-                        self._close_code = POLICY_VIOLATION
-                        raise CallEnded("audio_abuse")
-                    continue
-                await self.route.deliver(pcm)
-            elif isinstance(message, Mark):
-                self.out.on_mark_echo(message.name)
-            elif isinstance(message, Dtmf):
-                self.control.on_dtmf(message.digit)
-            elif isinstance(message, Stop):
-                self._record("stream.stop")
-                raise CallEnded(self.control.stop_reason)  # caller_hangup, or ours
-            elif isinstance(message, Start) and self.inbound.refused(
-                "duplicate start", time.monotonic()
-            ):
-                self._close_code = POLICY_VIOLATION
-                raise CallEnded("protocol_abuse")
-            # Connected after start: harmless, ignored.
+        await self._read_caller()
+
+    async def _caller_media(self, ulaw: bytes, now: float, t0: float) -> None:
+        if self.recording is not None:
+            self.recording.frame(ulaw, self.caller_s)
+        if self.guard is not None:
+            ulaw = await self.guard.caller_frame(ulaw, now, self.caller_s)
+        pcm = self.inbound.audio(ulaw, now, t0)
+        if pcm is None:  # ahead of real time: dropped
+            self._dropped()
+            return
+        await self.route.deliver(pcm)
 
     # ------------------------------------------------------------------ model -> caller
 

@@ -27,7 +27,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..admission import POLICY_VIOLATION
 from ..agent.live import Delegations, LivePlan, LiveSession
 from ..agent.live.events import LiveEvents, Transcript
 from ..agent.sessions import GREETING_INSTRUCTIONS
@@ -35,7 +34,7 @@ from ..agent.tools import CallContext
 from ..config import CallFeatures, CallLimits
 from ..observability.call_log import CallLog, CallLogs, describe_error
 from ..observability.call_metrics import CallMetrics
-from ..twilio.media_stream import Dtmf, Mark, Media, ProtocolError, Start, Stop, parse_message
+from ..twilio.media_stream import Start
 from ..twilio.rest import TwilioCalls
 from .control import MediaCallControl
 from .hold import ToolFiller
@@ -326,40 +325,11 @@ class LiveMediaCall(StreamCall):
 
     async def _caller_pump(self) -> None:
         await self._attached.wait()  # until session.started, frames wait in the socket
-        while True:
-            frame = await self._socket.receive()
-            if frame is None:
-                raise CallEnded("twilio_disconnected")
-            try:
-                message = parse_message(frame)
-                self.inbound.check(message)
-            except ProtocolError as exc:
-                if self.inbound.refused(str(exc), time.monotonic()):
-                    self._close_code = POLICY_VIOLATION
-                    raise CallEnded("protocol_abuse") from None
-                continue
-            if isinstance(message, Media):
-                await self._caller_audio(message.payload)
-            elif isinstance(message, Mark):
-                self.out.on_mark_echo(message.name)
-            elif isinstance(message, Dtmf):
-                self.control.on_dtmf(message.digit)
-            elif isinstance(message, Stop):
-                self._record("stream.stop")
-                raise CallEnded(self.control.stop_reason)
-            elif isinstance(message, Start) and self.inbound.refused(
-                "duplicate start", time.monotonic()
-            ):
-                self._close_code = POLICY_VIOLATION
-                raise CallEnded("protocol_abuse")
+        await self._read_caller()
 
-    async def _caller_audio(self, ulaw: bytes) -> None:
-        self.watchdog.last_media_at = now = time.monotonic()
-        self._caller_samples += len(ulaw)
+    async def _caller_media(self, ulaw: bytes, now: float, t0: float) -> None:
         if not self.inbound.accept(ulaw, now):
-            if self.inbound.abusive:
-                self._close_code = POLICY_VIOLATION
-                raise CallEnded("audio_abuse")
+            self._dropped()
             return
         if self.echo_gate is not None:
             ulaw = self.echo_gate.frame(ulaw, self.caller_s)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
+from ..admission import POLICY_VIOLATION
 from ..observability.call_log import CallLog
+from ..twilio.media_stream import Dtmf, Mark, Media, ProtocolError, Start, Stop, parse_message
 from .socket import TwilioSocket
 from .start import StartWait
 from .watchdog import CallWatchdog
@@ -42,8 +45,11 @@ class StreamCall:
     _caller_samples: int
     watchdog: CallWatchdog
     inbound: Any
+    out: Any
+    control: Any
     call_sid: str | None
     end_reason: str | None
+    _close_code: int
 
     @property
     def caller_s(self) -> float:
@@ -62,6 +68,53 @@ class StreamCall:
     async def _watch(self) -> None:
         """End the call when asked to, when the caller was silent too long, or it ran too long."""
         raise CallEnded(await self.watchdog.run())
+
+    async def _read_caller(self) -> None:
+        """The caller's socket until the call ends: each frame parsed and checked, its audio
+        to :meth:`_caller_media`, mark echoes to the outbound audio, keys to call control;
+        ``stop``, a closed socket, or abuse end the call (:class:`CallEnded`)."""
+        while True:
+            frame = await self._socket.receive()
+            if frame is None:
+                raise CallEnded("twilio_disconnected")
+            t0 = time.perf_counter()
+            try:
+                message = parse_message(frame)
+                self.inbound.check(message)
+            except ProtocolError as exc:
+                if self.inbound.refused(str(exc), time.monotonic()):
+                    self._close_code = POLICY_VIOLATION
+                    raise CallEnded("protocol_abuse") from None
+                continue
+            if isinstance(message, Media):
+                self.watchdog.last_media_at = now = time.monotonic()
+                self._caller_samples += len(message.payload)  # μ-law: a byte a sample
+                await self._caller_media(message.payload, now, t0)
+            elif isinstance(message, Mark):
+                self.out.on_mark_echo(message.name)
+            elif isinstance(message, Dtmf):
+                self.control.on_dtmf(message.digit)
+            elif isinstance(message, Stop):
+                self._record("stream.stop")
+                raise CallEnded(self.control.stop_reason)  # caller_hangup, or ours
+            elif isinstance(message, Start) and self.inbound.refused(
+                "duplicate start", time.monotonic()
+            ):
+                self._close_code = POLICY_VIOLATION
+                raise CallEnded("protocol_abuse")
+            # Connected after start: harmless, ignored.
+
+    async def _caller_media(self, ulaw: bytes, now: float, t0: float) -> None:
+        """One caller frame (μ-law 8 kHz) that arrived at ``now`` (``time.monotonic()``;
+        ``t0``: ``time.perf_counter()`` when its parsing began), counted on the caller's
+        clock already: to the model (the bridge's own)."""
+        raise NotImplementedError
+
+    def _dropped(self) -> None:
+        """A caller frame was dropped ahead of real time: too many end the call."""
+        if self.inbound.abusive:
+            self._close_code = POLICY_VIOLATION
+            raise CallEnded("audio_abuse")
 
     async def _send(self, text: str) -> None:
         try:
