@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from .admission import Refused
 from .agent.briefing import Briefing
-from .bridge import MediaStreamCall
+from .bridge.stream import StreamCall
 from .bridge.warm import TwilioWarmCarrier
 from .config import CallFeatures, Settings
 from .fleet import FleetState, FleetUnavailable
@@ -145,7 +145,7 @@ class TransferLegs:
             logger.warning("warm transfer: a stored handoff does not fit; ignored")
         return None
 
-    async def admit(self, start: Start, call: MediaStreamCall) -> None:
+    async def admit(self, start: Start, call: StreamCall) -> None:
         """At a stream's ``start``: a person's leg takes its briefing; a caller's leg may
         transfer warm, and one the webhook found a handoff for continues it (see
         :meth:`telephony.control.CallController.start_handoff`, once the stream started).
@@ -163,7 +163,7 @@ class TransferLegs:
                 raise Refused("unknown warm transfer")
             control.brief(briefing, self.report)
             return
-        if self.enabled and call.route is not None:  # (GPT-Live's calls transfer cold)
+        if self.enabled:
             assert self._rest is not None and self._settings.public_url
             control.warm_carrier = TwilioWarmCarrier(
                 self._rest,

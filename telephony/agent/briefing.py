@@ -23,6 +23,7 @@ from .tools import briefing_tools
 __all__ = [
     "MAX_SUMMARY_CHARS",
     "Briefing",
+    "agent_for_leg",
     "briefing_agent",
     "briefing_opening",
     "briefing_summary",
@@ -98,3 +99,11 @@ def briefing_agent(agent: RealtimeAgent, briefing: Briefing) -> RealtimeAgent:
         tools=list(briefing_tools()),
         handoffs=[],
     )
+
+
+def agent_for_leg(agent: RealtimeAgent, control: object) -> RealtimeAgent:
+    """The agent a call runs: :func:`briefing_agent` on a warm transfer's person leg (its
+    call control holds a :class:`Briefing` as ``briefing``), else ``agent`` itself. Both
+    backends ask this (Realtime sessions, GPT-Live plans)."""
+    briefing = getattr(control, "briefing", None)
+    return briefing_agent(agent, briefing) if isinstance(briefing, Briefing) else agent

@@ -26,7 +26,7 @@ from agents.realtime.model_inputs import RealtimeModelSendRawMessage
 from agents.realtime.openai_realtime import OpenAIRealtimeSIPModel
 
 from ..config import Settings
-from .briefing import Briefing, briefing_agent
+from .briefing import agent_for_leg
 from .openai_model import PhoneRealtimeModel, PhoneSIPModel
 from .tools import CallContext
 
@@ -294,9 +294,6 @@ class SessionFactory:
             )
         )
         run_config: RealtimeRunConfig = {"model_settings": dict(self.model_settings)}  # type: ignore[typeddict-item]
-        agent = self._agent
-        briefing = getattr(context.control, "briefing", None)  # a warm transfer's person leg
-        if isinstance(briefing, Briefing):
-            agent = briefing_agent(agent, briefing)
+        agent = agent_for_leg(self._agent, context.control)  # a person leg's: the briefing
         runner = RealtimeRunner(agent, model=model, config=run_config)
         return await runner.run(context=context, model_config=self.model_config(tracker))

@@ -6,14 +6,17 @@ a :class:`~telephony.agent.live.LiveSession`, μ-law both ways with no transcodi
     delegate's function calls ─▶ Delegations ─▶ one output each + one response.create
 
 Shared with the Realtime bridge (:mod:`.call`): the wait for ``start`` and admission, the call
-log, the watchdog, call control (:class:`~.control.MediaCallControl`; the goodbye's playout
-from :class:`~.live_audio.LiveOutbound`) and the hold sound while a tool runs. Not done here:
-barge-in (GPT-Live decides when to stop; nothing is cleared or truncated), pre-warming, warm
-transfers (a warm name goes cold) and recordings. The agent's own echo reaches the model as
-silence (:mod:`.live_echo`). Caller audio goes out only after ``session.started``. A session
-that ends under the call (``expired``, or a dropped socket) is replaced by one seeded with the
-transcript, with no second greeting; caller audio meanwhile is dropped and counted. Server
-events are logged as ``live.<type>`` (:mod:`telephony.agent.live.events`); ``call.end``
+log, the watchdog, call control (:class:`~.control.MediaCallControl`; the goodbye's playout from
+:class:`~.live_audio.LiveOutbound`) and the hold sound while a tool runs. Not done here:
+barge-in (GPT-Live decides when to stop; nothing is cleared or truncated), pre-warming and
+recordings.
+A warm transfer runs as on the Realtime bridge (:mod:`.warm`): while the caller holds, the model
+hears silence and what it might say meanwhile is not played (``held_out_frames``); a person
+leg's agent is the briefing agent, its opening the greeting. The agent's own echo reaches the
+model as silence (:mod:`.live_echo`). Caller audio goes out only after ``session.started``. A
+session that ends under the call (``expired``, or a dropped socket) is replaced by one seeded
+with the transcript, with no second greeting; caller audio meanwhile is dropped and counted.
+Server events are logged as ``live.<type>`` (:mod:`telephony.agent.live.events`); ``call.end``
 carries the session ids, active seconds and the delegate's tokens, priced.
 """
 
@@ -25,6 +28,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..agent.live import Delegations, LivePlan, LiveSession
@@ -47,12 +51,21 @@ from .stream import CallEnded, StreamCall, reason_of
 from .supervisor import POLITE_ENDINGS
 from .watchdog import CallWatchdog
 
-__all__ = ["LiveMediaCall", "OpenLive"]
+__all__ = ["CallerHold", "LiveMediaCall", "OpenLive"]
 
 logger = logging.getLogger("telephony.bridge")
 # (call context, transcript so far) -> the session's plan; and a client's session for a plan
 PlanSession = Callable[[CallContext, list[tuple[str, str]]], Awaitable[LivePlan]]
 OpenLive = Callable[[LivePlan], LiveSession]
+ULAW_SILENCE = 0xFF
+
+
+@dataclass
+class CallerHold:
+    """A warm transfer's hold on a GPT-Live call (a :class:`~.warm.Mutable`): while
+    ``muted`` the model hears silence and its audio does not reach the caller."""
+
+    muted: bool = False
 
 
 class LiveMediaCall(StreamCall):
@@ -120,7 +133,8 @@ class LiveMediaCall(StreamCall):
         self.control = MediaCallControl(
             features, twilio, self._record, out, out, self.end, lambda: self.caller_s
         )
-        self.route = None  # no caller-audio route to hold: warm transfers go cold here
+        self.route = CallerHold()  # a warm transfer's hold
+        self.held_out_frames = 0  # the model's audio not played while the caller held
         self.control.announce_transfers = True  # GPT-Live speaks after a tool's output
         if features.hold_sound:
             self.filler = ToolFiller(
@@ -136,6 +150,7 @@ class LiveMediaCall(StreamCall):
         self._attached = asyncio.Event()
         self._delegations: Delegations | None = None
         self.transcript = Transcript()
+        self.control.transcript = self.transcript.turns  # (the same list, kept in place)
         self.events = LiveEvents(self._record, self.transcript)
         self.sessions = 0
         self.renewals = 0
@@ -191,6 +206,7 @@ class LiveMediaCall(StreamCall):
         self._record("stream.start", **fields, **admitted, backend=self.backend)
         if unusual is not None:
             self._record("protocol.error", error=unusual)
+        self.control.start_handoff()  # a SIP call's warm transfer handed off to this call
 
     async def _bridge(self, call_sid: str) -> None:
         tasks = (
@@ -222,10 +238,8 @@ class LiveMediaCall(StreamCall):
         drops = 0
         while True:
             session = await self._open_session(call_sid)
-            if self.sessions == 1 and self._features.greeting:
-                text = GREETING_INSTRUCTIONS.format(self._features.greeting)
-                await session.respond(text)
-                self._record("greeting.requested", text=self._features.greeting)
+            if self.sessions == 1:
+                await self._greet(session)
             self._attached.set()
             why = await self._pump(session)
             self._attached.clear()
@@ -239,6 +253,15 @@ class LiveMediaCall(StreamCall):
                     raise CallEnded("model_connection_lost")
             self.renewals += 1
             self._record("model.renewing", why=why, history_turns=len(self.transcript.turns))
+
+    async def _greet(self, session: LiveSession) -> None:
+        """The first session's first words: a person leg's briefing (its opening), nothing on
+        a call continuing a handed-off transfer (the caller holds at once), else ``GREETING``."""
+        said = self.control.opening()
+        greeting = self._features.greeting if said == "" else said or ""
+        if greeting:
+            await session.respond(GREETING_INSTRUCTIONS.format(greeting))
+            self._record("greeting.requested", text=greeting)
 
     async def _open_session(self, call_sid: str) -> LiveSession:
         context = CallContext(call_sid, self.control)
@@ -278,6 +301,9 @@ class LiveMediaCall(StreamCall):
             async for event in session.events():
                 kind = event.type
                 if kind == "session.output_audio.delta":
+                    if self.route.muted:  # the caller holds: the hold sound plays
+                        self.held_out_frames += len(event.delta) * 3 // 4 // 160
+                        continue
                     await self.out.on_delta(base64.b64decode(event.delta))
                     continue
                 self.events.on_event(event)
@@ -333,6 +359,8 @@ class LiveMediaCall(StreamCall):
             return
         if self.echo_gate is not None:
             ulaw = self.echo_gate.frame(ulaw, self.caller_s)
+        if self.route.muted:  # a warm transfer's hold: the model hears silence
+            ulaw = bytes([ULAW_SILENCE]) * len(ulaw)
         session = self.session
         if session is None or not self._attached.is_set():  # between sessions
             self.caller_frames_dropped += 1
@@ -358,6 +386,7 @@ class LiveMediaCall(StreamCall):
             **self.inbound.totals(),
             **self.out.totals(),
             "caller_frames_dropped": self.caller_frames_dropped,
+            **({"held_out_frames": self.held_out_frames} if self.held_out_frames else {}),
             "protocol_errors": self.protocol_errors + self.inbound.protocol_errors,
             "model_errors": self.events.errors,
             "sessions": self.sessions,

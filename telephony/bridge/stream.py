@@ -47,6 +47,8 @@ class StreamCall:
     inbound: Any
     out: Any
     control: Any
+    route: Any  # the caller audio on its way to the model (``muted`` on a warm transfer's hold)
+    filler: Any  # the hold sound, or None
     call_sid: str | None
     end_reason: str | None
     _close_code: int

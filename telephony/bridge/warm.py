@@ -7,7 +7,8 @@
   them). Its webhook answers ``<Connect><Stream>`` like any call's, so the briefing agent runs
   through the bridge on whichever instance takes it.
 - **Hold**: the caller hears the hold loop (:class:`~.hold.ToolFiller`) and the model hears
-  silence (:class:`~.routing.CallerAudioRoute`).
+  silence (the call's caller-audio route is ``muted``: :class:`~.routing.CallerAudioRoute` on
+  the Realtime backend, :class:`~.live_call.CallerHold` on GPT-Live).
 - **Join**: a Twilio Conference named ``warm-<caller's CallSid>``: both live calls are moved
   into it by a REST update of their TwiML (which ends their streams), the person's first. A
   conference rather than a ``<Dial>`` from the caller's leg, because the person is on a live
@@ -17,7 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from ..agent.briefing import Briefing
@@ -26,9 +27,14 @@ from ..twilio.dial import AMD_PATH, STATUS_EVENTS
 from ..twilio.rest import TwilioCalls
 from ..twilio.twiml import conference_twiml
 from .hold import ToolFiller
-from .routing import CallerAudioRoute
 
-__all__ = ["TwilioWarmCarrier", "conference_name"]
+__all__ = ["Mutable", "TwilioWarmCarrier", "conference_name"]
+
+
+class Mutable(Protocol):
+    """A call's caller audio on its way to the model: silence instead while ``muted``."""
+
+    muted: bool
 
 
 def conference_name(call_sid: str) -> str:
@@ -47,7 +53,7 @@ class TwilioWarmCarrier:
         store: keeps a briefing where any instance finds it (the fleet state).
         call_sid: the caller's CallSid (known from ``start``).
         filler: the call's hold sound; None: the caller hears silence.
-        route: the call's caller audio route (muted on hold).
+        route: the call's caller audio on its way to the model (muted on hold).
         record: writes a call-log record.
     """
 
@@ -60,7 +66,7 @@ class TwilioWarmCarrier:
         store: Callable[[Briefing], Awaitable[None]],
         call_sid: Callable[[], str | None],
         filler: ToolFiller | None,
-        route: CallerAudioRoute,
+        route: Mutable,
         record: Callable[..., Any],
     ) -> None:
         self._twilio = twilio

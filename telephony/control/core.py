@@ -112,6 +112,9 @@ class CallController:
         # the model speaks only after a tool's output (GPT-Live): an agent's cold transfer
         # waits for the announcement that follows it, as an operator's does
         self.announce_transfers = False
+        # GPT-Live's transcript, ``(role, text)`` turns: the caller's words for a briefing
+        # come from it where the recorder keeps no conversation
+        self.transcript: list[tuple[str, str]] | None = None
 
     @property
     def record(self) -> Callable[..., Any]:
@@ -209,7 +212,10 @@ class CallController:
         return self.hand_off_warm(destination, summary, by)
 
     def _briefing(self, destination: str, summary: str) -> Briefing:
-        turns = [t.text for t in self._recorder.conversation if t.role == "user"]
+        if self.transcript is not None:
+            turns = [text for role, text in self.transcript if role == "user"]
+        else:
+            turns = [t.text for t in self._recorder.conversation if t.role == "user"]
         return Briefing(
             key=secrets.token_urlsafe(18),
             caller_sid=self.call_id,

@@ -110,7 +110,9 @@ class LiveSipCall:
         self.control.call_id = session_id
         self.control.announce_transfers = True  # GPT-Live speaks after a tool's output
         self.control.caller_number = caller_number(sip_headers.get("From", ""))
-        self.events = LiveEvents(self._log.write, Transcript())
+        transcript = Transcript()
+        self.control.transcript = transcript.turns  # the caller's words for a warm handoff
+        self.events = LiveEvents(self._log.write, transcript)
         self.session: LiveSession | None = None
         self._delegations: Delegations | None = None
 

@@ -142,6 +142,9 @@ class FakeLiveServer:
         reply: pcm16 24 kHz audio for the caller's turn ``n`` (0-based).
         heard: the input transcript of turn ``n``.
         delegate: function calls for turn ``n`` as ``[(name, arguments JSON)]``; empty: none.
+        delegate_for: as ``delegate``, told the session's ``session.start`` config too (two
+            agents on one fake, such as a warm transfer's caller and person legs); overrides
+            ``delegate``.
         yield_ms: caller energy for this long while the model speaks stops it (None: never).
         validate: check every frame both ways against the ``openai`` types (False: a load
             benchmark's fake, whose generator core must not be the bottleneck).
@@ -160,8 +163,10 @@ class FakeLiveServer:
         chunk_ms: int = 100,
         session_s: int = 3600,
         validate: bool = True,
+        delegate_for: Callable[[dict[str, Any], int], list[tuple[str, str]]] | None = None,
     ) -> None:
         self.greeting, self.reply, self.heard, self.delegate = greeting, reply, heard, delegate
+        self.delegate_for = delegate_for
         self.yield_ms, self.threshold = yield_ms, speech_threshold
         self.speech_start_ms, self.silence_ms, self.chunk_ms = speech_start_ms, silence_ms, chunk_ms
         self.session_s = session_s
@@ -318,7 +323,7 @@ class FakeLiveServer:
             {"type": "session.input_transcript.delta", "delta": self.heard(n),
              "start_ms": state.speech_from_ms, "end_ms": end},
         )  # fmt: skip
-        calls = self.delegate(n)
+        calls = self.delegate_for(conn.session or {}, n) if self.delegate_for else self.delegate(n)
         if not calls:
             state.speak(self, conn, self.reply(n), f"reply {n}")
             return

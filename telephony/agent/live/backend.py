@@ -9,6 +9,7 @@ from agents.realtime import RealtimeAgent
 from openai import AsyncOpenAI
 
 from ...config import Settings
+from ..briefing import agent_for_leg
 from .config import LiveOptions, LivePlan, plan_session
 from .session import LiveSession
 
@@ -58,8 +59,10 @@ class LiveBackend:
         return cls(agent, options, key, settings.openai_base_url, settings.openai_live_url)
 
     async def plan(self, context: Any, history: list[tuple[str, str]]) -> LivePlan:
-        """The call's ``session.start`` config (see :func:`~.config.plan_session`)."""
-        return await plan_session(self.agent, context, self.options, history)
+        """The call's ``session.start`` config (see :func:`~.config.plan_session`); a warm
+        transfer's person leg (its control holds the briefing) runs the briefing agent."""
+        agent = agent_for_leg(self.agent, getattr(context, "control", None))
+        return await plan_session(agent, context, self.options, history)
 
     def session(self, plan: LivePlan) -> LiveSession:
         """A session for ``plan``, not yet opened."""
