@@ -40,7 +40,7 @@ from .control import MediaCallControl
 from .hold import ToolFiller
 from .inbound import InboundAudio
 from .outbound import OutboundAudio
-from .recording import RecordingTap
+from .recording import RecordingTap, close_recording, open_recording
 from .routing import CallerAudioRoute
 from .socket import Admit, TwilioSocket
 from .start import StartWait, start_record
@@ -213,11 +213,10 @@ class MediaStreamCall(StreamCall):
         except ValueError as exc:
             logger.warning("call %r: no call log: %s", start.call_sid[:80], exc)
         if self._record_calls and self._log is not None and self.out.reference is not None:
-            try:
-                path = self._logs.directory / f"{start.call_sid}.wav"
-                self.recording = RecordingTap(path, self.out.reference)
-            except OSError as exc:
-                self._record("recording.error", error=describe_error(exc))
+            directory = self._logs.directory
+            self.recording = open_recording(
+                directory, start.call_sid, self.out.reference, self._record
+            )
         fields, unusual = start_record(start)
         self._record("stream.start", **fields, **admitted)
         if unusual is not None:
@@ -350,10 +349,7 @@ class MediaStreamCall(StreamCall):
             **({"simulated": True} if self.simulated else {}),
             "metrics": self.metrics.summary(),
         }
-        if self.recording is not None:
-            with contextlib.suppress(OSError):
-                self.recording.close()
-            totals["recording"] = self.recording.totals()
+        close_recording(self.recording, totals)
         self._record("call.end", **totals)
         logger.info("call %s ended: %s", self.call_sid, reason)
         with contextlib.suppress(Exception):

@@ -8,8 +8,9 @@ a :class:`~telephony.agent.live.LiveSession`, μ-law both ways with no transcodi
 Shared with the Realtime bridge (:mod:`.call`): the wait for ``start`` and admission, the call
 log, the watchdog, call control (:class:`~.control.MediaCallControl`; the goodbye's playout from
 :class:`~.live_audio.LiveOutbound`) and the hold sound while a tool runs. Not done here:
-barge-in (GPT-Live decides when to stop; nothing is cleared or truncated), pre-warming and
-recordings.
+barge-in (GPT-Live decides when to stop; nothing is cleared or truncated) and pre-warming.
+Recordings (``RECORD_CALLS``) as on the Realtime bridge: the caller as they spoke (before the
+echo gate), the agent as played at their ear.
 A warm transfer runs as on the Realtime bridge (:mod:`.warm`): while the caller holds, the model
 hears silence and what it might say meanwhile is not played (``held_out_frames``); a person
 leg's agent is the briefing agent, its opening the greeting. The agent's own echo reaches the
@@ -35,6 +36,7 @@ from ..agent.live import Delegations, LivePlan, LiveSession
 from ..agent.live.events import LiveEvents, Transcript
 from ..agent.sessions import GREETING_INSTRUCTIONS
 from ..agent.tools import CallContext
+from ..audio.echo import PlayoutReference
 from ..config import CallFeatures, CallLimits
 from ..observability.call_log import CallLog, CallLogs, describe_error
 from ..observability.call_metrics import CallMetrics
@@ -45,6 +47,7 @@ from .hold import ToolFiller
 from .inbound import InboundAudio
 from .live_audio import LiveOutbound
 from .live_echo import LiveEchoGate
+from .recording import RecordingTap, close_recording, open_recording
 from .socket import Admit, TwilioSocket
 from .start import StartWait, start_record
 from .stream import CallEnded, StreamCall, reason_of
@@ -129,6 +132,9 @@ class LiveMediaCall(StreamCall):
         self.echo_gate = LiveEchoGate(self._record) if echo_gate else None
         if self.echo_gate is not None:
             self.out.reference = self.echo_gate.reference
+        if features.record and self.out.reference is None:  # the agent as heard, for it
+            self.out.reference = PlayoutReference()
+        self.recording: RecordingTap | None = None
         out: Any = self.out  # the recorder's responses and the outbound playout, for control
         self.control = MediaCallControl(
             features, twilio, self._record, out, out, self.end, lambda: self.caller_s
@@ -202,6 +208,11 @@ class LiveMediaCall(StreamCall):
             self._log = self._logs.open(start.call_sid)
         except ValueError as exc:
             logger.warning("call %r: no call log: %s", start.call_sid[:80], exc)
+        if self._features.record and self._log is not None and self.out.reference is not None:
+            directory = self._logs.directory
+            self.recording = open_recording(
+                directory, start.call_sid, self.out.reference, self._record
+            )
         fields, unusual = start_record(start)
         self._record("stream.start", **fields, **admitted, backend=self.backend)
         if unusual is not None:
@@ -357,6 +368,8 @@ class LiveMediaCall(StreamCall):
         if not self.inbound.accept(ulaw, now):
             self._dropped()
             return
+        if self.recording is not None:
+            self.recording.frame(ulaw, self.caller_s)
         if self.echo_gate is not None:
             ulaw = self.echo_gate.frame(ulaw, self.caller_s)
         if self.route.muted:  # a warm transfer's hold: the model hears silence
@@ -400,6 +413,7 @@ class LiveMediaCall(StreamCall):
             ),
             **({"simulated": True} if self.simulated else {}),
         }
+        close_recording(self.recording, totals)
         self._record("call.end", **totals)
         logger.info("call %s ended: %s", self.call_sid, reason)
         with contextlib.suppress(Exception):

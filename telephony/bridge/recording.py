@@ -3,15 +3,18 @@ played at the caller's ear meanwhile, both on the caller's audio clock."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..audio import ulaw_decode
 from ..audio.echo import PlayoutReference
+from ..observability.call_log import describe_error
 from ..observability.recording import CallRecording
 
-__all__ = ["RECORD_LAG_S", "RecordingTap"]
+__all__ = ["RECORD_LAG_S", "RecordingTap", "close_recording", "open_recording"]
 
 RECORD_LAG_S = 1.0  # a recorded frame waits this long for the echoes that place the agent's audio
 
@@ -57,3 +60,24 @@ class RecordingTap:
         while self._unwritten and (until is None or self._unwritten[0][0] <= until):
             at, frame = self._unwritten.popleft()
             self.recording.write(ulaw_decode(frame), self._reference.take(at, len(frame)))
+
+
+def open_recording(
+    directory: Path, call_sid: str, reference: PlayoutReference, record: Callable[..., Any]
+) -> RecordingTap | None:
+    """The call's recording, ``<directory>/<call_sid>.wav`` (``RECORD_CALLS``), on both
+    Media Streams bridges; None when the file cannot be created (``recording.error``)."""
+    try:
+        return RecordingTap(directory / f"{call_sid}.wav", reference)
+    except OSError as exc:
+        record("recording.error", error=describe_error(exc))
+        return None
+
+
+def close_recording(tap: RecordingTap | None, totals: dict[str, Any]) -> None:
+    """Finish the call's recording, if any, and add ``recording`` to ``call.end``'s totals."""
+    if tap is None:
+        return
+    with contextlib.suppress(OSError):
+        tap.close()
+    totals["recording"] = tap.totals()

@@ -19,6 +19,7 @@ from processes import ServerProcess
 from telephony.audio import ulaw_decode, ulaw_encode
 from telephony.audio.hold import default_hold_sound
 from telephony.observability.call_log import read_call_log
+from telephony.replay.extract import read_recording
 from telephony.simulate import Echo, SimulationResult, simulate_call
 from telephony.testing import tone
 from telephony.testing.live_server import FakeLiveServer
@@ -333,3 +334,33 @@ async def test_a_cold_transfer_dials_the_target_once_the_announcement_has_played
     assert speech and speech <= played
     assert sum(len(f) for _, f in result.played if f != QUIET) / 8 >= 800 - 40
     assert records(log, "call.end")[-1]["reason"] == "transferred"
+
+
+async def test_a_recorded_call_has_the_caller_left_and_the_agent_as_heard_right(
+    tmp_path: Path,
+) -> None:
+    """``RECORD_CALLS=true`` on GPT-Live: the WAV beside the log has the caller's words
+    (before the echo gate) on the left and the agent's greeting and reply, placed where the
+    marks said they played, on the right; ``call.end`` names it."""
+    fake = FakeLiveServer(greeting=tone(600, GREETING_MS), reply=lambda n: tone(700, REPLY_MS))
+    async with fake:
+        result, log = await call_through(
+            fake, tmp_path, caller(2.0), {"RECORD_CALLS": "true"}, tail_s=0.5, max_tail_s=8
+        )
+    end = records(log, "call.end")[-1]
+    wav = tmp_path / "calls" / end["recording"]["file"]
+    assert wav.name == f"{result.call_sid}.wav"
+    left, right = read_recording(wav)
+    assert abs(len(left) / 8000 - end["recording"]["seconds"]) < 0.05
+
+    def loud(channel: np.ndarray) -> list[int]:  # 20 ms frames holding sound
+        frames = channel[: len(channel) // 160 * 160].reshape(-1, 160).astype(np.float64)
+        return [int(i) for i in np.flatnonzero(np.sqrt(np.mean(frames**2, axis=1)) > 500)]
+
+    caller_frames, agent_frames = loud(left), loud(right)
+    # the caller's 600 ms of words, where they said them (2 s of silence first)
+    assert len(caller_frames) >= len(WORDS) // 160 - 2 and caller_frames[0] >= 100
+    # the agent: the greeting before the caller spoke, then the reply after they did
+    assert len([f for f in agent_frames if f < 100]) >= GREETING_MS // 20 - 2
+    reply = [f for f in agent_frames if f > caller_frames[-1]]
+    assert len(reply) >= REPLY_MS // 20 - 2
