@@ -3,7 +3,7 @@ scenarios run through ``server.py``.
 
     telephony-replay record CA0123… [-o scenarios/refund.json]   # from CALL_LOG_DIR
     telephony-replay record --log calls/CA….jsonl --wav calls/CA….wav -o scenarios/x.json
-    telephony-replay run scenarios/*.json [--model loopback|offline|configured]
+    telephony-replay run scenarios/*.json [--model loopback|live-loopback|offline|configured]
 
 ``run`` prints per turn what matched and what differed, and exits 1 when an expectation
 failed (2: bad input or the server would not run).

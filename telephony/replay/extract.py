@@ -97,10 +97,10 @@ def _timing(agent: np.ndarray, start: int, previous_end: int, first: bool) -> di
 
 
 def _responses(facts: CallFacts, agent: np.ndarray) -> list[RecordedResponse]:
-    responses = [r for t in facts.turns for r in t.responses if r.response_id]
-    starts = [r.audio_at_ms for r in responses if r.audio_at_ms is not None]
+    responses = [(t.index, r) for t in facts.turns for r in t.responses if r.response_id]
+    starts = [r.audio_at_ms for _, r in responses if r.audio_at_ms is not None]
     out = []
-    for r in responses:
+    for turn, r in responses:
         audio = b""
         if r.audio_at_ms is not None:
             lo = int(r.audio_at_ms * RATE / 1000)
@@ -117,6 +117,7 @@ def _responses(facts: CallFacts, agent: np.ndarray) -> list[RecordedResponse]:
                 text=r.text,
                 tool=ToolExpectation(name=tool.name, arguments=tool.arguments) if tool else None,
                 audio=base64.b64encode(audio).decode("ascii"),
+                turn=turn,
             )
         )
     return out

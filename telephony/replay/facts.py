@@ -5,6 +5,12 @@ A turn begins at the first ``response.started`` after the caller stopped speakin
 greeting). Everything the agent did until the next turn belongs to it: its responses, tool
 calls (``tool.start``), the transcript of what it said (``transcript.agent``) and hand-offs.
 The recording and its replay are both read this way, so their turns line up.
+
+A GPT-Live call's log (``stream.start`` with ``backend: live``) is read the same way from its
+own records: the caller's words (``live.input_transcript.delta``) end their turn, the agent's
+speech (``agent.speech_started``) is a response, ``tool.call`` a tool call and
+``live.output_transcript.delta`` what it said. GPT-Live decides itself when to yield, so the
+bridge sees no barge-in there: ``barge_ins`` and ``suppressed`` are None.
 """
 
 from __future__ import annotations
@@ -74,10 +80,11 @@ class CallFacts:
     hung_up_by: str  # "agent" (end_call), "caller", or "" (the stream closed otherwise)
     end_reason: str
     transfers: list[dict[str, Any]]  # destination and mode of each transfer
-    barge_ins: int  # the caller's speech cut the agent off
-    suppressed: int  # a pause for caller speech that resumed (echo, a backchannel, noise)
+    barge_ins: int | None  # the caller's speech cut the agent off (None: not seen, GPT-Live)
+    suppressed: int | None  # a pause for caller speech that resumed (echo, a backchannel, noise)
     dtmf: list[tuple[float, str]]  # (seconds after start, digit)
     started_ts: float
+    backend: str = ""  # "live" for GPT-Live
 
     @property
     def replies(self) -> int:
@@ -111,20 +118,35 @@ def call_facts(records: list[dict[str, Any]]) -> CallFacts:
     item_response: dict[str, ResponseFacts] = {}
     pending_stop: float | None = None
     caller_text = ""
+    live = start.get("backend") == "live"
     facts = CallFacts(str(start.get("call_sid", "")), turns, "", "", [], 0, 0, [], t0)
+    if live:
+        facts.backend, facts.barge_ins, facts.suppressed = "live", None, None
+
+    def next_turn() -> None:  # the agent acts after the caller stopped: their turn begins
+        nonlocal pending_stop, caller_text
+        if pending_stop is not None:
+            turns.append(TurnFacts(len(turns), caller_text, pending_stop))
+            pending_stop, caller_text = None, ""
+
     for r in records:
         event = r.get("event")
         if event == "speech.stopped":
             pending_stop = at(r)
-        elif event == "transcript.caller":
+        elif event in ("transcript.caller", "live.input_transcript.delta"):
             caller_text = (caller_text + " " + str(r.get("text", ""))).strip()
-        elif event == "response.started":
-            if pending_stop is not None:
-                turns.append(TurnFacts(len(turns), caller_text, pending_stop))
-                pending_stop, caller_text = None, ""
-            response = ResponseFacts(str(r.get("response_id", "")))
+            if live:
+                pending_stop = at(r)
+        elif event in ("response.started", "agent.speech_started"):
+            next_turn()
+            response = ResponseFacts(str(r.get("response_id", r.get("response", ""))))
             by_response[response.response_id] = response
             turns[-1].responses.append(response)
+            if live:
+                response.audio_at_ms = at(r)
+        elif event == "live.output_transcript.delta" and turns[-1].responses:
+            response = turns[-1].responses[-1]
+            response.text = (response.text + " " + str(r.get("text", ""))).strip()
         elif event == "model.audio":
             response = by_response.get(str(r.get("response_id", "")))
             if response is not None:
@@ -135,19 +157,22 @@ def call_facts(records: list[dict[str, Any]]) -> CallFacts:
             response = item_response.get(str(r.get("item_id", "")))
             if response is not None:
                 response.text = (response.text + " " + str(r.get("text", ""))).strip()
-        elif event == "tool.start":
-            call = ToolCallFacts(str(r.get("tool", "")), _arguments(r.get("arguments")))
-            if not turns[-1].responses:
-                turns[-1].responses.append(ResponseFacts(""))
+        elif event in ("tool.start", "tool.call"):
+            if event == "tool.call":  # GPT-Live's delegate: before the agent speaks again
+                next_turn()
+            name = r.get("tool", r.get("name", ""))
+            call = ToolCallFacts(str(name), _arguments(r.get("arguments")))
+            if not turns[-1].responses:  # (GPT-Live's: the delegation, before any speech)
+                turns[-1].responses.append(ResponseFacts(str(r.get("delegation_id", ""))))
             turns[-1].responses[-1].tools.append(call)
         elif event == "hangup.requested":
             facts.hung_up_by = "agent"
         elif event == "call.transfer":
             facts.transfers.append({"destination": r.get("destination"), "mode": r.get("mode")})
-        elif event == "barge_in.interruption":
+        elif event == "barge_in.interruption" and facts.barge_ins is not None:
             facts.barge_ins += 1
-        elif event == "playback.resumed" and r.get("caller_ms") is not None:
-            facts.suppressed += 1
+        elif event == "playback.resumed" and r.get("caller_ms") is not None and not live:
+            facts.suppressed = (facts.suppressed or 0) + 1
         elif event == "dtmf":
             facts.dtmf.append((round(at(r) / 1000, 2), str(r.get("digit", ""))))
         elif event == "call.end":

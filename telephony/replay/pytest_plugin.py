@@ -1,6 +1,6 @@
 """The pytest plugin: ``pytest --scenarios DIR`` makes each ``*.json`` scenario under DIR one
-test, run through ``server.py`` (``--scenario-model``: loopback, offline or configured; default
-configured) and failed with the turn, what was expected and what the agent did.
+test, run through ``server.py`` (``--scenario-model``: loopback, live-loopback, offline or
+configured; default configured) and failed with the turn, what was expected and what the agent did.
 
 Installed with the package (entry point ``pytest11``); it adds only the two options until
 ``--scenarios`` is given.
@@ -30,7 +30,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--scenario-model",
         default="configured",
-        choices=("configured", "offline", "loopback"),
+        choices=("configured", "offline", "loopback", "live-loopback"),  # run.MODELS (lazy)
         help="the model scenarios run against (default: configured)",
     )
 

@@ -4,13 +4,16 @@ Each run starts its own ``server.py`` (on a free port of 127.0.0.1, its call log
 temporary folder, a webhook key of its own, no Twilio REST: ``TWILIO_ACCOUNT_SID`` unset, so
 nothing reaches a real call) with the settings of the folder it runs in (its ``.env`` and
 environment: the agent, imported from that folder too, the greeting, the turn settings; but
-one process: ``REDIS_URL`` unset, ``WORKERS=1``), and one of three models:
+one process: ``REDIS_URL`` unset, ``WORKERS=1``), and one of four models:
 
 - ``configured``: what the settings say (OpenAI with ``OPENAI_API_KEY``, else offline);
 - ``offline``: the embedded offline model (``REALTIME_BACKEND=local``; the ``local`` extra);
 - ``loopback``: a scripted loopback model that replays the recorded agent (each response's
   audio, transcript and tool call, in order): the bridge and the agent's tools are tested
   deterministically, without a model.
+- ``live-loopback``: the same recorded agent played by the fake GPT-Live server
+  (``REALTIME_BACKEND=live``): the greeting, then per caller turn its tool call (delegated)
+  and its reply, so a recorded call also tests the GPT-Live bridge and the tools through it.
 
 The caller's turns are played by the simulator, each at its cue
 (:class:`~telephony.simulate.Say`).
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -40,13 +44,14 @@ from ..observability.call_log import read_call_log
 from ..simulate.call import simulate_call
 from ..simulate.twilio_side import Say, SimulationResult
 from ..testing import LoopbackRealtimeServer
+from ..testing.live_server import FakeLiveServer
 from .facts import CallFacts, call_facts
 from .scenario import Scenario
 
 __all__ = ["MODELS", "Replay", "ReplayError", "run_scenario", "server_script"]
 
-Model = Literal["configured", "offline", "loopback"]
-MODELS: tuple[Model, ...] = ("configured", "offline", "loopback")
+Model = Literal["configured", "offline", "loopback", "live-loopback"]
+MODELS: tuple[Model, ...] = ("configured", "offline", "loopback", "live-loopback")
 START_S = 90.0  # the offline model loads in about 10-20 s on 2 cores
 END_S = 10.0  # the call log's call.end follows the stream's end within this
 
@@ -120,6 +125,38 @@ def _loopback(scenario: Scenario) -> LoopbackRealtimeServer:
         return heard[n] if n < len(heard) else ""
 
     return LoopbackRealtimeServer(reply, reply_text=text, tool_call=tool, heard=transcript)
+
+
+def _live_loopback(scenario: Scenario) -> FakeLiveServer:
+    """The recorded agent on the fake GPT-Live: the opening's responses are the greeting;
+    each caller turn then gets its turn's responses, their tool calls delegated as one batch
+    and their audio as one reply. (A scenario from before responses named their turn: each
+    response is a turn, one with a tool call together with the response after it.)"""
+    responses = scenario.responses
+    audio = [_pcm24k(base64.b64decode(r.audio)) for r in responses]
+    groups: dict[int, list[int]] = {}
+    if all(r.turn is not None for r in responses):
+        for n, r in enumerate(responses):
+            groups.setdefault(int(r.turn or 0), []).append(n)
+    else:
+        k, n = 1, 0
+        while n < len(responses):
+            size = 2 if responses[n].tool is not None and n + 1 < len(responses) else 1
+            groups[k], k, n = list(range(n, n + size)), k + 1, n + size
+    greeting = b"".join(audio[n] for n in groups.pop(0, []))
+    turns = [groups[k] for k in sorted(groups)]
+
+    def calls(k: int) -> list[tuple[str, str]]:
+        tools = [responses[n].tool for n in turns[k]] if k < len(turns) else []
+        return [(t.name, json.dumps(t.arguments or {})) for t in tools if t is not None]
+
+    heard = [t.caller.text or "" for t in scenario.turns if t.caller is not None]
+    return FakeLiveServer(
+        greeting=greeting,
+        reply=lambda k: b"".join(audio[n] for n in turns[k]) if k < len(turns) else b"",
+        heard=lambda k: heard[k] if k < len(heard) else "",
+        delegate=calls,
+    )
 
 
 def _start(env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
@@ -241,6 +278,13 @@ async def run_scenario(
                     "REALTIME_BACKEND": "openai",
                     "OPENAI_API_KEY": "sk-replay-loopback",
                     "OPENAI_REALTIME_URL": loop.url,
+                }
+            elif model == "live-loopback":
+                live = await stack.enter_async_context(_live_loopback(scenario))
+                settings |= {
+                    "REALTIME_BACKEND": "live",
+                    "OPENAI_API_KEY": "sk-replay-loopback",
+                    "OPENAI_BASE_URL": live.base_url,
                 }
             base = await stack.enter_async_context(_server(settings, workdir))
             result = await simulate_call(

@@ -93,6 +93,9 @@ class RecordedResponse(_Strict):
     text: str = ""
     tool: ToolExpectation | None = None
     audio: str = Field(default="", repr=False)
+    turn: int | None = Field(
+        default=None, ge=0
+    )  # the call's turn (0: the opening); None: older files
 
 
 class CallExpectations(_Strict):

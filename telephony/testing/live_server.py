@@ -20,9 +20,10 @@ The fake model:
   ``heard(n)``);
 - yields: caller energy for ``yield_ms`` while it speaks stops its audio there (GPT-Live decides
   when to stop; nothing the client sends can);
-- delegates when ``delegate(n)`` names function calls for turn ``n``: ``session.delegation.created``
-  then one ``response.event`` per call (an inner ``response.output_item.done``) and one with the
-  inner ``response.completed`` (the batch is complete; its ``usage``), waits for a
+- delegates when ``delegate(n)`` names function calls for turn ``n`` (of the tools the session
+  gave its delegate; a model cannot call others): ``session.delegation.created`` then one
+  ``response.event`` per call (an inner ``response.output_item.done``) and one with the inner
+  ``response.completed`` (the batch is complete; its ``usage``), waits for a
   ``function_call_output`` for each and one ``response.create`` (a partial batch is an error),
   then speaks ``reply(n)``;
 - reports ``session.usage.updated`` after each reply and ``session.closed`` on ``session.close``
@@ -323,7 +324,11 @@ class FakeLiveServer:
             {"type": "session.input_transcript.delta", "delta": self.heard(n),
              "start_ms": state.speech_from_ms, "end_ms": end},
         )  # fmt: skip
-        calls = self.delegate_for(conn.session or {}, n) if self.delegate_for else self.delegate(n)
+        config = conn.session or {}
+        calls = self.delegate_for(config, n) if self.delegate_for else self.delegate(n)
+        if "delegation" in config:  # the delegate calls only the tools it was given
+            given = {t.get("name") for t in config["delegation"]["responses"].get("tools", [])}
+            calls = [call for call in calls if call[0] in given]
         if not calls:
             state.speak(self, conn, self.reply(n), f"reply {n}")
             return

@@ -25,6 +25,7 @@ from telephony.replay.extract import HANGOVER_FRAMES, read_recording
 from telephony.simulate import Say, simulate_call
 from telephony.simulate.audio_files import speech_segments
 from telephony.testing import LoopbackRealtimeServer, tone
+from telephony.testing.live_server import FakeLiveServer
 
 HERE = Path(__file__).resolve().parent
 AGENTS = {"PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}", "GREETING": ""}
@@ -193,3 +194,80 @@ def test_the_pytest_plugin_makes_each_scenario_file_a_test(tmp_path: Path) -> No
     assert "1 failed, 1 passed" in out, out[-3000:]
     assert "looks_up" in out and "turn 1 ('Where is my order?')" in out, out[-3000:]
     assert "expected tool call lookup_order, got none" in out, out[-3000:]
+
+
+async def test_a_recorded_call_replays_on_gpt_live_and_catches_a_missing_tool(
+    recorded: tuple[Scenario, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The same recording on the other backend (``live-loopback``: the fake GPT-Live plays the
+    recorded agent, the tool call delegated): it passes, its turns read from GPT-Live's
+    records; the agent without the tool fails at the same turn."""
+    monkeypatch.chdir(tmp_path)
+    scenario, _ = recorded
+    env = {**AGENTS, "AGENT": "replay_agents:agent"}
+    replay = await run_scenario(scenario, "live-loopback", env=env)
+    report = check(replay)
+    assert report.passed, report.text()
+    facts = replay.facts
+    assert facts.backend == "live" and facts.barge_ins is None  # GPT-Live yields by itself
+    assert [(t.name, t.arguments) for t in facts.turns[1].tools] == [
+        ("lookup_order", {"order": "42"})
+    ]
+    assert facts.hung_up_by == "caller" and facts.replies == 2
+
+    without = await run_scenario(
+        scenario, "live-loopback", env={**AGENTS, "AGENT": "replay_agents:without_the_tool"}
+    )
+    report = check(without)
+    assert not report.passed
+    assert "FAILED" in report.turns[1].line(), report.text()
+
+
+async def test_a_call_recorded_on_gpt_live_becomes_a_scenario_that_replays_there(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Record a GPT-Live call (the fake: a greeting, ``lookup_order`` delegated at the first
+    turn, two replies), cut it into a scenario, and replay that on ``live-loopback``: the
+    turns, the tool call and the end come back from GPT-Live's records."""
+    fake = FakeLiveServer(
+        greeting=tone(500, 600),
+        reply=lambda n: tone(600, 1500 if n == 0 else 600),
+        delegate=lambda n: [("lookup_order", '{"order": "42"}')] if n == 0 else [],
+    )
+    async with fake:
+        env = {
+            **AGENTS,
+            "AGENT": "replay_agents:agent",
+            "GREETING": "Hello, this is the shop.",
+            "RECORD_CALLS": "true",
+            "RECORDING_DISCLOSURE": "",
+            "REALTIME_BACKEND": "live",
+            "OPENAI_API_KEY": "sk-test-not-a-real-key",
+            "OPENAI_BASE_URL": fake.base_url,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "CALL_LOG_DIR": str(tmp_path / "calls"),
+        }
+        server = ServerProcess(env, tmp_path)
+        try:
+            await server.up()
+            said = [Say(fixture_audio(f), quiet_s=0.5) for f in ("goforward.ulaw", "okay.ulaw")]
+            result = await simulate_call(
+                server.base_url, b"", auth_token=AUTH_TOKEN, script=said, tail_s=1.0
+            )
+            records = await ended_log(tmp_path / "calls", result.call_sid, seconds=15)
+        finally:
+            server.stop()
+    scenario = scenario_from_call(records, tmp_path / "calls" / f"{result.call_sid}.wav")
+    assert [t.caller is not None for t in scenario.turns] == [False, True, True]
+    [tool] = scenario.turns[1].expect.tools or []
+    assert (tool.name, tool.arguments) == ("lookup_order", {"order": "42"})
+    assert [r.turn for r in scenario.responses] == [0, 1, 1, 2]  # greeting; tool, answer; reply
+    assert scenario.expect.barge_ins is None and scenario.expect.hung_up_by == "caller"
+
+    monkeypatch.chdir(tmp_path)
+    replay = await run_scenario(
+        scenario, "live-loopback", env={**AGENTS, "AGENT": "replay_agents:agent", "GREETING": "Hi"}
+    )
+    report = check(replay)
+    assert report.passed, report.text()
+    assert replay.facts.replies == 3

@@ -101,7 +101,13 @@ class Delegations:
         call = FunctionCall(str(item.get("call_id")), str(item.get("name")),
                             str(item.get("arguments") or "{}"))  # fmt: skip
         self.calls += 1
-        self._record("tool.call", delegation_id=key, call_id=call.call_id, name=call.name)
+        self._record(
+            "tool.call",
+            delegation_id=key,
+            call_id=call.call_id,
+            name=call.name,
+            arguments=call.arguments,
+        )
         call.task = asyncio.create_task(self._run(call))
         self._batches.setdefault(key, _Batch()).calls.append(call)
 
