@@ -13,7 +13,8 @@ SIP ``Call-ID``, then accepted with ``client.live.sessions.accept`` (the agent's
 :class:`LiveSipCall` attaches to the session over the sideband
 (``client.live.sideband.connect``), asks for the greeting, runs the delegate's tools
 (:class:`~telephony.agent.live.Delegations`), gives keypad digits to the model
-(``transport.dtmf.received`` → a silent note), logs every event (``live.<type>``) and writes
+(``transport.dtmf.received`` → a silent note), plays the hold sound while a tool runs
+(fixture audio, :mod:`.live_hold`), logs every event (``live.<type>``) and writes
 ``call.end`` with the cost. Call control is the shared core with :class:`LiveSipCarrier`:
 ``hangup`` and ``refer`` of the Live sessions API; the goodbye has been heard when the agent's
 speech, reflected on the sideband, has stopped for 0.8 s.
@@ -39,6 +40,7 @@ from ..config import CallFeatures, CallLimits
 from ..control import CallController
 from ..observability.call_log import CallLogs, describe_error
 from .call import HEADERS_LOGGED, OpenAICallsCarrier, caller_number
+from .live_hold import FixtureHold
 
 __all__ = ["LiveSipCall", "LiveSipCarrier"]
 
@@ -115,6 +117,7 @@ class LiveSipCall:
         self.events = LiveEvents(self._log.write, transcript)
         self.session: LiveSession | None = None
         self._delegations: Delegations | None = None
+        self.hold: FixtureHold | None = None  # the hold sound while a tool runs (fixtures)
 
     def end(self, reason: str) -> None:
         """End our side of the call (after a hang-up or a transfer, or at shutdown)."""
@@ -161,7 +164,12 @@ class LiveSipCall:
         self.session = self.control.session = session
         session.on_ask = self.speech.asked
         self.events.session_ids.append(self.call_id)
-        self._delegations = Delegations(plan.tools, context, session.tool_outputs, self._log.write)
+        self.hold = FixtureHold(
+            self._features.hold_sound, self._features.hold_delay, session, self._log.write
+        )
+        self._delegations = Delegations(
+            plan.tools, context, session.tool_outputs, self._log.write, on_tool=self.hold.on_tool
+        )
         self._log.write(
             "model.connected",
             backend=self.backend,
@@ -201,6 +209,8 @@ class LiveSipCall:
             self._log.write("model.error", where="sideband", error=describe_error(exc))
 
     async def _close(self) -> None:
+        if self.hold is not None:
+            await self.hold.close()
         if self._delegations is not None:
             await self._delegations.close()
             self.events.add_tokens(self._delegations.tokens)
@@ -220,6 +230,7 @@ class LiveSipCall:
             path="sip",
             model_errors=self.events.errors,
             session_ids=self.events.session_ids,
+            **({"hold_pieces": self.hold.pieces} if self.hold and self.hold.pieces else {}),
             tokens=tokens,
             cost_usd=self._features.prices.call_cost(tokens, duration, False),
         )

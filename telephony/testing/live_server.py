@@ -29,6 +29,10 @@ The fake model:
 - reports ``session.usage.updated`` after each reply and ``session.closed`` on ``session.close``
   (``close_requested``) or on :meth:`LiveConnection.expire` (``expired``); :meth:`drop` closes the
   socket with no ``session.closed``;
+- plays fixture audio (``session.output_audio.fixture.play``): ``…fixture.playing`` at once,
+  ``…fixture.played`` once its length has passed; meanwhile it refuses another fixture and
+  ``session.commentary.append``, ``session.thinking.append`` and
+  ``session.instructions.append``, as the real server does (:attr:`LiveConnection.fixtures`);
 - takes a sideband (``/v1/live/sessions/{id}/attach``, a SIP call's session, started
   already): no ``session.start`` there, its audio in pcm16 24 kHz (as reflections are), and
   :meth:`LiveConnection.caller_turn` stands for the caller's speech it hears on the SIP leg.
@@ -48,37 +52,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from openai.types.live import ClientEvent, ServerEvent
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection, serve
 
 from ..audio import ulaw_decode
+from .live_wire import CLIENT, FIXTURE_BLOCKS, SERVER, SERVER_FIELDS, unknown_fields
 from .realtime_session import ulaw_from_pcm24
 
 __all__ = ["FakeLiveServer", "LiveConnection"]
 
 RATE_PCM = 24000
-_CLIENT = TypeAdapter(ClientEvent)
-_SERVER = TypeAdapter(ServerEvent)
-# each server event type's fields, from the union's models
-_SERVER_FIELDS: dict[str, frozenset[str]] = {
-    model.model_fields["type"].annotation.__args__[0]: frozenset(model.model_fields)
-    for model in ServerEvent.__origin__.__args__  # type: ignore[attr-defined]
-}
-
-
-def _unknown_fields(model: Any, path: str = "") -> list[str]:
-    """Fields of a validated event that its model does not define (the real server rejects
-    them; the ``openai`` models keep them as extras)."""
-    found: list[str] = []
-    if isinstance(model, BaseModel):
-        found += [f"{path}{name}" for name in (model.model_extra or {})]
-        for name in type(model).model_fields:
-            found += _unknown_fields(getattr(model, name), f"{path}{name}.")
-    elif isinstance(model, list):
-        for i, item in enumerate(model):
-            found += _unknown_fields(item, f"{path}{i}.")
-    return found
 
 
 @dataclass
@@ -97,6 +80,7 @@ class LiveConnection:
     resource: dict[str, Any] = field(default_factory=dict)  # the session as session.started said
     attached: str | None = None  # a sideband's session id (``…/sessions/{id}/attach``)
     started_at: float = 0.0  # time.monotonic() of session.started
+    fixtures: list[tuple[float, float]] = field(default_factory=list)  # (from, until) ms
     _ws: ServerConnection | None = None
     _owner: FakeLiveServer | None = None
     _state: Any = None
@@ -194,10 +178,10 @@ class FakeLiveServer:
 
     async def _send(self, conn: LiveConnection, event: dict[str, Any]) -> None:
         event = {k: v for k, v in event.items() if v is not None}
-        if "event_id" in _SERVER_FIELDS.get(event["type"], ()):  # output audio deltas have none
+        if "event_id" in SERVER_FIELDS.get(event["type"], ()):  # output audio deltas have none
             event.setdefault("event_id", self._id("evt"))
         # a fake that speaks off the spec fails the test
-        unknown = _unknown_fields(_SERVER.validate_python(event)) if self.validate else []
+        unknown = unknown_fields(SERVER.validate_python(event)) if self.validate else []
         if unknown:
             raise AssertionError(f"the fake sent unknown fields: {unknown}")
         conn.sent.append(event)
@@ -229,11 +213,11 @@ class FakeLiveServer:
                     await self._on_event(conn, state, raw)
                     continue
                 try:
-                    event = _CLIENT.validate_python(raw)
+                    event = CLIENT.validate_python(raw)
                 except ValidationError as exc:
                     await self._refuse(conn, raw, f"invalid event: {exc.errors()[0]['msg']}")
                     continue
-                unknown = _unknown_fields(event)
+                unknown = unknown_fields(event)
                 if unknown:
                     await self._refuse(conn, raw, f"unknown fields: {', '.join(unknown)}")
                     continue
@@ -264,6 +248,13 @@ class FakeLiveServer:
             }
             await self._send(conn, {"type": "session.started", "session": conn.resource})
             return
+        playing = bool(conn.fixtures) and conn.fixtures[-1][1] > conn.clock_ms()
+        if playing and kind in FIXTURE_BLOCKS:
+            await self._refuse(conn, raw, f"{kind} is rejected while an audio fixture is active")
+            return
+        if kind == "session.output_audio.fixture.play":
+            self._play_fixture(conn, state, raw)
+            return
         if kind == "session.input_audio.append":
             chunk = base64.b64decode(raw["audio"])
             conn.audio_bytes += len(chunk)
@@ -291,6 +282,18 @@ class FakeLiveServer:
                 state.speak(self, conn, self.reply(turn), f"reply {turn}")
         elif kind == "session.close":
             await self._close(conn, "close_requested")
+
+    def _play_fixture(self, conn: LiveConnection, state: _State, raw: dict[str, Any]) -> None:
+        ms = len(base64.b64decode(raw["audio"])) / 48
+        conn.fixtures.append((conn.clock_ms(), conn.clock_ms() + ms))
+        ack = {"client_event_id": raw.get("event_id")}
+
+        async def play() -> None:
+            await self._send(conn, {"type": "session.output_audio.fixture.playing", **ack})
+            await asyncio.sleep(ms / 1000)
+            await self._send(conn, {"type": "session.output_audio.fixture.played", **ack})
+
+        state.run(play())
 
     async def _hear(self, conn: LiveConnection, state: _State, chunk: bytes) -> None:
         pcm = ulaw_decode(chunk) if state.pcmu else chunk
@@ -390,14 +393,17 @@ class _State:
     delegated_turn: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def run(self, work: Any) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
     def speak(self, fake: FakeLiveServer, conn: LiveConnection, pcm24: bytes, text: str) -> None:
         if self.speaking_task is not None:
             self.speaking_task.cancel()
         self.caller_over_ms = 0
-        task = asyncio.create_task(self._speak(fake, conn, pcm24, text))
-        self.speaking_task = task
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.speaking_task = self.run(self._speak(fake, conn, pcm24, text))
 
     async def _speak(
         self, fake: FakeLiveServer, conn: LiveConnection, pcm24: bytes, text: str

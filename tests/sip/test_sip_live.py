@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
+import os
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from helpers import run_server
-from processes import Fleet, RedisServer
+from processes import ROOT, Fleet, RedisServer, ServerProcess
 
 from telephony.observability.call_log import read_call_log
 from telephony.testing import OpenAIApiStandIn, signed_webhook, tone
@@ -113,3 +115,71 @@ async def test_one_call_raising_both_webhooks_is_accepted_once_by_gpt_live_and_r
     assert end["tokens"]["delegate_input"] == 200
     incoming = next(r for r in log if r["event"] == "sip.incoming")
     assert incoming["sip_media_security"] == "srtp"
+
+
+async def test_a_slow_tool_plays_the_hold_sound_as_fixture_audio_and_keys_wait_for_it(
+    tmp_path: Path,
+) -> None:
+    """On SIP the audio never reaches us: while a slow tool runs (``check_payment``, 3 s;
+    ``FILLER_DELAY=1``) the hold sound is played over the sideband as fixture audio, a piece
+    at a time while the tool runs, none after; a key pressed meanwhile reaches the model as a
+    note once the piece has played (GPT-Live rejects notes during a fixture)."""
+    openai = OpenAIApiStandIn()
+    fake = FakeLiveServer(
+        greeting=tone(600, 400),
+        reply=lambda n: tone(700, 600),
+        delegate=lambda n: [("check_payment", '{"order": "42"}')] if n == 0 else [],
+    )
+    async with fake, run_server(openai.app) as openai_url:
+        env = {
+            "REALTIME_BACKEND": "live",
+            "OPENAI_API_KEY": "sk-test-not-a-real-key",
+            "OPENAI_BASE_URL": f"{openai_url}/v1",
+            "OPENAI_LIVE_URL": fake.base_url.replace("http://", "ws://"),
+            "OPENAI_WEBHOOK_SECRET": SECRET,
+            "TWILIO_AUTH_TOKEN": "twilio-auth-token-0123456789abcdef",
+            "GREETING": "Hello.",
+            "AGENT": "live_agents:agent",
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'bridge'}",
+            "FILLER_DELAY": "1.0",
+            "CALL_LOG_DIR": str(tmp_path / "calls"),
+        }
+        server = ServerProcess(env, tmp_path)
+        try:
+            await server.up()
+            webhook = signed_live_webhook(SECRET, SESSION, HEADERS)
+            status, body = await asyncio.to_thread(post, server.base_url, *webhook)
+            assert (status, body["status"]) == (200, "accepted")
+            await until(lambda: bool(fake.connections) and len(fake.connections[0].types()) > 0)
+            (sideband,) = fake.connections
+            await asyncio.sleep(0.6)  # the greeting has been spoken
+            await sideband.caller_turn()  # the delegate calls check_payment
+            await until(lambda: bool(sideband.fixtures), 5)
+            await sideband.send(
+                {"type": "transport.dtmf.received", "event": "5", "event_id": "evt_dtmf"},
+                validate=False,
+            )
+            await until(lambda: bool(sideband.outputs), 8)  # the tool answered
+            await asyncio.sleep(2.5)  # (a piece after the tool would start within this)
+            path = tmp_path / "calls" / f"{SESSION}.jsonl"
+        finally:
+            server.stop()
+    assert sideband.refused == []  # no note and no fixture while one played
+    kinds = sideband.types()
+    plays = [i for i, k in enumerate(kinds) if k == "session.output_audio.fixture.play"]
+    answered = kinds.index("response.create")
+    # the hold began FILLER_DELAY into the 3 s tool and went on, a piece at a time, while it ran
+    assert 1 <= len(plays) <= 3 and max(plays) < answered, plays
+    assert all(b - a == 1000 for a, b in sideband.fixtures)  # a second of the loop each
+    # pieces never overlapped: each began after the last one's end
+    assert all(nxt[0] >= prev[1] for prev, nxt in itertools.pairwise(sideband.fixtures))
+    # the key's note went out after a piece had played, not during one
+    note = kinds.index("session.thinking.append")
+    note_at = next(e for e in sideband.received if e.get("type") == "session.thinking.append")
+    assert "5" in note_at["content"] and note > plays[0]
+    log = read_call_log(path)
+    (started,) = [r for r in log if r["event"] == "hold.started"]
+    assert started["tools"] == ["check_payment"] and started["via"] == "fixture"
+    assert started["after_ms"] >= 1000
+    (stopped,) = [r for r in log if r["event"] == "hold.stopped"]
+    assert stopped["why"] == "tools_done" and stopped["pieces"] == len(plays)

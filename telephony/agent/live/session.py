@@ -4,7 +4,10 @@
 ``session.started`` (nothing else may be sent before it), then carries the call: caller audio
 (``session.input_audio.append``, μ-law as Twilio sent it), instructions to speak
 (``session.commentary.append``: the greeting, a goodbye, an announcement), silent notes
-(``session.thinking.append``: keypad digits), tool outputs, and ``session.close``. Server
+(``session.thinking.append``: keypad digits), tool outputs, fixture audio
+(``session.output_audio.fixture.play``: the hold sound on a SIP call), and ``session.close``.
+GPT-Live rejects commentary and thinking while a fixture plays, so those wait, in order, for
+its ``fixture.played`` (read by :meth:`events`). Server
 events are read with :meth:`events`, typed by the ``openai`` package; dispatch is on
 ``.type`` (an event type the client does not know still carries it).
 
@@ -74,6 +77,10 @@ class LiveSession:
         self.usage: dict[str, Any] = {}  # the newest cumulative ``usage``
         self.closed_reason: str | None = None
         self.on_ask: Callable[[], None] | None = None  # told each time the model is asked to speak
+        self.fixture_idle = asyncio.Event()  # no fixture audio is playing
+        self.fixture_idle.set()
+        self._fixture_id: str | None = None
+        self._deferred: list[dict[str, Any]] = []  # commentary and thinking, held meanwhile
 
     def _event_id(self, kind: str) -> str:
         return f"{kind}_{next(self._ids)}"
@@ -130,6 +137,12 @@ class LiveSession:
                 yield AudioDelta(raw["delta"])
                 continue
             event = self._connection.parse_event(data)
+            if event.type == "session.output_audio.fixture.played" or (
+                event.type == "error"
+                and getattr(event.error, "client_event_id", None) == self._fixture_id
+                and self._fixture_id is not None
+            ):  # played, or refused (no ``played`` follows then)
+                await self._fixture_over()
             if event.type == "session.usage.updated":
                 self.usage = _plain(event.usage)
             elif event.type == "session.closed":
@@ -153,16 +166,44 @@ class LiveSession:
         event_id = self._event_id("say")
         if self.on_ask is not None:
             self.on_ask()
-        await self._connection.send(
+        await self._send_or_defer(
             {"type": "session.commentary.append", "event_id": event_id,
              "content": instructions, "delegation_id": None}
         )  # fmt: skip
         return event_id
 
+    async def play_fixture(self, pcm24: bytes) -> str:
+        """Play ``pcm24`` (pcm16 little-endian mono, 24 kHz, at most 30 s) through the
+        session's output (``session.output_audio.fixture.play``): it interrupts the model's
+        speech and mutes input until played; one at a time (:attr:`fixture_idle` is clear
+        meanwhile). Returns the event's id. Raises ValueError for more than 30 s."""
+        if len(pcm24) > 30 * 48000:
+            raise ValueError("a fixture is at most 30 s of pcm16 24 kHz")
+        event_id = self._fixture_id = self._event_id("fixture")
+        self.fixture_idle.clear()
+        await self._connection.send(
+            {"type": "session.output_audio.fixture.play", "event_id": event_id,
+             "audio": base64.b64encode(pcm24).decode("ascii")}
+        )  # fmt: skip
+        return event_id
+
+    async def _fixture_over(self) -> None:
+        self._fixture_id = None
+        self.fixture_idle.set()
+        deferred, self._deferred = self._deferred, []
+        for event in deferred:
+            await self._connection.send(event)
+
+    async def _send_or_defer(self, event: dict[str, Any]) -> None:
+        if self.fixture_idle.is_set():
+            await self._connection.send(event)
+        else:
+            self._deferred.append(event)
+
     async def send_message(self, text: str) -> None:
         """A note the model takes in silently (``session.thinking.append``), such as the
         keypad digits the caller pressed."""
-        await self._connection.send(
+        await self._send_or_defer(
             {"type": "session.thinking.append", "event_id": self._event_id("note"),
              "content": text, "delegation_id": None}
         )  # fmt: skip
