@@ -7,18 +7,16 @@ a :class:`~telephony.agent.live.LiveSession`, μ-law both ways with no transcodi
 
 Shared with the Realtime bridge (:mod:`.call`): the wait for ``start`` and admission, the call
 log, the watchdog, call control (:class:`~.control.MediaCallControl`; the goodbye's playout from
-:class:`~.live_audio.LiveOutbound`) and the hold sound while a tool runs. Not done here:
-barge-in (GPT-Live decides when to stop; nothing is cleared or truncated) and pre-warming.
-Recordings (``RECORD_CALLS``) as on the Realtime bridge: the caller as they spoke (before the
-echo gate), the agent as played at their ear.
-A warm transfer runs as on the Realtime bridge (:mod:`.warm`): while the caller holds, the model
-hears silence and what it might say meanwhile is not played (``held_out_frames``); a person
-leg's agent is the briefing agent, its opening the greeting. The agent's own echo reaches the
-model as silence (:mod:`.live_echo`). Caller audio goes out only after ``session.started``. A
-session that ends under the call (``expired``, or a dropped socket) is replaced by one seeded
-with the transcript, with no second greeting; caller audio meanwhile is dropped and counted.
-Server events are logged as ``live.<type>`` (:mod:`telephony.agent.live.events`); ``call.end``
-carries the session ids, active seconds and the delegate's tokens, priced.
+:class:`~.live_audio.LiveOutbound`), the hold sound while a tool runs, warm transfers
+(:mod:`.warm`; on hold the model hears silence and what it says is not played,
+``held_out_frames``) and recordings (the caller before the echo gate). Not here: barge-in
+(GPT-Live decides when to stop; nothing is cleared or truncated) and pre-warming. The agent's
+own echo reaches the model as silence (:mod:`.live_echo`). Caller audio goes out only after
+``session.started``. A session near its ``expires_at`` is replaced at a quiet moment
+(:mod:`.live_renewal`); one that ends under the call (``expired``, a dropped socket) is replaced
+at once; each new one is seeded with the transcript, with no second greeting. Server events are
+logged as ``live.<type>`` (:mod:`telephony.agent.live.events`); ``call.end`` carries the session
+ids, active seconds and the delegate's tokens, priced.
 """
 
 from __future__ import annotations
@@ -29,13 +27,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..agent.live import Delegations, LivePlan, LiveSession
 from ..agent.live.events import LiveEvents, Transcript
 from ..agent.sessions import GREETING_INSTRUCTIONS
 from ..agent.tools import CallContext
+from ..audio import ULAW_SILENCE
 from ..audio.echo import PlayoutReference
 from ..config import CallFeatures, CallLimits
 from ..observability.call_log import CallLog, CallLogs, describe_error
@@ -47,28 +45,23 @@ from .hold import ToolFiller
 from .inbound import InboundAudio
 from .live_audio import LiveOutbound
 from .live_echo import LiveEchoGate
+from .live_renewal import QUIET_FRAMES, LiveRenewal
 from .recording import RecordingTap, close_recording, open_recording
 from .socket import Admit, TwilioSocket
 from .start import StartWait, start_record
-from .stream import CallEnded, StreamCall, reason_of
+from .stream import CallEnded, StreamCall, apologise, reason_of
 from .supervisor import POLITE_ENDINGS
+from .warm import CallerHold
 from .watchdog import CallWatchdog
 
-__all__ = ["CallerHold", "LiveMediaCall", "OpenLive"]
+__all__ = ["LiveMediaCall", "OpenLive"]
 
 logger = logging.getLogger("telephony.bridge")
 # (call context, transcript so far) -> the session's plan; and a client's session for a plan
 PlanSession = Callable[[CallContext, list[tuple[str, str]]], Awaitable[LivePlan]]
 OpenLive = Callable[[LivePlan], LiveSession]
-ULAW_SILENCE = 0xFF
-
-
-@dataclass
-class CallerHold:
-    """A warm transfer's hold on a GPT-Live call (a :class:`~.warm.Mutable`): while
-    ``muted`` the model hears silence and its audio does not reach the caller."""
-
-    muted: bool = False
+# a started session not yet given the call: (session, plan, context, connect began)
+Successor = tuple[LiveSession, LivePlan, CallContext, float]
 
 
 class LiveMediaCall(StreamCall):
@@ -153,6 +146,14 @@ class LiveMediaCall(StreamCall):
                 record=self._record,
             )
         self.session: LiveSession | None = None
+        self._renewal: LiveRenewal[Successor] = LiveRenewal(
+            self._limits.renewal_margin,
+            self._quiet,
+            lambda: sum(len(text) for _, text in self.transcript.turns),
+            lambda: self._connect(self.call_sid or ""),
+            lambda successor: successor[0].abort(),
+            self._record,
+        )
         self._attached = asyncio.Event()
         self._delegations: Delegations | None = None
         self.transcript = Transcript()
@@ -190,7 +191,8 @@ class LiveMediaCall(StreamCall):
                 await self.filler.close()
             await self.control.stop()
             if self.session is not None:
-                await self._retire(self.session, closing=True)
+                await self._retire(self.session, self._delegations, closing=True)
+            await self._renewal.close()  # the sessions a renewal retired
             await self._socket.close(self._close_code)
             self._finish()
 
@@ -240,22 +242,30 @@ class LiveMediaCall(StreamCall):
             return
         self._set_reason(reason)
         if reason in POLITE_ENDINGS or reason.startswith("model_"):
-            await self._apologise(call_sid, reason)
+            timeout = self._limits.close_timeout
+            await apologise(self._on_model_failure, call_sid, reason, timeout, self._record)
 
     async def _model(self, call_sid: str) -> None:
-        """Sessions one after another until the call ends: the first greets; one that expires
+        """Sessions one after another until the call ends: the first greets; one near its
+        ``expires_at`` is replaced at a quiet moment (:mod:`.live_renewal`); one that expires
         or drops is replaced, seeded with the transcript (more than ``reconnects`` drops, or a
         close for another reason, end the call with an apology)."""
         drops = 0
+        session = self._take(*await self._connect(call_sid))
+        await self._greet(session)
         while True:
-            session = await self._open_session(call_sid)
-            if self.sessions == 1:
-                await self._greet(session)
             self._attached.set()
-            why = await self._pump(session)
+            why, successor = await self._renewal.serve(self._pump(session), session.expires_at)
+            if successor is not None:  # planned: the new session takes the call at once
+                old, delegations = session, self._delegations
+                session = self._take(*successor)
+                self.renewals += 1
+                self._record("model.renewed", why="planned", old_session_id=old.id)
+                self._renewal.later(self._retire(old, delegations, closing=True))
+                continue
             self._attached.clear()
             self.session = self.control.session = None
-            await self._retire(session)
+            await self._retire(session, self._delegations)
             if why == "closed":  # closed by OpenAI for another reason (content, …): no retry
                 raise CallEnded("model_closed")
             if why == "dropped":
@@ -264,6 +274,15 @@ class LiveMediaCall(StreamCall):
                     raise CallEnded("model_connection_lost")
             self.renewals += 1
             self._record("model.renewing", why=why, history_turns=len(self.transcript.turns))
+            session = self._take(*await self._connect(call_sid))
+
+    def _quiet(self) -> bool:
+        """A quiet moment to switch sessions: nothing of the agent's playing or to come, no
+        tool, transfer or hang-up under way, the caller quiet."""
+        tools, inbound = self._delegations, self.inbound
+        caller_quiet = inbound.frames_in - inbound.last_loud_frame > QUIET_FRAMES
+        busy = self.route.muted or self.control.busy or (tools is not None and not tools.idle)
+        return self.out.idle and not busy and caller_quiet
 
     async def _greet(self, session: LiveSession) -> None:
         """The first session's first words: a person leg's briefing (its opening), nothing on
@@ -274,20 +293,33 @@ class LiveMediaCall(StreamCall):
             await session.respond(GREETING_INSTRUCTIONS.format(greeting))
             self._record("greeting.requested", text=greeting)
 
-    async def _open_session(self, call_sid: str) -> LiveSession:
+    async def _connect(self, call_sid: str) -> Successor:
+        """A started session seeded with the transcript (none for the first), not yet given
+        the call (:meth:`_take`). Raises CallEnded (``model_connect_failed``)."""
         context = CallContext(call_sid, self.control)
         history = self.transcript.turns if self.sessions else []
         self._record("model.connecting", backend=self.backend, history_turns=len(history))
         t0 = time.monotonic()
+        session: LiveSession | None = None
         try:
             plan = await self._plan(context, history)
             if plan.handoffs and not self.sessions:
                 self._record("live.handoffs_ignored", handoffs=plan.handoffs)
             session = self._open_live(plan)
             await session.open(self._limits.connect_timeout)
+        except asyncio.CancelledError:
+            if session is not None:
+                await session.abort()
+            raise
         except Exception as exc:  # LiveSessionError, the client's connection errors, a bug
             self._record("model.error", where="connect", error=describe_error(exc))
             raise CallEnded("model_connect_failed") from exc
+        return session, plan, context, t0
+
+    def _take(
+        self, session: LiveSession, plan: LivePlan, context: CallContext, t0: float
+    ) -> LiveSession:
+        """``session`` takes the call: caller audio, events, tools and call control."""
         self.sessions += 1
         session.on_ask = self.out.speech.asked
         self.events.session_ids.append(session.id or "")
@@ -330,12 +362,16 @@ class LiveMediaCall(StreamCall):
             self._record("model.error", where="events", error=describe_error(exc))
         return "dropped"
 
-    async def _retire(self, session: LiveSession, closing: bool = False) -> None:
-        """The session is over (``closing``: the call's end asks it to close first)."""
+    async def _retire(
+        self, session: LiveSession, delegations: Delegations | None, closing: bool = False
+    ) -> None:
+        """The session is over (``closing``: we ask it to close first): its tools stop, its
+        usage and the delegate's tokens are counted."""
         await (session.close(self._limits.close_timeout) if closing else session.abort())
-        if self._delegations is not None:
-            await self._delegations.close()
-            self.events.add_tokens(self._delegations.tokens)
+        if delegations is not None:
+            await delegations.close()
+            self.events.add_tokens(delegations.tokens)
+        if delegations is self._delegations:
             self._delegations = None
         self.events.add_usage(session.usage)
         self._record("model.closed", session_id=session.id, reason=session.closed_reason)
@@ -347,16 +383,6 @@ class LiveMediaCall(StreamCall):
     async def _on_speech(self) -> None:
         if self.filler is not None:
             await self.filler.reply_starts()
-
-    async def _apologise(self, call_sid: str, reason: str) -> None:
-        via = "none (stream closed)"
-        try:
-            if self._on_model_failure is not None:
-                async with asyncio.timeout(self._limits.close_timeout):
-                    via = await self._on_model_failure(call_sid, reason)
-            self._record("call.apology", via=via, reason=reason)
-        except Exception as exc:
-            self._record("call.apology", via="failed", reason=reason, error=describe_error(exc))
 
     # ------------------------------------------------------------------ caller -> model
 

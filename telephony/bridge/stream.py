@@ -7,16 +7,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..admission import POLICY_VIOLATION
-from ..observability.call_log import CallLog
+from ..observability.call_log import CallLog, describe_error
 from ..twilio.media_stream import Dtmf, Mark, Media, ProtocolError, Start, Stop, parse_message
 from .socket import TwilioSocket
 from .start import StartWait
 from .watchdog import CallWatchdog
 
-__all__ = ["CallEnded", "StreamCall", "reason_of"]
+__all__ = ["CallEnded", "StreamCall", "apologise", "reason_of"]
 
 logger = logging.getLogger("telephony.bridge")
 
@@ -33,6 +34,30 @@ def reason_of(task: asyncio.Task[Any]) -> str | None:
     """The reason a finished pump task ended the call with, if it raised :class:`CallEnded`."""
     exc = None if task.cancelled() else task.exception()
     return exc.reason if isinstance(exc, CallEnded) else None
+
+
+async def apologise(
+    tell: Callable[[str, str], Awaitable[str]] | None,
+    call_sid: str,
+    reason: str,
+    timeout_s: float,
+    record: Callable[..., Any],
+    fallback: Callable[[], Awaitable[str]] | None = None,
+) -> None:
+    """We are ending the call (model gone, shutdown, time limit): ``tell(call_sid, reason)``
+    the caller (Twilio's REST ``<Say>``; returns how) within ``timeout_s``, or, when that
+    reached nobody (``none …``), ``fallback()`` (the recorded apology over the stream).
+    Writes ``call.apology``. Never raises."""
+    via = "none (stream closed)"
+    try:
+        if tell is not None:
+            async with asyncio.timeout(timeout_s):
+                via = await tell(call_sid, reason)
+        if via.startswith("none") and fallback is not None:
+            via = await fallback()
+        record("call.apology", via=via, reason=reason)
+    except Exception as exc:
+        record("call.apology", via="failed", reason=reason, error=describe_error(exc))
 
 
 class StreamCall:

@@ -43,6 +43,7 @@ from ..observability.recorder import SessionRecorder
 from .host import SessionHost
 from .outbound import OutboundAudio
 from .replay import ConversationReplay
+from .stream import apologise
 from .tracker import PhonePlaybackTracker
 
 if TYPE_CHECKING:
@@ -426,16 +427,15 @@ class SessionSupervisor:
         """We are ending the call (model gone, shutdown, time limit): tell the caller if we
         can (Twilio's REST ``<Say>``; for a model that failed, without REST, the recorded
         apology over the stream); the stream is closed after."""
-        via = "none (stream closed)"
-        try:
-            if self._on_model_failure is not None:
-                async with asyncio.timeout(self._limits.close_timeout):
-                    via = await self._on_model_failure(call_sid, reason)
-            if via.startswith("none") and reason in MODEL_FAILURES and host is not None:
-                via = await host.say_sorry()
-            self._record("call.apology", via=via, reason=reason)
-        except Exception as exc:
-            self._record("call.apology", via="failed", reason=reason, error=describe_error(exc))
+        fallback = host.say_sorry if reason in MODEL_FAILURES and host is not None else None
+        await apologise(
+            self._on_model_failure,
+            call_sid,
+            reason,
+            self._limits.close_timeout,
+            self._record,
+            fallback,
+        )
 
     async def _close(self, session: RealtimeSession) -> None:
         self._trackers.pop(session, None)

@@ -8,7 +8,7 @@
   through the bridge on whichever instance takes it.
 - **Hold**: the caller hears the hold loop (:class:`~.hold.ToolFiller`) and the model hears
   silence (the call's caller-audio route is ``muted``: :class:`~.routing.CallerAudioRoute` on
-  the Realtime backend, :class:`~.live_call.CallerHold` on GPT-Live).
+  the Realtime backend, :class:`CallerHold` on GPT-Live).
 - **Join**: a Twilio Conference named ``warm-<caller's CallSid>``: both live calls are moved
   into it by a REST update of their TwiML (which ends their streams), the person's first. A
   conference rather than a ``<Dial>`` from the caller's leg, because the person is on a live
@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -28,13 +29,21 @@ from ..twilio.rest import TwilioCalls
 from ..twilio.twiml import conference_twiml
 from .hold import ToolFiller
 
-__all__ = ["Mutable", "TwilioWarmCarrier", "conference_name"]
+__all__ = ["CallerHold", "Mutable", "TwilioWarmCarrier", "conference_name"]
 
 
 class Mutable(Protocol):
     """A call's caller audio on its way to the model: silence instead while ``muted``."""
 
     muted: bool
+
+
+@dataclass
+class CallerHold:
+    """A :class:`Mutable` that is only the flag (GPT-Live's bridge reads it per frame: the
+    model hears silence, and its audio is not played, while ``muted``)."""
+
+    muted: bool = False
 
 
 def conference_name(call_sid: str) -> str:

@@ -364,3 +364,38 @@ async def test_a_recorded_call_has_the_caller_left_and_the_agent_as_heard_right(
     assert len([f for f in agent_frames if f < 100]) >= GREETING_MS // 20 - 2
     reply = [f for f in agent_frames if f > caller_frames[-1]]
     assert len(reply) >= REPLY_MS // 20 - 2
+
+
+async def test_a_session_near_its_expiry_is_renewed_at_a_quiet_moment_without_a_gap(
+    tmp_path: Path,
+) -> None:
+    """``expires_at`` 14 s away, ``MODEL_RENEWAL_MARGIN=6``: at a quiet moment in the last
+    6 s the next session opens seeded with the transcript and takes the call (one that
+    connected as the caller spoke again is dropped, and the next quiet moment tried); the old
+    one is closed by us, never ``expired``; every utterance is heard by exactly one session,
+    no frame lost, no second greeting."""
+    fake = FakeLiveServer(
+        greeting=tone(600, GREETING_MS), reply=lambda n: tone(700, REPLY_MS), session_s=14
+    )
+    async with fake:
+        _, log = await call_through(
+            fake, tmp_path, caller(1.0, 3.4, 3.0), {"MODEL_RENEWAL_MARGIN": "6"}, tail_s=0.5
+        )
+    first, *skipped, last = fake.connections
+    assert len(skipped) == len(records(log, "model.renewal_skipped"))
+    assert all(c.turns == 0 and c.closed_reason is None for c in skipped)  # dropped unused
+    assert first.closed_reason == "close_requested" and last.closed_reason == "close_requested"
+    (renewed,) = records(log, "model.renewed")
+    assert renewed["why"] == "planned" and renewed["old_session_id"] == first.resource["id"]
+    assert first.turns + last.turns == 3  # each utterance heard once, by one session
+    # the new session was seeded with what had been said, and did not greet again
+    seeded = json.dumps(last.session.get("input", []))
+    heard = [r["text"] for r in records(log, "live.input_transcript.delta")]
+    assert "greeting" in seeded and all(text in seeded for text in heard[: first.turns])
+    assert "session.commentary.append" not in last.types()
+    end = records(log, "call.end")[-1]
+    assert end["sessions"] == 2 and end["renewals"] == 1 and end["caller_frames_dropped"] == 0
+    # the switch came at a quiet moment: every mark sent before it had played
+    before = [r for r in log if r["mono"] < renewed["mono"]]
+    sent = {r["name"] for r in records(before, "mark.sent")}
+    assert sent and sent <= {r["name"] for r in records(before, "mark.played")}

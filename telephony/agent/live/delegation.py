@@ -79,6 +79,11 @@ class Delegations:
         self.batches = 0
         self.failures = 0
 
+    @property
+    def idle(self) -> bool:
+        """No tool call under way and no batch waiting for its answer."""
+        return not self._batches and not self._answering
+
     def on_response_event(self, delegation_id: str | None, inner: dict[str, Any]) -> None:
         """One inner Responses event of delegation ``delegation_id``."""
         kind = inner.get("type")
