@@ -193,9 +193,21 @@ class Services:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def media_call(self, socket: TwilioSocket) -> MediaStreamCall | LiveMediaCall:
-        """The bridge for one accepted media socket (on GPT-Live with ``live``)."""
-        if self.live is not None:
+    def on_live(self, our_number: str | None) -> bool:
+        """Whether a call to (or dialled from) ``our_number`` runs on GPT-Live while the
+        service's backend is another (``LIVE_NUMBERS``)."""
+        return (
+            self.live is not None
+            and self.backend != "live"
+            and (our_number or "").strip() in self.settings.live_number_set
+        )
+
+    def media_call(
+        self, socket: TwilioSocket, live: bool = False
+    ) -> MediaStreamCall | LiveMediaCall:
+        """The bridge for one accepted media socket: on GPT-Live when the backend is ``live``,
+        or ``live`` (the stream of a number in ``LIVE_NUMBERS``)."""
+        if self.live is not None and (live or self.backend == "live"):
             live = (self.live.plan, self.live.session)
             return LiveMediaCall(socket, *live, self.logs, self.limits, self.admit,
                                  self.apologise, self.features, twilio=self.rest,
@@ -243,14 +255,19 @@ def build_services(
         settings.call_log_dir, settings.instance_id, with_index(metrics.observe, console), traces
     )
     checker, rest = _twilio(settings)
-    live = LiveBackend.from_settings(settings, sessions.agent) if backend == "live" else None
+    wants_live = backend == "live" or bool(settings.live_number_set)
+    live = LiveBackend.from_settings(settings, sessions.agent) if wants_live else None
     sip = _sip_calls(settings, sessions, features, limits, registry, logs)
-    prewarm = None if live else _prewarm(settings, sessions, features, limits, registry, logs)
+    prewarm = (
+        None
+        if backend == "live"
+        else _prewarm(settings, sessions, features, limits, registry, logs)
+    )
     control = _remote_control(settings, registry, state, logs, rest, sip, features, prewarm)
     transfers = TransferLegs(settings, features, rest, state, control, logs)
     if sip is not None and transfers.hands_off:
         sip.hand_off = transfers.hand_off
-    if sip is not None:
+    if sip is not None and backend == "live":
         sip.live = live  # on live, GPT-Live's webhook accepts SIP calls
     return Services(
         settings,

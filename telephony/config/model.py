@@ -45,6 +45,12 @@ class ModelSettings(BaseModel):
         description="on GPT-Live, caller audio that is only the agent's own echo reaches the "
         "model as silence (the echo judge of the barge-in guard)",
     )
+    live_numbers: str = Field(
+        default="",
+        description="calls to these numbers (comma-separated +E.164; dialled calls: from them) "
+        "run on GPT-Live, the others on `REALTIME_BACKEND`; needs `OPENAI_API_KEY`; Media "
+        "Streams calls only (SIP follows `REALTIME_BACKEND`)",
+    )
     live_instructions: str | None = Field(
         default=None,
         description="GPT-Live's short frontend prompt (persona, backchannel, interruption and "
@@ -118,6 +124,20 @@ class ModelSettings(BaseModel):
     _model_secrets_unset = field_validator("openai_api_key", "live_instructions", mode="before")(
         empty_is_unset
     )
+
+    @field_validator("live_numbers")
+    @classmethod
+    def _check_live_numbers(cls, value: str) -> str:
+        for number in filter(None, (part.strip() for part in value.split(","))):
+            digits = number[1:]
+            if not (number.startswith("+") and digits.isdigit() and 8 <= len(digits) <= 15):
+                raise ValueError(f"{number!r} is not a +E.164 number")
+        return value
+
+    @property
+    def live_number_set(self) -> frozenset[str]:
+        """``LIVE_NUMBERS`` parsed: the numbers whose calls run on GPT-Live."""
+        return frozenset(filter(None, (part.strip() for part in self.live_numbers.split(","))))
 
     @field_validator("openai_realtime_url", "openai_live_url")
     @classmethod

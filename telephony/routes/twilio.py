@@ -6,7 +6,10 @@
   transfer's person leg: its briefing's stream, then a ``<Pause>`` until the conference; a
   SIP call's warm transfer referred to ``sip:warm-<key>@<SIP_TRANSFER_DOMAIN>`` streams with
   its handoff (the caller holds at once);
-- ``WS /media-stream`` (signed handshake; token checked at ``start``) → the bridge;
+  a call to a number in ``LIVE_NUMBERS`` (dialled: from one) streams to
+  ``/media-stream/live`` and is not pre-warmed;
+- ``WS /media-stream`` (signed handshake; token checked at ``start``) → the bridge
+  (``/media-stream/live``: GPT-Live's);
 - ``POST /call-status`` (signed) → ``call.status`` in the call's log (a final status closes
   a pre-warmed session no stream took);
 - ``POST /amd-status`` (signed) → who answered an outbound call, to the call's owner.
@@ -31,6 +34,7 @@ from ..twilio.dial import AMD_PATH
 from ..twilio.ids import is_call_sid
 from ..twilio.signatures import request_url
 from ..twilio.twiml import (
+    LIVE_STREAM_PATH,
     MEDIA_STREAM_PATH,
     connect_stream,
     media_stream_url,
@@ -190,11 +194,14 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
     # the stream's model session opens while the TwiML travels; the stream comes back here
     # (INSTANCE_PUBLIC_URL) only to adopt a session opened here (not a briefing's: its agent
     # is known only at start; nor a handoff's: it does not greet)
-    first = admission.first and transfer is None and handoff is None
+    outbound = (params.get("Direction") or "").startswith("outbound")
+    live = services.on_live(params.get("From") if outbound else params.get("To"))
+    first = admission.first and transfer is None and handoff is None and not live
     hold = await services.prewarm_call(call_sid) if first else None
     own = settings.instance_public_url if hold is not None and not registry.draining else None
     host = request.headers.get("host", "")
-    url = media_stream_url(own or settings.public_url, host, request.url.scheme)
+    path = LIVE_STREAM_PATH if live else MEDIA_STREAM_PATH  # LIVE_NUMBERS: on GPT-Live
+    url = media_stream_url(own or settings.public_url, host, request.url.scheme, path)
     with services.logs.open(call_sid) as log:
         log.write(
             "webhook",
@@ -203,6 +210,7 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
             direction=caller_text(params.get("Direction")),
             call_status=caller_text(params.get("CallStatus")),
             stream_url=url,
+            **({"backend": "live"} if live else {}),
             **({"degraded": True} if admission.degraded else {}),
             **({"simulated": True} if services.trial else {}),
         )
@@ -247,9 +255,11 @@ async def _handoff_found(services: Services, to: str | None, call_sid: str) -> s
 
 
 @router.websocket(MEDIA_STREAM_PATH)
+@router.websocket(LIVE_STREAM_PATH)
 async def media_stream(websocket: WebSocket, services: ServicesDep) -> None:
     """Twilio Media Streams: a signed handshake (for ``INSTANCE_PUBLIC_URL`` when the stream
-    came to it, else ``PUBLIC_URL``), then one bridged call."""
+    came to it, else ``PUBLIC_URL``), then one bridged call (on GPT-Live on
+    :data:`LIVE_STREAM_PATH`, which the webhook names for a number in ``LIVE_NUMBERS``)."""
     settings = services.settings
     base = settings.public_url
     own = settings.instance_public_url
@@ -266,7 +276,8 @@ async def media_stream(websocket: WebSocket, services: ServicesDep) -> None:
     if not signed(services, url, {}, websocket.headers, "media stream"):
         await websocket.close(code=1008)  # before accept: the handshake is refused (403)
         return
-    await bridge_media_socket(websocket, services)
+    live = websocket.url.path.endswith(LIVE_STREAM_PATH)
+    await bridge_media_socket(websocket, services, live=live)
 
 
 def _same_host(url: SplitResult, host: str) -> bool:
@@ -281,7 +292,7 @@ def _same_host(url: SplitResult, host: str) -> bool:
     return name == (url.hostname or "") and port_number == (url.port or default)
 
 
-async def bridge_media_socket(websocket: WebSocket, services: Services) -> None:
+async def bridge_media_socket(websocket: WebSocket, services: Services, live: bool = False) -> None:
     """Accept an authenticated media socket and run its call (the bridge) to the end. At most
     ``MAX_CONCURRENT_CALLS`` sockets wait for ``start`` at once: a new one evicts the oldest
     (Twilio sends ``start`` within milliseconds of the upgrade, so the oldest is idle; the
@@ -296,7 +307,7 @@ async def bridge_media_socket(websocket: WebSocket, services: Services) -> None:
             "awaiting", "media stream: the oldest socket waiting for start closed for a new one"
         )
     await websocket.accept()
-    call = services.media_call(StarletteTwilioSocket(websocket))
+    call = services.media_call(StarletteTwilioSocket(websocket), live=live)
     task = asyncio.current_task()
     assert task is not None
     registry.sockets[task] = call

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 __all__ = [
+    "LIVE_STREAM_PATH",
     "MEDIA_STREAM_PATH",
     "conference_twiml",
     "connect_stream",
@@ -18,10 +19,14 @@ __all__ = [
 ]
 
 MEDIA_STREAM_PATH = "/media-stream"
+LIVE_STREAM_PATH = "/media-stream/live"  # the stream of a call on GPT-Live (``LIVE_NUMBERS``)
 
 
-def media_stream_url(public_url: str | None, host: str, scheme: str) -> str:
-    """The ``<Stream url>`` for our media socket: ``wss://<public host>/media-stream``.
+def media_stream_url(
+    public_url: str | None, host: str, scheme: str, path: str = MEDIA_STREAM_PATH
+) -> str:
+    """The ``<Stream url>`` for our media socket: ``wss://<public host>/media-stream`` (or
+    ``path``: :data:`LIVE_STREAM_PATH` for a call on GPT-Live).
 
     Args:
         public_url: configured public base URL (``https://abc.ngrok.app``); None only in the
@@ -40,7 +45,7 @@ def media_stream_url(public_url: str | None, host: str, scheme: str) -> str:
     else:
         base_path = ""
     ws_scheme = "ws" if scheme == "http" else "wss"
-    return f"{ws_scheme}://{host}{base_path}{MEDIA_STREAM_PATH}"
+    return f"{ws_scheme}://{host}{base_path}{path}"
 
 
 def connect_stream(stream_url: str, parameters: Mapping[str, str], pause_s: int = 0) -> str:

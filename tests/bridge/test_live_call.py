@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from helpers import AUTH_TOKEN, fixture_audio, metric_samples, twilio_api
+from helpers import AUTH_TOKEN, ended_log, fixture_audio, metric_samples, twilio_api
 from processes import ServerProcess
 
 from telephony.audio import ulaw_decode, ulaw_encode
@@ -22,7 +22,7 @@ from telephony.audio.hold import default_hold_sound
 from telephony.observability.call_log import read_call_log
 from telephony.replay.extract import read_recording
 from telephony.simulate import Echo, SimulationResult, simulate_call
-from telephony.testing import tone
+from telephony.testing import LoopbackRealtimeServer, tone
 from telephony.testing.live_server import FakeLiveServer
 
 QUIET = b"\xff" * 160  # 20 ms of μ-law silence
@@ -411,3 +411,34 @@ async def test_a_session_near_its_expiry_is_renewed_at_a_quiet_moment_without_a_
     before = [r for r in log if r["mono"] < renewed["mono"]]
     sent = {r["name"] for r in records(before, "mark.sent")}
     assert sent and sent <= {r["name"] for r in records(before, "mark.played")}
+
+
+async def test_calls_to_a_number_in_live_numbers_run_on_gpt_live_and_others_on_realtime(
+    tmp_path: Path,
+) -> None:
+    """``REALTIME_BACKEND=openai`` with ``LIVE_NUMBERS=+15550002222``: a call to that number
+    streams to ``/media-stream/live`` and runs on GPT-Live (not pre-warmed); a call to another
+    number streams to ``/media-stream`` and runs on the Realtime API."""
+    fake = FakeLiveServer(greeting=tone(600, GREETING_MS), reply=lambda n: tone(700, REPLY_MS))
+    async with fake, LoopbackRealtimeServer(reply=lambda n: tone(500, REPLY_MS)) as realtime:
+        settings = {"REALTIME_BACKEND": "openai", "OPENAI_REALTIME_URL": realtime.url,
+                    "LIVE_NUMBERS": "+15550002222, +15550004444"}  # fmt: skip
+        server = ServerProcess(env(fake, tmp_path, **settings), tmp_path)
+        try:
+            await server.up()
+            logs = []
+            for to in ("+15550002222", "+15550003333"):
+                result = await simulate_call(
+                    server.base_url, caller(1.0), auth_token=AUTH_TOKEN, to_number=to, tail_s=0.5
+                )
+                logs.append(await ended_log(tmp_path / "calls", result.call_sid, 10))
+        finally:
+            server.stop()
+    on_live, on_realtime = logs
+    (webhook,) = records(on_live, "webhook")
+    assert webhook["stream_url"].endswith("/media-stream/live") and webhook["backend"] == "live"
+    assert records(on_live, "call.end")[-1]["backend"] == "live" and not records(on_live, "prewarm")
+    (webhook,) = records(on_realtime, "webhook")
+    assert webhook["stream_url"].endswith("/media-stream") and "backend" not in webhook
+    assert records(on_realtime, "model.connected")[0]["backend"] == "openai"
+    assert len(fake.connections) == 1 and len(realtime.connections) == 1

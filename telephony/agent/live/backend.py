@@ -47,7 +47,9 @@ class LiveBackend:
         and ``OPENAI_LIVE_URL``. Raises ValueError without a key. (Not pre-warmed while the
         phone rings: its active time is billed.)"""
         if settings.openai_api_key is None:
-            raise ValueError("REALTIME_BACKEND=live needs OPENAI_API_KEY")
+            raise ValueError(
+                "GPT-Live (REALTIME_BACKEND=live or LIVE_NUMBERS) needs OPENAI_API_KEY"
+            )
         options = LiveOptions(
             settings.openai_live_model,
             settings.voice,
