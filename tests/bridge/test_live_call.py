@@ -14,7 +14,14 @@ from typing import Any
 
 import httpx
 import numpy as np
-from helpers import AUTH_TOKEN, ended_log, fixture_audio, metric_samples, twilio_api
+from helpers import (
+    AUTH_TOKEN,
+    ended_log,
+    fixture_audio,
+    metric_samples,
+    twilio_api,
+    wait_for,
+)
 from processes import ServerProcess
 
 from telephony.audio import ulaw_decode, ulaw_encode
@@ -442,3 +449,48 @@ async def test_calls_to_a_number_in_live_numbers_run_on_gpt_live_and_others_on_r
     assert webhook["stream_url"].endswith("/media-stream") and "backend" not in webhook
     assert records(on_realtime, "model.connected")[0]["backend"] == "openai"
     assert len(fake.connections) == 1 and len(realtime.connections) == 1
+
+
+async def test_an_operators_hang_up_gets_the_goodbye_spoken_then_the_call_ends(
+    tmp_path: Path,
+) -> None:
+    """``POST /calls/{CallSid}/hangup`` during a GPT-Live call: the model is asked for a
+    goodbye (a commentary instruction saying the operator ends the call), it plays whole, then
+    Twilio's REST API hangs the call up; ``call.end`` says ``operator_hangup``."""
+    token = "dial-secret-0123456789abcdef"
+    fake = FakeLiveServer(greeting=tone(600, GOODBYE_MS))
+    async with fake, twilio_api() as (twilio, rest):
+        settings = {"GREETING": "", "DIAL_API_TOKEN": token,
+                    "TWILIO_ACCOUNT_SID": rest["twilio_account_sid"],
+                    "TWILIO_API_BASE_URL": rest["twilio_api_base_url"]}  # fmt: skip
+        server = ServerProcess(env(fake, tmp_path, **settings), tmp_path)
+        try:
+            await server.up()
+            call_sid = "CA" + "5" * 32
+            ended = twilio.leaves(call_sid)
+            call = asyncio.create_task(
+                simulate_call(
+                    server.base_url,
+                    QUIET * 500,
+                    auth_token=AUTH_TOKEN,
+                    call_sid=call_sid,
+                    ended=ended,
+                )
+            )
+            await wait_for(lambda: fake.connections and fake.connections[0].session, 10, "live")
+            auth = {"Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(base_url=server.base_url, headers=auth) as http:
+                asked = await http.post(f"/calls/{call_sid}/hangup")
+            result = await call
+            log = await ended_log(tmp_path / "calls", call_sid, 10)
+        finally:
+            server.stop()
+    assert asked.status_code == 200
+    (conn,) = fake.connections
+    (goodbye,) = [e for e in conn.received if e["type"] == "session.commentary.append"]
+    assert "operator" in goodbye["content"]
+    assert twilio.updates(call_sid) == [{"Status": "completed"}]
+    (hangup,) = records(log, "call.hangup")
+    assert hangup["waited_for"] == "marks" and hangup["via"] == "twilio_rest"
+    assert sum(len(f) for _, f in result.played if f != QUIET) / 8 >= GOODBYE_MS - 40
+    assert records(log, "call.end")[-1]["reason"] == "operator_hangup"
