@@ -14,6 +14,7 @@ from helpers import ACCOUNT_SID, AUTH_TOKEN, SILENCE, events, final_log, twilio_
 from twilio.request_validator import RequestValidator
 
 from telephony.testing import tone
+from telephony.testing.live_server import FakeLiveServer
 
 DIAL_TOKEN = "dial-secret-0123456789abcdef"
 MESSAGE = "Hi, this is Acme Dental confirming your visit on Friday at ten."
@@ -135,3 +136,40 @@ async def test_a_fax_is_hung_up_on(live_server) -> None:
     assert events(log, "answered_by")[0]["answered_by"] == "fax"
     assert len(outcome["hangups"]) == 1 and events(log, "call.hangup")[0]["reason"] == "fax"
     assert log[-1]["reason"] == "fax" and outcome["result"].closed_by_server
+
+
+async def test_on_gpt_live_a_machine_gets_the_voicemail_then_the_call_hangs_up(
+    live_server,
+) -> None:
+    """The same on GPT-Live (the fake GPT-Live server): the message goes to the model as a
+    commentary instruction, plays whole, then the REST hang-up."""
+    fake = FakeLiveServer(greeting=tone(600, 800))
+    async with fake, twilio_api() as (twilio, overrides):
+        live = {"realtime_backend": "live", "openai_api_key": "sk-test-not-a-real-key",
+                "openai_base_url": fake.base_url}  # fmt: skip
+        async with live_server(overrides={**settings(overrides), **live}) as srv:
+            async with httpx.AsyncClient(base_url=srv.base_url) as http:
+                body = {"to": "+15551112222", "voicemail_message": MESSAGE}
+                call_sid, form = await dialed_call(srv, twilio, http, body)
+                call = asyncio.create_task(
+                    srv.call(SILENCE * 8000 * 8, call_sid=call_sid, speed=1, tail_s=0.5)
+                )
+                calls = srv.app.state.services.registry.live
+                await wait_for(lambda: call_sid in calls, 10, "the dialled call's stream")
+                await asyncio.sleep(1.0)  # the greeting has played
+                status = await post_amd(
+                    http, form["AsyncAmdStatusCallback"], call_sid, "machine_end_beep"
+                )
+                await call
+            log = await final_log(srv, call_sid)
+    assert status == 204
+    (conn,) = fake.connections
+    said = [e["content"] for e in conn.received if e["type"] == "session.commentary.append"]
+    assert len(said) == 2 and MESSAGE in said[1] and "answering machine" in said[1]
+    kinds = [r["event"] for r in log]
+    # the message played whole (every speech mark echoed), then voicemail.left, the hang-up
+    left = kinds.index("voicemail.left")
+    speech = {r["name"] for r in events(log, "mark.sent") if r["speech"]}
+    assert speech <= {r["name"] for r in events(log[:left], "mark.played")}
+    assert left < kinds.index("call.hangup") and log[-1]["reason"] == "voicemail"
+    assert len([r for r in twilio.requests if r.form.get("Status") == "completed"]) == 1
