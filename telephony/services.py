@@ -16,14 +16,7 @@ from typing import Any
 from agents.realtime import RealtimeAgent
 from openai import AsyncOpenAI
 
-from .admission import (
-    TRY_AGAIN_LATER,
-    Admission,
-    CallRegistry,
-    RateLimit,
-    Refused,
-    StreamTokens,
-)
+from .admission import TRY_AGAIN_LATER, Admission, CallRegistry, RateLimit, Refused, StreamTokens
 from .agent.default import build_default_agent, load_agent
 from .agent.live import LiveBackend
 from .agent.local import LocalRealtimeModel, load_local_stack
@@ -193,20 +186,10 @@ class Services:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def on_live(self, our_number: str | None) -> bool:
-        """Whether a call to (or dialled from) ``our_number`` runs on GPT-Live while the
-        service's backend is another (``LIVE_NUMBERS``)."""
-        return (
-            self.live is not None
-            and self.backend != "live"
-            and (our_number or "").strip() in self.settings.live_number_set
-        )
-
     def media_call(
         self, socket: TwilioSocket, live: bool = False
     ) -> MediaStreamCall | LiveMediaCall:
-        """The bridge for one accepted media socket: on GPT-Live when the backend is ``live``,
-        or ``live`` (the stream of a number in ``LIVE_NUMBERS``)."""
+        """The bridge for one media socket: on GPT-Live for ``live`` (``LIVE_NUMBERS``) too."""
         if self.live is not None and (live or self.backend == "live"):
             live = (self.live.plan, self.live.session)
             return LiveMediaCall(socket, *live, self.logs, self.limits, self.admit,
@@ -258,11 +241,7 @@ def build_services(
     wants_live = backend == "live" or bool(settings.live_number_set)
     live = LiveBackend.from_settings(settings, sessions.agent) if wants_live else None
     sip = _sip_calls(settings, sessions, features, limits, registry, logs)
-    prewarm = (
-        None
-        if backend == "live"
-        else _prewarm(settings, sessions, features, limits, registry, logs)
-    )
+    prewarm = _prewarm(settings, sessions, features, limits, registry, logs)
     control = _remote_control(settings, registry, state, logs, rest, sip, features, prewarm)
     transfers = TransferLegs(settings, features, rest, state, control, logs)
     if sip is not None and transfers.hands_off:
@@ -299,9 +278,10 @@ def _prewarm(
     registry: CallRegistry,
     logs: CallLogs,
 ) -> PrewarmPool | None:
-    """Sessions opened at the webhook (``MODEL_PREWARM``), each in a slot of
-    ``MAX_CONCURRENT_CALLS`` (with the calls in progress), recorded as ``prewarm``."""
-    if not settings.model_prewarm:
+    """Sessions opened at the webhook (``MODEL_PREWARM``; never on GPT-Live, which bills
+    them), each in a slot of ``MAX_CONCURRENT_CALLS`` (with the calls in progress), recorded
+    as ``prewarm``."""
+    if not settings.model_prewarm or settings.realtime_backend == "live":
         return None
 
     def note(call_sid: str, fields: dict[str, Any]) -> None:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..agent.live import Delegations, LivePlan, LiveSession
+from ..agent.live import Delegations, LivePlan, LiveSession, delegation_update
 from ..agent.live.events import LiveEvents, Transcript
 from ..agent.sessions import GREETING_INSTRUCTIONS
 from ..agent.tools import CallContext
@@ -57,8 +58,8 @@ from .watchdog import CallWatchdog
 __all__ = ["LiveMediaCall", "OpenLive"]
 
 logger = logging.getLogger("telephony.bridge")
-# (call context, transcript so far) -> the session's plan; and a client's session for a plan
-PlanSession = Callable[[CallContext, list[tuple[str, str]]], Awaitable[LivePlan]]
+# (call context, transcript so far, agent or None) -> the session's plan; a session for a plan
+PlanSession = Callable[[CallContext, list[tuple[str, str]], Any], Awaitable[LivePlan]]
 OpenLive = Callable[[LivePlan], LiveSession]
 # a started session not yet given the call: (session, plan, context, connect began)
 Successor = tuple[LiveSession, LivePlan, CallContext, float]
@@ -145,6 +146,7 @@ class LiveMediaCall(StreamCall):
                 record=self._record,
             )
         self.session: LiveSession | None = None
+        self.agent: Any = None  # the agent a handoff moved the call to (None: the service's)
         self._renewal: LiveRenewal[Successor] = LiveRenewal(
             self._limits.renewal_margin,
             self._quiet,
@@ -159,8 +161,6 @@ class LiveMediaCall(StreamCall):
         self.control.transcript = self.transcript.turns  # (the same list, kept in place)
         self.events = LiveEvents(self._record, self.transcript)
         self.sessions = self.renewals = self.caller_frames_dropped = self.protocol_errors = 0
-
-    # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
         """Run the call to its end. Never raises (except cancellation)."""
@@ -298,9 +298,7 @@ class LiveMediaCall(StreamCall):
         t0 = time.monotonic()
         session: LiveSession | None = None
         try:
-            plan = await self._plan(context, history)
-            if plan.handoffs and not self.sessions:
-                self._record("live.handoffs_ignored", handoffs=plan.handoffs)
+            plan = await self._plan(context, history, self.agent)
             session = self._open_live(plan)
             await session.open(self._limits.connect_timeout)
         except asyncio.CancelledError:
@@ -320,9 +318,10 @@ class LiveMediaCall(StreamCall):
         session.on_ask = self.out.speech.asked
         self.events.session_ids.append(session.id or "")
         self.session = self.control.session = session
-        self._delegations = Delegations(
-            plan.tools, context, session.tool_outputs, self._record, on_tool=self._on_tool
-        )
+        hand_off = functools.partial(self._hand_off, session, context)
+        self._delegations = Delegations(plan.tools, context, session.tool_outputs, self._record,
+                                        on_tool=self._on_tool, handoffs=plan.handoffs,
+                                        hand_off=hand_off)  # fmt: skip
         self._record(
             "model.connected",
             backend=self.backend,
@@ -331,6 +330,13 @@ class LiveMediaCall(StreamCall):
             connect_ms=round((time.monotonic() - t0) * 1000, 1),
         )
         return session
+
+    async def _hand_off(self, session: LiveSession, context: CallContext, agent: Any) -> LivePlan:
+        """A handoff: ``session``'s delegate becomes ``agent``'s (and the next session's)."""
+        plan = await self._plan(context, [], agent)
+        await session.update_delegation(delegation_update(plan))
+        self.agent = agent
+        return plan
 
     async def _pump(self, session: LiveSession) -> str:
         """Server events to the caller, the log and the tool loop, until the session ends;
@@ -383,8 +389,6 @@ class LiveMediaCall(StreamCall):
         if self.filler is not None:
             await self.filler.reply_starts()
 
-    # ------------------------------------------------------------------ caller -> model
-
     async def _caller_pump(self) -> None:
         await self._attached.wait()  # until session.started, frames wait in the socket
         await self._read_caller()
@@ -410,8 +414,6 @@ class LiveMediaCall(StreamCall):
             self.caller_frames_dropped += 1
             if self.caller_frames_dropped == 1:
                 self._record("model.error", where="append", error=describe_error(exc))
-
-    # ------------------------------------------------------------------ Twilio, records
 
     def _finish(self) -> None:
         reason = self.end_reason or "unknown"

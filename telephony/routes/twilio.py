@@ -195,12 +195,13 @@ async def incoming_call(request: Request, params: TwilioForm, services: Services
     # (INSTANCE_PUBLIC_URL) only to adopt a session opened here (not a briefing's: its agent
     # is known only at start; nor a handoff's: it does not greet)
     outbound = (params.get("Direction") or "").startswith("outbound")
-    live = services.on_live(params.get("From") if outbound else params.get("To"))
+    ours = params.get("From") if outbound else params.get("To")
+    live = services.live is not None and services.live.takes(ours)  # LIVE_NUMBERS
     first = admission.first and transfer is None and handoff is None and not live
     hold = await services.prewarm_call(call_sid) if first else None
     own = settings.instance_public_url if hold is not None and not registry.draining else None
     host = request.headers.get("host", "")
-    path = LIVE_STREAM_PATH if live else MEDIA_STREAM_PATH  # LIVE_NUMBERS: on GPT-Live
+    path = LIVE_STREAM_PATH if live else MEDIA_STREAM_PATH
     url = media_stream_url(own or settings.public_url, host, request.url.scheme, path)
     with services.logs.open(call_sid) as log:
         log.write(

@@ -32,7 +32,14 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from ..agent.live import AgentSpeech, Delegations, LiveBackend, LiveSession, speech_frames
+from ..agent.live import (
+    AgentSpeech,
+    Delegations,
+    LiveBackend,
+    LiveSession,
+    delegation_update,
+    speech_frames,
+)
 from ..agent.live.events import LiveEvents, Transcript
 from ..agent.sessions import GREETING_INSTRUCTIONS
 from ..agent.tools import CallContext
@@ -167,9 +174,15 @@ class LiveSipCall:
         self.hold = FixtureHold(
             self._features.hold_sound, self._features.hold_delay, session, self._log.write
         )
-        self._delegations = Delegations(
-            plan.tools, context, session.tool_outputs, self._log.write, on_tool=self.hold.on_tool
-        )
+
+        async def hand_off(agent: Any) -> Any:  # a handoff: the delegate becomes agent's
+            new = await self._live.plan(context, [], agent)
+            await session.update_delegation(delegation_update(new))
+            return new
+
+        self._delegations = Delegations(plan.tools, context, session.tool_outputs, self._log.write,
+                                        on_tool=self.hold.on_tool, handoffs=plan.handoffs,
+                                        hand_off=hand_off)  # fmt: skip
         self._log.write(
             "model.connected",
             backend=self.backend,

@@ -26,6 +26,8 @@ The fake model:
   ``response.completed`` (the batch is complete; its ``usage``), waits for a
   ``function_call_output`` for each and one ``response.create`` (a partial batch is an error),
   then speaks ``reply(n)``;
+- takes ``session.update`` of the delegation (a handoff): its delegate's tools are the new
+  ones from then on (``session.updated``);
 - reports ``session.usage.updated`` after each reply and ``session.closed`` on ``session.close``
   (``close_requested``) or on :meth:`LiveConnection.expire` (``expired``); :meth:`drop` closes the
   socket with no ``session.closed``;
@@ -280,6 +282,13 @@ class FakeLiveServer:
             if state.pending:
                 turn, state.pending, state.answered = state.delegated_turn, set(), set()
                 state.speak(self, conn, self.reply(turn), f"reply {turn}")
+        elif kind == "session.update":  # only the delegation may change after start
+            update = raw["session"].get("delegation", {}).get("responses", {})
+            delegation = conn.session.get("delegation", {})  # (a new dict: received stays)
+            responses = {**delegation.get("responses", {}), **update}
+            conn.session = {**conn.session, "delegation": {**delegation, "responses": responses}}
+            ack = {"session": conn.resource, "client_event_id": raw.get("event_id")}
+            await self._send(conn, {"type": "session.updated", **ack})
         elif kind == "session.close":
             await self._close(conn, "close_requested")
 

@@ -27,3 +27,18 @@ agent = RealtimeAgent(
     instructions="Help with orders.",
     tools=[check_payment, broken_lookup, *call_control_tools()],
 )
+
+
+@function_tool
+async def refund(order: str) -> str:
+    """Refund an order (the billing desk's tool)."""
+    return f"refund for order {order} started"
+
+
+billing = RealtimeAgent(name="Billing", instructions="You handle refunds.", tools=[refund])
+front_desk = RealtimeAgent(
+    name="Front desk",
+    instructions="Greet callers; hand refunds to billing.",
+    tools=[*call_control_tools()],
+    handoffs=[billing],
+)

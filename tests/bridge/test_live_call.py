@@ -494,3 +494,31 @@ async def test_an_operators_hang_up_gets_the_goodbye_spoken_then_the_call_ends(
     assert hangup["waited_for"] == "marks" and hangup["via"] == "twilio_rest"
     assert sum(len(f) for _, f in result.played if f != QUIET) / 8 >= GOODBYE_MS - 40
     assert records(log, "call.end")[-1]["reason"] == "operator_hangup"
+
+
+async def test_a_handoff_gives_the_session_the_new_agents_delegate(tmp_path: Path) -> None:
+    """The front desk hands the caller to billing (``transfer_to_billing``, the SDK's handoff
+    tool): a ``session.update`` gives the delegate billing's instructions and tools, the
+    handoff is answered with the SDK's transfer message, and the next turn can call
+    billing's ``refund``, which the front desk did not have."""
+    batches = {0: [("transfer_to_billing", "{}")], 1: [("refund", '{"order": "42"}')]}
+    fake = FakeLiveServer(
+        reply=lambda n: tone(700, REPLY_MS), delegate=lambda n: batches.get(n, [])
+    )
+    async with fake:
+        settings = {"AGENT": "live_agents:front_desk", "GREETING": "",
+                    "PYTHONPATH": f"{HERE.parent.parent}{os.pathsep}{HERE}"}  # fmt: skip
+        _, log = await call_through(fake, tmp_path, caller(0.5, 1.5), settings, tail_s=0.5)
+    (conn,) = fake.connections
+    assert conn.refused == []
+    start = conn.received[0]["session"]["delegation"]["responses"]
+    assert {t["name"] for t in start["tools"]} >= {"transfer_to_billing", "end_call"}
+    assert "refund" not in {t["name"] for t in start["tools"]}
+    (update,) = [e for e in conn.received if e["type"] == "session.update"]
+    responses = update["session"]["delegation"]["responses"]
+    assert responses["instructions"] == "You handle refunds."
+    assert [t["name"] for t in responses["tools"]] == ["refund"]
+    assert "Billing" in conn.outputs[0]["output"]
+    assert conn.outputs[1]["output"] == "refund for order 42 started"
+    (handoff,) = records(log, "handoff")
+    assert handoff["to_agent"] == "Billing" and handoff["tools"] == ["refund"]

@@ -5,7 +5,7 @@ call logs them (:mod:`.events`). The Media Streams bridge that joins it to Twili
 :mod:`telephony.bridge.live_call`; the SIP path's, :mod:`telephony.sip.live`."""
 
 from .backend import LiveBackend
-from .config import LiveOptions, LivePlan, frontend_prompt, plan_session
+from .config import LiveOptions, LivePlan, delegation_update, frontend_prompt, plan_session
 from .delegation import Delegations, FunctionCall
 from .events import LiveEvents, Transcript
 from .session import APPEND, AudioDelta, LiveSession, LiveSessionError
@@ -24,6 +24,7 @@ __all__ = [
     "LiveSession",
     "LiveSessionError",
     "Transcript",
+    "delegation_update",
     "frontend_prompt",
     "plan_session",
     "speech_frames",

@@ -26,6 +26,8 @@ class LiveBackend:
         base_url: OpenAI's REST base URL (``https://api.openai.com/v1`` when None); the
             socket is ``ws(s)://`` of it plus ``/live/sessions``, unless ``socket_url``.
         socket_url: the sockets' ``ws(s)://`` base, when not the REST host's.
+        numbers: ``LIVE_NUMBERS``: the numbers whose calls run on GPT-Live when the
+            service's backend is another.
     """
 
     def __init__(
@@ -35,17 +37,19 @@ class LiveBackend:
         api_key: str,
         base_url: str | None = None,
         socket_url: str | None = None,
+        numbers: frozenset[str] = frozenset(),
     ) -> None:
         self.agent = agent
         self.options = options
+        self.numbers = numbers
         self.client = AsyncOpenAI(api_key=api_key, base_url=base_url, websocket_base_url=socket_url)
 
     @classmethod
     def from_settings(cls, settings: Settings, agent: RealtimeAgent[Any]) -> LiveBackend:
         """From ``OPENAI_LIVE_MODEL``, ``VOICE``, ``OPENAI_LIVE_DELEGATE_MODEL``,
         ``LIVE_INSTRUCTIONS``, ``LIVE_ECHO_GATE``, ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``
-        and ``OPENAI_LIVE_URL``. Raises ValueError without a key. (Not pre-warmed while the
-        phone rings: its active time is billed.)"""
+        ``OPENAI_LIVE_URL`` and ``LIVE_NUMBERS``. Raises ValueError without a key. (Not
+        pre-warmed while the phone rings: its active time is billed.)"""
         if settings.openai_api_key is None:
             raise ValueError(
                 "GPT-Live (REALTIME_BACKEND=live or LIVE_NUMBERS) needs OPENAI_API_KEY"
@@ -58,12 +62,24 @@ class LiveBackend:
             settings.live_echo_gate,
         )
         key = settings.openai_api_key.get_secret_value()
-        return cls(agent, options, key, settings.openai_base_url, settings.openai_live_url)
+        urls = (settings.openai_base_url, settings.openai_live_url)
+        return cls(agent, options, key, *urls, numbers=settings.live_number_set)
 
-    async def plan(self, context: Any, history: list[tuple[str, str]]) -> LivePlan:
-        """The call's ``session.start`` config (see :func:`~.config.plan_session`); a warm
-        transfer's person leg (its control holds the briefing) runs the briefing agent."""
-        agent = agent_for_leg(self.agent, getattr(context, "control", None))
+    def takes(self, our_number: str | None) -> bool:
+        """Whether the call of ``our_number`` (called, or dialled from) runs on GPT-Live
+        (``LIVE_NUMBERS``)."""
+        return (our_number or "").strip() in self.numbers
+
+    async def plan(
+        self,
+        context: Any,
+        history: list[tuple[str, str]],
+        agent: RealtimeAgent[Any] | None = None,
+    ) -> LivePlan:
+        """The call's ``session.start`` config (see :func:`~.config.plan_session`) for
+        ``agent`` (one a handoff moved the call to), else the service's: a warm transfer's
+        person leg (its control holds the briefing) runs the briefing agent."""
+        agent = agent or agent_for_leg(self.agent, getattr(context, "control", None))
         return await plan_session(agent, context, self.options, history)
 
     def session(self, plan: LivePlan) -> LiveSession:

@@ -7,11 +7,13 @@ model delegates tool work to, with the agent's own instructions and function too
 (``delegation.responses``). The voice model has no tools itself.
 
 What carries over from a ``RealtimeAgent``: its instructions (to the delegate, and the first
-lines of them into the frontend prompt), its function tools (JSON schema and description), the
+lines of them into the frontend prompt), its function tools (JSON schema and description), its
+handoffs (each a delegate tool, ``transfer_to_<agent>`` as the SDK names them; taking one is a
+``session.update`` of the delegation's instructions and tools: :func:`delegation_update`), the
 greeting (a commentary instruction after ``session.started``, see :mod:`.session`). What does
-not: handoffs (the voice model's instructions are fixed after start; a handoff would be a
-``session.update`` of the delegation's instructions and tools, not built yet; an agent with
-handoffs is logged at start), hosted tools, guardrails, and per-turn model settings.
+not: the voice model's prompt after start (GPT-Live fixes it: the persona stays the first
+agent's, and a handoff's agent keeps its voice), hosted tools, guardrails, and per-turn model
+settings.
 """
 
 from __future__ import annotations
@@ -19,10 +21,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agents import FunctionTool, RunContextWrapper
+from agents import FunctionTool, Handoff, RunContextWrapper
 from agents.realtime import RealtimeAgent
+from agents.realtime.handoffs import collect_enabled_handoffs
 
-__all__ = ["PHONE_FORMAT", "LiveOptions", "LivePlan", "frontend_prompt", "plan_session"]
+__all__ = [
+    "PHONE_FORMAT",
+    "LiveOptions",
+    "LivePlan",
+    "delegation_update",
+    "frontend_prompt",
+    "plan_session",
+]
 
 PHONE_FORMAT = {"type": "audio/pcmu", "rate": 8000}  # Twilio's μ-law, both directions
 PERSONA_CHARS = 600  # the agent's instructions quoted into the frontend prompt, at most
@@ -57,11 +67,13 @@ class LiveOptions:
 @dataclass(frozen=True)
 class LivePlan:
     """One call's session: ``config`` is ``session.start``'s ``session``; ``tools`` the
-    function tools the delegate may call, by name."""
+    function tools the delegate may call, by name; ``handoffs`` the agent's handoffs, by
+    their tool name; ``agent`` the agent it was planned for."""
 
     config: dict[str, Any]
     tools: dict[str, FunctionTool]
-    handoffs: int
+    handoffs: dict[str, Handoff[Any, Any]]
+    agent: RealtimeAgent[Any]
 
 
 def frontend_prompt(name: str, instructions: str) -> str:
@@ -92,18 +104,26 @@ async def plan_session(
         for tool in await agent.get_all_tools(wrapper)
         if isinstance(tool, FunctionTool)
     }
+    handoffs = {h.tool_name: h for h in await collect_enabled_handoffs(agent, wrapper)}
+    described = [
+        (t.name, t.description, t.params_json_schema, t.strict_json_schema) for t in tools.values()
+    ]
+    described += [
+        (h.tool_name, h.tool_description, h.input_json_schema, h.strict_json_schema)
+        for h in handoffs.values()
+    ]
     delegate: dict[str, Any] = {
         "model": options.delegate_model,
         "instructions": instructions,
         "tools": [
             {
                 "type": "function",
-                "name": tool.name,
-                "description": tool.description,
-                "parameters": tool.params_json_schema,
-                "strict": tool.strict_json_schema,
+                "name": name,
+                "description": description,
+                "parameters": parameters,
+                "strict": strict,
             }
-            for tool in tools.values()
+            for name, description, parameters, strict in described
         ],
         "parallel_tool_calls": True,
     }
@@ -117,7 +137,15 @@ async def plan_session(
     seeded = _history_input(history)
     if seeded:
         config["input"] = seeded
-    return LivePlan(config, tools, len(agent.handoffs))
+    return LivePlan(config, tools, handoffs, agent)
+
+
+def delegation_update(plan: LivePlan) -> dict[str, Any]:
+    """``session.update``'s ``delegation`` that gives a running session ``plan``'s delegate:
+    its instructions and tools (a handoff; the voice model's prompt cannot change)."""
+    responses = plan.config["delegation"]["responses"]
+    keep = ("instructions", "tools")
+    return {"type": "responses", "responses": {k: responses[k] for k in keep}}
 
 
 def _history_input(history: list[tuple[str, str]]) -> list[dict[str, Any]]:

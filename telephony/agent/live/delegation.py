@@ -9,6 +9,10 @@ then every call's output is awaited and sent together (GPT-Live refuses a partia
 ``../shared/reference/gpt_live.md`` §1.5). A tool that raises, runs past ``timeout_s`` or does
 not exist is answered with a sentence saying so: a call is never left unanswered. The inner
 ``response.completed``'s ``usage`` is the delegate's tokens, for the call's cost.
+
+A call of one of the agent's handoffs (``transfer_to_<agent>``) runs the SDK's handoff, and
+``hand_off`` gives the session the new agent's delegate (a ``session.update``); the tools are
+that agent's from then on, and the output is the SDK's transfer message (``handoff`` record).
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import FunctionTool, RunContextWrapper
+from agents import FunctionTool, Handoff, RunContextWrapper
+from agents.realtime import RealtimeAgent
 from agents.tool_context import ToolContext
+
+from .config import LivePlan
 
 __all__ = ["Delegations", "FunctionCall"]
 
@@ -54,6 +61,9 @@ class Delegations:
         record: writes a call-log record.
         timeout_s: a tool running longer is answered as failed.
         on_tool: called with ``("start" | "end", tool)`` (the hold sound's cue).
+        handoffs: the agent's handoffs by tool name.
+        hand_off: moves the session to a handoff's agent (its delegate; raises on failure)
+            and returns that agent's plan.
     """
 
     def __init__(
@@ -64,8 +74,12 @@ class Delegations:
         record: Callable[..., Any],
         timeout_s: float = 30.0,
         on_tool: Callable[[str, Any], None] | None = None,
+        handoffs: dict[str, Handoff[Any, Any]] | None = None,
+        hand_off: Callable[[RealtimeAgent[Any]], Awaitable[LivePlan]] | None = None,
     ) -> None:
         self._tools = tools
+        self._handoffs = handoffs or {}
+        self._hand_off = hand_off
         self._wrapper = RunContextWrapper(context)
         self._answer = answer
         self._record = record
@@ -118,6 +132,9 @@ class Delegations:
 
     async def _run(self, call: FunctionCall) -> str:
         tool = self._tools.get(call.name)
+        handoff = self._handoffs.get(call.name)
+        if handoff is not None and self._hand_off is not None:
+            return await self._handoff(call, handoff, self._hand_off)
         if tool is None:
             self.failures += 1
             self._record("tool.error", call_id=call.call_id, name=call.name, error="unknown tool")
@@ -144,6 +161,25 @@ class Delegations:
         output = result if isinstance(result, str) else json.dumps(result, default=str)
         self._record("tool.output", call_id=call.call_id, name=call.name, chars=len(output))
         return output
+
+    async def _handoff(
+        self,
+        call: FunctionCall,
+        handoff: Handoff[Any, Any],
+        hand_off: Callable[[RealtimeAgent[Any]], Awaitable[LivePlan]],
+    ) -> str:
+        try:
+            agent = await handoff.on_invoke_handoff(self._wrapper, call.arguments)
+            plan = await hand_off(agent)
+        except Exception as exc:
+            self.failures += 1
+            self._record(
+                "tool.error", call_id=call.call_id, name=call.name, error=type(exc).__name__
+            )
+            return f"The handoff {call.name} failed. Go on helping the caller yourself."
+        self._tools, self._handoffs = plan.tools, plan.handoffs
+        self._record("handoff", call_id=call.call_id, to_agent=agent.name, tools=sorted(plan.tools))
+        return handoff.get_transfer_message(agent)
 
     async def _finish(self, key: str, batch: _Batch) -> None:
         outputs = []

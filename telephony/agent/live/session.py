@@ -208,6 +208,15 @@ class LiveSession:
              "content": text, "delegation_id": None}
         )  # fmt: skip
 
+    async def update_delegation(self, delegation: dict[str, Any]) -> None:
+        """``session.update`` of the delegation (the only part GPT-Live lets change after
+        start): a handoff's instructions and tools, see
+        :func:`~.config.delegation_update`."""
+        await self._connection.send(
+            {"type": "session.update", "event_id": self._event_id("update"),
+             "session": {"delegation": delegation}}
+        )  # fmt: skip
+
     async def interrupt(self) -> None:
         """Nothing: no client event stops GPT-Live's speech (it decides when to yield)."""
 
