@@ -33,7 +33,7 @@ from .warm import WarmCarrier, WarmTransfer, declined_note
 
 __all__ = ["HANG_UP_NOTE", "CallController", "Carrier"]
 
-FINISH_S = 10.0  # a transfer under way when the stream ends: how long it may finish
+FINISH_S = 10.0  # a hang-up or transfer under way when the stream ends: how long it may finish
 HANG_UP_NOTE = "The call will end as soon as your goodbye has played. Say a short goodbye now."
 ANNOUNCE_NOTE = (
     "In one short sentence, tell the caller you are transferring them to {} now. The transfer "
@@ -138,12 +138,13 @@ class CallController:
         return self._hangup_task is not None or self._transfer_task is not None
 
     async def stop(self) -> None:
-        """Cancel a pending hang-up or transfer (the call is over); a transfer the carrier
-        is carrying out (the stream ended because of it) is let finish, for at most
-        ``FINISH_S``."""
+        """Cancel a pending hang-up or transfer (the call is over); a hang-up or transfer
+        the carrier is carrying out (the stream ended because of it, maybe before the
+        carrier's answer came) is let finish, for at most ``FINISH_S``, so that its record
+        (``call.hangup``, ``call.transfer``) is written."""
         for task in (self._hangup_task, self._transfer_task):
             if task is not None and not task.done():
-                if task is self._transfer_task and self._leaving == "transferred":
+                if self._leaving is not None:
                     with contextlib.suppress(BaseException):
                         await asyncio.wait_for(asyncio.shield(task), FINISH_S)
                     if task.done():

@@ -36,7 +36,14 @@ from ..control import CallController
 from ..observability.call_log import CallLogs, describe_error
 from ..observability.recorder import SessionRecorder
 
-__all__ = ["HEADERS_LOGGED", "OpenAICallsCarrier", "SipCall", "caller_number", "untrusted"]
+__all__ = [
+    "HEADERS_LOGGED",
+    "OpenAICallsCarrier",
+    "SipCall",
+    "caller_number",
+    "untrusted",
+    "watch_limits",
+]
 
 logger = logging.getLogger("telephony.sip")
 
@@ -140,6 +147,37 @@ class OpenAICallsCarrier:
             self._record("twilio.error", action="refer", error=describe_error(exc))
             return "The transfer failed; apologise and offer to help instead."
         return {"target": uri, "via": "refer"}
+
+
+async def watch_limits(
+    control: CallController,
+    limits: CallLimits,
+    hangup_grace: float,
+    started: float,
+    expires_at: Callable[[], float],
+    busy: Callable[[], bool],
+    last_activity: Callable[[], float],
+) -> None:
+    """A SIP call's time limits, on both backends: the agent says a short goodbye and the call
+    hangs up at ``MAX_CALL_DURATION`` after ``started``, after ``IDLE_TIMEOUT`` since
+    ``last_activity`` (while not ``busy``), and within ``MODEL_RENEWAL_MARGIN`` of
+    ``expires_at`` (at a moment not ``busy``; at the latest ``hangup_grace`` + 5 s before).
+    Times are ``time.monotonic()``. Returns once a hang-up or transfer is under way."""
+    cap_force_s = hangup_grace + CAP_SAFETY_S
+    while not control.ending:
+        await asyncio.sleep(WATCH_INTERVAL_S)
+        now = time.monotonic()
+        to_cap = expires_at() - now
+        if now - started >= limits.max_duration:
+            await control.end_politely(
+                "max_duration", TIME_ENDS, by="watchdog", to_cap=round(min(to_cap, 1e9), 1)
+            )
+        elif to_cap <= limits.renewal_margin and (not busy() or to_cap <= cap_force_s):
+            await control.end_politely(
+                "session_cap", TIME_ENDS, by="watchdog", to_cap=round(to_cap, 1)
+            )
+        elif not busy() and now - last_activity() >= limits.idle_timeout:
+            await control.end_politely("idle_timeout", IDLE_ENDS, by="watchdog")
 
 
 class SipCall:
@@ -258,23 +296,14 @@ class SipCall:
     # ---------------------------------------------------------------- time limits
 
     async def _watchdog(self) -> None:
-        """End the call politely at ``MAX_CALL_DURATION``, after ``IDLE_TIMEOUT`` of nothing,
-        and before the session's cap; returns once a hang-up or transfer is under way."""
-        limits = self._limits
-        cap_force_s = self._features.hangup_grace + CAP_SAFETY_S
-        control = self.control
-        while not control.ending:
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            now = time.monotonic()
-            busy = self._events.busy
-            to_cap = self._expires_at - now
-            if now - self._started >= limits.max_duration:
-                await control.end_politely(
-                    "max_duration", TIME_ENDS, by="watchdog", to_cap=round(to_cap, 1)
-                )
-            elif to_cap <= limits.renewal_margin and (not busy or to_cap <= cap_force_s):
-                await control.end_politely(
-                    "session_cap", TIME_ENDS, by="watchdog", to_cap=round(to_cap, 1)
-                )
-            elif not busy and now - self._events.last_activity >= limits.idle_timeout:
-                await control.end_politely("idle_timeout", IDLE_ENDS, by="watchdog")
+        """The call's time limits (:func:`watch_limits`), the cap from ``session.created``."""
+        events = self._events
+        await watch_limits(
+            self.control,
+            self._limits,
+            self._features.hangup_grace,
+            self._started,
+            lambda: self._expires_at,
+            lambda: events.busy,
+            lambda: events.last_activity,
+        )

@@ -14,7 +14,8 @@ SIP ``Call-ID``, then accepted with ``client.live.sessions.accept`` (the agent's
 (``client.live.sideband.connect``), asks for the greeting, runs the delegate's tools
 (:class:`~telephony.agent.live.Delegations`), gives keypad digits to the model
 (``transport.dtmf.received`` → a silent note), plays the hold sound while a tool runs
-(fixture audio, :mod:`.live_hold`), logs every event (``live.<type>``) and writes
+(fixture audio, :mod:`.live_hold`), ends the call politely at ``MAX_CALL_DURATION`` or
+``IDLE_TIMEOUT`` (:func:`.call.watch_limits`), logs every event (``live.<type>``) and writes
 ``call.end`` with the cost. Call control is the shared core with :class:`LiveSipCarrier`:
 ``hangup`` and ``refer`` of the Live sessions API; the goodbye has been heard when the agent's
 speech, reflected on the sideband, has stopped for 0.8 s.
@@ -46,7 +47,7 @@ from ..agent.tools import CallContext
 from ..config import CallFeatures, CallLimits
 from ..control import CallController
 from ..observability.call_log import CallLogs, describe_error
-from .call import HEADERS_LOGGED, OpenAICallsCarrier, caller_number
+from .call import HEADERS_LOGGED, OpenAICallsCarrier, caller_number, watch_limits
 from .live_hold import FixtureHold
 
 __all__ = ["LiveSipCall", "LiveSipCarrier"]
@@ -54,6 +55,10 @@ __all__ = ["LiveSipCall", "LiveSipCarrier"]
 logger = logging.getLogger("telephony.sip")
 POLL_S = 0.02
 REFLECTED_FRAME = 480  # samples in 20 ms of the sideband's reflected audio (pcm16 24 kHz)
+ACTIVITY = frozenset(  # events that show the call is alive (IDLE_TIMEOUT counts from them)
+    {"session.input_transcript.delta", "session.output_transcript.delta",
+     "transport.dtmf.received", "response.event"}
+)  # fmt: skip
 
 
 class LiveSipCarrier(OpenAICallsCarrier):
@@ -125,6 +130,7 @@ class LiveSipCall:
         self.session: LiveSession | None = None
         self._delegations: Delegations | None = None
         self.hold: FixtureHold | None = None  # the hold sound while a tool runs (fixtures)
+        self._last_activity = time.monotonic()  # for IDLE_TIMEOUT
 
     def end(self, reason: str) -> None:
         """End our side of the call (after a hang-up or a transfer, or at shutdown)."""
@@ -194,11 +200,30 @@ class LiveSipCall:
             self._log.write("greeting.requested", text=self._features.greeting)
         events = asyncio.create_task(self._pump(session))
         ended = asyncio.create_task(self._ended.wait())
+        limits = asyncio.create_task(self._watch())
         done, _ = await asyncio.wait({events, ended}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (events, ended):
+        for task in (events, ended, limits):
             task.cancel()
-        await asyncio.gather(events, ended, return_exceptions=True)
+        await asyncio.gather(events, ended, limits, return_exceptions=True)
         return "call_ended" if events in done else "ended_by_us"
+
+    async def _watch(self) -> None:
+        """``MAX_CALL_DURATION`` and ``IDLE_TIMEOUT`` (:func:`.call.watch_limits`); the
+        sideband's session cap is not known here (no ``session.started`` on attach)."""
+        await watch_limits(
+            self.control,
+            self._limits,
+            self._features.hangup_grace,
+            self._started,
+            lambda: float("inf"),
+            self._busy,
+            lambda: self._last_activity,
+        )
+
+    def _busy(self) -> bool:
+        """The agent speaks, or a tool runs: no time limit cuts in now."""
+        tools = self._delegations
+        return self.speech.speaking or (tools is not None and not tools.idle)
 
     async def _pump(self, session: LiveSession) -> None:
         try:
@@ -206,8 +231,11 @@ class LiveSipCall:
                 kind = event.type
                 if kind == "session.output_audio.delta":  # reflected: pcm16 24 kHz
                     pcm24 = base64.b64decode(event.delta)
-                    self.speech.heard(speech_frames(pcm24, REFLECTED_FRAME) > 0)
+                    if self.speech.heard(speech_frames(pcm24, REFLECTED_FRAME) > 0):
+                        self._last_activity = time.monotonic()
                     continue
+                if kind in ACTIVITY:  # either side said something, or a key, or a tool
+                    self._last_activity = time.monotonic()
                 if kind == "transport.dtmf.received":
                     digit = str(getattr(event, "event", ""))[:8]  # the key, per the types
                     self._log.write("dtmf", digit=digit)

@@ -22,7 +22,7 @@ from processes import ROOT, Fleet, RedisServer, ServerProcess
 
 from telephony.observability.call_log import read_call_log
 from telephony.testing import OpenAIApiStandIn, signed_webhook, tone
-from telephony.testing.live_server import FakeLiveServer
+from telephony.testing.live_server import FakeLiveServer, LiveConnection
 from telephony.testing.openai_api import signed_live_webhook
 
 SECRET = "whsec_" + base64.b64encode(b"sip-live-webhook-secret-0123456789").decode()
@@ -117,6 +117,65 @@ async def test_one_call_raising_both_webhooks_is_accepted_once_by_gpt_live_and_r
     assert incoming["sip_media_security"] == "srtp"
 
 
+def one_server(
+    fake: FakeLiveServer, openai_url: str, tmp_path: Path, **more: str
+) -> dict[str, str]:
+    """One ``server.py``'s settings for SIP calls on GPT-Live (the agents of ``live_agents``)."""
+    return {
+        "REALTIME_BACKEND": "live",
+        "OPENAI_API_KEY": "sk-test-not-a-real-key",
+        "OPENAI_BASE_URL": f"{openai_url}/v1",
+        "OPENAI_LIVE_URL": fake.base_url.replace("http://", "ws://"),
+        "OPENAI_WEBHOOK_SECRET": SECRET,
+        "TWILIO_AUTH_TOKEN": "twilio-auth-token-0123456789abcdef",
+        "GREETING": "Hello.",
+        "AGENT": "live_agents:agent",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'bridge'}",
+        "CALL_LOG_DIR": str(tmp_path / "calls"),
+        **more,
+    }
+
+
+async def sip_call(server: ServerProcess, fake: FakeLiveServer) -> LiveConnection:
+    """Start ``server``, deliver one call's ``live.transport.incoming`` and return the
+    sideband it attached, once the greeting was asked for."""
+    await server.up()
+    webhook = signed_live_webhook(SECRET, SESSION, HEADERS)
+    status, body = await asyncio.to_thread(post, server.base_url, *webhook)
+    assert (status, body["status"]) == (200, "accepted")
+    await until(
+        lambda: (
+            bool(fake.connections) and "session.commentary.append" in fake.connections[0].types()
+        )
+    )
+    return fake.connections[0]
+
+
+async def test_a_sip_call_on_gpt_live_that_goes_quiet_gets_a_goodbye_and_is_hung_up(
+    tmp_path: Path,
+) -> None:
+    """``IDLE_TIMEOUT=2``: after the greeting nobody says anything; the agent is asked for a
+    goodbye (the idle note), it plays (reflected on the sideband), then ``live.sessions.hangup``."""
+    openai = OpenAIApiStandIn()
+    fake = FakeLiveServer(greeting=tone(600, 400))
+    async with fake, run_server(openai.app) as openai_url:
+        server = ServerProcess(one_server(fake, openai_url, tmp_path, IDLE_TIMEOUT="2"), tmp_path)
+        try:
+            sideband = await sip_call(server, fake)
+            await until(lambda: bool(openai.of("live.hangup")), 15)
+            path = tmp_path / "calls" / f"{SESSION}.jsonl"
+            await until(lambda: read_call_log(path)[-1]["event"] == "call.end")
+        finally:
+            server.stop()
+    said = [e["content"] for e in sideband.received if e["type"] == "session.commentary.append"]
+    assert len(said) == 2 and "Nobody has said anything" in said[1]
+    log = read_call_log(path)
+    (asked,) = [r for r in log if r["event"] == "hangup.requested"]
+    assert asked["reason"] == "idle_timeout" and asked["by"] == "watchdog"
+    (hangup,) = [r for r in log if r["event"] == "call.hangup"]
+    assert hangup["waited_for"] == "speech_stopped" and log[-1]["reason"] == "idle_timeout"
+
+
 async def test_a_slow_tool_plays_the_hold_sound_as_fixture_audio_and_keys_wait_for_it(
     tmp_path: Path,
 ) -> None:
@@ -131,27 +190,9 @@ async def test_a_slow_tool_plays_the_hold_sound_as_fixture_audio_and_keys_wait_f
         delegate=lambda n: [("check_payment", '{"order": "42"}')] if n == 0 else [],
     )
     async with fake, run_server(openai.app) as openai_url:
-        env = {
-            "REALTIME_BACKEND": "live",
-            "OPENAI_API_KEY": "sk-test-not-a-real-key",
-            "OPENAI_BASE_URL": f"{openai_url}/v1",
-            "OPENAI_LIVE_URL": fake.base_url.replace("http://", "ws://"),
-            "OPENAI_WEBHOOK_SECRET": SECRET,
-            "TWILIO_AUTH_TOKEN": "twilio-auth-token-0123456789abcdef",
-            "GREETING": "Hello.",
-            "AGENT": "live_agents:agent",
-            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'bridge'}",
-            "FILLER_DELAY": "1.0",
-            "CALL_LOG_DIR": str(tmp_path / "calls"),
-        }
-        server = ServerProcess(env, tmp_path)
+        server = ServerProcess(one_server(fake, openai_url, tmp_path, FILLER_DELAY="1.0"), tmp_path)
         try:
-            await server.up()
-            webhook = signed_live_webhook(SECRET, SESSION, HEADERS)
-            status, body = await asyncio.to_thread(post, server.base_url, *webhook)
-            assert (status, body["status"]) == (200, "accepted")
-            await until(lambda: bool(fake.connections) and len(fake.connections[0].types()) > 0)
-            (sideband,) = fake.connections
+            sideband = await sip_call(server, fake)
             await asyncio.sleep(0.6)  # the greeting has been spoken
             await sideband.caller_turn()  # the delegate calls check_payment
             await until(lambda: bool(sideband.fixtures), 5)
