@@ -46,6 +46,44 @@ def post(base_url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict
         return response.status, json.loads(response.read())
 
 
+def settings(fake: FakeLiveServer, openai_url: str, **more: str) -> dict[str, str]:
+    """A ``server.py``'s settings for SIP calls on GPT-Live (the agents of ``live_agents``)."""
+    return {
+        "REALTIME_BACKEND": "live",
+        "OPENAI_API_KEY": "sk-test-not-a-real-key",
+        "OPENAI_BASE_URL": f"{openai_url}/v1",
+        "OPENAI_LIVE_URL": fake.base_url.replace("http://", "ws://"),
+        "OPENAI_WEBHOOK_SECRET": SECRET,
+        "TWILIO_AUTH_TOKEN": "twilio-auth-token-0123456789abcdef",
+        "GREETING": "Hello.",
+        "AGENT": "live_agents:agent",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'bridge'}",
+        **more,
+    }
+
+
+def one_server(
+    fake: FakeLiveServer, openai_url: str, tmp_path: Path, **more: str
+) -> dict[str, str]:
+    """One ``server.py``'s settings, its call logs under ``tmp_path``."""
+    return settings(fake, openai_url, CALL_LOG_DIR=str(tmp_path / "calls"), **more)
+
+
+async def sip_call(server: ServerProcess, fake: FakeLiveServer) -> LiveConnection:
+    """Start ``server``, deliver one call's ``live.transport.incoming`` and return the
+    sideband it attached, once the greeting was asked for."""
+    await server.up()
+    webhook = signed_live_webhook(SECRET, SESSION, HEADERS)
+    status, body = await asyncio.to_thread(post, server.base_url, *webhook)
+    assert (status, body["status"]) == (200, "accepted")
+    await until(
+        lambda: (
+            bool(fake.connections) and "session.commentary.append" in fake.connections[0].types()
+        )
+    )
+    return fake.connections[0]
+
+
 async def test_one_call_raising_both_webhooks_is_accepted_once_by_gpt_live_and_runs(
     tmp_path: Path,
 ) -> None:
@@ -57,17 +95,8 @@ async def test_one_call_raising_both_webhooks_is_accepted_once_by_gpt_live_and_r
         delegate=lambda n: [("end_call", '{"reason": "done"}')],
     )
     async with fake, run_server(openai.app) as openai_url:
-        env = {
-            "REALTIME_BACKEND": "live",
-            "OPENAI_API_KEY": "sk-test-not-a-real-key",
-            "OPENAI_BASE_URL": f"{openai_url}/v1",
-            "OPENAI_LIVE_URL": fake.base_url.replace("http://", "ws://"),
-            "OPENAI_WEBHOOK_SECRET": SECRET,
-            "TWILIO_AUTH_TOKEN": "twilio-auth-token-0123456789abcdef",
-            "STREAM_TOKEN_SECRET": "fleet-stream-token-secret-0123456789",
-            "GREETING": "Hello.",
-            "FLEET_HEARTBEAT": "0.5",
-        }
+        env = settings(fake, openai_url, FLEET_HEARTBEAT="0.5",
+                       STREAM_TOKEN_SECRET="fleet-stream-token-secret-0123456789")  # fmt: skip
         fleet = Fleet(tmp_path, redis, env, ["A", "B"])
         try:
             await fleet.start()
@@ -115,40 +144,6 @@ async def test_one_call_raising_both_webhooks_is_accepted_once_by_gpt_live_and_r
     assert end["tokens"]["delegate_input"] == 200
     incoming = next(r for r in log if r["event"] == "sip.incoming")
     assert incoming["sip_media_security"] == "srtp"
-
-
-def one_server(
-    fake: FakeLiveServer, openai_url: str, tmp_path: Path, **more: str
-) -> dict[str, str]:
-    """One ``server.py``'s settings for SIP calls on GPT-Live (the agents of ``live_agents``)."""
-    return {
-        "REALTIME_BACKEND": "live",
-        "OPENAI_API_KEY": "sk-test-not-a-real-key",
-        "OPENAI_BASE_URL": f"{openai_url}/v1",
-        "OPENAI_LIVE_URL": fake.base_url.replace("http://", "ws://"),
-        "OPENAI_WEBHOOK_SECRET": SECRET,
-        "TWILIO_AUTH_TOKEN": "twilio-auth-token-0123456789abcdef",
-        "GREETING": "Hello.",
-        "AGENT": "live_agents:agent",
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'bridge'}",
-        "CALL_LOG_DIR": str(tmp_path / "calls"),
-        **more,
-    }
-
-
-async def sip_call(server: ServerProcess, fake: FakeLiveServer) -> LiveConnection:
-    """Start ``server``, deliver one call's ``live.transport.incoming`` and return the
-    sideband it attached, once the greeting was asked for."""
-    await server.up()
-    webhook = signed_live_webhook(SECRET, SESSION, HEADERS)
-    status, body = await asyncio.to_thread(post, server.base_url, *webhook)
-    assert (status, body["status"]) == (200, "accepted")
-    await until(
-        lambda: (
-            bool(fake.connections) and "session.commentary.append" in fake.connections[0].types()
-        )
-    )
-    return fake.connections[0]
 
 
 async def test_a_sip_call_on_gpt_live_that_goes_quiet_gets_a_goodbye_and_is_hung_up(
