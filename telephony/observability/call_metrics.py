@@ -16,6 +16,7 @@ frame carrying it, so every latency here is measured on one clock: the bridge's.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ ARRIVALS_KEPT = 15_000  # 5 minutes of frames: VAD events refer to recent audio 
 # per-frame CPU times go into log-spaced bins from 1 µs to 100 ms (about 3 % wide), so memory
 # stays constant however long the call is
 _US_EDGES = np.geomspace(1.0, 100_000.0, 400)
+_US_EDGE_LIST = _US_EDGES.tolist()  # (bisect on a list: a fifth of np.searchsorted's cost)
 
 
 class _Histogram:
@@ -36,7 +38,7 @@ class _Histogram:
         self.counts = np.zeros(len(_US_EDGES) + 1, dtype=np.int64)
 
     def add(self, us: float, n: int = 1) -> None:
-        self.counts[int(np.searchsorted(_US_EDGES, us))] += n
+        self.counts[bisect.bisect_left(_US_EDGE_LIST, us)] += n
 
     def percentile(self, q: float) -> float | None:
         total = int(self.counts.sum())
