@@ -29,6 +29,15 @@
  *   held under sum_k cap*far); window: 256 doubles; near, far: 320 bytes of pcm16 each.
  *   taught: 0 (no step), 1 (a step on a silent frame), 2 (a step on sound). The module's
  *   ECHO_ABI (2) names this signature.
+ *
+ * nlms(w, near, far, first, count, offset, mu, adapt) -> residual energy
+ *   The early echo fit (telephony/audio/echo_fit.py, whose numpy loop is the reference): a
+ *   waveform echo path of len(w) taps at a known bulk delay. For each sample j in [first,
+ *   first + count): y = sum_k w[k] * far[j - offset - k], e = near[j] - y; returns the sum of
+ *   e^2 and, when adapt, takes one normalised LMS step per sample (w += mu e x / (x.x + eps),
+ *   eps = 1000 per tap). w: writable doubles; near, far: doubles of one length (the presence
+ *   test's buffers, far aligned with near); raises ValueError when a sample's window falls
+ *   outside them.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -304,10 +313,51 @@ done:
     return out;
 }
 
+static PyObject *nlms(PyObject *self, PyObject *args) {
+    Py_buffer wb, nb, fb;
+    Py_ssize_t first, count, offset;
+    double mu;
+    int adapt;
+    if (!PyArg_ParseTuple(args, "w*y*y*nnndp", &wb, &nb, &fb, &first, &count, &offset, &mu, &adapt))
+        return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t taps = wb.len / (Py_ssize_t)sizeof(double);
+    Py_ssize_t n = nb.len / (Py_ssize_t)sizeof(double);
+    if (taps < 1 || wb.len != taps * (Py_ssize_t)sizeof(double) || fb.len != nb.len ||
+        nb.len != n * (Py_ssize_t)sizeof(double) || count < 0 || first - offset - taps + 1 < 0 ||
+        first - offset >= n || first + count > n) {
+        PyErr_SetString(PyExc_ValueError, "nlms: a window outside the buffers");
+        goto done;
+    }
+    double *w = (double *)wb.buf;
+    const double *near = (const double *)nb.buf, *far = (const double *)fb.buf;
+    const double eps = 1000.0 * (double)taps;
+    double energy = 0.0;
+    for (Py_ssize_t j = first; j < first + count; j++) {
+        const double *x = far + (j - offset - taps + 1); /* x[taps-1-k] = far[j - offset - k] */
+        double y = 0.0, xx = 0.0;
+        for (Py_ssize_t i = 0; i < taps; i++) {
+            y += w[taps - 1 - i] * x[i];
+            xx += x[i] * x[i];
+        }
+        double e = near[j] - y;
+        energy += e * e;
+        if (adapt) {
+            double g = mu * e / (xx + eps);
+            for (Py_ssize_t i = 0; i < taps; i++) w[taps - 1 - i] += g * x[i];
+        }
+    }
+    out = PyFloat_FromDouble(energy);
+done:
+    PyBuffer_Release(&wb); PyBuffer_Release(&nb); PyBuffer_Release(&fb);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"up3", up3, METH_VARARGS, "μ-law 8 kHz -> pcm16 24 kHz, one frame (see the file header)."},
     {"down3", down3, METH_VARARGS, "pcm16 24 kHz -> μ-law 8 kHz, one frame (see the file header)."},
     {"echo_frame", echo_frame, METH_VARARGS, "One frame of the echo judge (see the file header)."},
+    {"nlms", nlms, METH_VARARGS, "The early echo fit over a span of samples (see the file header)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -84,6 +84,17 @@ class EchoDelay:
         :meth:`push` and :meth:`idle` do nothing from now on."""
         self._near = self._far = np.zeros(0)
 
+    @property
+    def near(self) -> np.ndarray:
+        """The caller's last 1.1 s (pcm16 values as float64, newest last; empty once
+        released)."""
+        return self._near
+
+    @property
+    def far(self) -> np.ndarray:
+        """What played over the same samples as :attr:`near`."""
+        return self._far
+
     def push(self, near: bytes, far: bytes) -> None:
         """One 20 ms frame of the caller's audio and of what played over it (pcm16 8 kHz,
         320 bytes each; the echo judge has checked their length)."""

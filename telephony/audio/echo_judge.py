@@ -36,6 +36,7 @@ from typing import Literal
 import numpy as np
 
 from .echo_delay import EchoDelay
+from .echo_fit import EchoFit
 
 try:  # the optional compiled loop (see telephony/audio/_fir.c)
     from . import _fir
@@ -95,6 +96,7 @@ class EchoJudge:
         self._trusted = False  # the learned path passed its check (see _check)
         self._verdicts: list[bool] | None = None  # the early frames judged again, for review
         self.presence = EchoDelay()  # is the echo on the line at all (until trusted)
+        self.fit = EchoFit("c" if self._c else "numpy")  # and, at its delay, a caller over it
         self.restarts = 0  # learned paths that failed their check and were begun again
         self._prior = 10 ** (-PRIOR_ERL_DB / 10)
         self._margin = 10 ** (MARGIN_DB / 10)
@@ -152,11 +154,15 @@ class EchoJudge:
             self._early.append((self._idle, near, far))
         self._idle = 0
         # before the path is trusted, the prior stands only where the echo has been found
-        no_prior, teach = self._trusted, True
+        no_prior, teach, fitted = self._trusted, True, False
         if not self._trusted:
             presence = self.presence
             presence.push(near, far)
             no_prior = presence.not_echo()
+            if presence.delay_ms is not None:  # a caller over a short path's echo (a hybrid)
+                lag = round(presence.delay_ms * 8)
+                fitted = self.fit.frame(presence.near, presence.far, presence.loud(), lag)
+                no_prior = no_prior or fitted
             # a sound not known to be echo teaches the path nothing (a caller's word before
             # the test has settled on it), and does not hold back learning after it either
             teach = not (no_prior or (not presence.seen and presence.loud()))
@@ -167,6 +173,7 @@ class EchoJudge:
             caller = self._frame_c(near, far, no_prior)
         else:
             caller = self._frame_numpy(near, far, no_prior)
+        caller = caller or fitted  # the band path, still learning, may explain part of it
         if not teach and not caller:
             self._since_caller = since + 1
         if not self._trusted and self._learned >= LAGS + LEARN_FRAMES:

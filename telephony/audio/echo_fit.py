@@ -1,0 +1,143 @@
+"""A caller talking over the agent's first words on a line hybrid: a waveform fit of its echo.
+
+Before the echo judge has learned a line (:class:`~telephony.audio.echo_judge.EchoJudge`,
+about 1.3 s of the agent's audio), its prior takes anything up to the loudest audio that played
+in the last 780 ms, 3 dB down, for echo, and the presence test
+(:class:`~telephony.audio.echo_delay.EchoDelay`) tells a caller over echo only once their
+voice has filled most of its 256 ms window. Over a 6 dB line hybrid (the loudest echo ITU-T
+G.168 allows a network) a caller who said "Wait, stop, I have a question." half a second into
+the reply was heard 0.7-1.9 s after their first word, or not at all.
+
+A hybrid's echo is a short linear filter of what played (the G.168 Annex D models: 64-128
+taps at 8 kHz) behind a bulk delay, and the presence test finds that delay from the first
+frames of echo. So once it has, this fit learns the waveform path over :data:`TAPS` taps
+around the delay by normalised LMS (first over the echo already heard, several passes), and
+a loud frame whose power the fitted echo leaves mostly unexplained, on a fit that explained
+the line's echo alone (the residual under :data:`CONVERGED` of it), holds the caller's voice.
+Where the path is longer than the fit (a room's reverberation) the fit never explains the
+echo, says nothing, and the line is judged as before.
+
+Measured through the barge-in guard (``tests/bridge/test_barge_in.py``'s line model, "Wait,
+stop..." 0.5-1.0 s into the 9.9 s reply, the eight G.168 hybrids at 6 dB and 300 ms): the
+first pause 140-220 ms after the caller's first word at most onsets (0.7-1.9 s, or none,
+before); the whole reply's echo alone pauses nothing on any of them, nor on flat paths or
+rooms.
+
+The per-sample loop runs in the compiled audio core (``_fir.nlms``) when it is installed; the
+numpy loop below is its reference and fallback (about a hundred times slower: it runs only
+while the judge has not learned the line).
+
+Knows nothing of Twilio or OpenAI. Formats: pcm16 sample values as float64, 8 kHz.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # the optional compiled loop (see telephony/audio/_fir.c)
+    from . import _fir
+except ImportError:  # pragma: no cover - depends on the install
+    _fir = None
+_NLMS = getattr(_fir, "nlms", None)
+
+__all__ = ["EchoFit"]
+
+FRAME = 160  # samples in 20 ms
+TAPS = 192  # 24 ms of path: the longest G.168 hybrid (D5, 128 taps) with room around it
+BEFORE = 48  # taps before the presence test's lag (its peak may sit inside the path)
+STEP = 0.5  # NLMS step size
+EPOCHS = 3  # passes over the echo heard so far while the fit has not yet explained it
+RETRAIN_FRAMES = 10  # the last frames those passes cover (200 ms)
+RETRAIN_LIMIT = 50  # frames with such passes in a call at most (their CPU: about 1 ms each)
+CONVERGED = 0.12  # the fit explains the echo: the median residual share of 3 frames of it
+DOUBLE_TALK = 0.3  # a loud frame with this share of its power unexplained holds the caller
+LEVEL_DB = 10.0  # and its unexplained power within this of the loudest echo the fit explained
+WRONG = 0.5  # a fit that explained the echo learns nothing from a frame it explains this badly
+HOLD_FRAMES = 5  # nor for 100 ms after a frame that held the caller
+NEW_LAG = 8  # the presence test's lag moved by more than 1 ms: the fit starts again
+
+
+class EchoFit:
+    """One call's early echo fit. Feed each frame (:meth:`frame`) with the presence test's
+    buffers once it has found the echo's delay.
+
+    Args:
+        backend: ``"auto"`` (the compiled loop when installed), ``"c"`` (raises RuntimeError
+            when it is not) or ``"numpy"``.
+    """
+
+    def __init__(self, backend: str = "auto") -> None:
+        if backend == "c" and _NLMS is None:
+            raise RuntimeError("the compiled audio loop (telephony.audio._fir) is not installed")
+        self._c = backend != "numpy" and _NLMS is not None
+        self._w = np.zeros(TAPS)
+        self._offset: int | None = None  # the delay of tap 0, samples
+        self._ratios: list[float] = []  # residual shares of the loud frames of echo alone
+        self._hold = 0
+        self._retrains = 0
+        self._heard = 0  # frames of echo heard since the fit began
+        self._loudest = 0.0  # the power of the loudest of them, times 10^(-LEVEL_DB/10)
+        self.converged = False
+        self.share = 0.0  # the last frame's residual share of its power
+
+    def frame(self, near: np.ndarray, far: np.ndarray, loud: bool, lag: int) -> bool:
+        """One frame: ``near`` and ``far`` are the presence test's buffers (the caller's audio
+        and what played over it, pcm16 values as float64, one length, newest sample last,
+        the frame just pushed the last :data:`FRAME`); ``loud``: the frame is loud enough to
+        be speech; ``lag``: the echo's bulk delay in samples (the presence test's peak).
+        Returns True when the frame holds the caller's voice: loud, a fit that explains the
+        line's echo, and :data:`DOUBLE_TALK` of its power beyond the fitted echo."""
+        n = len(near)
+        if self._offset is None or abs(lag - BEFORE - self._offset) > NEW_LAG:
+            self._begin(near, far, lag)
+        assert self._offset is not None
+        first = n - FRAME
+        if first - self._offset - TAPS + 1 < 0:
+            return False
+        power = float(near[first:] @ near[first:])
+        residual = self._run(near, far, first, FRAME, adapt=False)
+        self.share = residual / power if power > 0.0 else 0.0
+        caller = loud and self.converged and self.share >= DOUBLE_TALK and residual >= self._loudest
+        if not (caller or self._hold > 0 or (self.converged and self.share > WRONG)):
+            if not self.converged and self._retrains < RETRAIN_LIMIT:
+                self._retrains += 1
+                frames = min(RETRAIN_FRAMES, self._heard + 1)
+                start = max(n - frames * FRAME, self._offset + TAPS - 1)
+                for _ in range(EPOCHS):
+                    self._run(near, far, start, n - start, adapt=True)
+            else:
+                self._run(near, far, first, FRAME, adapt=True)
+        if loud and not caller:
+            self._heard += 1
+            self._loudest = max(self._loudest, power * 10 ** (-LEVEL_DB / 10))
+            self._ratios = [*self._ratios[-2:], self.share]
+            if len(self._ratios) == 3 and float(np.median(self._ratios)) <= CONVERGED:
+                self.converged = True
+        self._hold = HOLD_FRAMES if caller else self._hold - 1
+        return caller
+
+    def _begin(self, near: np.ndarray, far: np.ndarray, lag: int) -> None:
+        """A new delay: learn the path afresh, :data:`EPOCHS` passes over what is buffered."""
+        self._w[:] = 0.0
+        self._offset = max(lag - BEFORE, 0)
+        self._ratios, self._heard, self.converged, self._loudest = [], 0, False, 0.0
+        start = self._offset + TAPS - 1
+        if start < len(near):
+            for _ in range(EPOCHS):
+                self._run(near, far, start, len(near) - start, adapt=True)
+
+    def _run(self, near: np.ndarray, far: np.ndarray, first: int, count: int, adapt: bool) -> float:
+        """The residual energy over samples ``first`` .. ``first + count`` (one NLMS step a
+        sample when ``adapt``)."""
+        assert self._offset is not None
+        if self._c:
+            assert _NLMS is not None
+            return float(_NLMS(self._w, near, far, first, count, self._offset, STEP, adapt))
+        w, offset, eps, energy = self._w, self._offset, 1000.0 * TAPS, 0.0
+        for j in range(first, first + count):
+            x = far[j - offset - TAPS + 1 : j - offset + 1][::-1]  # x[k] = far[j - offset - k]
+            e = near[j] - float(w @ x)
+            energy += e * e
+            if adapt:
+                w += (STEP * e / (float(x @ x) + eps)) * x
+        return energy
