@@ -23,7 +23,7 @@ The matrix:
 - **no echo**: "mm-hm", "yeah", "okay", a noise burst, and the real interruption;
 - **early**: the real interruption 0.5 s into the reply (before the judge has learned the
   line), with no echo, over the room's echo and over the 6 dB hybrid; "yeah" 0.5 s in, with
-  no echo and over the room's echo.
+  no echo, over the room's echo and over the 6 dB hybrid.
 
 Per cell and configuration: the reply heard whole (yes/no), pauses in it (``clear``s that
 stopped it), second replies (the agent answering what was not said), and for a real
@@ -153,6 +153,7 @@ def matrix() -> list[Cell]:
         Cell("early", "interruption 0.5 s in, 6 dB hybrid", hybrid, "wait_stop.ulaw", True, 0.5),
         Cell("early", "yeah 0.5 s in, no echo", None, "yeah.ulaw", False, 0.5),
         Cell("early", "yeah 0.5 s in, room echo", speaker, "yeah.ulaw", False, 0.5),
+        Cell("early", "yeah 0.5 s in, 6 dB hybrid", hybrid, "yeah.ulaw", False, 0.5),
     ]
     return cells
 

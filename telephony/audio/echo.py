@@ -59,6 +59,7 @@ class PlayoutReference:
         self.scheduled = 0  # samples scheduled so far
         self._run = 0
         self._corrected_run = -1  # the newest run an echo has placed
+        self.placements = 0  # runs begun or moved so far: what played moved on the clock
 
     def play(self, pcm: bytes, now: float) -> int:
         """Schedule ``pcm`` (pcm16 8 kHz bytes) after what is queued, starting no earlier than
@@ -72,6 +73,7 @@ class PlayoutReference:
         samples = np.frombuffer(pcm, dtype="<i2")
         if now > self._end:  # nothing queued: a new run starts now
             self._run += 1
+            self.placements += 1
         start = max(now, self._end)
         self._segments.append(_Segment(start, samples, self.scheduled, self._run))
         self.scheduled += len(samples)
@@ -94,6 +96,7 @@ class PlayoutReference:
         if run <= self._corrected_run:
             return
         self._corrected_run = run
+        self.placements += shift != 0.0
         # the far end plays one run after another, never two at once: a run is never moved
         # to start before the one before it ends (an echo read early on a jittery clock)
         previous_end: float | None = None

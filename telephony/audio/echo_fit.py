@@ -116,6 +116,13 @@ class EchoFit:
         self._hold = HOLD_FRAMES if caller else self._hold - 1
         return caller
 
+    def unsettle(self) -> None:
+        """What played moved on the caller's clock (a resume after a pause is placed by our
+        send time until Twilio's first mark echo of it): the fitted path may now be misaligned
+        by milliseconds, and its residual on echo alone would pass for a caller. Its verdicts
+        wait until it explains the echo again (it goes on learning from where it was)."""
+        self.converged, self._ratios = False, []
+
     def _begin(self, near: np.ndarray, far: np.ndarray, lag: int) -> None:
         """A new delay: learn the path afresh, :data:`EPOCHS` passes over what is buffered."""
         self._w[:] = 0.0

@@ -134,6 +134,12 @@ class EchoJudge:
         for _ in range(min(max(frames, 0), LAGS)):
             self._push(np.zeros(self._ring.shape[1]))
 
+    def moved(self) -> None:
+        """What played was placed anew on the caller's clock (a new run of the agent's audio,
+        or a run a mark echo moved): the early echo fit, aligned to the samples, must explain
+        the echo again before its verdicts count (:meth:`EchoFit.unsettle`)."""
+        self.fit.unsettle()
+
     def _push(self, far: np.ndarray) -> None:
         if self._pos == 0:  # the window moves to the top half, its newest row at LAGS
             self._ring[LAGS:] = self._ring[:LAGS]

@@ -204,11 +204,11 @@ class BargeInGuard:
                     self._canceller = EchoCanceller()
                 heard = self._canceller.process(raw, far)
                 ulaw = ulaw_encode(heard)
-            # the judge learns the line's own echo path from the raw frame: AEC3's residual
-            # changes as it adapts (and jumps when it re-converges), which no band path
-            # learned per call can explain (a count run: 6 pauses of echo at -20 dB)
+            # the judge learns from the raw frame: AEC3's residual changes as it adapts (and
+            # jumps as it re-converges), which no band path explains (6 pauses of -20 dB echo)
             loud = not self._echo.learned and self._detect.loud(heard)
-            beyond_echo, reviewed = self._echo.frame(raw, far, at, self.caller_ms, loud)
+            placed = reference.placements  # when it changes, what played moved on the clock
+            beyond_echo, reviewed = self._echo.frame(raw, far, at, self.caller_ms, loud, placed)
             judged, onset = not self._echo.failed, self._echo.onset_frames
             if reviewed is not None:
                 self._review(*reviewed)

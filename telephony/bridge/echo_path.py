@@ -41,6 +41,7 @@ class GuardEcho:
         self.failed = False
         self._record = record
         self._judged_at = 0.0  # the caller-clock end of the last frame judged
+        self._placements = 0  # the playout reference's placements when last judged
         # (caller_ms, loud) of the frames judged before the judge learned, for its review
         self._early: deque[tuple[int, bool]] = deque(maxlen=EARLY_FRAMES)
 
@@ -64,16 +65,21 @@ class GuardEcho:
         return self.judge.presence.onset_frames
 
     def frame(
-        self, near: bytes, far: bytes, at: float, caller_ms: int, loud: bool
+        self, near: bytes, far: bytes, at: float, caller_ms: int, loud: bool, placements: int = 0
     ) -> tuple[bool, Reviewed | None]:
         """One caller frame ``near`` and what played over it, ``far`` (pcm16 8 kHz, 320 bytes
         each), ending at ``at`` (seconds on the caller's audio clock, ``caller_ms`` in ms);
-        ``loud``: our detector found sound in it. Returns whether the frame holds sound beyond
-        the agent's echo (always True once the judge failed) and, on the frame the judge
-        learns the line, the earlier frames judged again (:data:`Reviewed`; else None)."""
+        ``loud``: our detector found sound in it; ``placements``: the playout reference's
+        (:attr:`~telephony.audio.echo.PlayoutReference.placements`: when it changes, what
+        played moved on the clock). Returns whether the frame holds sound beyond the agent's
+        echo (always True once the judge failed) and, on the frame the judge learns the line,
+        the earlier frames judged again (:data:`Reviewed`; else None)."""
         if self.failed:
             return True, None
         try:
+            if placements != self._placements:  # a new run, or one a mark echo moved
+                self._placements = placements
+                self.judge.moved()
             gap = round((at - self._judged_at) / FRAME_S) - 1
             if gap > 0:
                 self.judge.idle(gap)

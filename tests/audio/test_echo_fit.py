@@ -109,3 +109,28 @@ def test_the_compiled_loop_refuses_a_window_outside_its_buffers() -> None:
     with pytest.raises(ValueError):
         _fir.nlms(w, buf, np.zeros(50), 20, 10, 0, 0.5, True)  # far not near's length
     assert _fir.nlms(w, buf, buf, 20, 80, 0, 0.5, True) == 0.0
+
+
+@pytest.mark.parametrize("shift", [8, 24, -24])
+@pytest.mark.parametrize("told", [False, True])
+def test_what_played_moved_on_the_clock_unsettles_the_fit(shift: int, told: bool) -> None:
+    """From 1.5 s on, what played is placed ``shift`` samples (1-3 ms) off where it played,
+    as a resume after a pause is until Twilio's first mark echo of it: the fitted path is
+    misaligned, and its residual on echo alone would pass for a caller (140-170 frames).
+    Told (:meth:`EchoFit.unsettle`), it calls none of it the caller's."""
+    near, k = line(hybrid_path("D5"), -6, 300, None), int(1.5 * 8000)
+    moved = np.concatenate([AGENT[:k], np.zeros(shift), AGENT[k:]]) if shift > 0 else None
+    if moved is None:
+        moved = np.concatenate([AGENT[:k], AGENT[k - shift :], np.zeros(-shift)])
+    far = moved[: len(AGENT)].astype("<i2").tobytes()
+    presence, fit, verdicts = EchoDelay(), EchoFit(), []
+    for i in range(0, len(near) - 2 * FRAME + 1, 2 * FRAME):
+        if told and i == 2 * k:
+            fit.unsettle()
+        presence.push(near[i : i + 2 * FRAME], far[i : i + 2 * FRAME])
+        presence.not_echo()
+        if presence.delay_ms is not None:
+            lag = round(presence.delay_ms * 8)
+            verdicts.append(fit.frame(presence.near, presence.far, presence.loud(), lag))
+    assert fit.converged
+    assert any(verdicts) != told, sum(verdicts)

@@ -40,6 +40,22 @@ def test_the_first_echo_of_a_run_places_it_later_echoes_do_not() -> None:
     assert (taken(ref, 0.17) == np.arange(801, 961)).all()
 
 
+def test_placements_count_each_run_begun_or_moved() -> None:
+    """What the early echo fit is told of (it is aligned to the sample): a new run, and a run
+    an echo moved; not audio queued behind a run, an echo on time, or a later echo."""
+    ref = PlayoutReference()
+    ref.play(ramp(1, 800), now=1.0)
+    assert ref.placements == 1
+    ref.play(ramp(801, 800), now=1.05)  # queued behind: the same run
+    ref.played_until(800, at=1.10)  # on time
+    assert ref.placements == 1
+    index = ref.play(ramp(1, 800), now=1.5)  # after it ended: a new run
+    ref.played_until(index, at=1.62)  # its first echo moves it 20 ms
+    assert ref.placements == 3
+    ref.played_until(index, at=1.70)  # a later echo of that run moves nothing
+    assert ref.placements == 3
+
+
 def test_a_run_is_never_placed_over_the_one_before() -> None:
     """Two runs 40 ms apart; an echo of the second read as if it had played 100 ms early (a
     jittery clock) starts it where the first ended, not over it."""
