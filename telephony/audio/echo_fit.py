@@ -48,13 +48,14 @@ BEFORE = 48  # taps before the presence test's lag (its peak may sit inside the 
 STEP = 0.5  # NLMS step size
 EPOCHS = 3  # passes over the echo heard so far while the fit has not yet explained it
 RETRAIN_FRAMES = 10  # the last frames those passes cover (200 ms)
-RETRAIN_LIMIT = 50  # frames with such passes in a call at most (their CPU: about 1 ms each)
+RETRAIN_LIMIT = 20  # frames with such passes in a call at most (their CPU: about 2 ms each)
 CONVERGED = 0.12  # the fit explains the echo: the median residual share of 3 frames of it
 DOUBLE_TALK = 0.3  # a loud frame with this share of its power unexplained holds the caller
 LEVEL_DB = 10.0  # and its unexplained power within this of the loudest echo the fit explained
 WRONG = 0.5  # a fit that explained the echo learns nothing from a frame it explains this badly
 HOLD_FRAMES = 5  # nor for 100 ms after a frame that held the caller
-NEW_LAG = 8  # the presence test's lag moved by more than 1 ms: the fit starts again
+SPAN = (24, 96)  # the fit starts again when the presence test's lag leaves this span of taps
+# (its strongest peak may move between a hybrid's peaks, 1-5 ms apart, as the echo goes on)
 
 
 class EchoFit:
@@ -79,6 +80,8 @@ class EchoFit:
         self._loudest = 0.0  # the power of the loudest of them, times 10^(-LEVEL_DB/10)
         self.converged = False
         self.share = 0.0  # the last frame's residual share of its power
+        self.begun = 0  # times the fit began (a first delay, then a lag outside its span)
+        self.heard_caller = 0  # frames it called the caller's
 
     def frame(self, near: np.ndarray, far: np.ndarray, loud: bool, lag: int) -> bool:
         """One frame: ``near`` and ``far`` are the presence test's buffers (the caller's audio
@@ -88,7 +91,7 @@ class EchoFit:
         Returns True when the frame holds the caller's voice: loud, a fit that explains the
         line's echo, and :data:`DOUBLE_TALK` of its power beyond the fitted echo."""
         n = len(near)
-        if self._offset is None or abs(lag - BEFORE - self._offset) > NEW_LAG:
+        if self._offset is None or not SPAN[0] <= lag - self._offset <= SPAN[1]:
             self._begin(near, far, lag)
         assert self._offset is not None
         first = n - FRAME
@@ -114,6 +117,7 @@ class EchoFit:
             if len(self._ratios) == 3 and float(np.median(self._ratios)) <= CONVERGED:
                 self.converged = True
         self._hold = HOLD_FRAMES if caller else self._hold - 1
+        self.heard_caller += caller
         return caller
 
     def unsettle(self) -> None:
@@ -126,6 +130,7 @@ class EchoFit:
     def _begin(self, near: np.ndarray, far: np.ndarray, lag: int) -> None:
         """A new delay: learn the path afresh, :data:`EPOCHS` passes over what is buffered."""
         self._w[:] = 0.0
+        self.begun += 1
         self._offset = max(lag - BEFORE, 0)
         self._ratios, self._heard, self.converged, self._loudest = [], 0, False, 0.0
         start = self._offset + TAPS - 1

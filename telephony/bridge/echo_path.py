@@ -105,9 +105,14 @@ class GuardEcho:
         return early[0][0], early[-1][0], again
 
     def totals(self) -> dict[str, Any]:
-        """For ``call.end``: frames judged echo, and where the presence test found it (ms;
-        None: not found)."""
+        """For ``call.end``: frames judged echo, where the presence test found it (ms; None:
+        not found), and the early echo fit's work (``echo_fit``: the times it began, the
+        frames it called the caller's)."""
         return {
             "echo_frames": self.judge.echo_frames,
             "echo_delay_ms": self.judge.presence.delay_ms,
+            "echo_fit": {
+                "begun": self.judge.fit.begun,
+                "caller_frames": self.judge.fit.heard_caller,
+            },
         }
