@@ -49,10 +49,15 @@ STEP = 0.5  # NLMS step size
 EPOCHS = 3  # passes over the echo heard so far while the fit has not yet explained it
 RETRAIN_FRAMES = 10  # the last frames those passes cover (200 ms)
 RETRAIN_LIMIT = 20  # frames with such passes in a call at most (their CPU: about 2 ms each)
-CONVERGED = 0.12  # the fit explains the echo: the median residual share of 3 frames of it
+CONVERGED = 0.12  # the fit explains the echo: the median residual share of the last
+CONVERGED_FRAMES = 3  # loud frames of it (measured on echo alone: hybrids and flat paths
+# 0.01-0.08, rooms 0.85-3.4; over 3 frames a T60 0.2 s room passed once, then false callers)
 DOUBLE_TALK = 0.3  # a loud frame with this share of its power unexplained holds the caller
 LEVEL_DB = 10.0  # and its unexplained power within this of the loudest echo the fit explained
 WRONG = 0.5  # a fit that explained the echo learns nothing from a frame it explains this badly
+LAPSE_FRAMES = 10  # a converged fit that explains none of this many loud frames in a row is
+# not the line's path (a T60 0.2 s room passed for one on 3 frames, then left 0.3-1.2 of each
+# frame; a caller is paused well within 200 ms, and the agent's echo then stops)
 HOLD_FRAMES = 5  # nor for 100 ms after a frame that held the caller
 SPAN = (24, 96)  # the fit starts again when the presence test's lag leaves this span of taps
 # (its strongest peak may move between a hybrid's peaks, 1-5 ms apart, as the echo goes on)
@@ -76,6 +81,7 @@ class EchoFit:
         self._ratios: list[float] = []  # residual shares of the loud frames of echo alone
         self._hold = 0
         self._retrains = 0
+        self._unexplained = 0  # loud frames in a row the converged fit did not explain
         self._heard = 0  # frames of echo heard since the fit began
         self._loudest = 0.0  # the power of the loudest of them, times 10^(-LEVEL_DB/10)
         self.converged = False
@@ -100,6 +106,10 @@ class EchoFit:
         power = float(near[first:] @ near[first:])
         residual = self._run(near, far, first, FRAME, adapt=False)
         self.share = residual / power if power > 0.0 else 0.0
+        if loud and self.converged:
+            self._unexplained = self._unexplained + 1 if self.share > CONVERGED else 0
+            if self._unexplained >= LAPSE_FRAMES:
+                self.unsettle()  # it has explained nothing for a while: not this line's path
         caller = loud and self.converged and self.share >= DOUBLE_TALK and residual >= self._loudest
         if not (caller or self._hold > 0 or (self.converged and self.share > WRONG)):
             if not self.converged and self._retrains < RETRAIN_LIMIT:
@@ -113,8 +123,8 @@ class EchoFit:
         if loud and not caller:
             self._heard += 1
             self._loudest = max(self._loudest, power * 10 ** (-LEVEL_DB / 10))
-            self._ratios = [*self._ratios[-2:], self.share]
-            if len(self._ratios) == 3 and float(np.median(self._ratios)) <= CONVERGED:
+            self._ratios = [*self._ratios[1 - CONVERGED_FRAMES :], self.share]
+            if len(self._ratios) == CONVERGED_FRAMES and np.median(self._ratios) <= CONVERGED:
                 self.converged = True
         self._hold = HOLD_FRAMES if caller else self._hold - 1
         self.heard_caller += caller
@@ -125,7 +135,7 @@ class EchoFit:
         send time until Twilio's first mark echo of it): the fitted path may now be misaligned
         by milliseconds, and its residual on echo alone would pass for a caller. Its verdicts
         wait until it explains the echo again (it goes on learning from where it was)."""
-        self.converged, self._ratios = False, []
+        self.converged, self._ratios, self._unexplained = False, [], 0
 
     def _begin(self, near: np.ndarray, far: np.ndarray, lag: int) -> None:
         """A new delay: learn the path afresh, :data:`EPOCHS` passes over what is buffered."""

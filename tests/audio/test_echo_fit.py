@@ -78,12 +78,16 @@ def test_a_caller_over_a_hybrids_echo_is_heard_within_60_ms(model: str) -> None:
     assert 1000 <= first <= 1040, first
 
 
-@pytest.mark.parametrize("t60", [0.3, 0.6])
+@pytest.mark.parametrize("t60", [0.2, 0.3, 0.4, 0.6])
 def test_the_fit_says_nothing_of_a_rooms_echo(t60: float) -> None:
-    """A room's reverberation is longer than the fit: it never explains the echo, so it calls
-    nothing the caller's, and the presence test and the judge decide as before."""
+    """A room's reverberation is longer than the fit: it does not explain the echo, so it
+    calls nothing the caller's, and the presence test and the judge decide as before. A T60
+    0.2 s room's first words pass for a fitted path (3 frames of echo explained): then it
+    explains none for 200 ms and lapses, 2 frames called the caller's (165 without the
+    lapse)."""
     fit, verdicts, _ = fit_over(line(room_path(t60), -12, 60, None))
-    assert not fit.converged and not any(verdicts)
+    assert not fit.converged
+    assert sum(verdicts) <= (2 if t60 == 0.2 else 0), [n * 20 for n, v in enumerate(verdicts) if v]
 
 
 @pytest.mark.skipif(not COMPILED, reason="the compiled audio loop is not installed")

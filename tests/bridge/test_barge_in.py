@@ -595,6 +595,7 @@ async def test_a_caller_over_the_first_words_on_an_echoing_line_pauses_it_soon(
 @pytest.mark.parametrize(
     ("gain_db", "delay_ms", "path"),
     [
+        pytest.param(-12, 60, room_path(0.2), id="room-0.2s"),
         pytest.param(-12, 60, room_path(0.3), id="room-0.3s"),
         pytest.param(-12, 60, room_path(0.6), id="room-0.6s"),
         *[pytest.param(-6, 300, hybrid_path(m), id=f"hybrid-{m}") for m in HYBRIDS],
