@@ -59,8 +59,8 @@ LAPSE_FRAMES = 10  # a converged fit that explains none of this many loud frames
 # not the line's path (a T60 0.2 s room passed for one on 3 frames, then left 0.3-1.2 of each
 # frame; a caller is paused well within 200 ms, and the agent's echo then stops)
 HOLD_FRAMES = 5  # nor for 100 ms after a frame that held the caller
-SPAN = (24, 96)  # the fit starts again when the presence test's lag leaves this span of taps
-# (its strongest peak may move between a hybrid's peaks, 1-5 ms apart, as the echo goes on)
+SPAN = (24, 96)  # a fit not yet converged starts again when the presence test's lag leaves
+# this span of its taps (its strongest peak may move between a hybrid's peaks, 1-5 ms apart)
 
 
 class EchoFit:
@@ -97,7 +97,8 @@ class EchoFit:
         Returns True when the frame holds the caller's voice: loud, a fit that explains the
         line's echo, and :data:`DOUBLE_TALK` of its power beyond the fitted echo."""
         n = len(near)
-        if self._offset is None or not SPAN[0] <= lag - self._offset <= SPAN[1]:
+        moved = self._offset is None or not SPAN[0] <= lag - self._offset <= SPAN[1]
+        if moved and not self.converged:  # a fit that explains the echo keeps its own lag
             self._begin(near, far, lag)
         assert self._offset is not None
         first = n - FRAME
