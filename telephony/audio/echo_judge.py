@@ -16,7 +16,9 @@ that audio could make:
   with a 3 dB margin). It stands only on a line where the agent's echo has been found at
   all (:class:`~telephony.audio.echo_delay.EchoDelay`, a waveform cross-correlation, asked of
   each loud frame until it finds a peak): on a line with no echo found, a loud frame is judged
-  by the path alone, so a caller who talks over the agent's first words is heard.
+  by the path alone, so a caller who talks over the agent's first words is heard. Where it
+  has, a waveform fit at its delay (:class:`~telephony.audio.echo_fit.EchoFit`) hears a
+  caller over a short path's echo (a line hybrid's) from their first frames.
 - A frame is the caller's own sound when its power beyond the estimated echo (with a margin,
   :data:`MARGIN_DB`) is a large enough share of it, summed over bands.
 

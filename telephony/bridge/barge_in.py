@@ -286,8 +286,8 @@ class BargeInGuard:
 
     def _pause_ms(self) -> int:
         """Speech beyond the echo that pauses the agent: ``pause_ms``, less before the judge
-        has learned a line where echo was found (``EARLY_PAUSE_MS``): there, only the presence
-        test's double talk or a caller louder than any echo counts as speech at all."""
+        has learned a line where echo was found (``EARLY_PAUSE_MS``): there, only double talk
+        (the presence test's, the early echo fit's) or a caller above any echo is speech."""
         if self._echo.echo_found and not self._echo.learned:
             return min(self.rules.pause_ms, EARLY_PAUSE_MS)
         return self.rules.pause_ms
