@@ -50,8 +50,8 @@ EPOCHS = 3  # passes over the echo heard so far while the fit has not yet explai
 RETRAIN_FRAMES = 10  # the last frames those passes cover (200 ms)
 RETRAIN_LIMIT = 20  # frames with such passes in a call at most (their CPU: about 2 ms each)
 CONVERGED = 0.12  # the fit explains the echo: the median residual share of the last
-CONVERGED_FRAMES = 3  # loud frames of it (measured on echo alone: hybrids and flat paths
-# 0.01-0.08, rooms 0.85-3.4; over 3 frames a T60 0.2 s room passed once, then false callers)
+CONVERGED_FRAMES = 5  # loud frames of it (measured on echo alone: hybrids and flat paths
+# 0.01-0.08, rooms 0.85-3.4; over 3 frames a T60 0.2 s room passed, then paused the agent)
 DOUBLE_TALK = 0.3  # a loud frame with this share of its power unexplained holds the caller
 LEVEL_DB = 10.0  # and its unexplained power within this of the loudest echo the fit explained
 WRONG = 0.5  # a fit that explained the echo learns nothing from a frame it explains this badly
@@ -137,6 +137,7 @@ class EchoFit:
         by milliseconds, and its residual on echo alone would pass for a caller. Its verdicts
         wait until it explains the echo again (it goes on learning from where it was)."""
         self.converged, self._ratios, self._unexplained = False, [], 0
+        self._retrains = min(self._retrains, RETRAIN_LIMIT // 2)  # passes to learn it again
 
     def _begin(self, near: np.ndarray, far: np.ndarray, lag: int) -> None:
         """A new delay: learn the path afresh, :data:`EPOCHS` passes over what is buffered."""
