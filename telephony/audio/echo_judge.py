@@ -78,9 +78,13 @@ class EchoJudge:
     Args:
         backend: ``"auto"`` (the compiled loop when installed), ``"c"`` (raises RuntimeError
             when it is not) or ``"numpy"``.
+        early_fit: run the early echo fit (:class:`~telephony.audio.echo_fit.EchoFit`) while
+            the path has not been learned.
     """
 
-    def __init__(self, backend: Literal["auto", "c", "numpy"] = "auto") -> None:
+    def __init__(
+        self, backend: Literal["auto", "c", "numpy"] = "auto", early_fit: bool = True
+    ) -> None:
         if backend == "c" and _ECHO_FRAME is None:
             raise RuntimeError("the compiled audio loop (telephony.audio._fir) is not installed")
         self._c = backend != "numpy" and _ECHO_FRAME is not None
@@ -98,7 +102,8 @@ class EchoJudge:
         self._trusted = False  # the learned path passed its check (see _check)
         self._verdicts: list[bool] | None = None  # the early frames judged again, for review
         self.presence = EchoDelay()  # is the echo on the line at all (until trusted)
-        self.fit = EchoFit("c" if self._c else "numpy")  # and, at its delay, a caller over it
+        # and, at its delay, a caller over it
+        self.fit = EchoFit("c" if self._c else "numpy") if early_fit else None
         self.restarts = 0  # learned paths that failed their check and were begun again
         self._prior = 10 ** (-PRIOR_ERL_DB / 10)
         self._margin = 10 ** (MARGIN_DB / 10)
@@ -140,7 +145,8 @@ class EchoJudge:
         """What played was placed anew on the caller's clock (a new run of the agent's audio,
         or a run a mark echo moved): the early echo fit, aligned to the samples, must explain
         the echo again before its verdicts count (:meth:`EchoFit.unsettle`)."""
-        self.fit.unsettle()
+        if self.fit is not None:
+            self.fit.unsettle()
 
     def _push(self, far: np.ndarray) -> None:
         if self._pos == 0:  # the window moves to the top half, its newest row at LAGS
@@ -167,7 +173,7 @@ class EchoJudge:
             presence = self.presence
             presence.push(near, far)
             no_prior = presence.not_echo()
-            if presence.delay_ms is not None:  # a caller over a short path's echo (a hybrid)
+            if presence.delay_ms is not None and self.fit is not None:  # a caller over a hybrid
                 lag = round(presence.delay_ms * 8)
                 fitted = self.fit.frame(presence.near, presence.far, presence.loud(), lag)
                 no_prior = no_prior or fitted
@@ -248,7 +254,7 @@ class EchoJudge:
         while it learned is heard over a line with no echo while it learns again. When it is
         trusted, the replay's verdicts are kept for :meth:`review`."""
         early = list(self._early or ())
-        again = EchoJudge(backend="c" if self._c else "numpy")
+        again = EchoJudge(backend="c" if self._c else "numpy", early_fit=False)
         again._early = None
         again._h = self._h.copy()
         again._trusted = True

@@ -34,10 +34,12 @@ class GuardEcho:
         record: the call log's ``record(event, **fields)``; gets ``barge_in.echo_failed``
             (``error``: the exception's type and message, ``caller_ms``) once, if the judge
             fails.
+        early_fit: the judge runs its early echo fit (GPT-Live's echo gate does not: its
+            output audio is placed differently, and the fit called echo the caller's there).
     """
 
-    def __init__(self, record: Callable[..., None]) -> None:
-        self.judge = EchoJudge()
+    def __init__(self, record: Callable[..., None], early_fit: bool = True) -> None:
+        self.judge = EchoJudge(early_fit=early_fit)
         self.failed = False
         self._record = record
         self._judged_at = 0.0  # the caller-clock end of the last frame judged
@@ -107,12 +109,10 @@ class GuardEcho:
     def totals(self) -> dict[str, Any]:
         """For ``call.end``: frames judged echo, where the presence test found it (ms; None:
         not found), and the early echo fit's work (``echo_fit``: the times it began, the
-        frames it called the caller's)."""
+        frames it called the caller's; None without it)."""
+        fit = self.judge.fit
         return {
             "echo_frames": self.judge.echo_frames,
             "echo_delay_ms": self.judge.presence.delay_ms,
-            "echo_fit": {
-                "begun": self.judge.fit.begun,
-                "caller_frames": self.judge.fit.heard_caller,
-            },
+            "echo_fit": fit and {"begun": fit.begun, "caller_frames": fit.heard_caller},
         }

@@ -46,7 +46,7 @@ class LiveEchoGate:
 
     def __init__(self, record: Callable[..., Any]) -> None:
         self.reference = PlayoutReference()  # what played, on the caller's audio clock
-        self._echo = GuardEcho(record)
+        self._echo = GuardEcho(record, early_fit=False)  # not measured on GPT-Live's pacing
         self._detect = SpeechDetector()
         self._sound_at_ms = -(10**9)
         self.frames_judged = 0
