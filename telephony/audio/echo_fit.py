@@ -19,9 +19,9 @@ echo, says nothing, and the line is judged as before.
 
 Measured through the barge-in guard (``tests/bridge/test_barge_in.py``'s line model, "Wait,
 stop..." 0.5-1.0 s into the 9.9 s reply, the eight G.168 hybrids at 6 dB and 300 ms): the
-first pause 140-220 ms after the caller's first word at most onsets (0.7-1.9 s, or none,
-before); the whole reply's echo alone pauses nothing on any of them, nor on flat paths or
-rooms.
+first pause 100-160 ms after the caller's first word on D2-D6 at every onset, and on D7-D9
+from 0.52-0.6 s on (0.2-1.9 s, or none, before); the whole reply's echo alone pauses nothing
+on any of them, nor on flat paths or rooms.
 
 The per-sample loop runs in the compiled audio core (``_fir.nlms``) when it is installed; the
 numpy loop below is its reference and fallback (about a hundred times slower: it runs only
