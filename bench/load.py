@@ -2,7 +2,7 @@
 
     python bench/load.py [--n 10 25 50 100 150] [--seconds 15] [--workers 2]
                          [--compare OTHER_CHECKOUT] [--anchor ../shared/anchors/oatw]
-                         [--workload default|talk] [--profile DIR] [--live]
+                         [--workload default|talk] [--profile DIR] [--live] [--repeat K]
 
 ``server.py`` runs under ``taskset -c 0``; this process (the simulated Twilio side and the
 loopback OpenAI Realtime model, which answers every turn at once) is pinned to core 1. With
@@ -14,6 +14,12 @@ With ``--compare``, each N runs twice back to back: first ``server.py`` of the o
 (``before``), then this one (``after``), since absolute figures drift between runs. With
 ``--profile DIR``, py-spy records the server through each run (``DIR/N-label.txt``, folded
 stacks) and the frames most often on the stack are printed.
+
+With ``--repeat K``, each N runs its servers K times, in turn, the order reversed every other
+time (before, after, after, before, ...: a slow stretch of a shared machine falls on both), and
+prints per label the median CPU per call-minute and the median of the per-round ratios (after
+/ before, and / the anchor). On a noisy VM one round of a change that does nothing has read
+-4 to +18 %; the median of rounds is the figure to quote.
 
 With ``--anchor DIR`` (the openai-agents SDK's own Twilio example, ``../shared/anchors/oatw``),
 each N also runs that example under the same workload, pinned the same way, right after ours,
@@ -318,6 +324,40 @@ def print_row(label: str, row: dict[str, Any], workers: int) -> None:
         print(f"       {share:5.1f}% {frame[:110]}", flush=True)
 
 
+def ratios(cpu: dict[str, float]) -> dict[str, float]:
+    """CPU per call-minute of one round as ratios: ``after / before`` (with ``--compare``) and
+    each label's over the anchor's (with ``--anchor``)."""
+    out: dict[str, float] = {}
+    if "before" in cpu:
+        out["after / before"] = cpu["after"] / cpu["before"]
+    if "anchor" in cpu:
+        out.update({f"{k} / anchor": v / cpu["anchor"] for k, v in cpu.items() if k != "anchor"})
+    return out
+
+
+def print_ratios(n: int, cpu: dict[str, float], what: str) -> None:
+    found = ratios(cpu)
+    if found:
+        text = ", ".join(f"{k} {v:.3f}" for k, v in found.items())
+        print(f"       CPU per call-minute, N = {n}, {what}: {text}", flush=True)
+
+
+def print_medians(n: int, rounds: list[dict[str, float]]) -> None:
+    """Per label the median CPU per call-minute over the rounds, and the median of each
+    round's ratios (not the ratio of medians: a round's pair ran side by side in time)."""
+    labels = list(rounds[0])
+    cpu = ", ".join(f"{k} {float(np.median([r[k] for r in rounds])):.3f}" for k in labels)
+    each = [ratios(r) for r in rounds]
+    text = ", ".join(
+        f"{k} {float(np.median([e[k] for e in each])):.3f} "
+        f"(rounds: {' '.join(f'{e[k]:.3f}' for e in each)})"
+        for k in each[0]
+    )
+    print(f"       median of {len(rounds)} rounds, N = {n}: cpu s/min {cpu}", flush=True)
+    if text:
+        print(f"       median ratio, N = {n}: {text}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -335,6 +375,7 @@ def main() -> int:
     parser.add_argument("--compare", type=Path, help="another checkout, run before this one")
     parser.add_argument("--profile", type=Path, help="py-spy each run into this folder")
     parser.add_argument("--live", action="store_true", help="also run on GPT-Live (the fake)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds per N (medians printed)")
     args = parser.parse_args()
     servers: list[tuple[str, Path, Path | None]] = [("after", ROOT, None)]
     if args.compare is not None:
@@ -358,20 +399,21 @@ def main() -> int:
         f"{'MiB/call':>8} {'MiB after':>9} {'gen late p99':>12} {'gen cpu':>7}"
     )
     for n in args.n:
-        cpu: dict[str, float] = {}
-        for label, root, anchor in servers:
-            profile = args.profile / f"{n}-{label}.txt" if args.profile else None
-            live = label.startswith("live")
-            row = asyncio.run(
-                one_run(n, seconds, args.workers, root, profile, args.workload, anchor, live)
-            )
-            print_row(label, row, args.workers)
-            cpu[label] = row["cpu_per_min"]
-        if "anchor" in cpu:
-            ratios = ", ".join(
-                f"{label} {cpu[label] / cpu['anchor']:.2f}" for label in cpu if label != "anchor"
-            )
-            print(f"       CPU per call-minute / the anchor's, N = {n}: {ratios}", flush=True)
+        rounds: list[dict[str, float]] = []
+        for k in range(max(args.repeat, 1)):
+            cpu: dict[str, float] = {}
+            for label, root, anchor in servers if k % 2 == 0 else servers[::-1]:
+                profile = args.profile / f"{n}-{label}-{k}.txt" if args.profile else None
+                live = label.startswith("live")
+                row = asyncio.run(
+                    one_run(n, seconds, args.workers, root, profile, args.workload, anchor, live)
+                )
+                print_row(label, row, args.workers)
+                cpu[label] = row["cpu_per_min"]
+            print_ratios(n, cpu, "this round")
+            rounds.append(cpu)
+        if len(rounds) > 1:
+            print_medians(n, rounds)
     print("m2w: model's first audio delta -> our first frame; turn: caller's end of speech -> that")
     print(
         "frame (includes the model's 500 ms VAD silence); trunc: truncate position - audio heard."
