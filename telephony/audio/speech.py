@@ -29,15 +29,17 @@ class SpeechDetector:
         self._vad = webrtcvad.Vad(aggressiveness)
         self._min_square = min_rms * min_rms
 
-    def __call__(self, pcm: bytes) -> bool:
-        """True when the frame (pcm16 8 kHz bytes, 10, 20 or 30 ms) holds speech.
+    def __call__(self, pcm: bytes, loud: bool | None = None) -> bool:
+        """True when the frame (pcm16 8 kHz bytes, 10, 20 or 30 ms) holds speech; ``loud``:
+        :meth:`loud` of this frame when the caller already has it (the VAD runs only on a
+        loud frame either way, so its state moves alike).
 
         Raises:
             ValueError: another frame length (``webrtcvad`` raises ``webrtcvad.Error``).
         """
         if len(pcm) not in (160, 320, 480):
             raise ValueError(f"a 10, 20 or 30 ms frame is 160, 320 or 480 bytes, not {len(pcm)}")
-        return self.loud(pcm) and self._vad.is_speech(pcm, 8000)
+        return (self.loud(pcm) if loud is None else loud) and self._vad.is_speech(pcm, 8000)
 
     def loud(self, pcm: bytes) -> bool:
         """True when the frame (pcm16 bytes, any whole number of samples) reaches ``min_rms``:

@@ -196,7 +196,7 @@ class BargeInGuard:
         t0 = time.perf_counter()
         self.frames_guarded += 1
         raw = ulaw_decode(ulaw)
-        heard, raw_speech, beyond_echo, judged, onset = raw, False, True, False, 0
+        heard, raw_speech, beyond_echo, judged, onset, heard_loud = raw, False, True, False, 0, None
         if echo and reference is not None and len(raw) == 320:
             far = reference.take(at, 160)
             if self.rules.echo_cancellation:
@@ -204,21 +204,21 @@ class BargeInGuard:
                     self._canceller = EchoCanceller()
                 heard = self._canceller.process(raw, far)
                 ulaw = ulaw_encode(heard)
-            # the judge learns from the raw frame: AEC3's residual changes as it adapts (and
-            # jumps as it re-converges), which no band path explains (6 pauses of -20 dB echo)
-            loud = not self._echo.learned and self._detect.loud(heard)
+            # the judge takes the raw frame: no band path explains AEC3's adapting residual
+            heard_loud = self._detect.loud(heard)  # once: the detectors below take it
+            loud = not self._echo.learned and heard_loud
             placed = reference.placements  # when it changes, what played moved on the clock
             beyond_echo, reviewed = self._echo.frame(raw, far, at, self.caller_ms, loud, placed)
             judged, onset = not self._echo.failed, self._echo.onset_frames
             if reviewed is not None:
                 self._review(*reviewed)
-            raw_speech = self._detect_raw(raw)
-        speech = len(heard) == 320 and self._detect(heard) and beyond_echo
+            raw_speech = self._detect_raw(raw, heard_loud if heard is raw else None)
+        speech = len(heard) == 320 and self._detect(heard, heard_loud) and beyond_echo
         # the caller's sound for the model's VAD items: beyond the echo where judged (a tone
         # or a laugh counts, as it does for the model's VAD), our detector's speech elsewhere
         if speech:
             self._speech_frames.append(self.caller_ms)
-        if speech or (judged and beyond_echo and self._detect.loud(heard)):
+        if speech or (judged and beyond_echo and heard_loud):
             self._caller_frames.append(self.caller_ms)
             self._sound_at_ms = self.caller_ms
         elif judged and self._echo.learned and self.caller_ms - self._sound_at_ms > GATE_HOLD_MS:

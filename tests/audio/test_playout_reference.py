@@ -86,3 +86,35 @@ def test_a_long_reply_queued_ahead_is_read_where_the_ear_is() -> None:
     for k in (0, 1, 250, 499):
         expected = np.arange(k * 160 % 30000, k * 160 % 30000 + 160)
         assert (taken(ref, 0.02 * (k + 1)) == expected).all(), k
+
+
+def test_take_reads_every_span_as_a_scan_of_all_segments_would() -> None:
+    """:meth:`take` searches the segments (their starts rise); over a call of queued runs,
+    echo placements that move runs, clears and gaps, each 20 ms span (and a recorder's
+    longer one) equals what a scan of every kept segment gives."""
+    rng = np.random.default_rng(7)
+    ref = PlayoutReference(keep_s=2.0)
+    now, sample, marks = 0.0, 0, []
+    for step in range(600):
+        now += 0.02
+        kind = rng.random()
+        if kind < 0.35:  # a delta of 20-100 ms, as the model sends them
+            n = 160 * int(rng.integers(1, 6))
+            marks.append(ref.play(ramp(sample % 30000, n), now))
+            sample += n
+        elif kind < 0.45 and marks:  # a mark echo, late or early by up to 40 ms
+            ref.played_until(marks.pop(0), now + float(rng.uniform(-0.04, 0.04)))
+        elif kind < 0.48:  # a clear
+            ref.stop(now)
+            marks.clear()
+        elif kind < 0.55:  # a pause between replies: the next delta starts a new run
+            now += float(rng.uniform(0.1, 1.0))
+        for end, n in ((now - float(rng.uniform(0.0, 0.5)), 160), (now, 480)):
+            expected = np.zeros(n, dtype="<i2")
+            t0 = end - n / 8000
+            for seg in ref._segments:  # every segment: the reading take() must equal
+                offset = round((t0 - seg.start) * 8000)
+                lo, hi = max(0, -offset), min(n, len(seg.samples) - offset)
+                if seg.start < end and seg.end > t0 and hi > lo:
+                    expected[lo:hi] = seg.samples[offset + lo : offset + hi]
+            assert (taken(ref, end, n) == expected).all(), (step, end, n)
