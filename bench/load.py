@@ -19,7 +19,10 @@ With ``--repeat K``, each N runs its servers K times, in turn, the order reverse
 time (before, after, after, before, ...: a slow stretch of a shared machine falls on both), and
 prints per label the median CPU per call-minute and the median of the per-round ratios (after
 / before, and / the anchor). On a noisy VM one round of a change that does nothing has read
--4 to +18 %; the median of rounds is the figure to quote.
+-4 to +18 %; the median of rounds is the figure to quote. Each row also prints the barge-in
+guard's own time per call-minute (from ``call.end``'s ``guard_us_per_frame``, its echo path
+included), and with ``--compare`` the guard's after less before over before's CPU: what a
+change inside the guard costs, free of the rest of the run's noise.
 
 With ``--anchor DIR`` (the openai-agents SDK's own Twilio example, ``../shared/anchors/oatw``),
 each N also runs that example under the same workload, pinned the same way, right after ours,
@@ -242,6 +245,7 @@ async def one_run(
     model_to_wire: list[float] = []
     turn_latency: list[float] = []
     calls_by_instance: dict[str, int] = {}
+    guard_s = 0.0  # the barge-in guard's own time (its echo path included), from call.end
     for result in ok:
         path = logs / f"{result.call_sid}.jsonl"
         records = read_call_log(path) if path.exists() else []
@@ -250,6 +254,7 @@ async def one_run(
         if (not clean_end and anchor is None) or len(result.turns) < turns:
             failed += 1
         instance = str(end.get("instance"))
+        guard_s += (end.get("guard_us_per_frame") or 0) * (end.get("guard_frames") or 0) / 1e6
         calls_by_instance[instance] = calls_by_instance.get(instance, 0) + 1
         for r in records:
             if r["event"] == "latency":
@@ -294,6 +299,7 @@ async def one_run(
         "trunc_p50": pct(errors, 50),
         "trunc_worst": max(errors, key=abs) if errors else float("nan"),
         "cpu_per_min": cpu_used / call_minutes,
+        "guard_per_min": guard_s / call_minutes,
         "rss_per_call_mib": (max(peak) - rss_before) / 1024 / n,
         "rss_after_mib": (rss_after - rss_before) / 1024,
         "gen_late_p99_ms": pct(lateness, 99) * 1000,
@@ -314,6 +320,9 @@ def print_row(label: str, row: dict[str, Any], workers: int) -> None:
         f"{row['gen_cpu_pct']:>6.0f}%",
         flush=True,
     )
+    if row["guard_per_min"]:
+        share = 100 * row["guard_per_min"] / row["cpu_per_min"]
+        print(f"       barge-in guard {row['guard_per_min']:.4f} s/min ({share:.1f} % of it)")
     if workers > 1:
         print(
             f"       CPU % of one core per server process: {row['cpu_split']}; "
@@ -330,8 +339,20 @@ def ratios(cpu: dict[str, float]) -> dict[str, float]:
     out: dict[str, float] = {}
     if "before" in cpu:
         out["after / before"] = cpu["after"] / cpu["before"]
+        # the guard's own time, after's less before's, as a share of before's CPU: what a
+        # change to the guard alone (the echo path on or off) costs, with less of the noise
+        # of two whole runs
+        out["guard after - before / before"] = (cpu["after guard"] - cpu["before guard"]) / cpu[
+            "before"
+        ]
     if "anchor" in cpu:
-        out.update({f"{k} / anchor": v / cpu["anchor"] for k, v in cpu.items() if k != "anchor"})
+        out.update(
+            {
+                f"{k} / anchor": v / cpu["anchor"]
+                for k, v in cpu.items()
+                if k != "anchor" and not k.endswith(" guard")
+            }
+        )
     return out
 
 
@@ -345,7 +366,7 @@ def print_ratios(n: int, cpu: dict[str, float], what: str) -> None:
 def print_medians(n: int, rounds: list[dict[str, float]]) -> None:
     """Per label the median CPU per call-minute over the rounds, and the median of each
     round's ratios (not the ratio of medians: a round's pair ran side by side in time)."""
-    labels = list(rounds[0])
+    labels = [k for k in rounds[0] if not k.endswith(" guard")]
     cpu = ", ".join(f"{k} {float(np.median([r[k] for r in rounds])):.3f}" for k in labels)
     each = [ratios(r) for r in rounds]
     text = ", ".join(
@@ -410,6 +431,7 @@ def main() -> int:
                 )
                 print_row(label, row, args.workers)
                 cpu[label] = row["cpu_per_min"]
+                cpu[f"{label} guard"] = row["guard_per_min"]
             print_ratios(n, cpu, "this round")
             rounds.append(cpu)
         if len(rounds) > 1:

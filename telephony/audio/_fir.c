@@ -38,6 +38,11 @@
  *   eps = 1000 per tap). w: writable doubles; near, far: doubles of one length (the presence
  *   test's buffers, far aligned with near); raises ValueError when a sample's window falls
  *   outside them.
+ *
+ * mean_square(pcm16) -> float
+ *   The mean of the squared samples of pcm16 little-endian bytes (0.0 when empty): the speech
+ *   detector's loudness, asked of every caller frame while the agent is audible. Raises
+ *   ValueError on an odd byte count.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -353,11 +358,31 @@ done:
     return out;
 }
 
+static PyObject *mean_square(PyObject *self, PyObject *args) {
+    Py_buffer pb;
+    if (!PyArg_ParseTuple(args, "y*", &pb)) return NULL;
+    if (pb.len % 2) {
+        PyBuffer_Release(&pb);
+        PyErr_SetString(PyExc_ValueError, "mean_square: pcm16 needs an even number of bytes");
+        return NULL;
+    }
+    const uint8_t *b = (const uint8_t *)pb.buf;
+    Py_ssize_t n = pb.len / 2;
+    int64_t acc = 0; /* 2^30 a sample at most: exact up to 2^33 samples */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int32_t v = (int16_t)(b[2 * i] | (b[2 * i + 1] << 8));
+        acc += (int64_t)v * v;
+    }
+    PyBuffer_Release(&pb);
+    return PyFloat_FromDouble(n ? (double)acc / (double)n : 0.0);
+}
+
 static PyMethodDef methods[] = {
     {"up3", up3, METH_VARARGS, "μ-law 8 kHz -> pcm16 24 kHz, one frame (see the file header)."},
     {"down3", down3, METH_VARARGS, "pcm16 24 kHz -> μ-law 8 kHz, one frame (see the file header)."},
     {"echo_frame", echo_frame, METH_VARARGS, "One frame of the echo judge (see the file header)."},
     {"nlms", nlms, METH_VARARGS, "The early echo fit over a span of samples (see the file header)."},
+    {"mean_square", mean_square, METH_VARARGS, "Mean square of pcm16 samples (see the file header)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -132,10 +132,15 @@ class PlayoutReference:
         rise: a binary search finds the last that starts before ``end``, and the walk back
         stops at the first that ended before the span (a call keeps 2 s and what is queued:
         20-60 segments; scanning them all cost several µs a caller frame)."""
-        out = np.zeros(n, dtype="<i2")
         t0 = end - n / RATE
         segments = self._segments
         i = bisect.bisect_left(segments, end, key=_start) - 1
+        if i >= 0:  # most spans lie inside one segment
+            seg = segments[i]
+            offset = round((t0 - seg.start) * RATE)
+            if offset >= 0 and offset + n <= len(seg.samples):
+                return seg.samples[offset : offset + n].tobytes()
+        out = np.zeros(n, dtype="<i2")
         while i >= 0:
             seg = segments[i]
             if seg.start + len(seg.samples) / RATE <= t0:

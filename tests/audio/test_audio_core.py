@@ -240,3 +240,29 @@ def test_quiet_codes_split_the_codes_at_the_peak() -> None:
     just_loud = ulaw_encode(np.full(160, 1100, dtype="<i2").tobytes())
     assert silence.translate(None, quiet) == b""
     assert just_loud.translate(None, quiet) != b""
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled audio loop is not installed")
+def test_the_speech_detectors_loudness_is_the_same_compiled_and_in_numpy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``SpeechDetector.loud`` in the compiled core (``_fir.mean_square``) and in numpy give
+    the same verdict on frames around the threshold (RMS 150) and at full scale, and the
+    compiled mean square is exact; an odd byte count is refused."""
+    from telephony.audio import _fir, speech
+
+    rng = np.random.default_rng(3)
+    frames = [
+        np.clip(rng.normal(0, rms, 160), -32768, 32767).astype("<i2").tobytes()
+        for rms in [0, 1, 100, 140, 145, 150, 155, 160, 300, 30000] * 20
+    ] + [np.full(160, -32768, "<i2").tobytes(), b""]
+    detector = speech.SpeechDetector()
+    compiled = [detector.loud(f) for f in frames]
+    for f in frames[:-1]:
+        x = np.frombuffer(f, "<i2").astype(np.int64)
+        assert _fir.mean_square(f) == float((x * x).sum()) / len(x)
+    monkeypatch.setattr(speech, "_mean_square", None)
+    assert [detector.loud(f) for f in frames] == compiled
+    assert 0 < sum(compiled) < len(frames) - 1  # both verdicts occur
+    with pytest.raises(ValueError, match="even number"):
+        _fir.mean_square(b"\x01\x02\x03")
