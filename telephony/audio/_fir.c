@@ -20,8 +20,8 @@
  * echo_frame(block, ring, h, cap, window, near, far, pos, learned, since_caller,
  *            prior, margin, step, share, learn_share, hold) -> (pos, share, since_caller, taught)
  *   One frame of the echo judge (telephony/audio/echo_judge.py, whose numpy path is the
- *   reference): the band powers of the caller's frame and of what played (a 256-point FFT of
- *   each), the band-power echo estimate over LAGS frames, the share of the frame's power
+ *   reference): the band powers of the caller's frame and of what played (a 256-point real
+ *   FFT of each), the band-power echo estimate over LAGS frames, the share of the frame's power
  *   beyond it, and, on a frame of echo alone, one NLMS step of the echo path.
  *   block: writable 2*256 doubles (the last samples of near, then of far); ring: writable
  *   2*LAGS*13 doubles; h: writable LAGS*13 doubles; cap: LAGS*13 doubles (the most echo the
@@ -182,32 +182,33 @@ done:
 #define EJ_BANDS 13 /* FFT bins 8..111 in bands of 8: 250-3500 Hz */
 
 static double ej_tw_re[EJ_FFT / 2], ej_tw_im[EJ_FFT / 2];
-static uint8_t ej_rev[EJ_FFT];
+static uint8_t ej_rev[EJ_FFT / 2]; /* 7-bit reversal: the 128-point FFT of a packed real block */
 
 static void ej_init(void) {
     for (int k = 0; k < EJ_FFT / 2; k++) {
         ej_tw_re[k] = cos(2.0 * M_PI * k / EJ_FFT);
         ej_tw_im[k] = -sin(2.0 * M_PI * k / EJ_FFT);
     }
-    for (int i = 0; i < EJ_FFT; i++) {
+    for (int i = 0; i < EJ_FFT / 2; i++) {
         int r = 0;
-        for (int b = 0; b < 8; b++) r |= ((i >> b) & 1) << (7 - b);
+        for (int b = 0; b < 7; b++) r |= ((i >> b) & 1) << (6 - b);
         ej_rev[i] = (uint8_t)r;
     }
 }
 
-/* In-place forward complex FFT of 256 points (radix 2, decimation in time). */
+/* In-place forward complex FFT of 128 points (radix 2, decimation in time; twiddles from the
+ * 256-point table: e^(-2 pi i j / len) is its entry j * 256 / len). */
 static void ej_fft(double *re, double *im) {
-    for (int i = 0; i < EJ_FFT; i++) {
+    for (int i = 0; i < EJ_FFT / 2; i++) {
         int j = ej_rev[i];
         if (j > i) {
             double t = re[i]; re[i] = re[j]; re[j] = t;
             t = im[i]; im[i] = im[j]; im[j] = t;
         }
     }
-    for (int len = 2; len <= EJ_FFT; len <<= 1) {
+    for (int len = 2; len <= EJ_FFT / 2; len <<= 1) {
         int half = len >> 1, step = EJ_FFT / len;
-        for (int i = 0; i < EJ_FFT; i += len)
+        for (int i = 0; i < EJ_FFT / 2; i += len)
             for (int j = 0; j < half; j++) {
                 double wr = ej_tw_re[j * step], wi = ej_tw_im[j * step];
                 int a = i + j, b = a + half;
@@ -250,20 +251,33 @@ static PyObject *echo_frame(PyObject *self, PyObject *args) {
         block[keep + i] = (double)(int16_t)(near[2 * i] | (near[2 * i + 1] << 8));
         block[EJ_FFT + keep + i] = (double)(int16_t)(farb[2 * i] | (farb[2 * i + 1] << 8));
     }
-    /* the spectra, one FFT each (one complex FFT of both would leak far into a silent near
-     * frame by rounding, and a silent frame must have no power at all) */
+    /* the spectra, one real FFT each (one complex FFT of both would leak far into a silent
+     * near frame by rounding, and a silent frame must have no power at all): the 256 real
+     * samples packed as 128 complex ones (even samples real, odd imaginary), a 128-point FFT
+     * Z, then X[k] = (Z[k] + Z*[128-k]) / 2 + W^k (Z[k] - Z*[128-k]) / 2i, W = e^(-2 pi i/256),
+     * for the bins the bands use (8..111): half the work of a 256-point complex FFT, and a
+     * silent block still gives exactly 0 */
     double n[EJ_BANDS], f[EJ_BANDS];
     for (int side = 0; side < 2; side++) {
-        double re[EJ_FFT], im[EJ_FFT];
-        for (int i = 0; i < EJ_FFT; i++) {
-            re[i] = block[side * EJ_FFT + i] * window[i];
-            im[i] = 0.0;
+        double re[EJ_FFT / 2], im[EJ_FFT / 2];
+        const double *x = block + side * EJ_FFT;
+        for (int i = 0; i < EJ_FFT / 2; i++) {
+            re[i] = x[2 * i] * window[2 * i];
+            im[i] = x[2 * i + 1] * window[2 * i + 1];
         }
         ej_fft(re, im);
         double *bands = side ? f : n;
         for (int b = 0; b < EJ_BANDS; b++) {
             double p = 0.0;
-            for (int k = 8 * (b + 1); k < 8 * (b + 2); k++) p += re[k] * re[k] + im[k] * im[k];
+            for (int k = 8 * (b + 1); k < 8 * (b + 2); k++) {
+                int c = EJ_FFT / 2 - k;
+                double er = 0.5 * (re[k] + re[c]), ei = 0.5 * (im[k] - im[c]);
+                double dr = re[k] - re[c], di = im[k] + im[c]; /* Z[k] - Z*[c] */
+                double orr = 0.5 * di, oi = -0.5 * dr;           /* divided by 2i */
+                double wr = ej_tw_re[k], wi = ej_tw_im[k];
+                double xr = er + wr * orr - wi * oi, xi = ei + wr * oi + wi * orr;
+                p += xr * xr + xi * xi;
+            }
             bands[b] = p;
         }
     }
