@@ -532,23 +532,34 @@ async def test_one_item_of_a_whole_replys_echo_is_no_turn(echo_db: float) -> Non
 
 
 async def pauses_on_a_line(
-    gain_db: float, delay_ms: int, path: tuple[float, ...], caller_at_s: float | None
+    gain_db: float,
+    delay_ms: int,
+    path: tuple[float, ...],
+    caller_at_s: float | None,
+    clip_dbfs: float | None = None,
+    start_ms: int = 0,
 ) -> list[int]:
     """The guard alone over the agent's 9.9 s reply echoed through ``path`` (``gain_db``,
-    ``delay_ms``; line noise at -50 dBFS) with "Wait, stop, I have a question."
-    ``caller_at_s`` into it (None: echo alone): the caller_ms of each pause, up to the first
-    once the caller spoke."""
+    ``delay_ms``; line noise at -50 dBFS; ``clip_dbfs``: a loud handset's soft clipping, as
+    :class:`telephony.simulate.Echo` makes it) with "Wait, stop, I have a question."
+    ``caller_at_s`` into it (None: echo alone), the reply starting ``start_ms`` into the
+    caller's audio (its phase against their words and 20 ms frames): the caller_ms of each
+    pause, up to the first once the caller spoke."""
     actions = _Actions()
     agent = np.frombuffer(ulaw_decode(LONG_REPLY), dtype="<i2").astype(np.float64)
-    echo = np.convolve(agent, np.asarray(path))[: len(agent)] * 10 ** (gain_db / 20)
-    near = np.concatenate([np.zeros(delay_ms * 8), echo, np.zeros(8000)])
+    played = agent
+    if clip_dbfs is not None:
+        level = 32768 * 10 ** (clip_dbfs / 20)
+        played = level * np.tanh(agent / level)
+    echo = np.convolve(played, np.asarray(path))[: len(agent)] * 10 ** (gain_db / 20)
+    near = np.concatenate([np.zeros((start_ms + delay_ms) * 8), echo, np.zeros(8000)])
     near += np.random.default_rng(1).normal(0, 32768 * 10**-2.5, len(near))
     if caller_at_s is not None:
         words = np.frombuffer(ulaw_decode(fixture_audio("wait_stop.ulaw")), "<i2")
         at = int(caller_at_s * 8000)
         near[at : at + len(words)] += words
     line = ulaw_encode(np.clip(np.rint(near), -32768, 32767).astype("<i2").tobytes())
-    clock, playing_until = {"at": 0.0}, len(agent) / 8000
+    clock, playing_until = {"at": 0.0}, start_ms / 1000 + len(agent) / 8000
     guard = BargeInGuard(
         BargeInRules(),
         actions,
@@ -556,7 +567,7 @@ async def pauses_on_a_line(
         agent_words=lambda: LONG_REPLY_WORDS,
         record=lambda event, **fields: None,
     )
-    guard.reference.play(agent.astype("<i2").tobytes(), 0.0)
+    guard.reference.play(agent.astype("<i2").tobytes(), start_ms / 1000)
     pauses = actions.paused_ms
     for n, i in enumerate(range(0, len(line) - FRAME_BYTES + 1, FRAME_BYTES)):
         clock["at"] = (n + 1) * FRAME_MS / 1000
@@ -590,6 +601,25 @@ async def test_a_caller_over_the_first_words_on_an_echoing_line_pauses_it_soon(
     the loud echo too); the early echo fit (:mod:`telephony.audio.echo_fit`) hears them."""
     pauses = await pauses_on_a_line(*FIRST_WORDS_LINES[name], at_s)
     assert pauses and at_s * 1000 < pauses[0] <= at_s * 1000 + 300, pauses
+
+
+@pytest.mark.parametrize("start_ms", [0, 10, 22, 30, 40])
+async def test_a_short_first_word_over_a_loud_handsets_echo_pauses_it(start_ms: int) -> None:
+    """ "Wait, stop, I have a question." 3 s into the reply over a loud handset (soft
+    clipping at -12 dBFS, a T60 0.3 s room, 6 dB, 60 ms), the judge long since trusting the
+    line: the agent pauses by the caller's second word at every playout phase, and the echo
+    alone pauses nothing. Two modes, as ``bench/echo.py``'s loud-handset double talk shows
+    (about 240 ms, now and then 622 ms): "Wait," is 240 ms and fades from -18 to -33 dBFS
+    while a syllable of the echo rises to -25 dBFS, so its last frames sit at the judge's
+    threshold; at some phases (10 and 22-40 ms here) 180 of the 200 ms a pause needs count,
+    and the pause comes on "stop" (3620-3660 ms), whose first 190 ms the loud echo masks.
+    Counting a word's fading tail at half the threshold (three frames) made every phase
+    pause at 3200 ms, and made a 250 ms cough over -10 dB echo pause too, which a recogniser's
+    misheard word then turned into a cut reply (the cough test below): not taken."""
+    line = (-6, 60, room_path(0.3))
+    pauses = await pauses_on_a_line(*line, 3.0, clip_dbfs=-12, start_ms=start_ms)
+    assert pauses and 3000 < pauses[0] <= 3700, pauses
+    assert await pauses_on_a_line(*line, None, clip_dbfs=-12, start_ms=start_ms) == []
 
 
 @pytest.mark.parametrize(
