@@ -63,7 +63,7 @@ from ..audio.speech import SpeechDetector
 from ..config import BargeInRules
 from .barge_in_actions import SessionActions  # the actions on a call, re-exported
 from .echo_path import GuardEcho
-from .turn_words import kind_of
+from .turn_words import asks_for_the_turn, kind_of
 
 __all__ = ["SUPPRESSED_KINDS", "BargeInGuard", "GuardActions", "SessionActions"]
 
@@ -407,10 +407,10 @@ class BargeInGuard:
             and item.echo_found
             and item.outlasted
             and item.speech_ms < self.rules.min_speech_ms
+            and not asks_for_the_turn(item.transcript)
         ):
-            # an item of the agent's echo before the judge learned the line, with a short sound
-            # of the caller's in it: its words are mostly a recogniser's reading of the echo ("I
-            # am here fucking" for a "yeah" over "I found your booking"), not the caller's
+            # the agent's echo before the judge learned the line and a short sound of the
+            # caller's: words without a turn word are the echo's ("I am here fucking" for a "yeah")
             kind = "short_speech"
         if kind in ("backchannel", "short_speech") and not item.outlasted:
             kind = None  # the agent had finished: a short answer is a turn

@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-__all__ = ["ECHO_WORD_SHARE", "FUNCTION_WORDS", "kind_of", "words_of"]
+__all__ = [
+    "ECHO_WORD_SHARE",
+    "FUNCTION_WORDS",
+    "TURN_WORDS",
+    "asks_for_the_turn",
+    "kind_of",
+    "words_of",
+]
 
 ECHO_WORD_SHARE = 0.6  # a transcript mostly of the agent's own recent words is its echo
 
@@ -30,12 +37,28 @@ FUNCTION_WORDS = frozenset(
     """.split()
 )
 
+# Words that take the turn on their own: a caller who says one of them wants the agent to
+# stop or to answer. A recogniser reading the agent's echo ("I found your booking" heard as
+# "I am here fucking", "I think you're walking") has not made one of them in any bench run.
+TURN_WORDS = frozenset(
+    """
+    wait stop hold hang no not don't can't won't sorry excuse pardon question
+    what why how who when where which
+    """.split()
+)
+
 _WORDS = re.compile(r"[a-z0-9']+")
 
 
 def words_of(text: str) -> list[str]:
     """Lower-case words of ``text`` (letters, digits and apostrophes), in order."""
     return _WORDS.findall(text.lower())
+
+
+def asks_for_the_turn(transcript: str | None) -> bool:
+    """The transcript holds a word that takes the turn on its own (:data:`TURN_WORDS`:
+    "wait", "stop", "no", a question word, ...); False for None or ''."""
+    return any(w in TURN_WORDS for w in words_of(transcript or ""))
 
 
 def kind_of(
@@ -56,7 +79,8 @@ def kind_of(
 
     Returns:
         ``short_speech`` (no transcript came), ``noise`` (no words, or a short item of
-        function words only: what a recogniser makes of a hum or a cough), ``backchannel``,
+        function words only: what a recogniser makes of a hum or a cough), ``backchannel``
+        (backchannels only, or a short item of backchannels and function words),
         ``echo`` (at least :data:`ECHO_WORD_SHARE` of its words are the agent's own), or
         None.
     """
@@ -72,4 +96,10 @@ def kind_of(
         return "echo"
     if short and all(w in FUNCTION_WORDS for w in words):
         return "noise"
+    if short and all(w in FUNCTION_WORDS or w in backchannels for w in words):
+        # a backchannel with function words around it and nothing else: "Yeah, but...", what
+        # a recogniser made of a "yeah" and the room echo after it (a bench run of
+        # 2026-12-06 cut the reply with it in 5 of 11 calls); a caller who goes on past "but"
+        # speaks long enough to interrupt by their speech
+        return "backchannel"
     return None

@@ -26,7 +26,7 @@ from telephony.audio import FRAME_BYTES, ModelToCaller, ulaw_decode, ulaw_encode
 from telephony.audio.echo_judge import EchoJudge
 from telephony.audio.speech import SpeechDetector
 from telephony.bridge.barge_in import ECHO_TAIL_S, RESUME_AFTER_MS, BargeInGuard
-from telephony.bridge.turn_words import kind_of
+from telephony.bridge.turn_words import asks_for_the_turn, kind_of
 from telephony.config import BargeInRules, TurnSettings
 from telephony.simulate import Echo, Say, SimulationResult
 from telephony.simulate.echo_paths import HYBRIDS, hybrid_path, room_path
@@ -717,6 +717,25 @@ async def test_a_yeah_over_the_first_words_echo_is_no_turn_whatever_the_words(
     assert suppressed["speech_ms"] < BargeInRules().min_speech_ms
 
 
+@pytest.mark.parametrize("echo_db", [-10, -6])
+async def test_a_short_sound_over_the_first_words_echo_heard_as_a_request_is_a_turn(
+    echo_db: float,
+) -> None:
+    """The same item, its words a request ("Wait, stop, I have a question."): the caller's
+    speech beyond the echo stayed under ``min_speech_ms`` (the judge, not yet learned, counts
+    little of a caller over loud echo: 480 ms of "Wait, stop, I have a question." over a 6 dB
+    hybrid, in a real-time test under load), but words no reading of the echo has made
+    ("wait", "stop": ``turn_words.TURN_WORDS``) make it a turn."""
+    done, records, guard, _ = await guard_over_a_reply(
+        echo_db, 0.5, "Wait, stop, I have a question.", caller="yeah.ulaw", item_s=(0.3, 1.9)
+    )
+    assert guard._echo.judge.echo_found
+    assert "respond" in done and "forget" not in done, records
+    assert [r["why"] for r in events(records, "barge_in.interruption")] == ["words"]
+    assert asks_for_the_turn("Hold on, why?") and not asks_for_the_turn("I am here fucking")
+    assert not asks_for_the_turn("I think you're walking, okay?") and not asks_for_the_turn(None)
+
+
 async def test_a_short_word_over_the_first_words_with_no_echo_decides_by_its_words() -> None:
     """The counterpart on a line with no echo: the item holds the caller's sound alone, so
     its words are theirs; "Stop." is a turn (an interruption by its words)."""
@@ -784,7 +803,8 @@ async def test_an_echo_judge_that_fails_leaves_the_caller_heard(monkeypatch) -> 
 
 def test_kind_of_reads_a_short_items_words() -> None:
     """The word check alone: function words only are noise when the item was short under
-    the agent, a turn when it was not (the agent had finished: "And I can." answers it)."""
+    the agent, a turn when it was not (the agent had finished: "And I can." answers it);
+    backchannels with function words, short, are listening."""
     rules = TurnSettings().barge_in_rules()
     assert rules is not None
     backchannels = rules.backchannels
@@ -793,7 +813,12 @@ def test_kind_of_reads_a_short_items_words() -> None:
     assert kind_of("Here, but.", backchannels, agent, short=True) == "noise"
     assert kind_of("And I can.", backchannels, agent) is None
     assert kind_of("Here, but.", backchannels, agent, short=False) is None
-    for request in ("No.", "Wait.", "Stop it.", "Why?", "I don't."):
+    # a "yeah" and the echo after it ("Yeah, but..."), short: listening; said after the agent
+    # finished, a turn
+    assert kind_of("Yeah, but...", backchannels, agent, short=True) == "backchannel"
+    assert kind_of("Okay, so I", backchannels, agent, short=True) == "backchannel"
+    assert kind_of("Yeah, but...", backchannels, agent) is None
+    for request in ("No.", "Wait.", "Stop it.", "Why?", "I don't.", "Yeah, no.", "Okay, stop."):
         assert kind_of(request, backchannels, agent, short=True) is None, request
     assert kind_of("", backchannels, agent, short=True) == "noise"
     assert kind_of(None, backchannels, agent) == "short_speech"
