@@ -40,10 +40,11 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    turn after all (interrupt, then answer), unless the item began with the line's echo
    learned and the caller's speech beyond the echo in it did not reach ``pause_ms`` (a cough
    a recogniser made words of: ``noise``), or began before it learned on a line where echo
-   was found, with under ``min_speech_ms`` of it (its words are mostly the echo's:
-   ``short_speech``); otherwise the item is deleted
-   from the conversation so the model's view stays true, and the suppressed interruption is
-   logged with its kind: ``echo``, ``short_speech``, ``backchannel`` or ``noise``.
+   was found (by the item's end), with under ``min_speech_ms`` of it and no word that asks
+   for the turn (its words are mostly the echo's: ``short_speech``); otherwise the item is
+   deleted from the conversation so the model's view stays true, and the suppressed
+   interruption is logged with its kind: ``echo``, ``short_speech``, ``backchannel`` or
+   ``noise``.
 
 Speech while the agent is silent is a turn as before: answered when the model's VAD ends it.
 """
@@ -115,7 +116,7 @@ class _Item:
     started_ms: int = 0  # the caller's audio clock when the model's VAD said so
     echo: bool = False  # it began while echo could arrive, with the line's echo learned
     early: bool = False  # it began while echo could arrive, before the judge learned the line
-    echo_found: bool = False  # and the line's echo had been found then (the presence test)
+    echo_found: bool = False  # and the line's echo was found by its end (the presence test)
     real: bool = False  # decided a real turn
     stopped: bool = False
     outlasted: bool = True  # the agent's audio went on past the caller's speech
@@ -331,11 +332,7 @@ class BargeInGuard:
         in_echo = self.reference.audible(self.caller_ms / 1000, ECHO_TAIL_S)
         learned = self._echo.learned
         self._items[item_id] = _Item(
-            guarded=guarded,
-            started_ms=self.caller_ms,
-            echo=in_echo and learned,
-            early=in_echo and not learned,
-            echo_found=in_echo and not learned and self._echo.echo_found,
+            guarded, self.caller_ms, echo=in_echo and learned, early=in_echo and not learned
         )
         if guarded and self._speech is not None and self._speech.interrupted:
             self._items[item_id].real = True
@@ -344,6 +341,8 @@ class BargeInGuard:
         """``input_audio_buffer.speech_stopped``: the item is complete (committed next)."""
         item = self._items.setdefault(item_id, _Item(guarded=self._audible()))
         item.stopped = True
+        # found by its end: the model's VAD may begin an item on the echo's first syllable
+        item.echo_found = item.early and self._echo.echo_found
         # a backchannel goes under the agent's speech; speech the agent stopped before is
         # an answer to it ("...shall I go ahead?" "Yes.")
         item.outlasted = self._audible() or self._last_audible_at > self._last_speech_at

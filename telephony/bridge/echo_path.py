@@ -46,6 +46,7 @@ class GuardEcho:
         self._placements = 0  # the playout reference's placements when last judged
         # (caller_ms, loud) of the frames judged before the judge learned, for its review
         self._early: deque[tuple[int, bool]] = deque(maxlen=EARLY_FRAMES)
+        self.learned_ms: int | None = None  # the caller_ms of the frame the judge learned on
 
     @property
     def learned(self) -> bool:
@@ -91,7 +92,10 @@ class GuardEcho:
             if not early:
                 return beyond, None
             self._early.append((caller_ms, loud))
-            return beyond, self._review() if self.judge.learned else None
+            if not self.judge.learned:
+                return beyond, None
+            self.learned_ms = caller_ms
+            return beyond, self._review()
         except Exception as exc:  # contained: the call goes on without the echo judge
             self.failed = True
             self._early.clear()
@@ -108,11 +112,15 @@ class GuardEcho:
 
     def totals(self) -> dict[str, Any]:
         """For ``call.end``: frames judged echo, where the presence test found it (ms; None:
-        not found), and the early echo fit's work (``echo_fit``: the times it began, the
-        frames it called the caller's; None without it)."""
+        not found), when the judge learned the line (``echo_learned_ms``, caller ms; None: it
+        did not), the learned paths that failed their check (``echo_restarts``), and the early
+        echo fit's work (``echo_fit``: the times it began, the frames it called the caller's;
+        None without it)."""
         fit = self.judge.fit
         return {
             "echo_frames": self.judge.echo_frames,
             "echo_delay_ms": self.judge.presence.delay_ms,
+            "echo_learned_ms": self.learned_ms,
+            "echo_restarts": self.judge.restarts,
             "echo_fit": fit and {"begun": fit.begun, "caller_frames": fit.heard_caller},
         }
