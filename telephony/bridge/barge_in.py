@@ -17,9 +17,9 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    hears. Speech that our detector hears in the raw audio and not beyond the echo is the
    agent's echo, counted as such; so is an item of the model's VAD that began while echo
    could arrive (``ECHO_TAIL_S``) and held under ``ITEM_CALLER_MS`` of the caller's sound
-   (counted past the echo window too, where all sound is the caller's),
-   once the judge has learned the line (about 1.3 s of the agent's audio with the caller
-   quiet). Frames the judge saw before it learned are judged again then; an item that began
+   (counted past the echo window too, where all sound is the caller's), once the judge has
+   learned the line (about 1.3 s of the agent's audio with the caller quiet). Frames the
+   judge saw before it learned are judged again then; an item that began
    before and ends after is judged by them (the model's VAD makes one item of a whole reply's
    echo); one that ends before is left to its words (step 4). Once the judge has learned
    the line, a frame of echo alone (``GATE_HOLD_MS`` past the caller's last sound beyond it)
@@ -393,9 +393,8 @@ class BargeInGuard:
             return
         # short speech under the agent: words that carry no request alone ("And I can.",
         # what a recogniser made of an "mm-hm") are no turn
-        kind = self.kind_of(
-            item.transcript, short=item.outlasted and item.speech_ms < self.rules.min_speech_ms
-        )
+        short = item.outlasted and item.speech_ms < self.rules.min_speech_ms
+        kind = self.kind_of(item.transcript, short=short)
         if kind is None and item.echo and item.outlasted and item.speech_ms < self.rules.pause_ms:
             # over the agent, with the line's echo learned, the caller spoke too little beyond
             # it even to pause the agent: a cough or a click that a recogniser made words of
@@ -404,17 +403,19 @@ class BargeInGuard:
         if (
             kind is None
             and item.echo_found
-            and item.outlasted
-            and item.speech_ms < self.rules.min_speech_ms
-            and not asks_for_the_turn(item.transcript)
+            and short
+            and not (asks_for_the_turn(item.transcript) and item.speech_ms >= self.rules.pause_ms)
         ):
             # the agent's echo before the judge learned the line and a short sound of the
-            # caller's: words without a turn word are the echo's ("I am here fucking" for a "yeah")
+            # caller's: words are the echo's ("I am here fucking" for a "yeah"), even a turn
+            # word when the sound was too short to pause the agent ("I'm not your walking.")
             kind = "short_speech"
         if kind in ("backchannel", "short_speech") and not item.outlasted:
             kind = None  # the agent had finished: a short answer is a turn
         if kind is None:
-            self._record("barge_in.interruption", item_id=item_id, why="words")
+            self._record(
+                "barge_in.interruption", item_id=item_id, why="words", speech_ms=item.speech_ms
+            )
             if self._audible():
                 await self._interrupt()
             await self._actions.respond()

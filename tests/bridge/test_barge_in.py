@@ -468,9 +468,11 @@ async def guard_over_a_reply(
     caller: str = "wait_stop.ulaw",
     caller_db: float = 0.0,
     item_s: tuple[float, float | None] = (0.3, None),
+    line_path: tuple[int, tuple[float, ...]] = (20, (1.0,)),
 ):
     """The guard, frame by frame on the caller's audio clock, over the agent's 9.9 s reply
-    echoed flat, ``echo_db`` down (None: no echo), 20 ms late; the caller's ``caller`` fixture
+    echoed flat, ``echo_db`` down (None: no echo), 20 ms late (or ``line_path``: a delay in
+    ms and an echo path); the caller's ``caller`` fixture
     ("Wait, stop, I have a question."), ``caller_db`` from its level, ``caller_at_s`` into it
     (or no caller). The model's VAD (as OpenAI's, which hears echo as speech) makes one item
     of it all: it starts 0.3 s in, before the judge has learned the line, and stops as the
@@ -488,8 +490,10 @@ async def guard_over_a_reply(
         record=lambda event, **fields: records.append({"event": event, **fields}),
     )
     guard.reference.play(agent.astype("<i2").tobytes(), 0.0)
-    echo = agent * 10 ** (echo_db / 20) if echo_db is not None else np.zeros(len(agent))
-    near = np.concatenate([np.zeros(160), echo, np.zeros(8000)])
+    delay_ms, path = line_path
+    echo = np.convolve(agent, np.asarray(path))[: len(agent)]
+    echo = echo * 10 ** (echo_db / 20) if echo_db is not None else np.zeros(len(agent))
+    near = np.concatenate([np.zeros(delay_ms * 8), echo, np.zeros(8000)])
     if caller_at_s is not None:
         words = np.frombuffer(ulaw_decode(fixture_audio(caller)), "<i2") * 10 ** (caller_db / 20)
         at = int(caller_at_s * 8000)
@@ -733,6 +737,23 @@ async def test_an_item_begun_as_the_echo_arrives_is_judged_by_what_was_found_by_
     assert "respond" not in done and done[-1] == "forget", records
     (suppressed,) = [r for r in events(records, "barge_in.suppressed") if r.get("item_id")]
     assert suppressed["kind"] == "short_speech"
+
+
+@pytest.mark.parametrize("heard", ["I'm not your walking.", "I can't. You're a workhead."])
+async def test_a_turn_word_a_recogniser_made_of_a_hybrids_echo_is_no_turn(heard: str) -> None:
+    """A "yeah" 0.5 s into the reply over a 6 dB line hybrid's echo (G.168 D5, 300 ms: the
+    bench/echo.py cell), the item begun on the echo's first syllables: the recogniser made
+    turn words of the echo of "I found your booking" (two bench runs in ten cut the reply
+    for them). The caller's sound beyond the echo was too short to pause the agent, so the
+    words are the echo's: short speech."""
+    done, records, guard, _ = await guard_over_a_reply(
+        -6, 0.5, heard, caller="yeah.ulaw", item_s=(0.36, 1.76), line_path=(300, hybrid_path("D5"))
+    )
+    assert guard._echo.judge.echo_found and asks_for_the_turn(heard)
+    assert "respond" not in done and done[-1] == "forget", records
+    (suppressed,) = [r for r in events(records, "barge_in.suppressed") if r.get("item_id")]
+    assert suppressed["kind"] == "short_speech"
+    assert suppressed["speech_ms"] < BargeInRules().pause_ms
 
 
 @pytest.mark.parametrize("echo_db", [-10, -6])
