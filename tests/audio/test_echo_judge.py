@@ -270,3 +270,35 @@ def test_the_compiled_judge_gives_the_numpy_judges_verdicts(name: str, caller: b
     assert c.learned and n.learned and c.echo_frames == n.echo_frames > 100
     np.testing.assert_allclose(c._h, n._h, rtol=1e-9, atol=1e-15)
     assert any(verdicts) == caller
+
+
+@pytest.mark.parametrize("offset_ms", [0, 8, 16])
+def test_a_path_learned_after_a_caller_talked_over_a_hybrid_is_trusted(offset_ms: int) -> None:
+    """A caller says "Wait, stop, I have a question." 0.5 s into the reply (plus
+    ``offset_ms``) over a 6 dB line hybrid's echo (G.168 D5, 300 ms, line noise at -50 dBFS),
+    before the judge has learned the line: the first path, taught by their words too, fails
+    its check and is begun again. The next path, learned from the echo alone once they
+    stopped, puts its echo where the presence test found it, but over a window of continuous
+    echo (no silence to spread the log powers) with a few frames it calls the caller's, its
+    correlation with the line was 0.47-0.74: checks failed 2-7 times in a row and the line
+    was learned 5-10 s in, or not in the reply (a bench/echo.py call paused 10 times). The
+    check also passes on the frames the path calls echo: trusted by 4.5 s, and then the rest
+    of the reply's echo is echo."""
+    near = line(-6, 300, hybrid_path("D5"), noise_dbfs=-50)
+    words = samples("wait_stop.ulaw")
+    at = 8000 + 4000 + offset_ms * 8
+    near[at : at + len(words)] += words
+    near_b = ulaw_decode(ulaw_encode(np.rint(near).clip(-32768, 32767).astype("<i2").tobytes()))
+    far = FAR.astype("<i2").tobytes()
+    judge, trusted, live = EchoJudge(), None, []
+    for n, i in enumerate(range(0, len(near_b) - 2 * FRAME + 1, 2 * FRAME)):
+        live.append(judge.frame(near_b[i : i + 2 * FRAME], far[i : i + 2 * FRAME]))
+        if judge.learned and trusted is None:
+            trusted = (n + 1) * 20
+    assert trusted is not None and trusted <= 1000 + 4500, (trusted, judge.restarts)
+    after = slice((at + len(words)) // FRAME + 50, None)  # 1 s after their words, on
+    loud = np.array(
+        [np.abs(near[i * FRAME : (i + 1) * FRAME]).max() > 1000 for i in range(len(live))]
+    )
+    assert loud[after].sum() >= 150
+    assert (np.asarray(live)[after] & loud[after]).sum() <= 0.05 * loud[after].sum()
