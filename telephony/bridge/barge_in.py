@@ -40,8 +40,9 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    turn after all (interrupt, then answer), unless the item began with the line's echo
    learned and the caller's speech beyond the echo in it did not reach ``pause_ms`` (a cough
    a recogniser made words of: ``noise``), or began before it learned on a line where echo
-   was found (by the item's end), with under ``min_speech_ms`` of it and no word that asks
-   for the turn (its words are mostly the echo's: ``short_speech``); otherwise the item is
+   was found by the item's end, with under ``pause_ms`` of it, or under ``min_speech_ms``
+   with the echo found when it began and no word that asks for the turn (its words are
+   mostly the echo's: ``short_speech``); otherwise the item is
    deleted from the conversation so the model's view stays true, and the suppressed
    interruption is logged with its kind: ``echo``, ``short_speech``, ``backchannel`` or
    ``noise``.
@@ -55,7 +56,6 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..audio import ulaw_decode, ulaw_encode
@@ -63,6 +63,7 @@ from ..audio.echo import EchoCanceller, PlayoutReference
 from ..audio.speech import SpeechDetector
 from ..config import BargeInRules
 from .barge_in_actions import SessionActions  # the actions on a call, re-exported
+from .barge_in_items import CallerSpeech, VadItem
 from .echo_path import GuardEcho
 from .turn_words import asks_for_the_turn, kind_of
 
@@ -91,38 +92,6 @@ class GuardActions(Protocol):
     async def interrupt(self) -> None: ...
     async def respond(self) -> None: ...
     async def forget(self, item_id: str) -> None: ...
-
-
-@dataclass
-class _Speech:
-    """Caller sound heard while the agent's audio played."""
-
-    started_at: float
-    speech_ms: int = 0
-    raw_ms: int = 0  # before echo cancelling
-    quiet_ms: int = 0  # since the last speech frame
-    paused: bool = False
-    resumed: bool = False  # a pause of it was taken back
-    resumed_ms: int = 0  # speech_ms when it was
-    interrupted: bool = False
-    ended: bool = False  # quiet since; more speech within MERGE_MS continues it
-
-
-@dataclass
-class _Item:
-    """A caller audio item of the model's VAD (``speech_started`` .. ``committed``)."""
-
-    guarded: bool  # it began while the agent's audio played
-    started_ms: int = 0  # the caller's audio clock when the model's VAD said so
-    echo: bool = False  # it began while echo could arrive, with the line's echo learned
-    early: bool = False  # it began while echo could arrive, before the judge learned the line
-    echo_found: bool = False  # and the line's echo was found by its end (the presence test)
-    real: bool = False  # decided a real turn
-    stopped: bool = False
-    outlasted: bool = True  # the agent's audio went on past the caller's speech
-    speech_ms: int = 0  # the caller's speech beyond the echo in it (our detector), at its stop
-    transcript: str | None = None
-    answered: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class BargeInGuard:
@@ -156,8 +125,8 @@ class BargeInGuard:
         self._speech_frames: deque[int] = deque(maxlen=1000)  # and of their speech (VAD)
         self._detect = SpeechDetector()
         self._detect_raw = SpeechDetector()
-        self._speech: _Speech | None = None
-        self._items: dict[str, _Item] = {}
+        self._speech: CallerSpeech | None = None
+        self._items: dict[str, VadItem] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.suppressed: dict[str, int] = dict.fromkeys(SUPPRESSED_KINDS, 0)
         self.caller_ms = 0  # the caller's audio clock: ms of caller audio seen so far
@@ -248,7 +217,7 @@ class BargeInGuard:
         if s is None:
             if not ((speech or raw_speech) and self._audible()):
                 return
-            s = self._speech = _Speech(started_at=now - FRAME_MS / 1000)
+            s = self._speech = CallerSpeech(started_at=now - FRAME_MS / 1000)
         if speech:
             self._last_speech_at = now
         if speech or raw_speech:
@@ -293,14 +262,14 @@ class BargeInGuard:
             return min(self.rules.pause_ms, EARLY_PAUSE_MS)
         return self.rules.pause_ms
 
-    def _speech_done(self, s: _Speech) -> None:
+    def _speech_done(self, s: CallerSpeech) -> None:
         """Caller speech shorter than an interruption is over for good."""
         if s.speech_ms < self.rules.pause_ms and s.raw_ms >= self.rules.pause_ms:
             self._suppress("echo", speech_ms=s.raw_ms)  # heard only before cancelling
         elif s.resumed:
             self._record("barge_in.resumed", speech_ms=s.speech_ms)
 
-    async def _interrupt(self, s: _Speech | None = None) -> None:
+    async def _interrupt(self, s: CallerSpeech | None = None) -> None:
         if s is not None and not s.paused and self._audible():
             await self._actions.pause(s.started_at, self.caller_ms)
         for item in self._items.values():
@@ -331,15 +300,19 @@ class BargeInGuard:
         # below the agent's level is not told from its echo, and the words decide
         in_echo = self.reference.audible(self.caller_ms / 1000, ECHO_TAIL_S)
         learned = self._echo.learned
-        self._items[item_id] = _Item(
-            guarded, self.caller_ms, echo=in_echo and learned, early=in_echo and not learned
+        self._items[item_id] = VadItem(
+            guarded,
+            self.caller_ms,
+            echo=in_echo and learned,
+            early=in_echo and not learned,
+            found_first=self._echo.echo_found,
         )
         if guarded and self._speech is not None and self._speech.interrupted:
             self._items[item_id].real = True
 
     async def speech_stopped(self, item_id: str) -> None:
         """``input_audio_buffer.speech_stopped``: the item is complete (committed next)."""
-        item = self._items.setdefault(item_id, _Item(guarded=self._audible()))
+        item = self._items.setdefault(item_id, VadItem(guarded=self._audible()))
         item.stopped = True
         # found by its end: the model's VAD may begin an item on the echo's first syllable
         item.echo_found = item.early and self._echo.echo_found
@@ -380,7 +353,7 @@ class BargeInGuard:
             item.transcript = text
             item.answered.set()
 
-    async def _decide(self, item_id: str, item: _Item) -> None:
+    async def _decide(self, item_id: str, item: VadItem) -> None:
         """A guarded item that did not interrupt by its length: its words decide."""
         try:
             async with asyncio.timeout(TRANSCRIPT_WAIT_S):
@@ -404,11 +377,15 @@ class BargeInGuard:
             kind is None
             and item.echo_found
             and short
-            and not (asks_for_the_turn(item.transcript) and item.speech_ms >= self.rules.pause_ms)
+            and (
+                item.speech_ms < self.rules.pause_ms
+                or (item.found_first and not asks_for_the_turn(item.transcript))
+            )
         ):
             # the agent's echo before the judge learned the line and a short sound of the
-            # caller's: words are the echo's ("I am here fucking" for a "yeah"), even a turn
-            # word when the sound was too short to pause the agent ("I'm not your walking.")
+            # caller's: words are the echo's ("I am here fucking" for a "yeah"); even a turn
+            # word, or an item begun before the echo was found (on its first syllable), if
+            # the sound was too short to pause the agent ("I'm not your walking.")
             kind = "short_speech"
         if kind in ("backchannel", "short_speech") and not item.outlasted:
             kind = None  # the agent had finished: a short answer is a turn

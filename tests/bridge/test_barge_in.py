@@ -721,22 +721,47 @@ async def test_a_yeah_over_the_first_words_echo_is_no_turn_whatever_the_words(
     assert suppressed["speech_ms"] < BargeInRules().min_speech_ms
 
 
-@pytest.mark.parametrize("echo_db", [-10, -6])
-async def test_an_item_begun_as_the_echo_arrives_is_judged_by_what_was_found_by_its_end(
-    echo_db: float,
-) -> None:
-    """The same "yeah", the model's VAD beginning its item as the echo arrives (20 ms in; in
-    bench/echo.py's 6 dB hybrid at 300 ms, 340 ms in), before the presence test has found the
-    echo: by the item's end it has, so the item is the echo's with a short sound of the
-    caller's in it, as above. (Judged at the item's start, it was a turn by its words: "I'm
-    your walking." cut the reply in 2 of 5 bench runs of that cell.)"""
+async def test_an_item_begun_as_a_hybrids_echo_arrives_is_judged_by_what_was_found_by_its_end() -> (
+    None
+):
+    """A "yeah" 0.5 s into the reply over a 6 dB line hybrid's echo (G.168 D5, 300 ms, the
+    bench/echo.py cell), the model's VAD beginning its item as the echo arrives (320 ms in),
+    before the presence test has found the echo: by the item's end it has, and the caller's
+    sound beyond it stayed under ``pause_ms``, so its words are the echo's: short speech.
+    (Asked at the item's start, the words decided: "I'm your walking." cut the reply in 2
+    of 5 bench runs of that cell.)"""
     done, records, guard, _ = await guard_over_a_reply(
-        echo_db, 0.5, "I'm your walking.", caller="yeah.ulaw", item_s=(0.02, 1.9)
+        -6,
+        0.5,
+        "I'm your walking.",
+        caller="yeah.ulaw",
+        item_s=(0.32, 1.76),
+        line_path=(300, hybrid_path("D5")),
     )
     assert guard._echo.judge.echo_found
     assert "respond" not in done and done[-1] == "forget", records
     (suppressed,) = [r for r in events(records, "barge_in.suppressed") if r.get("item_id")]
     assert suppressed["kind"] == "short_speech"
+    assert suppressed["speech_ms"] < BargeInRules().pause_ms
+
+
+@pytest.mark.parametrize("echo_db", [-10, -6])
+async def test_an_item_begun_as_the_echo_arrives_with_a_pause_of_speech_decides_by_words(
+    echo_db: float,
+) -> None:
+    """The counterpart: an item begun as the echo arrives (20 ms in), before the presence
+    test found it, with enough of the caller's speech beyond the echo to pause the agent
+    (a "yeah": 340-400 ms counted here): its words decide, and a misheard request with no
+    turn word in it ("I have a question" over a hybrid's echo, as a recogniser heard it in a
+    bench run where the short-speech rule then dropped the interruption) is a turn."""
+    heard = "I can request you. It will for forum, right? Yes, yes."
+    done, records, guard, _ = await guard_over_a_reply(
+        echo_db, 0.5, heard, caller="yeah.ulaw", item_s=(0.02, 1.9)
+    )
+    assert guard._echo.judge.echo_found and not asks_for_the_turn(heard)
+    assert "respond" in done and "forget" not in done, records
+    (why,) = events(records, "barge_in.interruption")
+    assert why["why"] == "words" and why["speech_ms"] >= BargeInRules().pause_ms
 
 
 @pytest.mark.parametrize("heard", ["I'm not your walking.", "I can't. You're a workhead."])
