@@ -40,9 +40,10 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    turn after all (interrupt, then answer), unless the item began with the line's echo
    learned and the caller's speech beyond the echo in it did not reach ``pause_ms`` (a cough
    a recogniser made words of: ``noise``), or began before it learned on a line where echo
-   was found by the item's end, with under ``pause_ms`` of it, or under ``min_speech_ms``
-   with the echo found when it began and no word that asks for the turn (its words are
-   mostly the echo's: ``short_speech``); otherwise the item is
+   was found by the item's end, with no word that asks the agent to stop and under
+   ``pause_ms`` of it, or under ``min_speech_ms`` with the echo found when it began and no
+   word that asks for the turn (its words are mostly the echo's: ``short_speech``);
+   otherwise the item is
    deleted from the conversation so the model's view stays true, and the suppressed
    interruption is logged with its kind: ``echo``, ``short_speech``, ``backchannel`` or
    ``noise``.
@@ -65,7 +66,7 @@ from ..config import BargeInRules
 from .barge_in_actions import SessionActions  # the actions on a call, re-exported
 from .barge_in_items import CallerSpeech, VadItem
 from .echo_path import GuardEcho
-from .turn_words import asks_for_the_turn, kind_of
+from .turn_words import asks_for_the_turn, asks_to_stop, kind_of
 
 __all__ = ["SUPPRESSED_KINDS", "BargeInGuard", "GuardActions", "SessionActions"]
 
@@ -377,15 +378,16 @@ class BargeInGuard:
             kind is None
             and item.echo_found
             and short
+            and not asks_to_stop(item.transcript)
             and (
                 item.speech_ms < self.rules.pause_ms
                 or (item.found_first and not asks_for_the_turn(item.transcript))
             )
         ):
             # the agent's echo before the judge learned the line and a short sound of the
-            # caller's: words are the echo's ("I am here fucking" for a "yeah"); even a turn
-            # word, or an item begun before the echo was found (on its first syllable), if
-            # the sound was too short to pause the agent ("I'm not your walking.")
+            # caller's: words are the echo's ("I am here fucking" for a "yeah"), but for one
+            # that asks it to stop; even a turn word ("I'm not your walking."), or words of an
+            # item begun on the echo's first syllable, if too short to pause the agent
             kind = "short_speech"
         if kind in ("backchannel", "short_speech") and not item.outlasted:
             kind = None  # the agent had finished: a short answer is a turn

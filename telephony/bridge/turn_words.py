@@ -14,8 +14,10 @@ from collections.abc import Collection
 __all__ = [
     "ECHO_WORD_SHARE",
     "FUNCTION_WORDS",
+    "STOP_WORDS",
     "TURN_WORDS",
     "asks_for_the_turn",
+    "asks_to_stop",
     "kind_of",
     "words_of",
 ]
@@ -38,14 +40,19 @@ FUNCTION_WORDS = frozenset(
 )
 
 # Words that take the turn on their own: a caller who says one of them wants the agent to
-# stop or to answer. A recogniser reading the agent's echo ("I found your booking" heard as
-# "I am here fucking", "I think you're walking") has not made one of them in any bench run.
+# stop or to answer. A recogniser reading the agent's echo made some of them: "I found your
+# booking" with a "yeah" in it over a 6 dB hybrid came back as "I'm not your walking." and
+# "I can't. You're a workhead." (bench/echo.py, 2026-12-06).
 TURN_WORDS = frozenset(
     """
     wait stop hold hang no not don't can't won't sorry excuse pardon question
     what why how who when where which
     """.split()
 )
+# Of those, the words that ask the agent to stop: no reading of the echo has made one in a
+# bench run, and a caller's request barely heard over a hybrid's echo came back with one
+# ("Wait, stop, I have a question." as "I can make a way to hold on.").
+STOP_WORDS = frozenset("wait stop hold hang sorry excuse pardon question".split())
 
 _WORDS = re.compile(r"[a-z0-9']+")
 
@@ -59,6 +66,12 @@ def asks_for_the_turn(transcript: str | None) -> bool:
     """The transcript holds a word that takes the turn on its own (:data:`TURN_WORDS`:
     "wait", "stop", "no", a question word, ...); False for None or ''."""
     return any(w in TURN_WORDS for w in words_of(transcript or ""))
+
+
+def asks_to_stop(transcript: str | None) -> bool:
+    """The transcript holds a word that asks the agent to stop (:data:`STOP_WORDS`: "wait",
+    "stop", "hold on", "question", ...); False for None or ''."""
+    return any(w in STOP_WORDS for w in words_of(transcript or ""))
 
 
 def kind_of(

@@ -26,7 +26,7 @@ from telephony.audio import FRAME_BYTES, ModelToCaller, ulaw_decode, ulaw_encode
 from telephony.audio.echo_judge import EchoJudge
 from telephony.audio.speech import SpeechDetector
 from telephony.bridge.barge_in import ECHO_TAIL_S, RESUME_AFTER_MS, BargeInGuard
-from telephony.bridge.turn_words import asks_for_the_turn, kind_of
+from telephony.bridge.turn_words import asks_for_the_turn, asks_to_stop, kind_of
 from telephony.config import BargeInRules, TurnSettings
 from telephony.simulate import Echo, Say, SimulationResult
 from telephony.simulate.echo_paths import HYBRIDS, hybrid_path, room_path
@@ -779,6 +779,25 @@ async def test_a_turn_word_a_recogniser_made_of_a_hybrids_echo_is_no_turn(heard:
     (suppressed,) = [r for r in events(records, "barge_in.suppressed") if r.get("item_id")]
     assert suppressed["kind"] == "short_speech"
     assert suppressed["speech_ms"] < BargeInRules().pause_ms
+
+
+async def test_a_request_to_stop_barely_heard_over_a_hybrids_first_words_is_a_turn() -> None:
+    """The counterpart on the same line: a caller's "Wait, stop, I have a question." said as
+    the hybrid's echo began, which the judge could not yet tell from it (120 ms counted in a
+    bench run; the "yeah" here gives as little), came back from the recogniser as "I can
+    make a way to hold on.": a word that asks the agent to stop (``turn_words.STOP_WORDS``,
+    which no reading of the echo has made) makes it a turn, however little was heard."""
+    heard = "I can make a way to hold on."
+    done, records, guard, _ = await guard_over_a_reply(
+        -6, 0.5, heard, caller="yeah.ulaw", item_s=(0.32, 1.76), line_path=(300, hybrid_path("D5"))
+    )
+    assert guard._echo.judge.echo_found and asks_to_stop(heard)
+    assert "respond" in done and "forget" not in done, records
+    (why,) = events(records, "barge_in.interruption")
+    assert why["why"] == "words" and why["speech_ms"] < BargeInRules().pause_ms
+    assert not any(
+        asks_to_stop(t) for t in ("I'm not your walking.", "I can't. You're a workhead.")
+    )
 
 
 @pytest.mark.parametrize("echo_db", [-10, -6])
