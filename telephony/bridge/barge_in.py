@@ -19,9 +19,9 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    could arrive (``ECHO_TAIL_S``) and held under ``ITEM_CALLER_MS`` of the caller's sound
    (counted past the echo window too, where all sound is the caller's), once the judge has
    learned the line (about 1.3 s of the agent's audio with the caller quiet). Frames the
-   judge saw before it learned are judged again then; an item that began
-   before and ends after is judged by them (the model's VAD makes one item of a whole reply's
-   echo); one that ends before is left to its words (step 4). Once the judge has learned
+   judge saw before it learned are judged again then; an item that began before and ends
+   after is judged by them (the model's VAD makes one item of a whole reply's echo); one
+   that ends before is left to its words (step 4). Once the judge has learned
    the line, a frame of echo alone (``GATE_HOLD_MS`` past the caller's last sound beyond it)
    reaches the model as silence: its VAD makes no item of the echo, and the caller's items
    hold their own sound, not a reply's echo around it.
@@ -43,10 +43,9 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    was found by the item's end, with no word that asks the agent to stop and under
    ``pause_ms`` of it, or under ``min_speech_ms`` with the echo found when it began and no
    word that asks for the turn (its words are mostly the echo's: ``short_speech``);
-   otherwise the item is
-   deleted from the conversation so the model's view stays true, and the suppressed
-   interruption is logged with its kind: ``echo``, ``short_speech``, ``backchannel`` or
-   ``noise``.
+   otherwise the item is deleted from the conversation so the model's view stays true, and
+   the suppressed interruption is logged with its kind: ``echo``, ``short_speech``,
+   ``backchannel`` or ``noise``.
 
 Speech while the agent is silent is a turn as before: answered when the model's VAD ends it.
 """
