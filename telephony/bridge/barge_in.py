@@ -32,7 +32,9 @@ Per caller frame while the agent's audio plays (or a pause holds it):
 3. **Interrupt or resume.** Speech reaching ``min_speech_ms`` is a real interruption: the
    reply is truncated where the caller stopped hearing it and cancelled. Speech that ends
    before (``RESUME_AFTER_MS`` of quiet) resumes the agent's audio where it stopped, nothing
-   skipped or repeated.
+   skipped or repeated; before the judge has learned a line where echo was found, not while
+   its echo may arrive (the line's delay and ``ECHO_HOLD_MS``): after it, the caller is
+   heard alone.
 4. **Words.** When the model's VAD reports the short speech as an item, its transcript
    decides (:mod:`~telephony.bridge.turn_words`): words other than backchannels ("mm-hm",
    "yeah", "okay", ...), not the agent's own and, while the agent went on past them, not
@@ -79,6 +81,7 @@ MERGE_MS = 400  # speech again within this of the last continues it (a pause bet
 TRANSCRIPT_WAIT_S = 4.0  # a guarded item's transcript, waited for at most (2 s dropped turns)
 GATE_HOLD_MS = 300  # after the caller's sound, echo frames still reach the model this long
 EARLY_PAUSE_MS = 120  # see BargeInGuard._pause_ms ("Wait," over room echo: 160-180 ms)
+ECHO_HOLD_MS = 100  # a line's echo arrives this long past its delay (a hybrid's path, a room's)
 REPAUSE_MS = 100  # speech that pauses the agent again after a resume (not a stray frame)
 SILENT_FRAME = b"\xff" * 160  # 20 ms of μ-law silence
 SUPPRESSED_KINDS = ("echo", "short_speech", "backchannel", "noise")
@@ -150,7 +153,7 @@ class BargeInGuard:
         same audio decides alike however fast it arrives. The echo reference is on it too."""
         self.caller_ms = round(at * 1000)
         reference = self.reference
-        echo = reference is not None and reference.audible(at, ECHO_TAIL_S)
+        echo = reference is not None and reference.audible(at, self._echo_tail_s())
         audible = self._audible()
         if audible:
             self._last_audible_at = now
@@ -246,7 +249,10 @@ class BargeInGuard:
         again = not s.resumed or s.speech_ms - s.resumed_ms >= REPAUSE_MS
         if not s.paused and s.speech_ms >= self._pause_ms() and again:
             s.paused = await self._actions.pause(s.started_at, self.caller_ms)
-        if s.quiet_ms >= (RESUME_AFTER_MS if s.paused else GAP_MS):
+        tail_s = self._echo_tail_s()  # a pause holds while its echo may arrive
+        if s.quiet_ms >= (RESUME_AFTER_MS if s.paused else GAP_MS) and not (
+            tail_s < ECHO_TAIL_S and self.reference.audible(self.caller_ms / 1000, tail_s)
+        ):
             s.ended = True
             if s.paused:
                 s.paused = False
@@ -261,6 +267,19 @@ class BargeInGuard:
         if self._echo.echo_found and not self._echo.learned:
             return min(self.rules.pause_ms, EARLY_PAUSE_MS)
         return self.rules.pause_ms
+
+    def _echo_tail_s(self) -> float:
+        """How long after playback ended its echo may still arrive, s: ``ECHO_TAIL_S``, but
+        while the caller's speech holds a pause before the judge has learned a line where
+        echo was found, the line's delay and ``ECHO_HOLD_MS``: past that they are on the line
+        alone. (The judge's prior allows echo of anything played in its 600 ms window: it
+        called a "Wait, stop, I have a question." echo for 300 ms after it paused the agent
+        over a 6 dB hybrid, a gap between words resumed the reply under it, and the words
+        decided 2.8-5 s in or after the reply had ended.)"""
+        delay_ms, s = self._echo.delay_ms, self._speech
+        if delay_ms is None or self._echo.learned or s is None or not s.paused:
+            return ECHO_TAIL_S
+        return min(ECHO_TAIL_S, (delay_ms + ECHO_HOLD_MS) / 1000)
 
     def _speech_done(self, s: CallerSpeech) -> None:
         """Caller speech shorter than an interruption is over for good."""

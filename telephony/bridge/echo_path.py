@@ -59,6 +59,12 @@ class GuardEcho:
         return not self.failed and self.judge.echo_found
 
     @property
+    def delay_ms(self) -> float | None:
+        """The line's bulk echo delay the presence test found, ms (None: no echo found yet,
+        or the judge failed)."""
+        return self.judge.presence.delay_ms if self.echo_found else None
+
+    @property
     def onset_frames(self) -> int:
         """On the first frame of a caller talking over found echo, the frames just before it
         that already held their voice (:attr:`~telephony.audio.echo_delay.EchoDelay.
