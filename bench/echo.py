@@ -22,14 +22,17 @@ The matrix:
   "yeah", or coughs 3 s into the reply, over room echo and over a 6 dB hybrid;
 - **no echo**: "mm-hm", "yeah", "okay", a noise burst, and the real interruption;
 - **early**: the real interruption 0.5 s into the reply (before the judge has learned the
-  line), with no echo, over the room's echo and over the 6 dB hybrid; "yeah" 0.5 s in, with
-  no echo, over the room's echo and over the 6 dB hybrid.
+  line), with no echo, over the room's echo and over the 6 dB hybrid, and 0.7 s in over the
+  hybrid (past the early echo fit's first 240 ms of its echo); "yeah" 0.5 s in, with no echo,
+  over the room's echo and over the 6 dB hybrid.
 
 Per cell and configuration: the reply heard whole (yes/no), pauses in it (``clear``s that
 stopped it), second replies (the agent answering what was not said), and for a real
-interruption whether it was honoured and the reaction (caller's first word to the ``clear``,
-ms). Columns: ``--compare``'s checkout with its defaults (``before``), this checkout with its
-defaults, and this checkout with each ``--env`` setting added (e.g. ``ECHO_CANCELLATION=true``).
+interruption whether it was honoured, the reaction (caller's first word to the ``clear``,
+ms) and when the reply stopped for good (caller's first word to the end of the last reply
+frame heard, ms). Columns: ``--compare``'s checkout with its defaults (``before``), this
+checkout with its defaults, and this checkout with each ``--env`` setting added (e.g.
+``ECHO_CANCELLATION=true``).
 A summary per column counts the targets of the echo issue: no reply cut, no second reply, at
 most one pause per reply, every real interruption honoured within 500 ms (p95).
 
@@ -151,6 +154,7 @@ def matrix() -> list[Cell]:
         Cell("early", "interruption 0.5 s in, no echo", None, "wait_stop.ulaw", True, 0.5),
         Cell("early", "interruption 0.5 s in, room echo", speaker, "wait_stop.ulaw", True, 0.5),
         Cell("early", "interruption 0.5 s in, 6 dB hybrid", hybrid, "wait_stop.ulaw", True, 0.5),
+        Cell("early", "interruption 0.7 s in, 6 dB hybrid", hybrid, "wait_stop.ulaw", True, 0.7),
         Cell("early", "yeah 0.5 s in, no echo", None, "yeah.ulaw", False, 0.5),
         Cell("early", "yeah 0.5 s in, room echo", speaker, "yeah.ulaw", False, 0.5),
         Cell("early", "yeah 0.5 s in, 6 dB hybrid", hybrid, "yeah.ulaw", False, 0.5),
@@ -196,6 +200,7 @@ def judge(cell: Cell, result: SimulationResult, live: bool = False) -> dict[str,
         honoured = not whole and first_after is not None and answer_frames > 0
         row["honoured"] = honoured
         row["reaction_ms"] = round((first_after - onset) * 1000) if first_after else None
+        row["stopped_ms"] = round((last_at + 0.02 - onset) * 1000) if honoured else None
     return row
 
 
@@ -205,7 +210,8 @@ def show(row: dict[str, Any] | None) -> str:
     if "honoured" in row:
         reaction = f"{row['reaction_ms']} ms" if row["reaction_ms"] is not None else "-"
         verdict = "honoured" if row["honoured"] else "NOT honoured"
-        return f"{verdict} {reaction}, pauses before {row['pauses']}"
+        stopped = f", stopped {row['stopped_ms']} ms" if row.get("stopped_ms") is not None else ""
+        return f"{verdict} {reaction}{stopped}, pauses before {row['pauses']}"
     whole = "whole" if row["whole"] else f"CUT at {row['heard_s']} s"
     second = ", SECOND REPLY" if row["second"] else ""
     return f"{whole}, {row['pauses']} pauses{second}"
