@@ -80,7 +80,9 @@ class RealtimeConnection:
     deleted: list[str] = field(default_factory=list)  # conversation.item.delete item ids
     usage: list[dict[str, Any]] = field(default_factory=list)  # each response.done's usage
     tool_outputs: list[dict[str, Any]] = field(default_factory=list)
-    sent: list[tuple[str, float]] = field(default_factory=list)  # (event type, Unix time)
+    # (event type, Unix time) of the session.*, error, output_audio_buffer.* and response.done
+    # events sent
+    sent: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def audio_ms(self) -> float:
@@ -144,7 +146,7 @@ class LoopbackSession:
             return
         event.setdefault("event_id", self.nid("event"))
         await self.ws.send(json.dumps(event))
-        if event["type"].startswith(("output_audio_buffer.", "error", "session.")):
+        if event["type"].startswith(("output_audio_buffer.", "error", "session.", "response.done")):
             self.conn.sent.append((event["type"], time.time()))
 
     def later(self, coroutine: Any) -> asyncio.Task[None]:
