@@ -276,8 +276,11 @@ class BargeInGuard:
         called a "Wait, stop, I have a question." echo for 300 ms after it paused the agent
         over a 6 dB hybrid, a gap between words resumed the reply under it, and the words
         decided 2.8-5 s in or after the reply had ended.)"""
-        delay_ms, s = self._echo.delay_ms, self._speech
-        if delay_ms is None or self._echo.learned or s is None or not s.paused:
+        s = self._speech  # first: on most frames nothing holds a pause
+        if s is None or not s.paused:
+            return ECHO_TAIL_S
+        delay_ms = self._echo.delay_ms
+        if delay_ms is None or self._echo.learned:
             return ECHO_TAIL_S
         return min(ECHO_TAIL_S, (delay_ms + ECHO_HOLD_MS) / 1000)
 
