@@ -30,6 +30,8 @@ FRAME = 160  # samples in 20 ms
 WINDOW = 2048  # the caller's last 256 ms
 MIN_LAG = 8  # 1 ms: no echo comes back sooner (lag 0 peaked at 0.14 on a line with no echo)
 MAX_LAG = 6400  # 800 ms: beyond the echo judge's window (780 ms)
+SIZE = WINDOW + MAX_LAG  # samples kept of each: the caller's 256 ms and what played 1-800 ms before
+SLACK_FRAMES = 16  # frames written after the window before it is copied back (see EchoDelay)
 NFFT = 16384  # >= WINDOW + WINDOW + MAX_LAG - 1: a linear, not circular, correlation
 PEAK = 0.14  # a GCC-PHAT peak this high is echo (no echo: <= 0.10 measured; echo: >= 0.14)
 MIN_RMS = 150.0  # a frame quieter than this (pcm16 units, about -47 dBFS) is not checked
@@ -60,9 +62,11 @@ class EchoDelay:
     the line. Once a peak is found, :attr:`seen` stays True for the call."""
 
     def __init__(self) -> None:
-        size = WINDOW + MAX_LAG
-        self._near = np.zeros(size)
-        self._far = np.zeros(size)
+        # the caller's audio (row 0) and what played (row 1): the last SIZE samples end at
+        # column _end; new frames are written after it, and the window is copied back to the
+        # start only when the room after it (SLACK_FRAMES frames) is used up
+        self._rows = np.zeros((2, SIZE + SLACK_FRAMES * FRAME))
+        self._end = SIZE
         self._powers = np.full(FLOOR_FRAMES, np.inf)  # the caller's last frame powers
         self._n = 0
         self.run = 0  # loud frames in a row, the last pushed included
@@ -82,28 +86,32 @@ class EchoDelay:
         """The test is over (the echo judge trusts its path): its buffers (130 KiB, a quarter
         of a call's memory at 50 calls) go; :attr:`seen` and :attr:`delay_ms` stay, and
         :meth:`push` and :meth:`idle` do nothing from now on."""
-        self._near = self._far = np.zeros(0)
+        self._rows = np.zeros((2, 0))
+        self._end = 0
 
     @property
     def near(self) -> np.ndarray:
         """The caller's last 1.1 s (pcm16 values as float64, newest last; empty once
         released)."""
-        return self._near
+        return self._rows[0, self._end - SIZE : self._end] if self._end else self._rows[0]
 
     @property
     def far(self) -> np.ndarray:
         """What played over the same samples as :attr:`near`."""
-        return self._far
+        return self._rows[1, self._end - SIZE : self._end] if self._end else self._rows[1]
 
     def push(self, near: bytes, far: bytes) -> None:
         """One 20 ms frame of the caller's audio and of what played over it (pcm16 8 kHz,
         320 bytes each; the echo judge has checked their length)."""
-        if not len(self._near):
+        if not self._end:
             return
-        for buffer, frame in ((self._near, near), (self._far, far)):
-            buffer[:-FRAME] = buffer[FRAME:]
-            buffer[-FRAME:] = np.frombuffer(frame, dtype="<i2")
-        power = float(np.mean(self._near[-FRAME:] ** 2))
+        end = self._room(FRAME)
+        rows = self._rows
+        rows[0, end : end + FRAME] = np.frombuffer(near, dtype="<i2")
+        rows[1, end : end + FRAME] = np.frombuffer(far, dtype="<i2")
+        self._end = end + FRAME
+        frame = rows[0, end : end + FRAME]
+        power = float(frame @ frame) / FRAME  # exact: integer squares, sums under 2^53
         self._powers[self._n % FLOOR_FRAMES] = power
         self._n += 1
         floor = float(self._powers.min())
@@ -113,11 +121,22 @@ class EchoDelay:
 
     def idle(self, frames: int) -> None:
         """``frames`` 20 ms frames passed unjudged: silence on both sides."""
-        shift = min(max(frames, 0) * FRAME, len(self._near))
-        if shift:
-            for buffer in (self._near, self._far):
-                buffer[:-shift] = buffer[shift:]
-                buffer[-shift:] = 0.0
+        if not self._end or frames <= 0:
+            return
+        shift = min(frames * FRAME, SIZE)
+        end = self._room(shift)
+        self._rows[:, end : end + shift] = 0.0
+        self._end = end + shift
+
+    def _room(self, samples: int) -> int:
+        """Where ``samples`` new samples go: after the window, copied back to the start first
+        when they would not fit (``samples`` at most :data:`SIZE`)."""
+        end = self._end
+        if end + samples > self._rows.shape[1]:
+            keep = SIZE - samples
+            self._rows[:, :keep] = self._rows[:, end - keep : end]
+            end = keep
+        return end
 
     def loud(self) -> bool:
         """The last frame pushed is loud enough to be someone talking: ``MIN_RMS`` and
@@ -172,12 +191,12 @@ class EchoDelay:
         played is a tone (spectral flatness under :data:`FLAT`: the hold sound, a test tone),
         whose echo has no one lag. About 1 ms of CPU."""
         self.checks += 1
-        far = np.fft.rfft(self._far, NFFT)
+        far = np.fft.rfft(self.far, NFFT)
         band = np.abs(far[BAND[0] : BAND[1]]) ** 2 + 1e-9
         if np.exp(np.mean(np.log(band))) < FLAT * np.mean(band):
             self.peak = 0.0
             return False
-        near = np.fft.rfft(self._near[-WINDOW:], NFFT)
+        near = np.fft.rfft(self.near[-WINDOW:], NFFT)
         cross = near * np.conj(far)
         gcc = np.fft.irfft(cross / (np.abs(cross) + 1e-9), NFFT)
         # gcc[i] = sum_n near[n] far[n - i]; near[n] sits at far's index n + MAX_LAG, so the

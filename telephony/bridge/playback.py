@@ -32,6 +32,7 @@ class Playback:
         self._cleared: set[str] = set()
         self._seq = 0
         self.sent_ms = 0.0
+        self._unplayed_ms = 0.0  # the sum of the pending marks' ms (asked of every caller frame)
         self.played_ms = 0.0
         self.dropped_ms = 0.0
         self.marks_sent = 0
@@ -41,13 +42,14 @@ class Playback:
     @property
     def unplayed_ms(self) -> float:
         """Audio sent to Twilio whose mark has not come back yet."""
-        return sum(m.ms for m in self._pending)
+        return self._unplayed_ms
 
     def sent(self, item_id: str, content_index: int, ms: float, generation: int = 0) -> PendingMark:
         """Record ``ms`` of audio just sent for an item; returns the mark to send after it."""
         self._seq += 1
         mark = PendingMark(f"m{self._seq}", item_id, content_index, ms, generation)
         self._pending.append(mark)
+        self._unplayed_ms += ms
         self.sent_ms += ms
         self.marks_sent += 1
         return mark
@@ -70,7 +72,10 @@ class Playback:
             played.append(mark)
             if mark.name == name:
                 break
-        self.played_ms += sum(m.ms for m in played)
+        played_ms = sum(m.ms for m in played)
+        self.played_ms += played_ms
+        # none pending: exactly nothing unplayed (no rounding left over from the sums)
+        self._unplayed_ms = self._unplayed_ms - played_ms if self._pending else 0.0
         self.marks_played += len(played)
         return played, True
 
@@ -80,5 +85,6 @@ class Playback:
         self._cleared.update(m.name for m in self._pending)
         self.marks_cleared += len(self._pending)
         self._pending.clear()
+        self._unplayed_ms = 0.0
         self.dropped_ms += dropped
         return dropped

@@ -93,16 +93,21 @@ async def test_caller_audio_takes_the_lean_path_and_arrives_whole(settings) -> N
         )
         context = CallContext(call_sid="CA" + "0" * 32)
         session = await factory.open(RealtimePlaybackTracker(), context)
-        sent: list[str] = []
+        sent: list[str] = []  # every text frame framed for the socket, as is
+        through_send: list[str] = []  # those that took websockets' own send
         async with session:
             socket = session.model._websocket
-            original = socket.send
+            frame_text, original = socket.protocol.send_text, socket.send
 
-            async def spy(message, *args, **kwargs):  # what reaches the socket, as is
-                sent.append(message)
+            def frame_spy(data, *args, **kwargs):
+                sent.append(bytes(data).decode())
+                return frame_text(data, *args, **kwargs)
+
+            async def send_spy(message, *args, **kwargs):
+                through_send.append(message)
                 return await original(message, *args, **kwargs)
 
-            socket.send = spy
+            socket.protocol.send_text, socket.send = frame_spy, send_spy
             through_sdk: list[str] = []
             sdk_send = session.model._send_raw_message
 
@@ -117,7 +122,38 @@ async def test_caller_audio_takes_the_lean_path_and_arrives_whole(settings) -> N
             connection = server.connections[0]
             await wait_for(lambda: connection.audio_bytes == 51 * 960)
     assert sent[:50] == [append_message(frame) for frame in frames]
+    # written at once (LivenessConnection.send_now), not through websockets' send: only the
+    # audio sent with commit took the SDK's path, and its send
+    appends = [m for m in through_send if "input_audio_buffer.append" in m]
+    assert appends == [append_message(b"\x00\x00" * 480)]
     audio_through_sdk = [kind for kind in through_sdk if kind.startswith("input_audio_buffer")]
     assert audio_through_sdk == ["input_audio_buffer.append", "input_audio_buffer.commit"]
     assert bytes(connection.audio) == b"".join(frames) + b"\x00\x00" * 480
     assert connection.received("input_audio_buffer.commit")
+
+
+async def test_caller_audio_waits_while_the_socket_is_paused_by_flow_control(settings) -> None:
+    """A frame the transport cannot take now (its write buffer over the high-water mark: a slow
+    or stalled model connection) is not written past flow control: it takes websockets' send,
+    which waits until the transport drains, and arrives then, in order."""
+    async with LoopbackRealtimeServer(reply=lambda _: tone(600, 100)) as server:
+        factory = SessionFactory(
+            with_settings(settings, openai_realtime_url=server.url), build_default_agent()
+        )
+        session = await factory.open(
+            RealtimePlaybackTracker(), CallContext(call_sid="CA" + "0" * 32)
+        )
+        async with session:
+            socket = session.model._websocket
+            await session.send_audio(b"\x01" * 960)  # written at once
+            socket.pause_writing()  # what the transport calls over its high-water mark
+            assert socket.send_now(append_message(b"\x02" * 960)) is False
+            waiting = asyncio.create_task(session.send_audio(b"\x02" * 960))
+            for _ in range(5):  # however long it is given, it waits for the drain
+                await asyncio.sleep(0)
+            assert not waiting.done()
+            socket.resume_writing()
+            await waiting
+            connection = server.connections[0]
+            await wait_for(lambda: connection.audio_bytes == 2 * 960)
+    assert bytes(connection.audio) == b"\x01" * 960 + b"\x02" * 960

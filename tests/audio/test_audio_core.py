@@ -51,6 +51,10 @@ def test_ulaw_decode_known_codes_and_roundtrip() -> None:
     assert ULAW_DECODE_TABLE[0xFF] == 0 and ULAW_DECODE_TABLE[0x7F] == 0
     assert ULAW_DECODE_TABLE[0x80] == 32124 and ULAW_DECODE_TABLE[0x00] == -32124
     codes = bytes(range(256))
+    # each code decodes to its table value, little-endian, whatever bytes-like holds it
+    table = ULAW_DECODE_TABLE.astype("<i2").tobytes()
+    assert ulaw_decode(codes) == ulaw_decode(bytearray(codes)) == table
+    assert ulaw_decode(memoryview(codes)[128:]) == table[256:]
     # every code survives decode -> encode, except 0x7F which is -0 and comes back as +0 (0xFF)
     back = ulaw_encode(ulaw_decode(codes))
     assert [c for c in range(256) if back[c] != c] == [0x7F]

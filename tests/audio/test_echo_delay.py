@@ -9,7 +9,7 @@ import pytest
 from test_echo_judge import FAR, FRAME, PATHS, line, samples
 
 from telephony.audio import ulaw_decode, ulaw_encode
-from telephony.audio.echo_delay import PEAK, SETTLE_FRAMES, EchoDelay
+from telephony.audio.echo_delay import PEAK, SETTLE_FRAMES, SIZE, EchoDelay
 from telephony.audio.echo_judge import EchoJudge
 from telephony.simulate.echo_paths import room_path
 
@@ -101,11 +101,11 @@ def test_the_test_lets_its_buffers_go_once_the_judge_trusts_the_path() -> None:
             break
     assert judge.learned and judge.echo_found
     presence = judge.presence
-    assert presence._near.nbytes == presence._far.nbytes == 0
+    assert presence._rows.nbytes == presence.near.nbytes == presence.far.nbytes == 0
     assert abs(presence.delay_ms - 450) <= 15
     presence.push(near[:320], far[:320])
     presence.idle(3)
-    assert presence._near.nbytes == 0 and presence.seen
+    assert presence._rows.nbytes == 0 and presence.seen
 
 
 @pytest.mark.parametrize("caller", ["tone", "speech"])
@@ -134,3 +134,26 @@ def test_no_echo_is_found_while_what_played_is_a_tone(caller: str) -> None:
     assert checked >= 10 and not test.seen
     speech_test, _, _ = run(PATHS["flat 10 dB 450 ms"], frames=(REPLY_AT + 2 * 8000) // FRAME)
     assert speech_test.seen
+
+
+def test_the_window_moves_on_as_a_shift_would() -> None:
+    """The buffers are written onwards and copied back only now and then (SLACK_FRAMES): what
+    they hold after any mix of frames and idle stretches is exactly the last 1.1 s, as if
+    shifted a frame at a time."""
+    rng = np.random.default_rng(3)
+    presence, near_ref, far_ref = EchoDelay(), np.zeros(SIZE), np.zeros(SIZE)
+    for step in range(400):
+        if step % 7 == 3:
+            frames = int(rng.integers(1, 80))  # up to 1.6 s unjudged, beyond the window too
+            presence.idle(frames)
+            shift = min(frames * FRAME, SIZE)
+            for ref in (near_ref, far_ref):
+                ref[:-shift] = ref[shift:]
+                ref[-shift:] = 0.0
+        else:
+            near, far = (rng.integers(-30000, 30000, FRAME).astype("<i2") for _ in range(2))
+            presence.push(near.tobytes(), far.tobytes())
+            for ref, new in ((near_ref, near), (far_ref, far)):
+                ref[:-FRAME] = ref[FRAME:]
+                ref[-FRAME:] = new
+        assert np.array_equal(presence.near, near_ref) and np.array_equal(presence.far, far_ref)
