@@ -31,7 +31,7 @@ WINDOW = 2048  # the caller's last 256 ms
 MIN_LAG = 8  # 1 ms: no echo comes back sooner (lag 0 peaked at 0.14 on a line with no echo)
 MAX_LAG = 6400  # 800 ms: beyond the echo judge's window (780 ms)
 SIZE = WINDOW + MAX_LAG  # samples kept of each: the caller's 256 ms and what played 1-800 ms before
-SLACK_FRAMES = 16  # frames written after the window before it is copied back (see EchoDelay)
+SLACK_FRAMES = 8  # frames written after the window before it is copied back (see EchoDelay)
 NFFT = 16384  # >= WINDOW + WINDOW + MAX_LAG - 1: a linear, not circular, correlation
 PEAK = 0.14  # a GCC-PHAT peak this high is echo (no echo: <= 0.10 measured; echo: >= 0.14)
 MIN_RMS = 150.0  # a frame quieter than this (pcm16 units, about -47 dBFS) is not checked
