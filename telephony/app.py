@@ -16,6 +16,7 @@ from agents.realtime import RealtimeAgent
 from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
+from .agent.openai_model import build_sdk_adapters
 from .agent.sessions import ModelFactory
 from .config import CallLimits, Settings, load_settings
 from .observability.logs import LOG_FORMAT, install_redaction
@@ -66,6 +67,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         _announce(services)
+        build_sdk_adapters()  # not at the first call's first events, the event loop blocked
         await services.state.start()
         retention = _retention(services)
         try:

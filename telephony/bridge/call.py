@@ -66,7 +66,8 @@ class MediaStreamCall(StreamCall):
         reconnects: how many times a failed model session is replaced.
         features: greeting, DTMF, hang-up and transfer behaviour.
         twilio: REST access to the live call (hang up, transfer); None closes the stream.
-        on_frame: called with ``("in" | "out", seconds)`` per 20 ms frame processed.
+        on_frame: called with ``("in" | "out", seconds a frame, frames)`` as 20 ms frames are
+            processed.
         backend: which model answers, for the call log.
         prewarmed: ``call_sid -> Prewarmed | None``: the session opened at the webhook.
     """
@@ -83,7 +84,7 @@ class MediaStreamCall(StreamCall):
         features: CallFeatures | None = None,
         *,
         twilio: TwilioCalls | None = None,
-        on_frame: Callable[[str, float], None] | None = None,
+        on_frame: Callable[[str, float, int], None] | None = None,
         backend: str = "openai",
         prewarmed: TakePrewarmed | None = None,
     ) -> None:

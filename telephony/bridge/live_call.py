@@ -78,7 +78,7 @@ class LiveMediaCall(StreamCall):
         on_model_failure: tells the caller we are ending the call (Twilio REST ``<Say>``).
         features: greeting, keypad, hang-up, transfer, hold sound, prices.
         twilio: REST access to the live call.
-        on_frame: called with ``("in" | "out", seconds)`` per 20 ms frame.
+        on_frame: called with ``("in" | "out", seconds a frame, frames)`` as frames are processed.
         reconnects: dropped sessions replaced per call, at most (expiries do not count).
         echo_gate: the agent's own echo reaches the model as silence (:mod:`.live_echo`).
     """
@@ -97,7 +97,7 @@ class LiveMediaCall(StreamCall):
         features: CallFeatures | None = None,
         *,
         twilio: TwilioCalls | None = None,
-        on_frame: Callable[[str, float], None] | None = None,
+        on_frame: Callable[[str, float, int], None] | None = None,
         reconnects: int = 2,
         echo_gate: bool = True,
     ) -> None:

@@ -50,10 +50,11 @@ class _Histogram:
 
 class CallMetrics:
     def __init__(
-        self, started_at: float, on_frame: Callable[[str, float], None] | None = None
+        self, started_at: float, on_frame: Callable[[str, float, int], None] | None = None
     ) -> None:
         self.started_at = started_at
-        self._on_frame = on_frame  # ("in" | "out", seconds), for service-wide histograms
+        # ("in" | "out", seconds a frame, frames), for service-wide histograms
+        self._on_frame = on_frame
         self._arrivals: deque[float] = deque(maxlen=ARRIVALS_KEPT)  # recent caller frames
         self._frames = 0  # caller frames so far
         self._session_first_frame = 0  # index of the first frame the current session heard
@@ -77,14 +78,13 @@ class CallMetrics:
     def inbound_processing(self, seconds: float) -> None:
         self._in_us.add(seconds * 1e6)
         if self._on_frame is not None:
-            self._on_frame("in", seconds)
+            self._on_frame("in", seconds, 1)
 
     def outbound_processing(self, seconds: float, frames: int) -> None:
         if frames:
             self._out_us.add(seconds * 1e6 / frames, frames)
             if self._on_frame is not None:
-                for _ in range(frames):
-                    self._on_frame("out", seconds / frames)
+                self._on_frame("out", seconds / frames, frames)
 
     @property
     def frames(self) -> int:

@@ -7,11 +7,15 @@ paths know nothing of Prometheus. One registry per app (tests run several apps i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import bisect
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 __all__ = ["CALL_OUTCOMES", "CONTENT_TYPE_LATEST", "ServiceMetrics", "outcome"]
 
@@ -96,23 +100,14 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.frame_processing = Histogram(
-            "telephony_frame_processing_seconds",
-            "Bridge CPU per 20 ms frame (parse + transcode)",
-            ["direction"],
-            buckets=FRAME_BUCKETS,
-            registry=r,
-        )
+        self.frame_processing = FrameHistogram()
+        r.register(self.frame_processing)
         self.model_connect = Histogram(
             "telephony_model_connect_seconds",
             "Opening the model session",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self._frame_by_direction = {
-            "in": self.frame_processing.labels(direction="in"),
-            "out": self.frame_processing.labels(direction="out"),
-        }
         self.model_errors = Counter("telephony_model_errors", "Model errors", registry=r)
         self.cost = Counter(
             "telephony_call_cost_usd",
@@ -157,12 +152,46 @@ class ServiceMetrics:
             if isinstance(cost, int | float) and cost > 0:
                 self.cost.labels(outcome=label).inc(cost)
 
-    def frame(self, direction: str, seconds: float) -> None:
-        """One 20 ms frame's processing time (``direction``: ``in`` or ``out``)."""
-        self._frame_by_direction[direction].observe(seconds)
+    def frame(self, direction: str, seconds: float, frames: int = 1) -> None:
+        """``frames`` 20 ms frames processed in ``seconds`` each (``direction``: ``in`` or
+        ``out``)."""
+        self.frame_processing.observe(direction, seconds, frames)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class FrameHistogram(Collector):
+    """``telephony_frame_processing_seconds{direction}``: bridge CPU per 20 ms frame (parse +
+    transcode), a histogram over :data:`FRAME_BUCKETS` exposed as prometheus-client's
+    ``Histogram`` exposes one (buckets, count, sum; no ``_created``). Counted here, at a
+    bisect and two additions a frame: ``Histogram.observe`` (a lock and a loop over the buckets
+    in Python, 2.2 µs) ran for every caller frame and every frame to the caller."""
+
+    NAME = "telephony_frame_processing_seconds"
+    DIRECTIONS = ("in", "out")
+
+    def __init__(self) -> None:
+        self._counts = {d: [0] * (len(FRAME_BUCKETS) + 1) for d in self.DIRECTIONS}
+        self._sums = dict.fromkeys(self.DIRECTIONS, 0.0)
+        self._bounds = [*map(floatToGoString, FRAME_BUCKETS), "+Inf"]
+
+    def observe(self, direction: str, seconds: float, frames: int = 1) -> None:
+        """``frames`` frames of ``seconds`` each; raises KeyError for another direction."""
+        self._counts[direction][bisect.bisect_left(FRAME_BUCKETS, seconds)] += frames
+        self._sums[direction] += seconds * frames
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            self.NAME, "Bridge CPU per 20 ms frame (parse + transcode)", labels=["direction"]
+        )
+        for direction in self.DIRECTIONS:
+            total, buckets = 0, []
+            for bound, count in zip(self._bounds, self._counts[direction], strict=True):
+                total += count
+                buckets.append((bound, float(total)))
+            family.add_metric([direction], buckets, sum_value=self._sums[direction])
+        yield family
 
 
 # the caller leg's record of a warm transfer's outcome (the person's leg writes some too)

@@ -157,3 +157,57 @@ async def test_caller_audio_waits_while_the_socket_is_paused_by_flow_control(set
             connection = server.connections[0]
             await wait_for(lambda: connection.audio_bytes == 2 * 960)
     assert bytes(connection.audio) == b"\x01" * 960 + b"\x02" * 960
+
+
+def test_the_sdks_adapters_are_built_before_the_first_call() -> None:
+    """The server builds the SDK's pydantic adapters at startup (build_sdk_adapters, from the
+    app's lifespan): a worker's first session event and first raw message then build none,
+    each of which blocked the event loop 28-40 ms (every call's audio on the worker waiting).
+    In a fresh interpreter, since this one has built them already."""
+    import subprocess
+    import sys
+
+    script = """
+from agents.realtime import openai_realtime as o
+from agents.realtime.model_inputs import RealtimeModelSendRawMessage
+from telephony.agent import openai_model
+assert o.ServerEventTypeAdapter is None
+openai_model.build_sdk_adapters()
+built = openai_model._adapter_for.cache_info().misses
+server = o.ServerEventTypeAdapter
+raw = RealtimeModelSendRawMessage(message={"type": "response.create"})
+assert o._ConversionHelper.try_convert_raw_message(raw) is not None
+assert o.get_server_event_type_adapter() is server is not None
+assert openai_model._adapter_for.cache_info().misses == built, "an adapter built at first use"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_the_app_builds_them_at_startup(tmp_path) -> None:
+    """What the test above checks is what the server gets: its lifespan builds them."""
+    import subprocess
+    import sys
+
+    script = f"""
+import asyncio
+from pathlib import Path
+from agents.realtime import openai_realtime as o
+from telephony.app import create_app
+from telephony.config import Settings
+app = create_app(Settings(
+    openai_api_key="sk-test-not-a-real-key", twilio_auth_token="0" * 32,
+    public_url="http://127.0.0.1:9", port=9, call_log_dir=Path({str(tmp_path)!r}) / "calls",
+))
+assert o.ServerEventTypeAdapter is None, "built before the app started"
+async def main():
+    async with app.router.lifespan_context(app):
+        assert o.ServerEventTypeAdapter is not None
+asyncio.run(main())
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -140,3 +140,40 @@ def test_metric_labels_come_from_an_allow_list() -> None:
     text = metrics.exposition().decode()
     assert 'outcome="caller_hangup"' in text and 'outcome="refused"' in text
     assert 'outcome="other"' in text and "script" not in text and "made-up" not in text
+
+
+def test_the_frame_histogram_is_exposed_as_prometheus_clients_own() -> None:
+    """Per-frame times are counted by a bisect (FrameHistogram), not Histogram.observe; what
+    /metrics says must be what prometheus-client's Histogram says for the same frames: the same
+    buckets (a time on a bound counts in it), count and sum. Only ``_created`` is absent."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from telephony.observability.prometheus import FRAME_BUCKETS
+
+    ours = ServiceMetrics(active_calls=lambda: 0)
+    registry = CollectorRegistry()
+    theirs = Histogram(
+        "telephony_frame_processing_seconds",
+        "Bridge CPU per 20 ms frame (parse + transcode)",
+        ["direction"],
+        buckets=FRAME_BUCKETS,
+        registry=registry,
+    )
+    times = [0.0, 5e-6, 10e-6, 10.5e-6, 25e-6, 99e-6, 100e-6, 1e-3, 0.0099, 10e-3, 0.5]
+    for n, seconds in enumerate(times):
+        ours.frame("in", seconds)
+        theirs.labels(direction="in").observe(seconds)
+        ours.frame("out", seconds, frames=n)  # a batch of n frames, each that long
+        for _ in range(n):
+            theirs.labels(direction="out").observe(seconds)
+
+    def lines(text: bytes) -> list[str]:
+        return sorted(
+            line
+            for line in text.decode().splitlines()
+            if line.startswith("telephony_frame_processing_seconds") and "_created" not in line
+        )
+
+    expected = lines(generate_latest(registry))
+    assert len(expected) == 2 * (len(FRAME_BUCKETS) + 3)  # buckets, +Inf, count, sum
+    assert lines(ours.exposition()) == expected
