@@ -83,7 +83,7 @@ class EchoDelay:
         self.onset_frames = 0  # see ONSET_FRAMES: set on a double talk's first frame only
 
     def release(self) -> None:
-        """The test is over (the echo judge trusts its path): its buffers (130 KiB, a quarter
+        """The test is over (the echo judge trusts its path): its buffers (150 KiB, a quarter
         of a call's memory at 50 calls) go; :attr:`seen` and :attr:`delay_ms` stay, and
         :meth:`push` and :meth:`idle` do nothing from now on."""
         self._rows = np.zeros((2, 0))
