@@ -39,11 +39,6 @@ class SpeechPlayback(Playback):
     def unplayed_ms(self) -> float:
         return sum(m.ms for m in self._pending if m.item_id == SPEECH)
 
-    @property
-    def queued_ms(self) -> float:
-        """All audio sent whose mark has not come back, silence included."""
-        return sum(m.ms for m in self._pending)
-
 
 class LiveOutbound:
     """One call's GPT-Live audio to Twilio.
