@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from websockets.frames import Frame
+from websockets.streams import StreamReader
 
 from telephony.app import WS_MAX_BYTES
 from telephony.config import Settings
@@ -201,3 +203,20 @@ def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def parse_client_frames(wire: bytes) -> list[Frame]:
+    """Every frame in ``wire`` as a server reads a client's (masked), by websockets' parser."""
+    reader = StreamReader()
+    reader.feed_data(wire)
+    reader.feed_eof()
+    frames = []
+    while reader.buffer:  # what is left unread
+        parser = Frame.parse(reader.read_exact, mask=True)
+        try:
+            next(parser)
+        except StopIteration as done:
+            frames.append(done.value)
+        else:
+            raise AssertionError("a frame was cut short")
+    return frames

@@ -35,13 +35,14 @@ _US_EDGE_LIST = _US_EDGES.tolist()  # (bisect on a list: a fifth of np.searchsor
 
 class _Histogram:
     def __init__(self) -> None:
-        self.counts = np.zeros(len(_US_EDGES) + 1, dtype=np.int64)
+        # a list: adding to a numpy array's element costs about 1 µs a frame, to a list's 0.1
+        self.counts = [0] * (len(_US_EDGES) + 1)
 
     def add(self, us: float, n: int = 1) -> None:
         self.counts[bisect.bisect_left(_US_EDGE_LIST, us)] += n
 
     def percentile(self, q: float) -> float | None:
-        total = int(self.counts.sum())
+        total = sum(self.counts)
         if not total:
             return None
         index = int(np.searchsorted(np.cumsum(self.counts), q / 100 * total))

@@ -11,9 +11,10 @@ import time
 from agents.realtime import RealtimePlaybackTracker, openai_realtime
 from agents.realtime.model_inputs import RealtimeModelSendAudio, RealtimeModelSendRawMessage
 from agents.realtime.openai_realtime import _ConversionHelper
-from helpers import wait_for, with_settings, within
+from helpers import parse_client_frames, wait_for, with_settings, within
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.frames import Opcode
 
 from telephony.agent import openai_model
 from telephony.agent.default import build_default_agent
@@ -93,21 +94,21 @@ async def test_caller_audio_takes_the_lean_path_and_arrives_whole(settings) -> N
         )
         context = CallContext(call_sid="CA" + "0" * 32)
         session = await factory.open(RealtimePlaybackTracker(), context)
-        sent: list[str] = []  # every text frame framed for the socket, as is
+        wire = bytearray()  # every byte written to the socket's transport after the spy
         through_send: list[str] = []  # those that took websockets' own send
         async with session:
             socket = session.model._websocket
-            frame_text, original = socket.protocol.send_text, socket.send
+            write, original = socket.transport.write, socket.send
 
-            def frame_spy(data, *args, **kwargs):
-                sent.append(bytes(data).decode())
-                return frame_text(data, *args, **kwargs)
+            def write_spy(data):
+                wire.extend(data)
+                return write(data)
 
             async def send_spy(message, *args, **kwargs):
                 through_send.append(message)
                 return await original(message, *args, **kwargs)
 
-            socket.protocol.send_text, socket.send = frame_spy, send_spy
+            socket.transport.write, socket.send = write_spy, send_spy
             through_sdk: list[str] = []
             sdk_send = session.model._send_raw_message
 
@@ -121,6 +122,9 @@ async def test_caller_audio_takes_the_lean_path_and_arrives_whole(settings) -> N
             await session.send_audio(b"\x00\x00" * 480, commit=True)  # the SDK's own path
             connection = server.connections[0]
             await wait_for(lambda: connection.audio_bytes == 51 * 960)
+    # the wire as the server reads it (websockets' parser): the SDK's messages, in order
+    frames_sent = parse_client_frames(bytes(wire))  # and the close frame, at the end
+    sent = [frame.data.decode() for frame in frames_sent if frame.opcode is Opcode.TEXT]
     assert sent[:50] == [append_message(frame) for frame in frames]
     # written at once (LivenessConnection.send_now), not through websockets' send: only the
     # audio sent with commit took the SDK's path, and its send

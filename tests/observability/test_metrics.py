@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import numpy as np
 import pytest
 from helpers import (
     SILENCE,
@@ -13,6 +14,7 @@ from helpers import (
     within,
 )
 
+from telephony.observability.call_metrics import CallMetrics
 from telephony.observability.prometheus import ServiceMetrics
 from telephony.testing import tone
 
@@ -177,3 +179,24 @@ def test_the_frame_histogram_is_exposed_as_prometheus_clients_own() -> None:
     expected = lines(generate_latest(registry))
     assert len(expected) == 2 * (len(FRAME_BUCKETS) + 3)  # buckets, +Inf, count, sum
     assert lines(ours.exposition()) == expected
+
+
+def test_a_calls_frame_percentiles_are_the_frames_own_to_a_bin() -> None:
+    """``frame_*_us_p50/p99`` come from counts in log-spaced bins (memory constant however long
+    the call): each is the upper edge of the bin that holds the true percentile, at most one
+    bin (about 3 %) above it. Frames sent out in batches count once each."""
+    rng = np.random.default_rng(7)
+    inbound = rng.lognormal(np.log(40), 0.6, 5000)  # µs, a long tail as under load
+    outbound = rng.lognormal(np.log(90), 0.4, 700)
+    metrics = CallMetrics(started_at=0.0)
+    for us in inbound:
+        metrics.inbound_processing(us / 1e6)
+    for us in outbound:
+        metrics.outbound_processing(3 * us / 1e6, 3)  # three frames, ``us`` each
+    summary = metrics.summary()
+    for name, values in (("in", inbound), ("out", np.repeat(outbound, 3))):
+        for q in (50, 99):
+            true = np.percentile(values, q, method="inverted_cdf")
+            got = summary[f"frame_{name}_us_p{q}"]
+            assert true <= got <= true * 1.03, (name, q, true, got)
+    assert CallMetrics(started_at=0.0).summary()["frame_in_us_p50"] is None
