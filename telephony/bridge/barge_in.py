@@ -26,9 +26,10 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    reaches the model as silence: its VAD makes no item of the echo, and the caller's items
    hold their own sound, not a reply's echo around it.
 2. **Pause.** Once the caller has spoken ``pause_ms`` (WebRTC VAD on the cleaned audio;
-   ``EARLY_PAUSE_MS`` on a line where echo was found, before the judge has learned it), the
-   agent's audio stops at the caller's ear (``clear``), the rest kept: this is the barge-in
-   reaction, as quick as before the guard.
+   ``EARLY_PAUSE_MS`` on a line where echo was found, before the judge has learned it; on a
+   learned line, a word's fading tail counts too: ``TAIL_FRAMES`` after the caller's speech
+   at half the judge's share), the agent's audio stops at the caller's ear (``clear``), the
+   rest kept: the barge-in reaction, as quick as before the guard.
 3. **Interrupt or resume.** Speech reaching ``min_speech_ms`` is a real interruption: the
    reply is truncated where the caller stopped hearing it and cancelled. Speech that ends
    before (``RESUME_AFTER_MS`` of quiet) resumes the agent's audio where it stopped, nothing
@@ -58,13 +59,13 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from ..audio import ulaw_decode, ulaw_encode
 from ..audio.echo import EchoCanceller, PlayoutReference
 from ..audio.speech import SpeechDetector
 from ..config import BargeInRules
-from .barge_in_actions import SessionActions  # the actions on a call, re-exported
+from .barge_in_actions import GuardActions, SessionActions  # re-exported
 from .barge_in_items import CallerSpeech, VadItem
 from .echo_path import GuardEcho
 from .turn_words import asks_for_the_turn, asks_to_stop, kind_of
@@ -83,18 +84,9 @@ GATE_HOLD_MS = 300  # after the caller's sound, echo frames still reach the mode
 EARLY_PAUSE_MS = 120  # see BargeInGuard._pause_ms ("Wait," over room echo: 160-180 ms)
 ECHO_HOLD_MS = 100  # a line's echo arrives this long past its delay (a hybrid's path, a room's)
 REPAUSE_MS = 100  # speech that pauses the agent again after a resume (not a stray frame)
+TAIL_FRAMES = 3  # frames after the caller's speech that may count as its tail toward a pause
 SILENT_FRAME = b"\xff" * 160  # 20 ms of μ-law silence
 SUPPRESSED_KINDS = ("echo", "short_speech", "backchannel", "noise")
-
-
-class GuardActions(Protocol):
-    """What the guard asks of the call."""
-
-    async def pause(self, speech_start: float, caller_ms: int) -> bool: ...
-    async def resume(self, caller_ms: int) -> None: ...
-    async def interrupt(self) -> None: ...
-    async def respond(self) -> None: ...
-    async def forget(self, item_id: str) -> None: ...
 
 
 class BargeInGuard:
@@ -139,6 +131,7 @@ class BargeInGuard:
         self.frames_gated = 0  # caller frames of echo alone the model heard as silence
         self.frames_guarded = 0
         self._missed = 0  # frames in a row just before with speech heard, not beyond the echo
+        self._tail = 0  # frames left that may count as a word's tail (TAIL_FRAMES)
         self.cancel_s = 0.0  # CPU in the echo canceller and the detectors
 
     # ------------------------------------------------------------------ caller audio
@@ -186,7 +179,8 @@ class BargeInGuard:
             if reviewed is not None:
                 self._review(*reviewed)
             raw_speech = self._detect_raw(raw, heard_loud if heard is raw else None)
-        speech = len(heard) == 320 and self._detect(heard, heard_loud) and beyond_echo
+        voiced = len(heard) == 320 and self._detect(heard, heard_loud)
+        speech = voiced and beyond_echo
         # the caller's sound for the model's VAD items: beyond the echo where judged (a tone
         # or a laugh counts, as it does for the model's VAD), our detector's speech elsewhere
         if speech:
@@ -205,7 +199,10 @@ class BargeInGuard:
         # test could not yet tell from the echo, count once it can (echo_delay.ONSET_FRAMES)
         credit = min(onset, self._missed) if speech else 0
         self._missed = 0 if speech or not raw_speech else self._missed + 1
-        await self._on_frame(speech, raw_speech, now, credit)
+        # a word's fading tail over a learned line's loud echo counts toward the pause only
+        tail = judged and voiced and not speech and self._tail > 0 and self._echo.tail()
+        self._tail = TAIL_FRAMES if speech else max(0, self._tail - 1)
+        await self._on_frame(speech, raw_speech, now, credit, tail)
         return ulaw
 
     def _review(self, first: int, last: int, again: set[int]) -> None:
@@ -215,7 +212,9 @@ class BargeInGuard:
         kept = [ms for ms in self._caller_frames if not first <= ms <= last]
         self._caller_frames = deque(sorted([*kept, *again]), maxlen=self._caller_frames.maxlen)
 
-    async def _on_frame(self, speech: bool, raw_speech: bool, now: float, credit: int) -> None:
+    async def _on_frame(
+        self, speech: bool, raw_speech: bool, now: float, credit: int, tail: bool = False
+    ) -> None:
         s = self._speech
         if s is None:
             if not ((speech or raw_speech) and self._audible()):
@@ -227,6 +226,7 @@ class BargeInGuard:
             s.quiet_ms = 0
             s.speech_ms += FRAME_MS * (1 + credit) if speech else 0
             s.raw_ms += FRAME_MS if raw_speech else 0
+            s.tail_ms += FRAME_MS if tail else 0
             s.ended = False
         else:
             s.quiet_ms += FRAME_MS  # audio time: replays faster than real time decide alike
@@ -247,7 +247,7 @@ class BargeInGuard:
         # after a resume, speech again pauses it again, but not a stray frame or two (a count
         # "yeah" over room echo paused the reply 28 times, each resume paused by a stray frame)
         again = not s.resumed or s.speech_ms - s.resumed_ms >= REPAUSE_MS
-        if not s.paused and s.speech_ms >= self._pause_ms() and again:
+        if not s.paused and s.speech_ms + s.tail_ms >= self._pause_ms() and again:
             s.paused = await self._actions.pause(s.started_at, self.caller_ms)
         tail_s = self._echo_tail_s()  # a pause holds while its echo may arrive
         if s.quiet_ms >= (RESUME_AFTER_MS if s.paused else GAP_MS) and not (

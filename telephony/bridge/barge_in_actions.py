@@ -1,10 +1,10 @@
-"""The barge-in guard's actions on one call: the outbound audio and the current model
-session (see :mod:`telephony.bridge.barge_in`)."""
+"""What the barge-in guard asks of a call (:class:`GuardActions`), and those actions on one
+call: the outbound audio and the current model session (see :mod:`telephony.bridge.barge_in`)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from agents.realtime import RealtimeSession
 from agents.realtime.model_inputs import RealtimeModelSendRawMessage
@@ -12,7 +12,17 @@ from agents.realtime.model_inputs import RealtimeModelSendRawMessage
 from ..observability.call_log import describe_error
 from .outbound import OutboundAudio
 
-__all__ = ["SessionActions"]
+__all__ = ["GuardActions", "SessionActions"]
+
+
+class GuardActions(Protocol):
+    """What the guard asks of the call."""
+
+    async def pause(self, speech_start: float, caller_ms: int) -> bool: ...
+    async def resume(self, caller_ms: int) -> None: ...
+    async def interrupt(self) -> None: ...
+    async def respond(self) -> None: ...
+    async def forget(self, item_id: str) -> None: ...
 
 
 class SessionActions:

@@ -16,6 +16,7 @@ class CallerSpeech:
     started_at: float
     speech_ms: int = 0
     raw_ms: int = 0  # before echo cancelling
+    tail_ms: int = 0  # a word's fading tail over loud echo (toward a pause only)
     quiet_ms: int = 0  # since the last speech frame
     paused: bool = False
     resumed: bool = False  # a pause of it was taken back

@@ -400,6 +400,7 @@ class _Actions:
     def __init__(self) -> None:
         self.done: list[str] = []
         self.paused_ms: list[int] = []  # the caller's audio clock at each pause
+        self.resumed_ms: list[int] = []  # and at each resume
 
     async def pause(self, speech_start: float, caller_ms: int) -> bool:
         self.done.append("pause")
@@ -408,6 +409,7 @@ class _Actions:
 
     async def resume(self, caller_ms: int) -> None:
         self.done.append("resume")
+        self.resumed_ms.append(caller_ms)
 
     async def interrupt(self) -> None:
         self.done.append("interrupt")
@@ -702,18 +704,20 @@ async def test_a_caller_who_paused_the_agent_over_a_hybrids_first_words_is_heard
 async def test_a_short_first_word_over_a_loud_handsets_echo_pauses_it(start_ms: int) -> None:
     """ "Wait, stop, I have a question." 3 s into the reply over a loud handset (soft
     clipping at -12 dBFS, a T60 0.3 s room, 6 dB, 60 ms), the judge long since trusting the
-    line: the agent pauses by the caller's second word at every playout phase, and the echo
-    alone pauses nothing. Two modes, as ``bench/echo.py``'s loud-handset double talk shows
-    (about 240 ms, now and then 622 ms): "Wait," is 240 ms and fades from -18 to -33 dBFS
-    while a syllable of the echo rises to -25 dBFS, so its last frames sit at the judge's
-    threshold; at some phases (10 and 22-40 ms here) 180 of the 200 ms a pause needs count,
-    and the pause comes on "stop" (3620-3660 ms), whose first 190 ms the loud echo masks.
-    Counting a word's fading tail at half the threshold (three frames) made every phase
-    pause at 3200 ms, and made a 250 ms cough over -10 dB echo pause too, which a recogniser's
-    misheard word then turned into a cut reply (the cough test below): not taken."""
+    line: the agent pauses by the caller's first word at these playout phases, and the echo
+    alone pauses nothing. There were two modes, as ``bench/echo.py``'s loud-handset double
+    talk showed (about 240 ms, now and then 622 ms): "Wait," is 240 ms and fades from -18
+    to -33 dBFS while a syllable of the echo rises to -25 dBFS, so its last frames sit at the
+    judge's threshold; at some phases only 180 of the 200 ms a pause needs counted, and the
+    pause came on "stop" (3620-3660 ms), whose first 190 ms the loud echo masks (21 of 32
+    phases, 0-62 ms in 2 ms steps). Up to three frames after the caller's speech now count toward
+    the pause where the judge finds more beyond the echo than it learns from (``share`` over
+    ``LEARN_SHARE``, a third of its threshold): "Wait," pauses the agent at 3200-3220 ms
+    (31 of 32 phases; at 60 ms the word's first frame is the one short, and "stop" does it).
+    The words, not the tail, still decide a turn (the cough test below)."""
     line = (-6, 60, room_path(0.3))
     pauses = await pauses_on_a_line(*line, 3.0, clip_dbfs=-12, start_ms=start_ms)
-    assert pauses and 3000 < pauses[0] <= 3700, pauses
+    assert pauses and 3000 < pauses[0] <= 3240, pauses
     assert await pauses_on_a_line(*line, None, clip_dbfs=-12, start_ms=start_ms) == []
 
 
@@ -768,12 +772,17 @@ async def test_a_cough_over_echo_that_a_recogniser_made_words_of_is_no_turn() ->
     """A cough (a 0.25 s burst of brown noise) 4 s into the reply, over its echo 10 dB down,
     the line's echo learned: the model's VAD makes an item of it and the recogniser makes a
     word of it (a bench run: "Open.", and the reply was cut). Too little of it was speech
-    beyond the echo even to pause the agent, so it is noise: no interruption, the item
-    deleted, the reply heard whole."""
-    done, records, *_ = await guard_over_a_reply(
+    beyond the echo to pause the agent by itself, so it is noise: no interruption, the item
+    deleted, the reply heard whole. Counting a word's fading tail toward a pause (a short
+    "Wait," over a loud handset needs it) lets its 180 ms and a weaker frame within pause the
+    agent once (at 4.22 s), resumed when the line falls quiet (here at 4.72 s: this line goes
+    on echoing the reply through the pause; on a call the echo stops with it)."""
+    done, records, guard, _ = await guard_over_a_reply(
         -10, 4.0, "Open.", caller="noise_burst.ulaw", item_s=(4.0, 4.6)
     )
-    assert done == ["forget"], records
+    assert done in (["forget"], ["pause", "resume", "forget"]), records
+    actions = guard._actions
+    assert all(4000 < ms < 4600 for ms in actions.paused_ms), actions.paused_ms
     (suppressed,) = [r for r in events(records, "barge_in.suppressed") if r.get("item_id")]
     assert suppressed["kind"] == "noise" and suppressed["speech_ms"] < BargeInRules().pause_ms
 
