@@ -27,9 +27,9 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    hold their own sound, not a reply's echo around it.
 2. **Pause.** Once the caller has spoken ``pause_ms`` (WebRTC VAD on the cleaned audio;
    ``EARLY_PAUSE_MS`` on a line where echo was found, before the judge has learned it; on a
-   learned line, a word's fading tail counts too: ``TAIL_FRAMES`` after the caller's speech
-   at half the judge's share), the agent's audio stops at the caller's ear (``clear``), the
-   rest kept: the barge-in reaction, as quick as before the guard.
+   learned line, a word's fading tail counts too: ``TAIL_FRAMES`` after ``WORD_FRAMES`` of
+   the caller's speech in a row, at a third of the judge's share), the agent's audio stops
+   at the caller's ear (``clear``), the rest kept: the barge-in reaction.
 3. **Interrupt or resume.** Speech reaching ``min_speech_ms`` is a real interruption: the
    reply is truncated where the caller stopped hearing it and cancelled. Speech that ends
    before (``RESUME_AFTER_MS`` of quiet) resumes the agent's audio where it stopped, nothing
@@ -84,7 +84,7 @@ GATE_HOLD_MS = 300  # after the caller's sound, echo frames still reach the mode
 EARLY_PAUSE_MS = 120  # see BargeInGuard._pause_ms ("Wait," over room echo: 160-180 ms)
 ECHO_HOLD_MS = 100  # a line's echo arrives this long past its delay (a hybrid's path, a room's)
 REPAUSE_MS = 100  # speech that pauses the agent again after a resume (not a stray frame)
-TAIL_FRAMES = 3  # frames after the caller's speech that may count as its tail toward a pause
+TAIL_FRAMES, WORD_FRAMES = 3, 3  # a word's tail toward a pause: frames after 3 in a row
 SILENT_FRAME = b"\xff" * 160  # 20 ms of μ-law silence
 SUPPRESSED_KINDS = ("echo", "short_speech", "backchannel", "noise")
 
@@ -128,10 +128,10 @@ class BargeInGuard:
         self._last_audible_at = -1.0  # when a caller frame last found the agent audible
         self._last_speech_at = -1.0  # when our detector last heard the caller speak
         self._sound_at_ms = -GATE_HOLD_MS  # caller_ms of the caller's last sound beyond echo
-        self.frames_gated = 0  # caller frames of echo alone the model heard as silence
-        self.frames_guarded = 0
+        # caller frames of echo alone the model heard as silence; frames the guard took
+        self.frames_gated = self.frames_guarded = 0
         self._missed = 0  # frames in a row just before with speech heard, not beyond the echo
-        self._tail = 0  # frames left that may count as a word's tail (TAIL_FRAMES)
+        self._tail = self._run = 0  # frames left that may be a word's tail; speech in a row
         self.cancel_s = 0.0  # CPU in the echo canceller and the detectors
 
     # ------------------------------------------------------------------ caller audio
@@ -201,7 +201,8 @@ class BargeInGuard:
         self._missed = 0 if speech or not raw_speech else self._missed + 1
         # a word's fading tail over a learned line's loud echo counts toward the pause only
         tail = judged and voiced and not speech and self._tail > 0 and self._echo.tail()
-        self._tail = TAIL_FRAMES if speech else max(0, self._tail - 1)
+        self._run = self._run + 1 if speech else 0  # a word, not a stray frame, has a tail
+        self._tail = TAIL_FRAMES if self._run >= WORD_FRAMES else max(0, self._tail - 1)
         await self._on_frame(speech, raw_speech, now, credit, tail)
         return ulaw
 
@@ -444,7 +445,5 @@ class BargeInGuard:
             "guard_frames": self.frames_guarded,
             "gated_frames": self.frames_gated,
             **self._echo.totals(),
-            "guard_us_per_frame": (
-                round(self.cancel_s / self.frames_guarded * 1e6, 1) if self.frames_guarded else 0
-            ),
+            "guard_us_per_frame": round(self.cancel_s / max(self.frames_guarded, 1) * 1e6, 1),
         }
