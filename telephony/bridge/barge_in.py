@@ -28,7 +28,7 @@ Per caller frame while the agent's audio plays (or a pause holds it):
 2. **Pause.** Once the caller has spoken ``pause_ms`` (WebRTC VAD on the cleaned audio;
    ``EARLY_PAUSE_MS`` on a line where echo was found, before the judge has learned it; on a
    learned line, a word's fading tail counts too: ``TAIL_FRAMES`` after ``WORD_FRAMES`` of
-   the caller's speech in a row, at a third of the judge's share), the agent's audio stops
+   the caller's speech in a row, at a third of the judge's threshold), the agent's audio stops
    at the caller's ear (``clear``), the rest kept: the barge-in reaction.
 3. **Interrupt or resume.** Speech reaching ``min_speech_ms`` is a real interruption: the
    reply is truncated where the caller stopped hearing it and cancelled. Speech that ends
