@@ -12,8 +12,10 @@ number or SIP URI behind it never comes from the model.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agents import FunctionTool, RunContextWrapper, Tool, function_tool
@@ -72,17 +74,42 @@ class TransferDecision(Protocol):
         ...
 
 
+CONTROL_WAIT_S = 15.0  # a pre-warmed session's tool waits this long for its call's stream
+
+
 @dataclass
 class CallContext:
-    """The context object of each call's session: ``RunContextWrapper.context`` in tools."""
+    """The context object of each call's session: ``RunContextWrapper.context`` in tools.
+
+    A session pre-warmed at the webhook (``PREWARM``) has no call control until the call's
+    stream adopts it, and may already be saying its greeting: one made with ``pending=True``
+    makes a tool that needs the call (``end_call``, ``transfer_call``) wait for
+    :meth:`attach` (at most ``CONTROL_WAIT_S``), so a greeting that hangs up or transfers at
+    once acts on the call instead of finding no call.
+    """
 
     call_sid: str
     control: CallControl | None = None
+    pending: bool = False  # the control comes later, by attach()
+    _attached: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def attach(self, control: CallControl) -> None:
+        """The call's control, now (a pre-warmed session adopted by its stream)."""
+        self.control = control
+        self._attached.set()
+
+    async def call_control(self, wait_s: float = CONTROL_WAIT_S) -> CallControl | None:
+        """The call's control; while it is pending, waits for it (None after ``wait_s``)."""
+        if self.control is None and self.pending:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._attached.wait()
+        return self.control
 
 
-def _control(ctx: RunContextWrapper[Any]) -> CallControl | None:
+async def _control(ctx: RunContextWrapper[Any]) -> CallControl | None:
     context = ctx.context
-    return context.control if isinstance(context, CallContext) else None
+    return await context.call_control() if isinstance(context, CallContext) else None
 
 
 @function_tool
@@ -92,7 +119,7 @@ async def end_call(ctx: RunContextWrapper[Any], reason: str = "") -> str:
     Args:
         reason: why the call ends, in a few words (for the call log).
     """
-    control = _control(ctx)
+    control = await _control(ctx)
     if control is None:
         return "This session is not a phone call; there is nothing to hang up."
     return await control.hang_up(reason)
@@ -119,7 +146,7 @@ def transfer_tool(destinations: Iterable[str]) -> FunctionTool:
             summary: what the caller wants, in one or two sentences, for the person who
                 takes the call (they may be briefed before the caller is put through).
         """
-        control = _control(ctx)
+        control = await _control(ctx)
         if control is None:
             return "This session is not a phone call; there is nothing to transfer."
         return await control.transfer(destination, summary)
@@ -127,8 +154,8 @@ def transfer_tool(destinations: Iterable[str]) -> FunctionTool:
     return without_filler(transfer_call)  # type: ignore[return-value]
 
 
-def _decision(ctx: RunContextWrapper[Any]) -> TransferDecision | None:
-    control = _control(ctx)
+async def _decision(ctx: RunContextWrapper[Any]) -> TransferDecision | None:
+    control = await _control(ctx)
     return control if hasattr(control, "decide_transfer") else None  # type: ignore[return-value]
 
 
@@ -136,7 +163,7 @@ def _decision(ctx: RunContextWrapper[Any]) -> TransferDecision | None:
 async def accept_transfer(ctx: RunContextWrapper[Any]) -> str:
     """The person said yes: they take the call. The caller is put through at once; say
     nothing more."""
-    decision = _decision(ctx)
+    decision = await _decision(ctx)
     if decision is None:
         return "There is no transfer to accept on this call."
     return await decision.decide_transfer(True, "voice")
@@ -149,7 +176,7 @@ async def decline_transfer(ctx: RunContextWrapper[Any], reason: str = "") -> str
     Args:
         reason: why, in a few words, if they said (the caller is told).
     """
-    decision = _decision(ctx)
+    decision = await _decision(ctx)
     if decision is None:
         return "There is no transfer to decline on this call."
     return await decision.decide_transfer(False, reason[:120] or "voice")

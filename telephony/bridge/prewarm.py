@@ -48,7 +48,7 @@ class Prewarmed:
         session: connected; its queued events (``session.created``, the greeting's audio) are
             read by the stream's pump.
         tracker: the session's playback tracker (the stream tells it what played).
-        context: the session's tool context; the stream sets ``context.control``.
+        context: the session's tool context; the stream attaches its control.
         greeted: the greeting was asked for (the stream must not ask again).
         waited_s: from the webhook to adoption.
         connect_ms: how long the connect took.
@@ -204,7 +204,7 @@ class PrewarmPool:
     async def _open(self, call_sid: str) -> Prewarmed | None:
         """Connect and greet; None (recorded) when it failed."""
         tracker = PhonePlaybackTracker()
-        context = CallContext(call_sid=call_sid)
+        context = CallContext(call_sid=call_sid, pending=True)  # its stream attaches control
         t0 = time.monotonic()
         session: RealtimeSession | None = None
         try:

@@ -364,7 +364,7 @@ class SessionSupervisor:
         prewarmed = await take(call_sid)
         if prewarmed is None:
             return None
-        prewarmed.context.control = self._control
+        prewarmed.context.attach(self._control)
         self._trackers[prewarmed.session] = prewarmed.tracker
         self._greeted = prewarmed.greeted
         self._record(

@@ -15,6 +15,7 @@ from helpers import (
     final_log,
     fixture_audio,
     twilio_api,
+    wait_for,
     within,
 )
 
@@ -232,3 +233,37 @@ async def test_handoff_keeps_the_phone_audio_formats(live_server) -> None:
     # the new agent answered, and its audio still arrives as clean 160-byte frames
     assert len(events(log, "response.started")) == 2
     assert len(result.frames) == 2 * 16 and all(len(f) == 160 for _, f in result.frames)
+
+
+async def test_a_greeting_that_ends_the_call_while_the_phone_rings_still_hangs_up(
+    live_server,
+) -> None:
+    """The greeting is asked for while the phone rings (``PREWARM``, on by default), and its
+    response calls ``end_call`` before the call's stream exists: the pre-warmed session has no
+    call yet. The tool waits for the stream to adopt the session, then hangs up after the
+    goodbye as usual. (It answered "This session is not a phone call" and the caller stayed
+    on the line: a CI run of the debug-log test, where a loaded machine let the tool run
+    before the stream started.)"""
+    replies = {0: tone(500, 200), 1: tone(700, 600)}
+    async with twilio_api() as (twilio, overrides):
+        async with live_server(
+            overrides={**overrides, "greeting": "Hello there."},
+            reply=lambda turn: replies.get(turn, b""),
+            tool_call=end_call_script,  # turn 0 is the greeting here
+        ) as srv:
+            call_sid = "CA" + "6" * 32
+            answer = await srv.answer(call_sid=call_sid)
+            await wait_for(lambda: srv.model.connections, what="the pre-warm's connect")
+            conn = srv.model.connections[0]
+            await wait_for(lambda: conn.tool_calls, what="the greeting's end_call")
+            for _ in range(20):  # the tool waits for its call: no output while none exists
+                await asyncio.sleep(0.01)
+            assert conn.tool_outputs == []
+            result = await srv.call(
+                SILENCE * 4000, answer=answer, call_sid=call_sid, **until_the_server_ends_it()
+            )
+            log = await final_log(srv, result.call_sid)
+    assert conn.tool_outputs and "goodbye" in conn.tool_outputs[0]["output"]
+    assert [r for r in twilio.requests if r.form.get("Status") == "completed"]
+    assert [r["outcome"] for r in events(log, "prewarm")] == ["opened", "adopted"]
+    assert log[-1]["reason"] == "agent_hangup" and result.closed_by_server

@@ -59,7 +59,11 @@ async def test_debug_logging_prints_no_secret(tmp_path: Path) -> None:
                 auth_token=AUTH_TOKEN,
                 speed=4,
                 call_sid=call_sid,
-                ended=twilio.leaves(call_sid),  # on the line until the agent's REST hang-up
+                # on the line until the agent's REST hang-up, however long a loaded machine
+                # takes (at most 120 s of call time, 30 s of wall time at this speed; the
+                # default 20 s, 5 s of wall time, ran out once in a CI run)
+                ended=twilio.leaves(call_sid),
+                max_tail_s=120,
             )
             await asyncio.to_thread(_outbound_call_and_metrics, server.base_url)
         finally:
@@ -69,7 +73,8 @@ async def test_debug_logging_prints_no_secret(tmp_path: Path) -> None:
     # every line could be formatted (uvicorn's access lines need their arguments intact)
     assert "Logging error" not in output, output[output.find("Logging error") :][:1500]
     assert '"POST /incoming-call HTTP/1.1" 200' in output
-    assert twilio.leaves(call_sid).is_set()  # the REST hang-up happened
+    # the REST hang-up happened (if not: what the call's log says, which holds no secret)
+    assert twilio.leaves(call_sid).is_set(), _call_events(tmp_path / "calls", call_sid)
     assert twilio.updates(call_sid)[-1].get("Status") == "completed"
     handshake = RequestValidator(AUTH_TOKEN).compute_signature(result.stream_url, {})
     for name, value in {**SECRETS, "handshake signature": handshake}.items():
@@ -93,3 +98,14 @@ def _outbound_call_and_metrics(base_url: str) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
+
+
+def _call_events(directory: Path, call_sid: str) -> str:
+    """The call log's events in order (``call.end`` with its reason), for a failure message."""
+    path = directory / f"{call_sid}.jsonl"
+    if not path.exists():
+        return "no call log"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return ", ".join(
+        r["event"] + (f" ({r.get('reason')})" if r["event"] == "call.end" else "") for r in records
+    )
