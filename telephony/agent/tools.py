@@ -74,7 +74,10 @@ class TransferDecision(Protocol):
         ...
 
 
-CONTROL_WAIT_S = 15.0  # a pre-warmed session's tool waits this long for its call's stream
+# a pre-warmed session's tool waits at most this long for its call's stream: longer than a
+# pre-warm is held by default (a dialled call's 60 s ring and MODEL_PREWARM_TIMEOUT's 15 s),
+# so a session no stream adopts is closed, its tool with it, before the wait ends
+CONTROL_WAIT_S = 90.0
 
 
 @dataclass
