@@ -84,7 +84,7 @@ CONTROL_WAIT_S = 90.0
 class CallContext:
     """The context object of each call's session: ``RunContextWrapper.context`` in tools.
 
-    A session pre-warmed at the webhook (``PREWARM``) has no call control until the call's
+    A session pre-warmed at the webhook (``MODEL_PREWARM``) has no call control until the call's
     stream adopts it, and may already be saying its greeting: one made with ``pending=True``
     makes a tool that needs the call (``end_call``, ``transfer_call``) wait for
     :meth:`attach` (at most ``CONTROL_WAIT_S``), so a greeting that hangs up or transfers at
@@ -94,7 +94,7 @@ class CallContext:
     call_sid: str
     control: CallControl | None = None
     pending: bool = False  # the control comes later, by attach()
-    _attached: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _attached: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     def attach(self, control: CallControl) -> None:
         """The call's control, now (a pre-warmed session adopted by its stream)."""
