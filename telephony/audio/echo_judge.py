@@ -62,6 +62,7 @@ LEARN_SHARE = 0.1  # a frame teaches the path only when this little of it is une
 HOLD_FRAMES = 15  # and not within 300 ms of a frame judged the caller's (double talk)
 EARLY_FRAMES = 150  # frames judged under the prior kept for review: 3 s
 COHERENCE = 0.75  # the learned path's echo must follow the line this closely (see _check)
+REFINE_PASSES = 1  # passes over the kept frames that refine a learned path before its check
 LINE_FLOOR = 1e8  # band power of white line noise at -50 dBFS: quieter is no sound
 CAP_MARGIN_DB = 6.0  # the cap on the prior (see cap_from) sits this far above the quiet line
 CAP_PERCENTILE = 10  # of the ratios line / what played, per lag and band (see cap_from)
@@ -238,7 +239,12 @@ class EchoJudge:
         than the agent, talking while it learned, is under the prior and teaches the path too
         (the offline model's greeting talked over: 118 frames); such a path would call the
         caller's words echo. A copy of the judge with the learned path replays the frames kept
-        (the last :data:`EARLY_FRAMES`), and the path is trusted when
+        (the last :data:`EARLY_FRAMES`; :data:`REFINE_PASSES` times first, each learning on
+        from the frames it calls echo alone: a path whose learning a frame called the
+        caller's held back, such as a G.168 D7 hybrid's first echo before the presence test
+        found it, learned from too few frames of the agent's voice and called 20-60 later
+        frames of echo alone the caller's, two of them pausing the reply), and the path is
+        trusted when
 
         - its echo estimate follows the line: the correlation of the frames' log power
           (each plus :data:`LINE_FLOOR`) with the estimate's is at least :data:`COHERENCE`
@@ -256,8 +262,39 @@ class EchoJudge:
         Otherwise the path is begun again from nothing (``restarts``), the prior standing in,
         held under what the line's quiet frames allow (:func:`cap_from`): a caller who talked
         while it learned is heard over a line with no echo while it learns again. When it is
-        trusted, the replay's verdicts are kept for :meth:`review`."""
+        trusted it takes the replay's path (refined by the replays) and its verdicts are kept
+        for :meth:`review`."""
         early = list(self._early or ())
+        for _ in range(REFINE_PASSES):
+            self._h[:] = self._replay(early)[0]._h
+        again, verdicts, blocks, estimates, windows = self._replay(early)
+        near_bands = band_powers(np.asarray(blocks))
+        line = near_bands.sum(axis=1)
+        echo = np.asarray(estimates)
+        a, b = np.log10(line + LINE_FLOOR), np.log10(echo + LINE_FLOOR)
+        alone = ~np.asarray(verdicts, dtype=bool)  # the frames it calls echo
+        coherent = _follows(a, b) or _follows(a[alone], b[alone])
+        weak = np.percentile(echo, 95) <= 3 * np.percentile(line, 10) + LINE_FLOOR
+        if coherent or weak:
+            self._trusted = True
+            self._h[:] = again._h  # the replay went on learning from the frames it called echo
+            self.presence.release()
+            self._verdicts = verdicts if self._early is not None else None
+            self._early = None
+        else:
+            self._h[:] = 0.0
+            self._learned = 0
+            self.restarts += 1
+            np.minimum(self._cap, cap_from(near_bands, np.asarray(windows)), out=self._cap)
+
+    def _replay(
+        self, early: list[tuple[int, bytes, bytes]]
+    ) -> tuple[EchoJudge, list[bool], list[np.ndarray], list[float], list[np.ndarray]]:
+        """A trusted copy of this judge, its path as learned so far, judges ``early`` (the
+        frames kept: idle frames before, near, far) again, learning on as it goes from those it
+        calls echo alone. Returns the copy, its verdicts, and per frame its near block (the 32
+        ms up to the frame's end), its echo estimate (summed over bands) and its window of
+        what played (shape (LAGS, bands))."""
         again = EchoJudge(backend="c" if self._c else "numpy", early_fit=False)
         again._early = None
         again._h = self._h.copy()
@@ -270,23 +307,7 @@ class EchoJudge:
             estimates.append(float(np.einsum("kb,kb->", again._h, again._far)))
             blocks.append(again._block[0].copy())
             windows.append(again._far.copy())
-        near_bands = band_powers(np.asarray(blocks))
-        line = near_bands.sum(axis=1)
-        echo = np.asarray(estimates)
-        a, b = np.log10(line + LINE_FLOOR), np.log10(echo + LINE_FLOOR)
-        alone = ~np.asarray(verdicts, dtype=bool)  # the frames it calls echo
-        coherent = _follows(a, b) or _follows(a[alone], b[alone])
-        weak = np.percentile(echo, 95) <= 3 * np.percentile(line, 10) + LINE_FLOOR
-        if coherent or weak:
-            self._trusted = True
-            self.presence.release()
-            self._verdicts = verdicts if self._early is not None else None
-            self._early = None
-        else:
-            self._h[:] = 0.0
-            self._learned = 0
-            self.restarts += 1
-            np.minimum(self._cap, cap_from(near_bands, np.asarray(windows)), out=self._cap)
+        return again, verdicts, blocks, estimates, windows
 
     def _frame_c(self, near: bytes, far: bytes, no_prior: bool) -> bool:
         """:meth:`frame` in the compiled loop: the same steps on the same state arrays."""

@@ -27,9 +27,9 @@ Per caller frame while the agent's audio plays (or a pause holds it):
    hold their own sound, not a reply's echo around it.
 2. **Pause.** Once the caller has spoken ``pause_ms`` (WebRTC VAD on the cleaned audio;
    ``EARLY_PAUSE_MS`` on a line where echo was found, before the judge has learned it; on a
-   learned line, a word's fading tail counts too: ``TAIL_FRAMES`` after ``WORD_FRAMES`` of
-   the caller's speech in a row, at a third of the judge's threshold), the agent's audio stops
-   at the caller's ear (``clear``), the rest kept: the barge-in reaction.
+   learned line, a word's edges under loud echo count too: :class:`~telephony.bridge.
+   barge_in_items.WordEdges`), the agent's audio stops at the caller's ear (``clear``), the
+   rest kept: the barge-in reaction.
 3. **Interrupt or resume.** Speech reaching ``min_speech_ms`` is a real interruption: the
    reply is truncated where the caller stopped hearing it and cancelled. Speech that ends
    before (``RESUME_AFTER_MS`` of quiet) resumes the agent's audio where it stopped, nothing
@@ -66,7 +66,7 @@ from ..audio.echo import EchoCanceller, PlayoutReference
 from ..audio.speech import SpeechDetector
 from ..config import BargeInRules
 from .barge_in_actions import GuardActions, SessionActions  # re-exported
-from .barge_in_items import CallerSpeech, VadItem
+from .barge_in_items import CallerSpeech, VadItem, WordEdges
 from .echo_path import GuardEcho
 from .turn_words import asks_for_the_turn, asks_to_stop, kind_of
 
@@ -84,7 +84,6 @@ GATE_HOLD_MS = 300  # after the caller's sound, echo frames still reach the mode
 EARLY_PAUSE_MS = 120  # see BargeInGuard._pause_ms ("Wait," over room echo: 160-180 ms)
 ECHO_HOLD_MS = 100  # a line's echo arrives this long past its delay (a hybrid's path, a room's)
 REPAUSE_MS = 100  # speech that pauses the agent again after a resume (not a stray frame)
-TAIL_FRAMES, WORD_FRAMES = 3, 3  # a word's tail toward a pause: frames after 3 in a row
 SILENT_FRAME = b"\xff" * 160  # 20 ms of μ-law silence
 SUPPRESSED_KINDS = ("echo", "short_speech", "backchannel", "noise")
 
@@ -131,7 +130,7 @@ class BargeInGuard:
         # caller frames of echo alone the model heard as silence; frames the guard took
         self.frames_gated = self.frames_guarded = 0
         self._missed = 0  # frames in a row just before with speech heard, not beyond the echo
-        self._tail = self._run = 0  # frames left that may be a word's tail; speech in a row
+        self._edges = WordEdges()  # a word's onset and tail, toward a pause
         self.cancel_s = 0.0  # CPU in the echo canceller and the detectors
 
     # ------------------------------------------------------------------ caller audio
@@ -199,11 +198,10 @@ class BargeInGuard:
         # test could not yet tell from the echo, count once it can (echo_delay.ONSET_FRAMES)
         credit = min(onset, self._missed) if speech else 0
         self._missed = 0 if speech or not raw_speech else self._missed + 1
-        # a word's fading tail over a learned line's loud echo counts toward the pause only
-        tail = judged and voiced and not speech and self._tail > 0 and self._echo.tail()
-        self._run = self._run + 1 if speech else 0  # a word, not a stray frame, has a tail
-        self._tail = TAIL_FRAMES if self._run >= WORD_FRAMES else max(0, self._tail - 1)
-        await self._on_frame(speech, raw_speech, now, credit, tail)
+        # a word's onset and fading tail over a learned line's loud echo count toward the
+        # pause only
+        edges = self._edges.frame(speech, judged and voiced and not speech and self._echo.edge())
+        await self._on_frame(speech, raw_speech, now, credit, edges)
         return ulaw
 
     def _review(self, first: int, last: int, again: set[int]) -> None:
@@ -214,7 +212,7 @@ class BargeInGuard:
         self._caller_frames = deque(sorted([*kept, *again]), maxlen=self._caller_frames.maxlen)
 
     async def _on_frame(
-        self, speech: bool, raw_speech: bool, now: float, credit: int, tail: bool = False
+        self, speech: bool, raw_speech: bool, now: float, credit: int, edges: int = 0
     ) -> None:
         s = self._speech
         if s is None:
@@ -227,7 +225,7 @@ class BargeInGuard:
             s.quiet_ms = 0
             s.speech_ms += FRAME_MS * (1 + credit) if speech else 0
             s.raw_ms += FRAME_MS if raw_speech else 0
-            s.tail_ms += FRAME_MS if tail else 0
+            s.tail_ms += FRAME_MS * edges
             s.ended = False
         else:
             s.quiet_ms += FRAME_MS  # audio time: replays faster than real time decide alike

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-__all__ = ["CallerSpeech", "VadItem"]
+__all__ = ["CallerSpeech", "VadItem", "WordEdges"]
+
+HEAD_FRAMES = 2  # a word's onset toward a pause: frames just before WORD_FRAMES in a row
+TAIL_FRAMES = 4  # a word's fading tail toward a pause: frames just after
+WORD_FRAMES = 3  # speech frames in a row that make a word, not a stray frame
 
 
 @dataclass
@@ -41,3 +45,38 @@ class VadItem:
     speech_ms: int = 0  # the caller's speech beyond the echo in it (our detector), at its stop
     transcript: str | None = None
     answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class WordEdges:
+    """A word's edges over a learned line's loud echo, counted toward a pause only.
+
+    A short word ("Wait,", 240 ms) over loud echo is speech beyond the echo only in its
+    middle: its onset and its fading tail are voiced (our detector hears speech) with part of
+    their power beyond the echo, under the judge's threshold. Once the caller's speech has
+    run :data:`WORD_FRAMES` frames in a row (a word, not a stray frame: echo alone on a
+    learned line makes no such run), such frames among the :data:`HEAD_FRAMES` just before
+    the run and the :data:`TAIL_FRAMES` just after it count toward the pause. Per frame, on
+    the caller's audio clock."""
+
+    def __init__(self) -> None:
+        self._run = 0  # speech frames in a row
+        self._head = 0  # edge frames since the last frame that was neither speech nor edge
+        self._tail = 0  # frames left that may be the last word's tail
+
+    def frame(self, speech: bool, edge: bool) -> int:
+        """One caller frame: ``speech`` (beyond the echo), ``edge`` (voiced, with sound
+        beyond the echo, on a learned line; not ``speech``). Returns the frames
+        (0-``HEAD_FRAMES``) to count toward the pause now."""
+        if speech:
+            self._run += 1
+            if self._run < WORD_FRAMES:
+                self._tail = max(0, self._tail - 1)
+                return 0
+            self._tail = TAIL_FRAMES
+            head, self._head = (self._head, 0) if self._run == WORD_FRAMES else (0, 0)
+            return min(head, HEAD_FRAMES)
+        self._run = 0
+        tail = edge and self._tail > 0
+        self._tail = max(0, self._tail - 1)
+        self._head = 0 if not edge else self._head + (not tail)
+        return int(tail)

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..audio.echo_judge import EARLY_FRAMES, LEARN_SHARE, EchoJudge
+from ..audio.echo_judge import EARLY_FRAMES, EchoJudge
 from ..observability.call_log import describe_error
 
 __all__ = ["GuardEcho", "Reviewed"]
@@ -53,11 +53,12 @@ class GuardEcho:
         """The judge has learned (and trusts) the line's echo path; False once it failed."""
         return not self.failed and self.judge.learned
 
-    def tail(self) -> bool:
-        """The last frame judged, on a learned line, held more sound beyond the echo than a
-        frame the judge learns from (``share`` over ``LEARN_SHARE``, a third of ``SHARE``):
-        after the caller's speech, a word fading under loud echo."""
-        return not self.failed and self.judge.learned and self.judge.share > LEARN_SHARE
+    def edge(self) -> bool:
+        """The last frame judged, on a learned line, held some sound beyond the echo (in a
+        band, over the judge's margin; its ``share`` over 0, under ``SHARE`` unless it was
+        speech): next to the caller's speech, a word's onset or fading tail under loud echo
+        (on echo alone the share is 0 in most frames)."""
+        return not self.failed and self.judge.learned and self.judge.share > 0.0
 
     @property
     def echo_found(self) -> bool:
