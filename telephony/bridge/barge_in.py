@@ -66,9 +66,9 @@ from ..audio.echo import EchoCanceller, PlayoutReference
 from ..audio.speech import SpeechDetector
 from ..config import BargeInRules
 from .barge_in_actions import GuardActions, SessionActions  # re-exported
-from .barge_in_items import CallerSpeech, VadItem, WordEdges
+from .barge_in_items import CallerSpeech, VadItem, WordEdges, item_kind
 from .echo_path import GuardEcho
-from .turn_words import asks_for_the_turn, asks_to_stop, kind_of
+from .turn_words import kind_of
 
 __all__ = ["SUPPRESSED_KINDS", "BargeInGuard", "GuardActions", "SessionActions"]
 
@@ -176,7 +176,7 @@ class BargeInGuard:
             beyond_echo, reviewed = self._echo.frame(raw, far, at, self.caller_ms, loud, placed)
             judged, onset = not self._echo.failed, self._echo.onset_frames
             if reviewed is not None:
-                self._review(*reviewed)
+                await self._review(*reviewed)
             raw_speech = self._detect_raw(raw, heard_loud if heard is raw else None)
         voiced = len(heard) == 320 and self._detect(heard, heard_loud)
         speech = voiced and beyond_echo
@@ -204,12 +204,27 @@ class BargeInGuard:
         await self._on_frame(speech, raw_speech, now, credit, edges)
         return ulaw
 
-    def _review(self, first: int, last: int, again: set[int]) -> None:
+    async def _review(self, first: int, last: int, again: set[int]) -> None:
         """The judge has just learned the line: the caller's sound in the frames it judged
         before (caller_ms ``first`` to ``last``), under its loose prior, is what the learned
-        path now says of them (``again``: the loud ones beyond the echo)."""
+        path now says of them (``again``: the loud ones beyond the echo). An item that ended
+        before, still waiting for its words, holding ``min_speech_ms`` of that sound is a
+        real turn now (a caller in a hybrid echo's first 200 ms, barely heard under the
+        prior, whose transcript came too late: the interruption was dropped)."""
         kept = [ms for ms in self._caller_frames if not first <= ms <= last]
         self._caller_frames = deque(sorted([*kept, *again]), maxlen=self._caller_frames.maxlen)
+        for item_id, item in list(self._items.items()):
+            if not (item.early and item.stopped and not item.real):
+                continue
+            since_ms = item.started_ms - ITEM_LOOKBACK_MS
+            sound_ms = self._caller_sound_ms(since_ms, until_ms=item.stopped_ms)
+            if sound_ms >= self.rules.min_speech_ms:
+                self._record("barge_in.interruption", item_id=item_id, why="review",
+                             speech_ms=sound_ms)  # fmt: skip
+                if self._audible():
+                    await self._interrupt()
+                item.real = True
+                item.answered.set()  # its _decide answers the turn
 
     async def _on_frame(
         self, speech: bool, raw_speech: bool, now: float, credit: int, edges: int = 0
@@ -225,7 +240,7 @@ class BargeInGuard:
             s.quiet_ms = 0
             s.speech_ms += FRAME_MS * (1 + credit) if speech else 0
             s.raw_ms += FRAME_MS if raw_speech else 0
-            s.tail_ms += FRAME_MS * edges
+            s.edge_ms += FRAME_MS * edges
             s.ended = False
         else:
             s.quiet_ms += FRAME_MS  # audio time: replays faster than real time decide alike
@@ -246,7 +261,7 @@ class BargeInGuard:
         # after a resume, speech again pauses it again, but not a stray frame or two (a count
         # "yeah" over room echo paused the reply 28 times, each resume paused by a stray frame)
         again = not s.resumed or s.speech_ms - s.resumed_ms >= REPAUSE_MS
-        if not s.paused and s.speech_ms + s.tail_ms >= self._pause_ms() and again:
+        if not s.paused and s.speech_ms + s.edge_ms >= self._pause_ms() and again:
             s.paused = await self._actions.pause(s.started_at, self.caller_ms)
         tail_s = self._echo_tail_s()  # a pause holds while its echo may arrive
         if s.quiet_ms >= (RESUME_AFTER_MS if s.paused else GAP_MS) and not (
@@ -334,7 +349,7 @@ class BargeInGuard:
     async def speech_stopped(self, item_id: str) -> None:
         """``input_audio_buffer.speech_stopped``: the item is complete (committed next)."""
         item = self._items.setdefault(item_id, VadItem(guarded=self._audible()))
-        item.stopped = True
+        item.stopped, item.stopped_ms = True, self.caller_ms
         # found by its end: the model's VAD may begin an item on the echo's first syllable
         item.echo_found = item.early and self._echo.echo_found
         # a backchannel goes under the agent's speech; speech the agent stopped before is
@@ -346,6 +361,8 @@ class BargeInGuard:
         # an item that began before the judge learned is judged so once it has: the frames
         # before were judged again with the learned path (_review)
         echo = item.echo or (item.early and self._echo.learned)
+        if item.early and self._echo.learned and sound_ms >= self.rules.min_speech_ms:
+            item.real = True  # heard at length once the line was learned (see _review)
         if echo and not item.real and sound_ms < ITEM_CALLER_MS:
             # all the model's VAD heard was the agent's own echo: no turn, whatever words
             # a recogniser makes of it
@@ -361,10 +378,11 @@ class BargeInGuard:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _caller_sound_ms(self, since_ms: int) -> int:
+    def _caller_sound_ms(self, since_ms: int, until_ms: int | None = None) -> int:
         """Caller sound beyond the agent's echo (our detector and the echo judge) heard since
-        ``since_ms`` on the caller's audio clock, ms."""
-        return sum(FRAME_MS for ms in self._caller_frames if ms >= since_ms)
+        ``since_ms`` (up to ``until_ms``, None: now) on the caller's audio clock, ms."""
+        end = self.caller_ms if until_ms is None else until_ms
+        return sum(FRAME_MS for ms in self._caller_frames if since_ms <= ms <= end)
 
     def transcript(self, item_id: str, text: str) -> None:
         """The item's transcript (``...input_audio_transcription.completed``; '' when it
@@ -389,28 +407,7 @@ class BargeInGuard:
         # what a recogniser made of an "mm-hm") are no turn
         short = item.outlasted and item.speech_ms < self.rules.min_speech_ms
         kind = self.kind_of(item.transcript, short=short)
-        if kind is None and item.echo and item.outlasted and item.speech_ms < self.rules.pause_ms:
-            # over the agent, with the line's echo learned, the caller spoke too little beyond
-            # it even to pause the agent: a cough or a click that a recogniser made words of
-            # (a bench run: a cough over room echo heard as "Open." cut the reply)
-            kind = "noise"
-        if (
-            kind is None
-            and item.echo_found
-            and short
-            and not asks_to_stop(item.transcript)
-            and (
-                item.speech_ms < self.rules.pause_ms
-                or (item.found_first and not asks_for_the_turn(item.transcript))
-            )
-        ):
-            # the agent's echo before the judge learned the line and a short sound of the
-            # caller's: words are the echo's ("I am here fucking" for a "yeah"), but for one
-            # that asks it to stop; even a turn word ("I'm not your walking."), or words of an
-            # item begun on the echo's first syllable, if too short to pause the agent
-            kind = "short_speech"
-        if kind in ("backchannel", "short_speech") and not item.outlasted:
-            kind = None  # the agent had finished: a short answer is a turn
+        kind = item_kind(item, kind, short, self.rules.pause_ms)
         if kind is None:
             self._record(
                 "barge_in.interruption", item_id=item_id, why="words", speech_ms=item.speech_ms

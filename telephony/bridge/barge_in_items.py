@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-__all__ = ["CallerSpeech", "VadItem", "WordEdges"]
+from .turn_words import asks_for_the_turn, asks_to_stop
+
+__all__ = ["CallerSpeech", "VadItem", "WordEdges", "item_kind"]
 
 HEAD_FRAMES = 2  # a word's onset toward a pause: frames just before WORD_FRAMES in a row
 TAIL_FRAMES = 4  # a word's fading tail toward a pause: frames just after
@@ -20,7 +22,7 @@ class CallerSpeech:
     started_at: float
     speech_ms: int = 0
     raw_ms: int = 0  # before echo cancelling
-    tail_ms: int = 0  # a word's fading tail over loud echo (toward a pause only)
+    edge_ms: int = 0  # a word's onset and tail over loud echo (WordEdges; toward a pause only)
     quiet_ms: int = 0  # since the last speech frame
     paused: bool = False
     resumed: bool = False  # a pause of it was taken back
@@ -41,6 +43,7 @@ class VadItem:
     found_first: bool = False  # found already when it began
     real: bool = False  # decided a real turn
     stopped: bool = False
+    stopped_ms: int = 0  # the caller's audio clock when the model's VAD stopped it
     outlasted: bool = True  # the agent's audio went on past the caller's speech
     speech_ms: int = 0  # the caller's speech beyond the echo in it (our detector), at its stop
     transcript: str | None = None
@@ -80,3 +83,34 @@ class WordEdges:
         self._tail = max(0, self._tail - 1)
         self._head = 0 if not edge else self._head + (not tail)
         return int(tail)
+
+
+def item_kind(item: VadItem, kind: str | None, short: bool, pause_ms: int) -> str | None:
+    """Why a guarded item that did not interrupt by its length is no turn: ``kind``, what its
+    words make it (:func:`~telephony.bridge.turn_words.kind_of`; None: a turn), weighed with
+    the caller's speech in it (``short``: under ``min_speech_ms`` with the agent talking on
+    past it; ``pause_ms``: the guard's). Returns ``"noise"``, ``"short_speech"``,
+    ``"backchannel"``, ``"echo"`` or None (a turn)."""
+    if kind is None and item.echo and item.outlasted and item.speech_ms < pause_ms:
+        # over the agent, with the line's echo learned, the caller spoke too little beyond
+        # it even to pause the agent: a cough or a click that a recogniser made words of
+        # (a bench run: a cough over room echo heard as "Open." cut the reply)
+        kind = "noise"
+    if (
+        kind is None
+        and item.echo_found
+        and short
+        and not asks_to_stop(item.transcript)
+        and (
+            item.speech_ms < pause_ms
+            or (item.found_first and not asks_for_the_turn(item.transcript))
+        )
+    ):
+        # the agent's echo before the judge learned the line and a short sound of the
+        # caller's: words are the echo's ("I am here fucking" for a "yeah"), but for one
+        # that asks it to stop; even a turn word ("I'm not your walking."), or words of an
+        # item begun on the echo's first syllable, if too short to pause the agent
+        kind = "short_speech"
+    if kind in ("backchannel", "short_speech") and not item.outlasted:
+        kind = None  # the agent had finished: a short answer is a turn
+    return kind
