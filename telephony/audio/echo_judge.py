@@ -62,7 +62,7 @@ LEARN_SHARE = 0.1  # a frame teaches the path only when this little of it is une
 HOLD_FRAMES = 15  # and not within 300 ms of a frame judged the caller's (double talk)
 EARLY_FRAMES = 150  # frames judged under the prior kept for review: 3 s
 COHERENCE = 0.75  # the learned path's echo must follow the line this closely (see _check)
-REFINE_PASSES = 1  # passes over the kept frames that refine a learned path before its check
+REFINE_PASSES = 1  # replays of the kept frames that refine a path once it is trusted
 LINE_FLOOR = 1e8  # band power of white line noise at -50 dBFS: quieter is no sound
 CAP_MARGIN_DB = 6.0  # the cap on the prior (see cap_from) sits this far above the quiet line
 CAP_PERCENTILE = 10  # of the ratios line / what played, per lag and band (see cap_from)
@@ -239,12 +239,7 @@ class EchoJudge:
         than the agent, talking while it learned, is under the prior and teaches the path too
         (the offline model's greeting talked over: 118 frames); such a path would call the
         caller's words echo. A copy of the judge with the learned path replays the frames kept
-        (the last :data:`EARLY_FRAMES`; :data:`REFINE_PASSES` times first, each learning on
-        from the frames it calls echo alone: a path whose learning a frame called the
-        caller's held back, such as a G.168 D7 hybrid's first echo before the presence test
-        found it, learned from too few frames of the agent's voice and called 20-60 later
-        frames of echo alone the caller's, two of them pausing the reply), and the path is
-        trusted when
+        (the last :data:`EARLY_FRAMES`), and the path is trusted when
 
         - its echo estimate follows the line: the correlation of the frames' log power
           (each plus :data:`LINE_FLOOR`) with the estimate's is at least :data:`COHERENCE`
@@ -262,11 +257,15 @@ class EchoJudge:
         Otherwise the path is begun again from nothing (``restarts``), the prior standing in,
         held under what the line's quiet frames allow (:func:`cap_from`): a caller who talked
         while it learned is heard over a line with no echo while it learns again. When it is
-        trusted it takes the replay's path (refined by the replays) and its verdicts are kept
-        for :meth:`review`."""
+        trusted the replay's verdicts are kept for :meth:`review`, and it takes the path the
+        replay learned on to, then :data:`REFINE_PASSES` more replays' (each learning from
+        the frames it calls echo alone): a path whose learning a frame called the caller's
+        held back, such as a G.168 D7 hybrid's first echo before the presence test found it,
+        learned from too few frames of the agent's voice and called 20-60 later frames of
+        echo alone the caller's, two of them pausing the reply. The check and the review
+        judge with the path as learned: refined, it would explain more of a caller who
+        talked while it learned."""
         early = list(self._early or ())
-        for _ in range(REFINE_PASSES):
-            self._h[:] = self._replay(early)[0]._h
         again, verdicts, blocks, estimates, windows = self._replay(early)
         near_bands = band_powers(np.asarray(blocks))
         line = near_bands.sum(axis=1)
@@ -278,6 +277,8 @@ class EchoJudge:
         if coherent or weak:
             self._trusted = True
             self._h[:] = again._h  # the replay went on learning from the frames it called echo
+            for _ in range(REFINE_PASSES):
+                self._h[:] = self._replay(early)[0]._h
             self.presence.release()
             self._verdicts = verdicts if self._early is not None else None
             self._early = None
