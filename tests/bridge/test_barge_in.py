@@ -761,8 +761,8 @@ async def test_a_hybrids_echo_whose_first_frame_held_back_learning_pauses_nothin
     test found it, was judged the caller's, which held the path's learning back 300 ms; the
     path learned from the agent's voice after that was trusted (its check passed) yet called
     20-60 later frames of the echo alone the caller's, and paused the reply once or twice
-    (``bench/echo.py``'s D7 cell, 1 run in 5). A learned path is now refined by a pass over
-    the frames it was checked on before it is trusted: no pause."""
+    (``bench/echo.py``'s D7 cell, 1 run in 5). A trusted path now takes what the check's
+    replay of the frames kept learned on to, and one more replay's: no pause."""
     line = (-6, 300, hybrid_path("D7"))
     assert (
         await pauses_on_a_line(*line, None, start_ms=start_ms, noise_dbfs=None, misplaced_ms=4)
@@ -1094,7 +1094,7 @@ def test_a_words_edges_count_only_next_to_a_word() -> None:
     assert credits("ee.SSS") == [0] * 6  # a quiet frame between: not the word's onset
 
 
-@pytest.mark.parametrize("delay_ms", [320, 340])
+@pytest.mark.parametrize("delay_ms", [330, 340])
 async def test_a_caller_in_a_hybrids_first_echo_whose_words_come_late_is_a_turn(
     delay_ms: int,
 ) -> None:
@@ -1104,7 +1104,7 @@ async def test_a_caller_in_a_hybrids_first_echo_whose_words_come_late_is_a_turn(
     model's VAD item (0.32-2.7 s) held 120 ms of the caller's speech, and its transcript came
     5 s after it ended (a recogniser under load), past the 4 s it is waited for: dropped as
     short speech, the question lost (a bench run, 2026-12-07). The judge learns the line at
-    2.9-3.1 s; its review of the frames before finds 600-660 ms of the caller's sound in the
+    2.9-3.1 s; its review of the frames before finds 620-660 ms of the caller's sound in the
     item, and that is a real turn: the reply is interrupted and the turn answered."""
     done, records, *_ = await guard_over_a_reply(
         -6, 0.5, None, item_s=(0.32, 2.7), line_path=(delay_ms, hybrid_path("D5"))
