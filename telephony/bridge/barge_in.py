@@ -214,17 +214,22 @@ class BargeInGuard:
         kept = [ms for ms in self._caller_frames if not first <= ms <= last]
         self._caller_frames = deque(sorted([*kept, *again]), maxlen=self._caller_frames.maxlen)
         for item_id, item in list(self._items.items()):
-            if not (item.early and item.stopped and not item.real):
-                continue
-            since_ms = item.started_ms - ITEM_LOOKBACK_MS
-            sound_ms = self._caller_sound_ms(since_ms, until_ms=item.stopped_ms)
-            if sound_ms >= self.rules.min_speech_ms:
-                self._record("barge_in.interruption", item_id=item_id, why="review",
-                             speech_ms=sound_ms)  # fmt: skip
-                if self._audible():
-                    await self._interrupt()
-                item.real = True
-                item.answered.set()  # its _decide answers the turn
+            if item.early and item.stopped and not item.real:
+                since_ms = item.started_ms - ITEM_LOOKBACK_MS
+                sound_ms = self._caller_sound_ms(since_ms, until_ms=item.stopped_ms)
+                if await self._heard_at_length(item_id, item, sound_ms):
+                    item.answered.set()  # its _decide answers the turn
+
+    async def _heard_at_length(self, item_id: str, item: VadItem, sound_ms: int) -> bool:
+        """An item the judge's review found ``sound_ms`` of the caller's sound in: with
+        ``min_speech_ms`` of it, a real turn (the agent interrupted if it still plays)."""
+        if sound_ms < self.rules.min_speech_ms:
+            return False
+        self._record("barge_in.interruption", item_id=item_id, why="review", speech_ms=sound_ms)
+        if self._audible():
+            await self._interrupt()
+        item.real = True
+        return True
 
     async def _on_frame(
         self, speech: bool, raw_speech: bool, now: float, credit: int, edges: int = 0
@@ -361,8 +366,8 @@ class BargeInGuard:
         # an item that began before the judge learned is judged so once it has: the frames
         # before were judged again with the learned path (_review)
         echo = item.echo or (item.early and self._echo.learned)
-        if item.early and self._echo.learned and sound_ms >= self.rules.min_speech_ms:
-            item.real = True  # heard at length once the line was learned (see _review)
+        if item.early and self._echo.learned and not item.real:
+            await self._heard_at_length(item_id, item, sound_ms)  # see _review
         if echo and not item.real and sound_ms < ITEM_CALLER_MS:
             # all the model's VAD heard was the agent's own echo: no turn, whatever words
             # a recogniser makes of it
