@@ -35,6 +35,7 @@ SLACK_FRAMES = 8  # frames written after the window before it is copied back (se
 NFFT = 16384  # >= WINDOW + WINDOW + MAX_LAG - 1: a linear, not circular, correlation
 PEAK = 0.14  # a GCC-PHAT peak this high is echo (no echo: <= 0.10 measured; echo: >= 0.14)
 MIN_RMS = 150.0  # a frame quieter than this (pcm16 units, about -47 dBFS) is not checked
+HEARD_RMS = 50.0  # a frame this loud (about -56 dBFS) weighs in an echo fit (see heard())
 ABOVE_FLOOR = 10.0  # nor one within 10 dB of the line's quietest recent frame (line noise)
 FLOOR_FRAMES = 50  # the quietest frame of the last second sets that floor
 SETTLE_FRAMES = 4  # loud frames in a row before a sound without a peak is not echo (80 ms:
@@ -70,6 +71,7 @@ class EchoDelay:
         self._powers = np.full(FLOOR_FRAMES, np.inf)  # the caller's last frame powers
         self._n = 0
         self.run = 0  # loud frames in a row, the last pushed included
+        self._heard = False  # the last frame pushed (see heard())
         self._since_sound = RESETTLE_FRAMES  # frames since one judged not echo
         self.seen = False
         self.delay_ms: float | None = None  # the lag of the strongest peak: the bulk delay
@@ -117,6 +119,7 @@ class EchoDelay:
         floor = float(self._powers.min())
         loud = power >= MIN_RMS**2 and power >= 10 ** (ABOVE_FLOOR / 10) * floor
         self.run = self.run + 1 if loud else 0
+        self._heard = power >= HEARD_RMS**2 and power >= 10 ** (ABOVE_FLOOR / 10) * floor
         self._since_sound += 1
 
     def idle(self, frames: int) -> None:
@@ -142,6 +145,14 @@ class EchoDelay:
         """The last frame pushed is loud enough to be someone talking: ``MIN_RMS`` and
         ``ABOVE_FLOOR`` dB over the quietest frame of the last second."""
         return self.run > 0
+
+    def heard(self) -> bool:
+        """The last frame pushed holds enough sound for an echo fit's residual to say how well
+        it explains it: ``HEARD_RMS`` and ``ABOVE_FLOOR`` dB over the quietest frame of the
+        last second. On a quiet line (digital silence around the echo, as a hybrid's in
+        ``bench/echo.py``) the agent's quieter syllables count too; over line noise at -50
+        dBFS only what :meth:`loud` takes does."""
+        return self._heard
 
     def not_echo(self) -> bool:
         """The last frame pushed holds a sound that is not the agent's echo alone, as far as

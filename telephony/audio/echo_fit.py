@@ -23,6 +23,13 @@ first pause 100-160 ms after the caller's first word on D2-D6 at every onset, an
 from 0.52-0.6 s on (0.2-1.9 s, or none, before); the whole reply's echo alone pauses nothing
 on any of them, nor on flat paths or rooms.
 
+On a quiet line (digital silence around the echo, no line noise) the fit converges on the
+echo's quieter frames too (the presence test's :meth:`~telephony.audio.echo_delay.EchoDelay.
+heard`), so a caller 160-180 ms into a hybrid's first echo, where it had heard only 4-5 loud
+frames of echo alone, is heard at once; over -50 dBFS line noise nothing changes. A loud
+frame it leaves :data:`OVERSHOOT` times its power unexplained unsettles it: a quiet room's
+echo onset can pass for a fitted path.
+
 The per-sample loop runs in the compiled audio core (``_fir.nlms``) when it is installed; the
 numpy loop below is its reference and fallback (about a hundred times slower: it runs only
 while the judge has not learned the line).
@@ -50,7 +57,7 @@ EPOCHS = 3  # passes over the echo heard so far while the fit has not yet explai
 RETRAIN_FRAMES = 10  # the last frames those passes cover (200 ms)
 RETRAIN_LIMIT = 20  # frames with such passes in a call at most (their CPU: about 2 ms each)
 CONVERGED = 0.12  # the fit explains the echo: the median residual share of the last
-CONVERGED_FRAMES = 5  # loud frames of it (measured on echo alone: hybrids and flat paths
+CONVERGED_FRAMES = 5  # heard frames of it (measured on echo alone: hybrids and flat paths
 # 0.01-0.08, rooms 0.85-3.4; over 3 frames a T60 0.2 s room passed, then paused the agent)
 DOUBLE_TALK = 0.3  # a loud frame with this share of its power unexplained holds the caller
 LEVEL_DB = 10.0  # and its unexplained power within this of the loudest echo the fit explained
@@ -58,6 +65,10 @@ WRONG = 0.5  # a fit that explained the echo learns nothing from a frame it expl
 LAPSE_FRAMES = 10  # a converged fit that explains none of this many loud frames in a row is
 # not the line's path (a T60 0.2 s room passed for one on 3 frames, then left 0.3-1.2 of each
 # frame; a caller is paused well within 200 ms, and the agent's echo then stops)
+OVERSHOOT = 8.0  # a loud frame whose residual is this many times its power: the fit says echo
+# where the line holds little (a T60 0.2 s room on a quiet line passed for a fitted path, then
+# left 7-42 times its next loud frame's power; double talk on a fitted hybrid: at most 2.5,
+# on flat 6 dB echo 4.2)
 HOLD_FRAMES = 5  # nor for 100 ms after a frame that held the caller
 SPAN = (24, 96)  # a fit not yet converged starts again when the presence test's lag leaves
 # this span of its taps (its strongest peak may move between a hybrid's peaks, 1-5 ms apart)
@@ -89,13 +100,19 @@ class EchoFit:
         self.begun = 0  # times the fit began (a first delay, then a lag outside its span)
         self.heard_caller = 0  # frames it called the caller's
 
-    def frame(self, near: np.ndarray, far: np.ndarray, loud: bool, lag: int) -> bool:
+    def frame(
+        self, near: np.ndarray, far: np.ndarray, loud: bool, lag: int, heard: bool = False
+    ) -> bool:
         """One frame: ``near`` and ``far`` are the presence test's buffers (the caller's audio
         and what played over it, pcm16 values as float64, one length, newest sample last,
         the frame just pushed the last :data:`FRAME`); ``loud``: the frame is loud enough to
-        be speech; ``lag``: the echo's bulk delay in samples (the presence test's peak).
-        Returns True when the frame holds the caller's voice: loud, a fit that explains the
-        line's echo, and :data:`DOUBLE_TALK` of its power beyond the fitted echo."""
+        be speech; ``heard``: it holds enough sound above the line's floor for its residual
+        to count toward :data:`CONVERGED` (a loud frame always does); ``lag``: the echo's
+        bulk delay in samples (the presence test's peak). Returns True when the frame holds
+        the caller's voice: loud, a fit that explains the line's echo, and
+        :data:`DOUBLE_TALK` of its power beyond the fitted echo (but under
+        :data:`OVERSHOOT` times it: beyond that the fit, not the line, is wrong, and it
+        unsettles)."""
         n = len(near)
         moved = self._offset is None or not SPAN[0] <= lag - self._offset <= SPAN[1]
         if moved and not self.converged:  # a fit that explains the echo keeps its own lag
@@ -111,6 +128,8 @@ class EchoFit:
             self._unexplained = self._unexplained + 1 if self.share > CONVERGED else 0
             if self._unexplained >= LAPSE_FRAMES:
                 self.unsettle()  # it has explained nothing for a while: not this line's path
+            if self.share > OVERSHOOT:
+                self.unsettle()  # it says echo where the line holds little: not its path
         caller = loud and self.converged and self.share >= DOUBLE_TALK and residual >= self._loudest
         if not (caller or self._hold > 0 or (self.converged and self.share > WRONG)):
             if not self.converged and self._retrains < RETRAIN_LIMIT:
@@ -124,6 +143,7 @@ class EchoFit:
         if loud and not caller:
             self._heard += 1
             self._loudest = max(self._loudest, power * 10 ** (-LEVEL_DB / 10))
+        if (loud or heard) and not caller:  # a quiet line's quieter echo counts (see heard)
             self._ratios = [*self._ratios[1 - CONVERGED_FRAMES :], self.share]
             if len(self._ratios) == CONVERGED_FRAMES and np.median(self._ratios) <= CONVERGED:
                 self.converged = True

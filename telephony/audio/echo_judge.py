@@ -176,7 +176,8 @@ class EchoJudge:
             no_prior = presence.not_echo()
             if presence.delay_ms is not None and self.fit is not None:  # a caller over a hybrid
                 lag = round(presence.delay_ms * 8)
-                fitted = self.fit.frame(presence.near, presence.far, presence.loud(), lag)
+                loud, heard = presence.loud(), presence.heard()
+                fitted = self.fit.frame(presence.near, presence.far, loud, lag, heard)
                 no_prior = no_prior or fitted
             # a sound not known to be echo teaches the path nothing (a caller's word before
             # the test has settled on it), and does not hold back learning after it either

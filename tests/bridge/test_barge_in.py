@@ -770,6 +770,34 @@ async def test_a_hybrids_echo_whose_first_frame_held_back_learning_pauses_nothin
     )
 
 
+@pytest.mark.parametrize(("model", "start_ms"), [("D5", 30), ("D5", 40), ("D4", 36), ("D2", 24)])
+async def test_a_caller_in_a_quiet_hybrids_first_echo_pauses_it_soon(
+    model: str, start_ms: int
+) -> None:
+    """ "Wait, stop, I have a question." 0.5 s in over a 6 dB G.168 hybrid at 300 ms on a quiet
+    line (no line noise, as ``bench/echo.py``'s hybrid cells), the reply 24-40 ms into the
+    caller's audio (the bench's starts 30-50 ms): the caller begins 160-176 ms after the
+    echo, where the early echo fit had heard 4-5 loud frames of it and needed 5 to converge,
+    so it learned the caller's voice and the pause came 0.7-1.9 s late (the bench's early
+    hybrid cell, slow in about half its runs). The echo's quieter frames count toward
+    converging too (:meth:`~telephony.audio.echo_delay.EchoDelay.heard`): paused within 200
+    ms."""
+    line = (-6, 300, hybrid_path(model))
+    pauses = await pauses_on_a_line(*line, 0.5, start_ms=start_ms, noise_dbfs=None)
+    assert pauses and 500 < pauses[0] <= 700, pauses
+
+
+@pytest.mark.parametrize("start_ms", [10, 12])
+async def test_a_quiet_rooms_echo_alone_pauses_nothing(start_ms: int) -> None:
+    """A speakerphone room (T60 0.2 s, 12 dB, 60 ms) on a quiet line (no line noise: a
+    digital leg): the early echo fit passed for having learned the room's path over its first
+    loud frames of echo, then called the next ones the caller's, each leaving 11-42 times its
+    power unexplained, and paused the agent 0.64-0.72 s in at 15 of 30 playout phases (0-58
+    ms). Such a frame now unsettles the fit (``echo_fit.OVERSHOOT``): no pause."""
+    line = (-12, 60, room_path(0.2))
+    assert await pauses_on_a_line(*line, None, start_ms=start_ms, noise_dbfs=None) == []
+
+
 @pytest.mark.parametrize(
     ("gain_db", "delay_ms", "path"),
     [
