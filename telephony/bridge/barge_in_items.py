@@ -76,7 +76,8 @@ class WordEdges:
                 self._tail = max(0, self._tail - 1)
                 return 0
             self._tail = TAIL_FRAMES
-            head, self._head = (self._head, 0) if self._run == WORD_FRAMES else (0, 0)
+            head = self._head if self._run == WORD_FRAMES else 0  # the word's onset, once
+            self._head = 0
             return min(head, HEAD_FRAMES)
         self._run = 0
         tail = edge and self._tail > 0
