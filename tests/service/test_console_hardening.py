@@ -39,6 +39,12 @@ async def signed_in(http: httpx.AsyncClient) -> httpx.Response:
     return response
 
 
+def session_cookie(value: str) -> dict[str, str]:
+    """The console's session cookie as a request header (httpx deprecates per-request
+    ``cookies=``; the client's own jar is cleared where it would add one)."""
+    return {"Cookie": f"{COOKIE}={value}"}
+
+
 async def test_odd_cookies_and_offsets_are_refused_or_clamped_never_a_500(live_server) -> None:
     async with live_server(overrides={"console_token": TOKEN}) as srv:
         async with httpx.AsyncClient(base_url=srv.base_url) as http:
@@ -65,7 +71,7 @@ async def test_a_session_expires_signs_out_and_pages_say_what_browsers_may_do(
             assert f"Max-Age={SESSION_S}" in set_cookie and "Secure" in set_cookie
             assert "HttpOnly" in set_cookie and "SameSite=strict" in set_cookie
             session = set_cookie.split(";")[0].split("=", 1)[1]
-            page = await http.get("/console", cookies={COOKIE: session})
+            page = await http.get("/console", headers=session_cookie(session))
             assert page.status_code == 200
             assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
             assert page.headers["x-frame-options"] == "DENY"
@@ -73,19 +79,19 @@ async def test_a_session_expires_signs_out_and_pages_say_what_browsers_may_do(
             assert page.headers["x-content-type-options"] == "nosniff"
             assert page.headers["cache-control"] == "no-store"
             old = _session_value(TOKEN, now=time.time() - SESSION_S - 1)
-            expired = await http.get("/console/live.json", cookies={COOKIE: old})
+            expired = await http.get("/console/live.json", headers=session_cookie(old))
             assert expired.status_code == 401
             http.cookies.clear()
             out = await http.post(
-                "/console/logout", cookies={COOKIE: session}, headers={"X-Console": "1"}
+                "/console/logout", headers={"X-Console": "1", **session_cookie(session)}
             )
             assert out.status_code == 303 and f"{COOKIE}=" in out.headers["set-cookie"]
-            again = await http.get("/console/live.json", cookies={COOKIE: session})
+            again = await http.get("/console/live.json", headers=session_cookie(session))
             assert again.status_code == 401  # the signed-out session is refused here
             login = await signed_in(http)  # and a new sign-in works at once
             fresh = login.headers["set-cookie"].split(";")[0].split("=", 1)[1]
             assert (
-                await http.get("/console/live.json", cookies={COOKIE: fresh})
+                await http.get("/console/live.json", headers=session_cookie(fresh))
             ).status_code == 200
             crossed = await http.post("/console/logout", headers={"Origin": "https://evil.test"})
             assert crossed.status_code == 403
