@@ -117,9 +117,9 @@ class EchoDelay:
         self._powers[self._n % FLOOR_FRAMES] = power
         self._n += 1
         floor = float(self._powers.min())
-        loud = power >= MIN_RMS**2 and power >= 10 ** (ABOVE_FLOOR / 10) * floor
-        self.run = self.run + 1 if loud else 0
-        self._heard = power >= HEARD_RMS**2 and power >= 10 ** (ABOVE_FLOOR / 10) * floor
+        above_floor = power >= 10 ** (ABOVE_FLOOR / 10) * floor
+        self.run = self.run + 1 if above_floor and power >= MIN_RMS**2 else 0
+        self._heard = above_floor and power >= HEARD_RMS**2
         self._since_sound += 1
 
     def idle(self, frames: int) -> None:
