@@ -327,7 +327,10 @@ async def test_a_sip_call_ends_politely_at_max_call_duration(settings) -> None:
     requested = next(r for r in log if r["event"] == "hangup.requested")
     assert requested["reason"] == "max_duration"
     lasted = seconds_between(log[0], requested)
-    assert lasted >= 2.0  # MAX_CALL_DURATION, not less
+    # MAX_CALL_DURATION, not less (not a watchdog look, 0.25 s, early): the server counts from
+    # taking the call, its first record (sip.incoming) is written when the call's task first
+    # runs, a few ms later under load, so a look just past 2 s reads a little short here
+    assert lasted >= 2.0 - 0.05
     within("sip.max_duration_s", lasted, 3.5)  # the watchdog looks every 0.25 s
     assert "time limit" in goodbye and log[-1]["reason"] == "max_duration"
 
