@@ -287,7 +287,9 @@ async def test_the_agents_own_echo_does_not_make_gpt_live_yield_but_the_caller_d
             )
         runs[name] = (fake.connections[0], result, records(log, "call.end")[-1])
     off, on, caller = runs["off"], runs["on"], runs["caller"]
-    assert off[0].yielded == 1  # without the gate, its own voice stops it
+    # without the gate, its own voice stops it (the greeting; under load the 300 ms reply to
+    # that echo can overlap its own echo by the fake's 200 ms too and yield a second time)
+    assert off[0].yielded >= 1
     assert on[0].yielded == 0 and on[0].turns == 0  # with it: nothing heard but silence
     assert on[2]["echo_gate"]["frames_gated"] > 50
     heard = sum(len(f) for at, f in on[1].played if f != QUIET) / 8
