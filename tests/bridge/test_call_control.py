@@ -68,9 +68,11 @@ async def test_no_greeting_when_empty(live_server) -> None:
 
 
 async def test_dtmf_reaches_the_agent_as_text(live_server) -> None:
+    # keys 50 ms apart on the wall clock (speed 2), DTMF_TIMEOUT 1 s: a stalled machine does
+    # not split an entry (0.3 s left 250 ms of room); the call outlasts the last timeout
     keys = [(0.5, "1"), (0.6, "2"), (0.7, "3"), (0.8, "#"), (1.5, "4"), (1.6, "2")]
-    async with live_server(overrides={"dtmf_timeout": 0.3}) as srv:
-        result = await srv.call(SILENCE * 24000, speed=2, tail_s=0.3, dtmf=keys)
+    async with live_server(overrides={"dtmf_timeout": 1.0}) as srv:
+        result = await srv.call(SILENCE * 48000, speed=2, tail_s=0.3, dtmf=keys)
         log = await final_log(srv, result.call_sid)
     conn = srv.model.connections[0]
     texts = [
@@ -90,8 +92,8 @@ async def test_dtmf_reaches_the_agent_as_text(live_server) -> None:
 async def test_dtmf_is_twilios_alphabet_and_a_bounded_message(live_server) -> None:
     # 40 keys at 12.5 a second (a fast typist; a flood is the next test)
     keys = [(0.2 + i * 0.08, "7") for i in range(40)] + [(3.5, "x"), (3.51, "D")]
-    async with live_server(overrides={"dtmf_timeout": 0.3}) as srv:
-        result = await srv.call(SILENCE * 40000, speed=2, tail_s=0.3, dtmf=keys)
+    async with live_server(overrides={"dtmf_timeout": 1.0}) as srv:
+        result = await srv.call(SILENCE * 64000, speed=2, tail_s=0.3, dtmf=keys)
         log = await final_log(srv, result.call_sid)
     assert [r["digits"] for r in events(log, "dtmf.sent")] == ["7" * 32, "7" * 8 + "D"]
     assert any("pattern" in r["error"] for r in events(log, "protocol.error"))  # the "x"
