@@ -27,9 +27,8 @@ On a quiet line (digital silence around the echo, no line noise) the fit converg
 echo's quieter frames too (the presence test's :meth:`~telephony.audio.echo_delay.EchoDelay.
 heard`), so a caller 160-180 ms into a hybrid's first echo, where it had heard only 4-5 loud
 frames of echo alone, is heard at once; over -50 dBFS line noise nothing changes. A loud
-frame it leaves :data:`OVERSHOOT` times its power unexplained (:data:`QUIET_OVERSHOOT` times,
-when the frame is quieter than the echo it has explained) unsettles it: a quiet room's echo
-onset can pass for a fitted path.
+frame it leaves :data:`OVERSHOOT` times its power unexplained unsettles it: a quiet room's
+echo onset can pass for a fitted path.
 
 The per-sample loop runs in the compiled audio core (``_fir.nlms``) when it is installed; the
 numpy loop below is its reference and fallback (about a hundred times slower: it runs only
@@ -70,9 +69,6 @@ OVERSHOOT = 8.0  # a loud frame whose residual is this many times its power: the
 # where the line holds little (a T60 0.2 s room on a quiet line passed for a fitted path, then
 # left 7-42 times its next loud frame's power; double talk on a fitted hybrid: at most 2.5,
 # on flat 6 dB echo 4.2)
-QUIET_OVERSHOOT = 2.0  # the same on a loud frame under the loudest echo it explained (less
-# 10 dB): a caller's voice adds power to the echo, its residual share stays near 1; a short
-# quiet room's fitted onset left 5-7 times such a frame's power and paused the agent
 HOLD_FRAMES = 5  # nor for 100 ms after a frame that held the caller
 SPAN = (24, 96)  # a fit not yet converged starts again when the presence test's lag leaves
 # this span of its taps (its strongest peak may move between a hybrid's peaks, 1-5 ms apart)
@@ -115,8 +111,7 @@ class EchoFit:
         bulk delay in samples (the presence test's peak). Returns True when the frame holds
         the caller's voice: loud, a fit that explains the line's echo, and
         :data:`DOUBLE_TALK` of its power beyond the fitted echo (but under
-        :data:`OVERSHOOT` times it, or :data:`QUIET_OVERSHOOT` times on a frame quieter than
-        the echo it explained: beyond that the fit, not the line, is wrong, and it
+        :data:`OVERSHOOT` times it: beyond that the fit, not the line, is wrong, and it
         unsettles)."""
         n = len(near)
         moved = self._offset is None or not SPAN[0] <= lag - self._offset <= SPAN[1]
@@ -133,7 +128,7 @@ class EchoFit:
             self._unexplained = self._unexplained + 1 if self.share > CONVERGED else 0
             if self._unexplained >= LAPSE_FRAMES:
                 self.unsettle()  # it has explained nothing for a while: not this line's path
-            if self.share > (OVERSHOOT if power >= self._loudest else QUIET_OVERSHOOT):
+            if self.share > OVERSHOOT:
                 self.unsettle()  # it says echo where the line holds little: not its path
         caller = loud and self.converged and self.share >= DOUBLE_TALK and residual >= self._loudest
         if not (caller or self._hold > 0 or (self.converged and self.share > WRONG)):
